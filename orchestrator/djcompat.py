@@ -1,0 +1,66 @@
+"""The private DataJoint API djdask relies on, in one place.
+
+DataJoint 2.x has no public call that runs ``make()`` for one key inside its
+transaction without also reserving through the jobs table (``populate`` with
+``reserve_jobs=True`` installs a SIGTERM handler, which fails off the main
+thread, and reserves key by key).  djdask reserves keys itself, in batches, so
+workers run each key through ``AutoPopulate._populate1`` in direct mode: the
+same code path ``populate()`` uses, with its transaction, its "already
+populated" check, tripartite ``make`` support and job metadata.
+
+``tests/unit/test_djcompat.py`` checks these entry points against the
+installed DataJoint and fails loudly when they change.
+"""
+
+from __future__ import annotations
+
+import inspect
+import traceback
+from typing import Any
+
+__all__ = ["EXPECTED_POPULATE1_PARAMETERS", "check_compatibility", "job_version", "run_make"]
+
+EXPECTED_POPULATE1_PARAMETERS = ("key", "jobs", "suppress_errors", "return_exception_objects", "make_kwargs")
+
+
+def check_compatibility() -> None:
+    """Raise RuntimeError when the installed DataJoint lacks what djdask uses."""
+    from datajoint.autopopulate import AutoPopulate
+    from datajoint.jobs import _get_job_version  # noqa: F401  (presence is the check)
+
+    params = tuple(inspect.signature(AutoPopulate._populate1).parameters)[1:]
+    if params != EXPECTED_POPULATE1_PARAMETERS:
+        raise RuntimeError(
+            f"DataJoint's AutoPopulate._populate1 has parameters {params}, djdask expects "
+            f"{EXPECTED_POPULATE1_PARAMETERS}. Install a DataJoint version djdask supports."
+        )
+
+
+def run_make(table: Any, key: dict) -> tuple[str, str | None, str | None]:
+    """Run ``make(key)`` of ``table`` in its own transaction.
+
+    Returns
+    -------
+    status : str
+        ``"success"`` when make() committed rows, ``"skipped"`` when the key was
+        already in the table, ``"error"`` when make() raised.
+    error_message, error_stack : str or None
+        For an error, the message and traceback in DataJoint's own format
+        (``ExceptionClass: message``, as ``populate`` writes them).
+    """
+    result = table._populate1(key, None, suppress_errors=True, return_exception_objects=True, make_kwargs=None)
+    if result is True:
+        return "success", None, None
+    if result is False:
+        return "skipped", None, None
+    _, error = result
+    message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    return "error", message, stack
+
+
+def job_version(connection: Any) -> str:
+    """The code version DataJoint stamps on reserved jobs (``jobs.version_method``)."""
+    from datajoint.jobs import _get_job_version
+
+    return _get_job_version(connection._config)

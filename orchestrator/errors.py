@@ -1,0 +1,47 @@
+"""The exceptions djdask raises.
+
+Every error a user can cause derives from :class:`DjdaskError` and from the
+builtin exception it resembles, so callers may catch either.  Messages say what
+failed, the value seen, and how to fix it; the CLI prints them as one paragraph
+and exits with code 2.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DjdaskError",
+    "DatabaseUnavailableError",
+    "PipelineImportError",
+    "NoTablesError",
+    "UnknownTableError",
+    "RestrictionError",
+    "JobsTableError",
+]
+
+
+class DjdaskError(Exception):
+    """Base class of the errors djdask reports to its users."""
+
+
+class DatabaseUnavailableError(DjdaskError, ConnectionError):
+    """The database could not be reached or refused the connection."""
+
+
+class PipelineImportError(DjdaskError, ImportError):
+    """The pipeline module named by the user cannot be imported."""
+
+
+class NoTablesError(DjdaskError, LookupError):
+    """The pipeline module defines no DataJoint tables that djdask can run."""
+
+
+class UnknownTableError(DjdaskError, LookupError):
+    """A target table named by the user is not in the pipeline."""
+
+
+class RestrictionError(DjdaskError, ValueError):
+    """A ``-r ATTR=VALUE`` restriction is malformed or names an unknown attribute."""
+
+
+class JobsTableError(DjdaskError, RuntimeError):
+    """A jobs table exists in a layout djdask cannot use safely."""

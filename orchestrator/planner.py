@@ -1,0 +1,134 @@
+"""What a campaign would do: restrictions checked against headings, missing keys counted in SQL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .errors import RestrictionError
+from .graph import PipelineGraph
+
+__all__ = ["PlanRow", "Selection", "parse_restrictions", "plan", "select", "table_counts"]
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """One table of a plan."""
+
+    table: str
+    full_name: str
+    tier: str
+    depth: int
+    total: int
+    missing: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _convert(value: str, attr: Any) -> Any:
+    if attr.numeric:
+        try:
+            number = float(value)
+        except ValueError:
+            raise RestrictionError(
+                f"Restriction {attr.name}={value!r}: {attr.name} is numeric ({attr.type}) "
+                f"but {value!r} is not a number. Give a number, e.g. -r {attr.name}=1."
+            ) from None
+        return int(number) if number.is_integer() and "int" in attr.type.lower() else number
+    return value
+
+
+def parse_restrictions(pairs: Sequence[str], graph: PipelineGraph, tables: dict[str, type]) -> dict[str, Any]:
+    """Turn ``ATTR=VALUE`` strings into a restriction dict, checked against the tables' keys.
+
+    An attribute is accepted when it belongs to the key source of at least one
+    table of ``graph``; values are converted to the attribute's type.  Never
+    raw SQL: only attribute names seen in the headings get through.
+    """
+    sources = [tables[n]().key_source for n in graph.order]
+    known: dict[str, Any] = {}
+    for ks in sources:
+        for name in ks.heading.names:
+            known.setdefault(name, ks.heading[name])
+    restriction: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise RestrictionError(
+                f"Restriction {pair!r} is not of the form ATTR=VALUE. Write it like -r mouse_id=3."
+            )
+        if name not in known:
+            listing = ", ".join(sorted(known)) or "(none)"
+            raise RestrictionError(
+                f"Unknown restriction attribute {name!r}: no selected table's key has it. "
+                f"Restrict by one of: {listing}."
+            )
+        restriction[name] = _convert(value.strip(), known[name])
+    return restriction
+
+
+def plan(graph: PipelineGraph, tables: dict[str, type], restriction: dict[str, Any]) -> list[PlanRow]:
+    """Count total and missing keys per table, in dependency order; changes nothing."""
+    rows = []
+    for info in graph:
+        table = tables[info.full_name]()
+        names = set(table.key_source.heading.names)
+        own = {k: v for k, v in restriction.items() if k in names}
+        missing, total = table.progress(own) if own else table.progress()
+        rows.append(PlanRow(info.class_name, info.full_name, info.tier, info.depth, int(total), int(missing)))
+    return rows
+
+
+def table_counts(graph: PipelineGraph, tables: dict[str, type]) -> list[dict[str, Any]]:
+    """Per table: rows in the table and jobs by status, read without creating anything."""
+    from datajoint.jobs import Job
+
+    out = []
+    for info in graph:
+        table = tables[info.full_name]()
+        jobs = Job(table)
+        counts = jobs.progress()  # zeros when the jobs table does not exist yet
+        out.append(
+            {
+                "table": info.class_name,
+                "full_name": info.full_name,
+                "rows": len(table),
+                "pending": counts["pending"],
+                "reserved": counts["reserved"],
+                "error": counts["error"],
+                "ignore": counts["ignore"],
+            }
+        )
+    return out
+
+
+@dataclass
+class Selection:
+    """A loaded pipeline cut to the user's targets, with a checked restriction."""
+
+    module_name: str
+    tables: dict[str, type]
+    graph: PipelineGraph
+    restriction: dict[str, Any]
+
+
+def select(module_name: str, targets: Sequence[str] = (), restrictions: Sequence[str] | dict = ()) -> Selection:
+    """Load ``module_name``, build its DAG from the database, cut it to ``targets``,
+    and check ``restrictions`` (``ATTR=VALUE`` strings, or an already typed dict)."""
+    from .database import import_datajoint
+    from .graph import build_graph
+    from .loader import load_pipeline
+
+    dj = import_datajoint()
+    loaded = load_pipeline(module_name)
+    auto = loaded.auto_populated()
+    names = {n: cls.__name__ for n, cls in loaded.tables.items()}
+    graph = build_graph(dj.conn(), loaded.schemas, names).cut(list(targets))
+    if isinstance(restrictions, dict):
+        restriction = parse_restrictions([f"{k}={v}" for k, v in restrictions.items()], graph, auto)
+    else:
+        restriction = parse_restrictions(restrictions, graph, auto)
+    return Selection(module_name, auto, graph, restriction)

@@ -1,0 +1,15 @@
+"""The reference pipeline's schema objects, named from one configurable prefix."""
+
+from __future__ import annotations
+
+from orchestrator import config
+from orchestrator.database import import_datajoint
+
+dj = import_datajoint()
+
+PREFIX: str = str(config.get("demo.schema-prefix"))
+
+acquisition = dj.Schema(f"{PREFIX}_acquisition")
+imaging = dj.Schema(f"{PREFIX}_imaging")
+
+__all__ = ["PREFIX", "acquisition", "imaging"]
