@@ -1,0 +1,105 @@
+"""Fixtures shared by the test suite.
+
+Integration tests run against real servers that these fixtures start: djdask's
+embedded PostgreSQL and a private MariaDB instance.  Where a server cannot
+start, its tests are skipped on a developer's machine and fail in CI
+(``CI=true``): CI must prove both backends.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.services import ServiceUnavailable, start_mariadb, start_postgres
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_PIPELINES = Path(__file__).resolve().parent / "pipelines"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _start(starter, tmp_path_factory, name):
+    try:
+        server = starter(tmp_path_factory.mktemp(name))
+    except (ServiceUnavailable, OSError, subprocess.CalledProcessError) as err:
+        if IN_CI:
+            pytest.fail(f"{name} could not be started in CI: {err}")
+        pytest.skip(f"{name} unavailable: {err}")
+    return server
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory):
+    server = _start(start_postgres, tmp_path_factory, "postgres")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mariadb_server(tmp_path_factory):
+    server = _start(start_mariadb, tmp_path_factory, "mariadb")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["postgres", "mariadb"])
+def server(request):
+    """Each integration test that takes this fixture runs once per backend."""
+    return request.getfixturevalue(f"{request.param}_server")
+
+
+@pytest.fixture
+def prefix():
+    """A fresh schema-name prefix, so every test has its own pipeline copy."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without any DataJoint or djdask settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJ_", "DASK_DJDASK"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(TEST_PIPELINES)])
+    env["DASK_DJDASK__CAMPAIGN__DASHBOARD_ADDRESS"] = "127.0.0.1:0"
+    env.update(extra or {})
+    return env
+
+
+class Djdask:
+    """Runs the real `djdask` command line in a subprocess against one server."""
+
+    def __init__(self, server, prefix: str, cwd: Path) -> None:
+        self.server = server
+        self.prefix = prefix
+        self.cwd = cwd
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return clean_env({**self.server.env, "DASK_DJDASK__DEMO__SCHEMA_PREFIX": self.prefix, **extra})
+
+    def __call__(self, *args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "orchestrator.cli", *args],
+            env=env or self.env(), cwd=self.cwd, capture_output=True, text=True, timeout=timeout,
+        )
+
+    def python(self, code: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        """Run Python code with the same environment (for DataJoint's own populate)."""
+        return subprocess.run(
+            [sys.executable, "-c", code], env=self.env(), cwd=self.cwd,
+            capture_output=True, text=True, timeout=timeout,
+        )
+
+
+@pytest.fixture
+def djdask(server, prefix, tmp_path):
+    return Djdask(server, prefix, tmp_path)
+
+
+@pytest.fixture
+def sql(server):
+    client = server.client()
+    yield client
+    client.close()

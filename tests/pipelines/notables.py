@@ -1,0 +1,3 @@
+"""A module that imports fine but defines no DataJoint tables."""
+
+ANSWER = 42
