@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 
+from . import imaging  # noqa: F401  (declares the whole pipeline, not only acquisition)
 from .acquisition import Mouse, Scan, Session
 
 __all__ = ["SCALES", "insert_demo_data"]

@@ -1,0 +1,78 @@
+"""`djdask demo` and `djdask db` on a machine with no database configured."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import clean_env
+
+pytestmark = pytest.mark.integration
+
+EXPECTED_ROWS = {"ScanMovie": 8, "MotionCorrection": 8, "Segmentation": 16, "Traces": 16, "CellStats": 16}
+
+
+def run(args, env, cwd, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args], env=env, cwd=cwd,
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture
+def unconfigured(tmp_path):
+    """No DataJoint settings at all; the embedded server's data in a fresh directory."""
+    env = clean_env({"DASK_DJDASK__DATABASE__DATA_DIR": str(tmp_path / "data")})
+    yield env, tmp_path
+    run(["db", "stop"], env, tmp_path)
+
+
+def test_demo_populates_every_table_on_the_embedded_database(unconfigured):
+    """The README's first command: with nothing configured, the demo must start the embedded
+    PostgreSQL and fill every table of the reference pipeline; a missing row means a
+    table was skipped or a key lost."""
+    env, cwd = unconfigured
+    summary_file = cwd / "summary.json"
+    result = run(["demo", "--workers", "2", "--json-summary", str(summary_file)], env, cwd)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Dask dashboard: http://127.0.0.1:" in result.stdout
+    assert "postgresql://postgres@" in result.stdout
+    summary = json.loads(summary_file.read_text())
+    assert summary["errors"] == 0
+    assert {t["table"]: t["succeeded"] for t in summary["tables"]} == EXPECTED_ROWS
+
+    status = run(["status", "pipeline", "--json"], env, cwd)
+    assert status.returncode == 0, status.stderr
+    rows = {r["table"]: r for r in json.loads(status.stdout)["tables"]}
+    assert {name: r["rows"] for name, r in rows.items()} == EXPECTED_ROWS
+    assert all(r["pending"] == r["reserved"] == r["error"] == 0 for r in rows.values())
+
+    # Run again: nothing is left to do, and nothing is recomputed.
+    again = run(["demo", "--workers", "1", "--json-summary", str(summary_file)], env, cwd)
+    assert again.returncode == 0, again.stderr
+    assert all(t["succeeded"] == 0 for t in json.loads(summary_file.read_text())["tables"])
+
+
+def test_db_commands_manage_the_embedded_server(unconfigured):
+    """start/status/url/stop must report the server's real state; a wrong one leaves users
+    with a server running they think is stopped, or the reverse."""
+    env, cwd = unconfigured
+    assert run(["db", "status"], env, cwd).returncode == 3  # not running yet
+    started = run(["db", "start"], env, cwd)
+    assert started.returncode == 0, started.stderr
+    status = run(["db", "status"], env, cwd)
+    assert status.returncode == 0 and "running" in status.stdout
+    url = run(["db", "url"], env, cwd).stdout.strip()
+    assert url.startswith("postgresql://postgres@/postgres?host=")
+    import psycopg2
+
+    host = url.split("host=", 1)[1]
+    with psycopg2.connect(host=host, user="postgres", dbname="postgres") as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1")
+        assert cur.fetchone() == (1,)
+    stopped = run(["db", "stop"], env, cwd)
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+    assert run(["db", "status"], env, cwd).returncode == 3
