@@ -152,7 +152,10 @@ class Campaign:
                 client.close()
                 cluster.close()
             for batch in held.values():
-                batch.queue.release(batch.keys)
+                try:
+                    batch.queue.release(batch.keys)
+                except Exception as err:  # keep the error that stopped the campaign
+                    logger.error("Could not release %d keys of %s: %s", len(batch.keys), batch.queue.table.class_name, err)
         summary.seconds = time.perf_counter() - start
         return summary
 

@@ -103,3 +103,21 @@ def sql(server):
     client = server.client()
     yield client
     client.close()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say how many integration tests ran on each backend, so the report shows both."""
+    per_backend: dict[str, dict[str, int]] = {}
+    for outcome in ("passed", "failed", "skipped", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            nodeid = getattr(report, "nodeid", "")
+            if "tests/integration" not in nodeid:
+                continue
+            for backend in ("postgres", "mariadb"):
+                if f"[{backend}" in nodeid:
+                    counts = per_backend.setdefault(backend, {})
+                    counts[outcome] = counts.get(outcome, 0) + 1
+    if per_backend:
+        terminalreporter.section("integration tests per backend")
+        for backend, counts in sorted(per_backend.items()):
+            terminalreporter.write_line(f"{backend}: " + ", ".join(f"{n} {o}" for o, n in sorted(counts.items())))
