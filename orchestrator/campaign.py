@@ -20,7 +20,8 @@ from typing import Any
 
 from . import config
 from .executor import PipelinePlugin, run_batch
-from .jobs import JobQueue
+from .jobs import JobQueue, Owner, check_legacy_jobs
+from .leases import Heartbeat, recover_orphans
 from .planner import Selection, select
 from .progress import TerminalProgress
 
@@ -129,20 +130,43 @@ class Campaign:
         self.dashboard_link = client.dashboard_link
         return client, cluster
 
+    def _queues(self) -> dict[str, JobQueue]:
+        """One queue per table; DataJoint creates missing jobs tables here."""
+        tables = self.selection.tables
+        first = tables[self.selection.graph.order[0]]() if len(self.selection.graph) else None
+        if first is None:
+            return {}
+        for warning in check_legacy_jobs(first.connection, {t.database for t in tables.values()}):
+            logger.warning(warning)
+        owner = Owner.of(first.connection)
+        return {
+            info.full_name: JobQueue(tables[info.full_name](), self.selection.restriction, owner)
+            for info in self.selection.graph
+        }
+
     def run(self) -> CampaignSummary:
         """Run the campaign to the end; return its summary."""
         start = time.perf_counter()
         summary = CampaignSummary()
+        queues = self._queues()
+        if not queues:
+            return summary
+        connection = next(iter(queues.values())).connection
+        # Keys left reserved by campaigns or workers that died go back to pending
+        # now, without waiting for any timeout.
+        recover_orphans(connection, [q.name for q in queues.values()])
+        heartbeat = Heartbeat(connection, next(iter(queues.values())).owner)
+        for queue in queues.values():
+            heartbeat.watch(queue.name)
         client, cluster = self._start()
         summary.dashboard_link = self.dashboard_link
         self.progress.started(self.dashboard_link)
         held: dict[Any, _Batch] = {}
+        heartbeat.start()
         try:
             n_workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
             for info in self.selection.graph:
-                table = self.selection.tables[info.full_name]()
-                queue = JobQueue(table, self.selection.restriction)
-                summary.tables.append(self._run_table(client, queue, info, n_workers, held))
+                summary.tables.append(self._run_table(client, queues[info.full_name], info, n_workers, held))
         finally:
             for future in held:
                 future.cancel()
@@ -156,6 +180,7 @@ class Campaign:
                     batch.queue.release(batch.keys)
                 except Exception as err:  # keep the error that stopped the campaign
                     logger.error("Could not release %d keys of %s: %s", len(batch.keys), batch.queue.table.class_name, err)
+            heartbeat.stop()
         summary.seconds = time.perf_counter() - start
         return summary
 
@@ -202,10 +227,10 @@ class Campaign:
         return ts
 
     def _record(self, queue: JobQueue, outcomes: list[dict], ts: TableSummary) -> None:
-        done = []
+        done, failed = [], []
         for outcome in outcomes:
             if outcome["status"] == "error":
-                queue.error(outcome["key"], outcome["error_message"], outcome["error_stack"])
+                failed.append((outcome["key"], outcome["error_message"], outcome["error_stack"]))
                 logger.error("%s %s: %s", ts.table, outcome["key"], outcome["error_message"])
                 ts.errors += 1
             else:
@@ -215,6 +240,7 @@ class Campaign:
                 else:
                     ts.skipped += 1
         queue.complete(done)
+        queue.fail(failed)
 
     def _failed_batch(self, future, batch: _Batch, queue: JobQueue, ts: TableSummary, submit) -> None:
         """A task failed as a whole (its worker died, it was cancelled): retry, then record."""
@@ -227,7 +253,6 @@ class Campaign:
             batch.attempts += 1
             submit(batch)
             return
-        for key in batch.keys:
-            queue.error(key, f"Batch failed {batch.attempts} times: {reason}"[:2000], None)
-            ts.errors += 1
+        queue.fail([(key, f"Batch failed {batch.attempts} times: {reason}", None) for key in batch.keys])
+        ts.errors += len(batch.keys)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -133,6 +134,80 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return _run_campaign("pipeline", (), (), args.workers, args.json_summary)
 
 
+def _selected_tables(selection, names: Sequence[str]) -> list[str]:
+    if not names:
+        return list(selection.graph.order)
+    return [selection.graph.resolve(n) for n in names]
+
+
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    from datajoint.jobs import Job
+
+    from .database import connect
+    from .planner import select
+
+    connect()
+    selection = select(args.module)
+    columns = ["status", "priority", "scheduled_time", "reserved_time", "host", "pid", "connection_id", "error_message"]
+    rows = []
+    for name in _selected_tables(selection, args.table):
+        jobs = Job(selection.tables[name]())
+        if not jobs.is_declared:
+            continue
+        query = jobs & {"status": args.status} if args.status else jobs
+        for row in query.to_dicts(order_by=["priority", "scheduled_time"], limit=args.limit):
+            key = {k: row[k] for k in jobs.primary_key}
+            rows.append({"table": selection.graph.class_names[name], "key": key, **{c: row[c] for c in columns}})
+    if args.json:
+        print(json.dumps({"module": args.module, "jobs": rows}, default=str))
+        return 0
+    for row in rows:
+        row["key"] = ", ".join(f"{k}={v}" for k, v in row["key"].items())
+        row["error_message"] = (row["error_message"] or "")[:60]
+        row["reserved_time"] = row["reserved_time"] or ""
+    _print_table(rows, ["table", "key", *columns])
+    return 0
+
+
+def _cmd_retry(args: argparse.Namespace) -> int:
+    from .database import connect
+    from .jobs import JobQueue
+    from .planner import select
+
+    connect()
+    selection = select(args.module)
+    total = 0
+    for name in _selected_tables(selection, args.table):
+        count = JobQueue(selection.tables[name]()).retry_errors()
+        total += count
+        if count:
+            print(f"{selection.graph.class_names[name]}: {count} error row(s) back to pending")
+    print(f"{total} key(s) will be retried by the next campaign.")
+    return 0
+
+
+def _cmd_release(args: argparse.Namespace) -> int:
+    from datajoint.jobs import Job
+
+    from .database import connect
+    from .leases import recover_orphans
+    from .planner import select
+
+    connection = connect()
+    selection = select(args.module)
+    names = {}
+    for name in selection.graph.order:
+        jobs = Job(selection.tables[name]())
+        if jobs.is_declared:
+            names[jobs.full_table_name] = selection.graph.class_names[name]
+    freed = recover_orphans(connection, list(names))
+    for table, count in freed.items():
+        if count:
+            print(f"{names[table]}: {count} orphaned reservation(s) back to pending")
+    print(f"{sum(freed.values())} orphaned reservation(s) freed.")
+    return 0
+
+
 def _cmd_db(args: argparse.Namespace) -> int:
     from .database import EmbeddedPostgres
 
@@ -190,16 +265,40 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_status)
 
+    p = sub.add_parser("jobs", help="list jobs-table rows")
+    p.add_argument("module", help="importable pipeline package or module")
+    p.add_argument("--table", action="append", default=[], help="only this table (repeatable)")
+    p.add_argument("--status", choices=["pending", "reserved", "success", "error", "ignore"])
+    p.add_argument("--limit", type=int, default=None, help="at most this many rows per table")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_jobs)
+
+    p = sub.add_parser("retry", help="put error rows back to pending")
+    p.add_argument("module", help="importable pipeline package or module")
+    p.add_argument("--table", action="append", default=[], help="only this table (repeatable)")
+    p.set_defaults(func=_cmd_retry)
+
+    p = sub.add_parser("release", help="free orphaned reservations now")
+    p.add_argument("module", help="importable pipeline package or module")
+    p.set_defaults(func=_cmd_release)
+
     p = sub.add_parser("db", help="the embedded PostgreSQL server")
     p.add_argument("action", choices=["start", "stop", "status", "url"])
     p.set_defaults(func=_cmd_db)
     return parser
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    # SIGTERM (scancel, kill, a batch system's walltime) unwinds like Ctrl-C, so
+    # that a campaign releases the keys it holds on its way out.
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``djdask`` console script; returns the exit code."""
     args = _parser().parse_args(argv)
     _setup_logging(args.verbose)
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
     except DjdaskError as err:

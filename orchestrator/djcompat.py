@@ -18,7 +18,14 @@ import inspect
 import traceback
 from typing import Any
 
-__all__ = ["EXPECTED_POPULATE1_PARAMETERS", "check_compatibility", "job_version", "run_make"]
+__all__ = [
+    "EXPECTED_POPULATE1_PARAMETERS",
+    "check_compatibility",
+    "clone_connection",
+    "job_version",
+    "live_connection_id",
+    "run_make",
+]
 
 EXPECTED_POPULATE1_PARAMETERS = ("key", "jobs", "suppress_errors", "return_exception_objects", "make_kwargs")
 
@@ -28,11 +35,20 @@ def check_compatibility() -> None:
     from datajoint.autopopulate import AutoPopulate
     from datajoint.jobs import _get_job_version  # noqa: F401  (presence is the check)
 
+    from datajoint.connection import Connection
+
     params = tuple(inspect.signature(AutoPopulate._populate1).parameters)[1:]
     if params != EXPECTED_POPULATE1_PARAMETERS:
         raise RuntimeError(
             f"DataJoint's AutoPopulate._populate1 has parameters {params}, djdask expects "
             f"{EXPECTED_POPULATE1_PARAMETERS}. Install a DataJoint version djdask supports."
+        )
+    conn_params = set(inspect.signature(Connection.__init__).parameters)
+    missing = {"host", "user", "password", "port", "use_tls", "database_name", "backend", "config_override"} - conn_params
+    if missing:
+        raise RuntimeError(
+            f"DataJoint's Connection() lacks the parameters {sorted(missing)} that "
+            "clone_connection() passes. Install a DataJoint version djdask supports."
         )
 
 
@@ -64,3 +80,40 @@ def job_version(connection: Any) -> str:
     from datajoint.jobs import _get_job_version
 
     return _get_job_version(connection._config)
+
+
+def live_connection_id(connection: Any) -> int:
+    """The server-side id of ``connection``'s current session, read from the driver.
+
+    DataJoint sets ``Connection.connection_id`` once, when the connection is
+    first made, and does not update it when it reconnects; reservations must
+    carry the id of the session that is really open (MySQL ``CONNECTION_ID()``,
+    PostgreSQL ``pg_backend_pid()``).  Both drivers keep it from the handshake,
+    so reading it costs no query and is safe from another thread.
+    """
+    raw = connection._conn
+    if hasattr(raw, "get_backend_pid"):  # psycopg2
+        return int(raw.get_backend_pid())
+    return int(raw.thread_id())  # pymysql
+
+
+def clone_connection(connection: Any) -> Any:
+    """A new DataJoint connection to the same server with the same settings.
+
+    Used by the lease heartbeat, which runs in its own thread and so needs its
+    own session.  The settings, password included, are taken from the existing
+    connection object and never written anywhere.
+    """
+    from datajoint.connection import Connection
+
+    info = connection.conn_info
+    return Connection(
+        info["host"],
+        info["user"],
+        info["passwd"],
+        info["port"],
+        info.get("ssl_input"),
+        database_name=info.get("database_name"),
+        backend=connection.adapter.backend,
+        config_override=connection._config,
+    )

@@ -2,10 +2,20 @@
 
 Rows are read and written with exactly DataJoint's columns and meanings, so a
 plain ``Table.populate(reserve_jobs=True)`` beside a djdask campaign sees the
-same queue.  Enqueue is one set-based statement; a claim takes a batch of
-pending keys in one short transaction with ``FOR UPDATE SKIP LOCKED``; the same
-SQL serves PostgreSQL and MySQL/MariaDB (no ``UPDATE ... RETURNING`` and no
-``LIMIT`` in an ``IN`` subquery, which MariaDB lacks).
+same queue and every key is computed once.
+
+- Enqueue: the missing keys, ``(key_source & restriction) - table``, in one
+  ``INSERT ... SELECT`` that leaves existing rows (reserved, error, ignore)
+  alone.
+- Claim: up to N pending keys in one short transaction, ``SELECT ... FOR UPDATE
+  SKIP LOCKED`` in priority order, then one ``UPDATE`` stamping the owner.  The
+  same SQL serves PostgreSQL and MySQL/MariaDB (MariaDB has no ``UPDATE ...
+  RETURNING`` and no ``LIMIT`` inside ``IN``).
+- Complete, fail, release: batched, one statement or one transaction per batch.
+
+A campaign owns its reservations by ``(host, pid)``; ``connection_id`` names
+the session that must be alive for them to count as live (see
+:mod:`orchestrator.leases`).
 """
 
 from __future__ import annotations
@@ -13,14 +23,63 @@ from __future__ import annotations
 import logging
 import os
 import platform
-from collections.abc import Iterable, Sequence
-from typing import Any
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from . import djcompat
+from .errors import JobsTableError
 
-__all__ = ["JobQueue"]
+__all__ = ["JOBS_COLUMNS", "JobQueue", "Owner", "check_legacy_jobs", "legacy_jobs_tables", "retry_on_conflict"]
 
 logger = logging.getLogger(__name__)
+
+#: The columns of a DataJoint 2.x jobs table besides the key.
+JOBS_COLUMNS = (
+    "status", "priority", "created_time", "scheduled_time", "reserved_time", "completed_time", "duration",
+    "error_message", "error_stack", "user", "host", "pid", "connection_id", "version",
+)
+
+ERROR_MESSAGE_LENGTH = 2047  # DataJoint's varchar(2047)
+
+T = TypeVar("T")
+
+
+def _is_conflict(err: Exception) -> bool:
+    text = f"{type(err).__name__} {err}".lower()
+    return "deadlock" in text or "could not serialize" in text or "lock wait timeout" in text
+
+
+def retry_on_conflict(fn: Callable[[], T], *, attempts: int = 5) -> T:
+    """Run ``fn``; when the database reports a deadlock or serialization failure, retry.
+
+    The statements djdask runs on jobs tables are short and idempotent, and
+    the heartbeat's renewals can meet a batch completion on the same rows.
+    """
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as err:
+            if attempt + 1 == attempts or not _is_conflict(err):
+                raise
+            logger.debug("Retrying after a lock conflict: %s", err)
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who holds a reservation: the campaign process, and how DataJoint stamps it."""
+
+    host: str
+    pid: int
+    user: str
+    version: str
+
+    @classmethod
+    def of(cls, connection: Any) -> "Owner":
+        return cls(platform.node(), os.getpid(), connection.get_user(), djcompat.job_version(connection))
 
 
 class JobQueue:
@@ -29,36 +88,45 @@ class JobQueue:
     Parameters
     ----------
     table : datajoint.Table
-        An instance of an Imported or Computed table.  Its jobs table is
-        created the way DataJoint creates it when it does not exist.
+        An instance of an Imported or Computed table.  A missing jobs table is
+        created by DataJoint itself, on first access to ``table.jobs``.
     restriction : dict, optional
         ``attribute -> value`` pairs that limit which keys this queue enqueues
         and claims; attributes absent from the table's key source are ignored.
+    owner : Owner, optional
+        The reservation stamp; default this process on ``table``'s connection.
+
+    Raises
+    ------
+    JobsTableError
+        When the jobs table lacks columns of DataJoint 2.x's layout.
     """
 
-    def __init__(self, table: Any, restriction: dict | None = None) -> None:
+    def __init__(self, table: Any, restriction: dict | None = None, owner: Owner | None = None) -> None:
         self.table = table
-        self.jobs = table.jobs  # DataJoint declares a missing jobs table on first access
+        self.jobs = table.jobs
         self.connection = table.connection
         self.adapter = self.connection.adapter
+        self.check_layout()
         self.pk: list[str] = list(self.jobs.primary_key)
         key_source = table.key_source
         names = set(key_source.heading.names)
         self.restriction = {k: v for k, v in (restriction or {}).items() if k in names}
         self.key_source = key_source & self.restriction if self.restriction else key_source
-        self._user: str | None = None
+        self.owner = owner or Owner.of(self.connection)
 
     # -- helpers ---------------------------------------------------------------
     def _q(self, name: str) -> str:
         return self.adapter.quote_identifier(name)
 
     @property
-    def _name(self) -> str:
+    def name(self) -> str:
+        """The jobs table's full name, quoted for this backend."""
         return self.jobs.full_table_name
 
     @property
     def _is_postgres(self) -> bool:
-        return self.connection._config["database.backend"] == "postgresql"
+        return self.adapter.backend == "postgresql"
 
     def _keys_condition(self, keys: Sequence[dict]) -> tuple[str, list]:
         cols = ", ".join(self._q(k) for k in self.pk)
@@ -66,10 +134,16 @@ class JobQueue:
         args = [key[k] for key in keys for k in self.pk]
         return f"({cols}) IN ({', '.join([row] * len(keys))})", args
 
-    def _missing_sql(self) -> str:
-        """SELECT of the keys to compute: ``(key_source & restriction) - table``."""
-        missing = self.key_source.proj() - self.table.proj()
-        return missing.make_sql(fields=self.pk)
+    def check_layout(self) -> None:
+        """Refuse a jobs table that is not in DataJoint 2.x's layout, before touching it."""
+        present = set(self.jobs.heading.names)
+        missing = [c for c in JOBS_COLUMNS if c not in present]
+        if missing:
+            raise JobsTableError(
+                f"The jobs table {self.name} lacks the columns {', '.join(missing)} of DataJoint 2.x's "
+                "layout; djdask leaves it untouched. It was made by another DataJoint version: drop it "
+                f"(`{self.table.class_name}.jobs.drop()`) once no worker uses it, and DataJoint recreates it."
+            )
 
     # -- queue operations --------------------------------------------------------
     def enqueue(self, priority: int | None = None) -> int:
@@ -80,8 +154,9 @@ class JobQueue:
         if priority is None:
             priority = self.connection._config.jobs.default_priority
         cols = ", ".join(self._q(k) for k in self.pk)
-        select = f"SELECT {cols}, 'pending', %s FROM ({self._missing_sql()}) AS {self._q('_missing')}"
-        target = f"{self._name} ({cols}, {self._q('status')}, {self._q('priority')})"
+        missing = (self.key_source.proj() - self.table.proj()).make_sql(fields=self.pk)
+        select = f"SELECT {cols}, 'pending', %s FROM ({missing}) AS {self._q('_missing')}"
+        target = f"{self.name} ({cols}, {self._q('status')}, {self._q('priority')})"
         if self._is_postgres:
             sql = f"INSERT INTO {target} {select} ON CONFLICT DO NOTHING"
         else:
@@ -90,77 +165,168 @@ class JobQueue:
         logger.info("Enqueued %d keys of %s", added, self.table.class_name)
         return added
 
-    def claim(self, limit: int) -> list[dict]:
-        """Reserve up to ``limit`` pending keys, in priority order, in one transaction."""
-        if self._user is None:
-            self._user = self.connection.get_user()
+    def claim(self, limit: int, *, max_priority: int | None = None) -> list[dict]:
+        """Reserve up to ``limit`` pending keys, lowest priority value first, in one transaction.
+
+        Concurrent claimers get disjoint batches without waiting for each
+        other: locked rows are skipped, and the ``(status, priority,
+        scheduled_time)`` index keeps the scan to pending rows.
+        """
         q = self._q
         cols = ", ".join(q(k) for k in self.pk)
         where = f"{q('status')} = 'pending' AND {q('scheduled_time')} <= CURRENT_TIMESTAMP(3)"
+        args: list[Any] = []
+        if max_priority is not None:
+            where += f" AND {q('priority')} <= %s"
+            args.append(int(max_priority))
         if self.restriction:
             where += f" AND ({cols}) IN ({self.key_source.proj().make_sql(fields=self.pk)})"
         select = (
-            f"SELECT {cols} FROM {self._name} WHERE {where} "
+            f"SELECT {cols} FROM {self.name} WHERE {where} "
             f"ORDER BY {q('priority')}, {q('scheduled_time')} LIMIT %s FOR UPDATE SKIP LOCKED"
         )
-        with self.connection.transaction:
-            rows = self.connection.query(select, args=(int(limit),), as_dict=True).fetchall()
-            keys = [{k: row[k] for k in self.pk} for row in rows]
-            if keys:
-                condition, args = self._keys_condition(keys)
-                self.connection.query(
-                    f"UPDATE {self._name} SET {q('status')} = 'reserved', "
-                    f"{q('reserved_time')} = CURRENT_TIMESTAMP(3), {q('host')} = %s, {q('pid')} = %s, "
-                    f"{q('connection_id')} = %s, {q('user')} = %s, {q('version')} = %s "
-                    f"WHERE {condition}",
-                    args=(
-                        platform.node(),
-                        os.getpid(),
-                        self.connection.connection_id,
-                        self._user,
-                        djcompat.job_version(self.connection),
-                        *args,
-                    ),
-                )
-        return keys
+        args.append(int(limit))
+
+        def attempt() -> list[dict]:
+            with self.connection.transaction:
+                rows = self.connection.query(select, args=tuple(args), as_dict=True).fetchall()
+                keys = [{k: row[k] for k in self.pk} for row in rows]
+                if keys:
+                    condition, key_args = self._keys_condition(keys)
+                    self.connection.query(
+                        f"UPDATE {self.name} SET {q('status')} = 'reserved', "
+                        f"{q('reserved_time')} = CURRENT_TIMESTAMP(3), {q('host')} = %s, {q('pid')} = %s, "
+                        f"{q('connection_id')} = %s, {q('user')} = %s, {q('version')} = %s "
+                        f"WHERE {condition}",
+                        args=(
+                            self.owner.host,
+                            self.owner.pid,
+                            djcompat.live_connection_id(self.connection),
+                            self.owner.user,
+                            self.owner.version,
+                            *key_args,
+                        ),
+                    )
+            return keys
+
+        return retry_on_conflict(attempt)
 
     def complete(self, done: Iterable[tuple[dict, float]]) -> None:
-        """Record successes: delete their rows, or mark them ``success`` when DataJoint's
-        ``jobs.keep_completed`` is set."""
+        """Record successes in one statement: delete their rows, or mark them ``success``
+        with completion time and duration when DataJoint's ``jobs.keep_completed`` is set."""
         done = list(done)
         if not done:
             return
         q = self._q
+        condition, args = self._keys_condition([key for key, _ in done])
         if self.connection._config.jobs.keep_completed:
-            for key, duration in done:
-                condition, args = self._keys_condition([key])
-                self.connection.query(
-                    f"UPDATE {self._name} SET {q('status')} = 'success', "
-                    f"{q('completed_time')} = CURRENT_TIMESTAMP(3), {q('duration')} = %s WHERE {condition}",
-                    args=(duration, *args),
-                )
+            cases = " ".join(
+                "WHEN " + " AND ".join(f"{q(k)} = %s" for k in self.pk) + " THEN %s" for _ in done
+            )
+            case_args = [v for key, duration in done for v in (*(key[k] for k in self.pk), float(duration))]
+            sql = (
+                f"UPDATE {self.name} SET {q('status')} = 'success', "
+                f"{q('completed_time')} = CURRENT_TIMESTAMP(3), {q('duration')} = CASE {cases} END "
+                f"WHERE {condition}"
+            )
+            retry_on_conflict(lambda: self.connection.query(sql, args=(*case_args, *args)))
         else:
-            condition, args = self._keys_condition([key for key, _ in done])
-            self.connection.query(f"DELETE FROM {self._name} WHERE {condition}", args=args)
+            retry_on_conflict(lambda: self.connection.query(f"DELETE FROM {self.name} WHERE {condition}", args=args))
 
-    def error(self, key: dict, message: str, stack: str | None) -> None:
-        """Record a failed key as an ``error`` row, as DataJoint's own ``populate`` does."""
-        self.jobs.error(key, error_message=message, error_stack=stack)
+    def fail(self, errors: Sequence[tuple[dict, str, str | None]]) -> None:
+        """Record failed keys as ``error`` rows with message and stack, in DataJoint's format
+        (``Table.jobs.errors`` shows them), in one transaction."""
+        if not errors:
+            return
+        q = self._q
+        codec = self.jobs.heading.attributes["error_stack"].codec  # DataJoint's <blob>
+
+        def attempt() -> None:
+            with self.connection.transaction:
+                for key, message, stack in errors:
+                    if len(message) > ERROR_MESSAGE_LENGTH:
+                        message = message[: ERROR_MESSAGE_LENGTH - 12] + "...truncated"
+                    condition, args = self._keys_condition([key])
+                    self.connection.query(
+                        f"UPDATE {self.name} SET {q('status')} = 'error', "
+                        f"{q('completed_time')} = CURRENT_TIMESTAMP(3), {q('error_message')} = %s, "
+                        f"{q('error_stack')} = %s WHERE {condition}",
+                        args=(message, None if stack is None else codec.encode(stack, key=None), *args),
+                    )
+
+        retry_on_conflict(attempt)
 
     def release(self, keys: Sequence[dict]) -> int:
-        """Put keys this connection reserved back to ``pending``; return how many."""
+        """Put keys this campaign holds back to ``pending``; return how many."""
         if not keys:
             return 0
         q = self._q
         condition, args = self._keys_condition(keys)
-        cursor = self.connection.query(
-            f"UPDATE {self._name} SET {q('status')} = 'pending', {q('reserved_time')} = NULL, "
+        sql = (
+            f"UPDATE {self.name} SET {q('status')} = 'pending', {q('reserved_time')} = NULL, "
             f"{q('host')} = '', {q('pid')} = 0, {q('connection_id')} = 0, {q('user')} = '' "
-            f"WHERE {q('status')} = 'reserved' AND {q('connection_id')} = %s AND {condition}",
-            args=(self.connection.connection_id, *args),
+            f"WHERE {q('status')} = 'reserved' AND {q('host')} = %s AND {q('pid')} = %s AND {condition}"
+        )
+        cursor = retry_on_conflict(
+            lambda: self.connection.query(sql, args=(self.owner.host, self.owner.pid, *args))
+        )
+        return cursor.rowcount
+
+    def retry_errors(self) -> int:
+        """Put every ``error`` row back to ``pending`` (``djdask retry``); return how many."""
+        q = self._q
+        cursor = self.connection.query(
+            f"UPDATE {self.name} SET {q('status')} = 'pending', {q('error_message')} = '', "
+            f"{q('error_stack')} = NULL, {q('completed_time')} = NULL, {q('reserved_time')} = NULL, "
+            f"{q('scheduled_time')} = CURRENT_TIMESTAMP(3) WHERE {q('status')} = 'error'"
         )
         return cursor.rowcount
 
     def counts(self) -> dict[str, int]:
         """Jobs by status: pending, reserved, success, error, ignore, total."""
         return self.jobs.progress()
+
+
+def legacy_jobs_tables(connection: Any, schemas: Iterable[str]) -> list[dict[str, Any]]:
+    """Find DataJoint 0.x schema-wide ``~jobs`` tables in ``schemas``, without changing them.
+
+    Returns one dict per table found: ``schema``, ``rows`` and ``reserved``
+    (rows its old-style workers hold right now).
+    """
+    q = connection.adapter.quote_identifier
+    found = []
+    for schema in sorted(schemas):
+        exists = connection.query(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = %s AND table_name = '~jobs'",
+            args=(schema,),
+        ).fetchone()[0]
+        if not exists:
+            continue
+        counts = dict(connection.query(f"SELECT {q('status')}, COUNT(*) FROM {q(schema)}.{q('~jobs')} GROUP BY {q('status')}").fetchall())
+        found.append({"schema": schema, "rows": int(sum(counts.values())), "reserved": int(counts.get("reserved", 0))})
+    return found
+
+
+def check_legacy_jobs(connection: Any, schemas: Iterable[str]) -> list[str]:
+    """Refuse to run beside live DataJoint 0.x workers; return warnings for idle legacy tables.
+
+    A legacy ``~jobs`` table is never read or written by djdask.  Workers of
+    DataJoint < 2 reserve keys there and would not see djdask's reservations,
+    so reserved rows in it stop the campaign.
+    """
+    warnings_ = []
+    for found in legacy_jobs_tables(connection, schemas):
+        where = f"{found['schema']}.~jobs"
+        if found["reserved"]:
+            raise JobsTableError(
+                f"Schema {found['schema']!r} has a legacy DataJoint 0.x jobs table `~jobs` with "
+                f"{found['reserved']} reserved row(s): workers of an older DataJoint are running and do "
+                "not see the per-table jobs tables (~~table) that DataJoint 2.x and djdask use. Stop "
+                f"them, or clear their reservations in {where}, then retry; djdask has not changed it."
+            )
+        warnings_.append(
+            f"Schema {found['schema']!r} still has a legacy DataJoint 0.x jobs table `~jobs` "
+            f"({found['rows']} rows). djdask ignores it and leaves it unchanged; drop it once no "
+            "DataJoint < 2 worker uses it."
+        )
+    return warnings_

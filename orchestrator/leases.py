@@ -1,0 +1,199 @@
+"""Leases on reserved keys: the heartbeat that renews them, and orphan recovery.
+
+A reservation is live while the session that made it is open.  Liveness is
+read from the server, never guessed from age alone:
+
+- MySQL/MariaDB: the owner's ``connection_id`` is listed in
+  ``information_schema.PROCESSLIST`` (ids are not reused while the server
+  runs; reservations older than the server's start are orphans).
+- PostgreSQL: the owner's ``pg_backend_pid()`` is in ``pg_stat_activity`` with
+  a ``backend_start`` before the reservation (pids are reused).
+
+A campaign's heartbeat renews ``reserved_time`` of every key it holds, so that
+DataJoint's own ``jobs.refresh(orphan_timeout=...)`` leaves live work alone,
+and re-stamps ``connection_id`` after a reconnect.  Orphans go back to pending
+when a campaign starts, every ``djdask.jobs.orphan-check`` while it runs, and
+on ``djdask release``.
+
+``djdask.jobs.lease-timeout`` (off by default) also treats reservations not
+renewed for that long as orphans, whatever their session.  It is off because
+DataJoint's own ``populate(reserve_jobs=True)`` workers never renew theirs: a
+lease timeout shorter than their longest ``make()`` would take their keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from dask.utils import parse_timedelta
+
+from . import config, djcompat
+from .jobs import Owner, retry_on_conflict
+
+__all__ = ["Heartbeat", "recover_orphans", "renew_leases"]
+
+logger = logging.getLogger(__name__)
+
+def _key_columns(connection: Any, jobs_table: str) -> list[str]:
+    from datajoint.table import FreeTable
+
+    return list(FreeTable(connection, jobs_table).primary_key)
+
+
+def _can_see_all_sessions(connection: Any) -> bool:
+    """Whether this MySQL user sees every session in PROCESSLIST (PROCESS privilege)."""
+    rows = connection.query(
+        "SELECT COUNT(*) FROM information_schema.USER_PRIVILEGES WHERE PRIVILEGE_TYPE = 'PROCESS'"
+    ).fetchone()
+    return bool(rows[0])
+
+
+def _orphan_condition(connection: Any) -> tuple[str, list]:
+    """SQL (on alias ``j``) true for reserved rows whose owner session is gone."""
+    if connection.adapter.backend == "postgresql":
+        return (
+            "NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = j.connection_id "
+            "AND a.backend_start <= j.reserved_time + INTERVAL '1 second')",
+            [],
+        )
+    uptime = int(connection.query("SHOW GLOBAL STATUS LIKE 'Uptime'").fetchone()[1])
+    condition = (
+        "(NOT EXISTS (SELECT 1 FROM information_schema.PROCESSLIST p WHERE p.ID = j.connection_id) "
+        "OR j.reserved_time < CURRENT_TIMESTAMP(3) - INTERVAL %s SECOND)"
+    )
+    args: list[Any] = [uptime]
+    if not _can_see_all_sessions(connection):
+        # Without PROCESS only our own user's sessions are listed: judge only those.
+        condition += " AND j.user = %s"
+        args.append(connection.get_user())
+    return condition, args
+
+
+def recover_orphans(connection: Any, jobs_tables: Iterable[str], *, lease_timeout: float | None = None) -> dict[str, int]:
+    """Put orphaned reservations back to ``pending``; return how many per jobs table.
+
+    Parameters
+    ----------
+    connection : datajoint.Connection
+    jobs_tables : iterable of str
+        Full names of ``~~`` tables.
+    lease_timeout : float, optional
+        Seconds; reservations not renewed for this long are orphans too.
+    """
+    q = connection.adapter.quote_identifier
+    snapshot = connection.query("SELECT CURRENT_TIMESTAMP(3)").fetchone()[0]
+    dead, dead_args = _orphan_condition(connection)
+    if lease_timeout:
+        dead = f"({dead} OR j.reserved_time < %s - {connection.adapter.interval_expr(int(lease_timeout), 'second')})"
+        dead_args = [*dead_args, snapshot]
+    recovered: dict[str, int] = {}
+    for table in jobs_tables:
+        pk = _key_columns(connection, table)
+        cols = ", ".join(f"j.{q(c)}" for c in pk)
+        # Only rows reserved a second before the snapshot: a session that made
+        # one is listed unless it has ended.
+        rows = connection.query(
+            f"SELECT {cols} FROM {table} j WHERE j.{q('status')} = 'reserved' "
+            f"AND j.{q('reserved_time')} < %s - {connection.adapter.interval_expr(1, 'second')} AND {dead}",
+            args=(snapshot, *dead_args),
+        ).fetchall()
+        count = 0
+        for start in range(0, len(rows), 500):
+            chunk = rows[start : start + 500]
+            row_sql = "(" + ", ".join(["%s"] * len(pk)) + ")"
+            in_list = f"({', '.join(q(c) for c in pk)}) IN ({', '.join([row_sql] * len(chunk))})"
+            sql = (
+                f"UPDATE {table} SET {q('status')} = 'pending', {q('reserved_time')} = NULL, {q('host')} = '', "
+                f"{q('pid')} = 0, {q('connection_id')} = 0, {q('user')} = '' "
+                f"WHERE {q('status')} = 'reserved' AND {q('reserved_time')} < %s AND {in_list}"
+            )
+            args = (snapshot, *(v for row in chunk for v in row))
+            count += retry_on_conflict(lambda: connection.query(sql, args=args)).rowcount
+        if count:
+            logger.warning("Freed %d orphaned reservations in %s", count, table)
+        recovered[table] = count
+    return recovered
+
+
+def renew_leases(connection: Any, jobs_tables: Iterable[str], owner: Owner, connection_id: int) -> int:
+    """Renew ``reserved_time`` of every key ``owner`` holds and stamp ``connection_id``."""
+    q = connection.adapter.quote_identifier
+    total = 0
+    for table in jobs_tables:
+        sql = (
+            f"UPDATE {table} SET {q('reserved_time')} = CURRENT_TIMESTAMP(3), {q('connection_id')} = %s "
+            f"WHERE {q('status')} = 'reserved' AND {q('host')} = %s AND {q('pid')} = %s"
+        )
+        args = (connection_id, owner.host, owner.pid)
+        total += retry_on_conflict(lambda: connection.query(sql, args=args)).rowcount
+    return total
+
+
+class Heartbeat:
+    """A thread, with its own database session, that keeps a campaign's leases alive.
+
+    Every ``djdask.jobs.heartbeat`` it renews the reservations of ``owner`` in
+    the watched jobs tables and stamps the campaign session's current id;
+    every ``djdask.jobs.orphan-check`` it frees orphans.
+
+    Parameters
+    ----------
+    connection : datajoint.Connection
+        The campaign's own connection: its live session id is what
+        reservations name.  The heartbeat opens a second one to the same server.
+    owner : Owner
+    """
+
+    def __init__(self, connection: Any, owner: Owner) -> None:
+        self.connection = connection
+        self.owner = owner
+        self.interval = parse_timedelta(config.get("jobs.heartbeat"))
+        self.orphan_interval = parse_timedelta(config.get("jobs.orphan-check"))
+        timeout = config.get("jobs.lease-timeout")
+        self.lease_timeout = parse_timedelta(timeout) if timeout else None
+        self._tables: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.renewals = 0
+
+    def watch(self, jobs_table: str) -> None:
+        """Include a jobs table in the renewals."""
+        with self._lock:
+            self._tables.add(jobs_table)
+
+    def start(self) -> "Heartbeat":
+        self._thread = threading.Thread(target=self._run, name="djdask-heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        conn = djcompat.clone_connection(self.connection)
+        since_orphans = 0.0
+        try:
+            while not self._stop.wait(self.interval):
+                with self._lock:
+                    tables = sorted(self._tables)
+                try:
+                    renewed = renew_leases(conn, tables, self.owner, djcompat.live_connection_id(self.connection))
+                    self.renewals += 1
+                    logger.debug("Renewed %d leases", renewed)
+                    since_orphans += self.interval
+                    if since_orphans >= self.orphan_interval:
+                        since_orphans = 0.0
+                        recover_orphans(conn, tables, lease_timeout=self.lease_timeout)
+                except Exception as err:  # keep beating: the next round may succeed
+                    logger.warning("Lease heartbeat failed: %s", err)
+        finally:
+            try:
+                conn.close()
+            except Exception:
+                pass
