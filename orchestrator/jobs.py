@@ -31,7 +31,15 @@ from typing import Any, TypeVar
 from . import djcompat
 from .errors import JobsTableError
 
-__all__ = ["JOBS_COLUMNS", "JobQueue", "Owner", "check_legacy_jobs", "legacy_jobs_tables", "retry_on_conflict"]
+__all__ = [
+    "JOBS_COLUMNS",
+    "JobQueue",
+    "Owner",
+    "check_legacy_jobs",
+    "keys_condition",
+    "legacy_jobs_tables",
+    "retry_on_conflict",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +90,15 @@ class Owner:
         return cls(platform.node(), os.getpid(), connection.get_user(), djcompat.job_version(connection))
 
 
+def keys_condition(quote: Callable[[str], str], pk: Sequence[str], keys: Sequence[Sequence[Any] | dict]) -> tuple[str, list]:
+    """SQL matching exactly ``keys`` (dicts or value tuples in ``pk`` order), with its arguments."""
+    rows = [[key[k] for k in pk] if isinstance(key, dict) else list(key) for key in keys]
+    if len(pk) == 1:
+        return f"{quote(pk[0])} IN ({', '.join(['%s'] * len(rows))})", [row[0] for row in rows]
+    one = "(" + " AND ".join(f"{quote(k)} = %s" for k in pk) + ")"
+    return "(" + " OR ".join([one] * len(rows)) + ")", [v for row in rows for v in row]
+
+
 class JobQueue:
     """The jobs table of one auto-populated table, seen from a campaign.
 
@@ -129,10 +146,11 @@ class JobQueue:
         return self.adapter.backend == "postgresql"
 
     def _keys_condition(self, keys: Sequence[dict]) -> tuple[str, list]:
-        cols = ", ".join(self._q(k) for k in self.pk)
-        row = "(" + ", ".join(["%s"] * len(self.pk)) + ")"
-        args = [key[k] for key in keys for k in self.pk]
-        return f"({cols}) IN ({', '.join([row] * len(keys))})", args
+        """A WHERE condition matching exactly ``keys``, written so that the primary key
+        index serves it on every backend: a plain ``IN`` for one column, an ``OR`` of
+        equalities for several (MariaDB scans the table, and waits on every locked row,
+        for a row-constructor ``IN``)."""
+        return keys_condition(self._q, self.pk, keys)
 
     def check_layout(self) -> None:
         """Refuse a jobs table that is not in DataJoint 2.x's layout, before touching it."""
@@ -188,6 +206,12 @@ class JobQueue:
         args.append(int(limit))
 
         def attempt() -> list[dict]:
+            if not self._is_postgres:
+                # Under InnoDB's default REPEATABLE READ the claim's UPDATE, which
+                # moves rows within the status index, waits on the gap locks of a
+                # concurrent claimer; READ COMMITTED takes none (measured on
+                # MariaDB 10.11: a lock-wait timeout, then none).
+                self.connection.query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
             with self.connection.transaction:
                 rows = self.connection.query(select, args=tuple(args), as_dict=True).fetchall()
                 keys = [{k: row[k] for k in self.pk} for row in rows]

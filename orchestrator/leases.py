@@ -31,7 +31,7 @@ from typing import Any
 from dask.utils import parse_timedelta
 
 from . import config, djcompat
-from .jobs import Owner, retry_on_conflict
+from .jobs import Owner, keys_condition, retry_on_conflict
 
 __all__ = ["Heartbeat", "recover_orphans", "renew_leases"]
 
@@ -103,14 +103,13 @@ def recover_orphans(connection: Any, jobs_tables: Iterable[str], *, lease_timeou
         count = 0
         for start in range(0, len(rows), 500):
             chunk = rows[start : start + 500]
-            row_sql = "(" + ", ".join(["%s"] * len(pk)) + ")"
-            in_list = f"({', '.join(q(c) for c in pk)}) IN ({', '.join([row_sql] * len(chunk))})"
+            in_list, key_args = keys_condition(q, pk, chunk)
             sql = (
                 f"UPDATE {table} SET {q('status')} = 'pending', {q('reserved_time')} = NULL, {q('host')} = '', "
                 f"{q('pid')} = 0, {q('connection_id')} = 0, {q('user')} = '' "
                 f"WHERE {q('status')} = 'reserved' AND {q('reserved_time')} < %s AND {in_list}"
             )
-            args = (snapshot, *(v for row in chunk for v in row))
+            args = (snapshot, *key_args)
             count += retry_on_conflict(lambda: connection.query(sql, args=args)).rowcount
         if count:
             logger.warning("Freed %d orphaned reservations in %s", count, table)

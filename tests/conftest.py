@@ -121,3 +121,17 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("integration tests per backend")
         for backend, counts in sorted(per_backend.items()):
             terminalreporter.write_line(f"{backend}: " + ", ".join(f"{n} {o}" for o, n in sorted(counts.items())))
+
+
+@pytest.fixture
+def dj_instance(server):
+    """A DataJoint Instance (own config and connection) on the test server, in this process."""
+    from orchestrator.database import import_datajoint
+
+    dj = import_datajoint()
+    env = server.env
+    extra = {"database__name": env["DJ_DATABASE_NAME"]} if env["DJ_BACKEND"] == "postgresql" else {}
+    inst = dj.Instance(env["DJ_HOST"], env["DJ_USER"], env["DJ_PASS"], int(env["DJ_PORT"]),
+                       use_tls=False, backend=env["DJ_BACKEND"], **extra)
+    yield inst
+    inst.connection.close()

@@ -1,0 +1,184 @@
+"""JobQueue's SQL in this process, on both backends, through DataJoint Instances."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.errors import JobsTableError
+from orchestrator.jobs import JobQueue
+from orchestrator.leases import recover_orphans
+
+pytestmark = pytest.mark.integration
+
+
+def declare(inst, name):
+    import datajoint as dj
+
+    schema = inst.Schema(name)
+
+    @schema
+    class Key(dj.Manual):
+        definition = """
+        k : int32
+        """
+
+    @schema
+    class Result(dj.Computed):
+        definition = """
+        -> Key
+        ---
+        v : int32
+        """
+
+        def make(self, key):
+            self.insert1({**key, "v": key["k"]})
+
+    return Key, Result
+
+
+def count_statements(connection):
+    """Count the statements a connection sends (instrumentation; the server still runs them)."""
+    calls = []
+    original = connection.query
+
+    def counting(sql, *args, **kwargs):
+        calls.append(sql)
+        return original(sql, *args, **kwargs)
+
+    connection.query = counting
+    return calls, lambda: setattr(connection, "query", original)
+
+
+@pytest.mark.parametrize("n", [100, 100_000])
+def test_enqueue_uses_a_constant_number_of_statements(dj_instance, prefix, n):
+    """Enqueueing must not issue one statement per key: the count for 100 keys and for
+    100,000 keys is the same small number, and every key arrives as pending."""
+    Key, Result = declare(dj_instance, prefix + "_enq")
+    Key.insert(({"k": i} for i in range(n)))
+    queue = JobQueue(Result())
+    calls, undo = count_statements(dj_instance.connection)
+    try:
+        added = queue.enqueue()
+    finally:
+        undo()
+    assert added == n
+    assert len(calls) == 1, calls
+    assert queue.counts()["pending"] == n
+    # A second enqueue adds nothing and disturbs nothing.
+    assert queue.enqueue() == 0
+
+
+def test_enqueue_keeps_existing_rows(dj_instance, prefix):
+    """Reserved, error and ignore rows must survive an enqueue untouched."""
+    Key, Result = declare(dj_instance, prefix + "_keep")
+    Key.insert({"k": i} for i in range(10))
+    queue = JobQueue(Result())
+    Result.jobs.ignore({"k": 9})
+    queue.enqueue()
+    claimed = queue.claim(3)
+    queue.fail([(claimed[0], "ValueError: boom", "Traceback ...")])
+    queue.enqueue()
+    counts = queue.counts()
+    assert (counts["reserved"], counts["error"], counts["ignore"], counts["pending"]) == (2, 1, 1, 6)
+    errors = Result.jobs.errors.to_dicts()
+    assert errors[0]["error_message"] == "ValueError: boom" and errors[0]["error_stack"] == "Traceback ..."
+
+
+def test_concurrent_claims_are_disjoint_and_do_not_wait(dj_instance, server, prefix):
+    """While one claimer holds locks on a batch, a second claimer must get a different,
+    full batch at once (SKIP LOCKED on the status index), not an empty one, not the same."""
+    import datajoint as dj
+
+    Key, Result = declare(dj_instance, prefix + "_claim")
+    Key.insert({"k": i} for i in range(50))
+    first = JobQueue(Result())
+    first.enqueue()
+
+    env = server.env
+    extra = {"database__name": env["DJ_DATABASE_NAME"]} if env["DJ_BACKEND"] == "postgresql" else {}
+    other = dj.Instance(env["DJ_HOST"], env["DJ_USER"], env["DJ_PASS"], int(env["DJ_PORT"]),
+                        use_tls=False, backend=env["DJ_BACKEND"], **extra)
+    try:
+        if env["DJ_BACKEND"] == "mysql":  # fail in seconds, not InnoDB's default 50 s
+            other.connection.query("SET SESSION innodb_lock_wait_timeout = 5")
+        OtherResult = declare(other, prefix + "_claim")[1]
+        second = JobQueue(OtherResult())
+        conn = dj_instance.connection
+        q = conn.adapter.quote_identifier
+        conn.start_transaction()
+        held = conn.query(
+            f"SELECT {q('k')} FROM {first.name} WHERE {q('status')} = 'pending' ORDER BY {q('priority')}, "
+            f"{q('scheduled_time')} LIMIT 10 FOR UPDATE SKIP LOCKED"
+        ).fetchall()
+        try:
+            got = second.claim(10)
+        finally:
+            conn.cancel_transaction()
+        assert len(held) == 10 and len(got) == 10
+        assert not {r[0] for r in held} & {k["k"] for k in got}
+        rows = (OtherResult.jobs & "status='reserved'").to_dicts()
+        assert {r["k"] for r in rows} == {k["k"] for k in got}
+        assert all(r["connection_id"] and r["host"] and r["pid"] and r["user"] for r in rows)
+    finally:
+        other.connection.close()
+
+
+def test_claim_order_follows_priority(dj_instance, prefix):
+    Key, Result = declare(dj_instance, prefix + "_prio")
+    Key.insert({"k": i} for i in range(6))
+    queue = JobQueue(Result())
+    queue.enqueue(priority=5)
+    Result.jobs.update1({"k": 4, "priority": 1})
+    assert queue.claim(1) == [{"k": 4}]
+
+
+def test_release_and_orphan_recovery(dj_instance, prefix):
+    """Held keys go back to pending on release; reservations whose session is gone are
+    orphans; reservations of a live session are left alone."""
+    Key, Result = declare(dj_instance, prefix + "_orph")
+    Key.insert({"k": i} for i in range(6))
+    queue = JobQueue(Result())
+    queue.enqueue()
+    held = queue.claim(4)
+    assert queue.release(held[:1]) == 1
+    conn = dj_instance.connection
+    q = conn.adapter.quote_identifier
+    # Two reservations by a session that does not exist, made a while ago.
+    conn.query(
+        f"UPDATE {queue.name} SET {q('connection_id')} = 987654, "
+        f"{q('reserved_time')} = CURRENT_TIMESTAMP(3) - {conn.adapter.interval_expr(30, 'second')} "
+        f"WHERE {q('k')} IN (%s, %s)", args=(held[1]["k"], held[2]["k"])
+    )
+    freed = recover_orphans(conn, [queue.name])
+    assert freed == {queue.name: 2}
+    counts = queue.counts()
+    assert (counts["reserved"], counts["pending"]) == (1, 5)  # held[3] is live: ours
+
+
+def test_missing_jobs_table_is_created_the_datajoint_way(dj_instance, prefix):
+    Key, Result = declare(dj_instance, prefix + "_mk")
+    Key.insert({"k": i} for i in range(3))
+    Result.jobs.drop()
+    Result._jobs = None
+    queue = JobQueue(Result())
+    assert queue.jobs.is_declared
+    assert queue.enqueue() == 3
+    # DataJoint itself works with the table djdask had it create.
+    Result.populate(reserve_jobs=True)
+    assert len(Result()) == 3
+
+
+def test_jobs_table_of_another_layout_is_refused_untouched(dj_instance, prefix):
+    """A ~~ table lacking DataJoint 2.x columns must be reported, not written to."""
+    Key, Result = declare(dj_instance, prefix + "_old")
+    conn = dj_instance.connection
+    q = conn.adapter.quote_identifier
+    name = f"{q(prefix + '_old')}.{q('~~result')}"
+    conn.query(f"DROP TABLE IF EXISTS {name}")
+    conn.query(f"CREATE TABLE {name} ({q('k')} INTEGER PRIMARY KEY, {q('status')} VARCHAR(16))")
+    conn.query(f"INSERT INTO {name} VALUES (1, 'reserved')")
+    Result._jobs = None
+    with pytest.raises(JobsTableError, match="lacks the columns .*priority"):
+        JobQueue(Result())
+    assert conn.query(f"SELECT * FROM {name}").fetchall() == ((1, "reserved"),) or \
+        conn.query(f"SELECT * FROM {name}").fetchall() == [(1, "reserved")]
