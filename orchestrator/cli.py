@@ -298,6 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``djdask`` console script; returns the exit code."""
     args = _parser().parse_args(argv)
     _setup_logging(args.verbose)
+    from .database import import_datajoint
+
+    import_datajoint()  # first, so that DataJoint's import-time warnings are filtered
     signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
