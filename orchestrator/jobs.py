@@ -99,6 +99,33 @@ def keys_condition(quote: Callable[[str], str], pk: Sequence[str], keys: Sequenc
     return "(" + " OR ".join([one] * len(rows)) + ")", [v for row in rows for v in row]
 
 
+def _declared_jobs(table: Any, *, attempts: int = 5) -> Any:
+    """``table.jobs``, created by DataJoint if missing, safe against concurrent creation.
+
+    DataJoint declares a jobs table in several statements (on PostgreSQL a
+    type, the table, its index); two processes that declare it at the same
+    time can fail with "already exists".  Then the other process's declaration
+    is what counts: wait for it and use the table.
+    """
+    try:
+        return table.jobs
+    except Exception as err:
+        if "already exists" not in str(err):
+            raise
+        logger.debug("Jobs table of %s declared concurrently: %s", table.class_name, err)
+    # DataJoint cached the Job object before its declaration failed.
+    jobs = table.jobs
+    for attempt in range(attempts):
+        if jobs.is_declared:
+            return jobs
+        time.sleep(0.2 * (attempt + 1))
+    raise JobsTableError(
+        f"The jobs table of {table.class_name} was being created by another process and did not "
+        "appear. Retry; if it persists, create it with DataJoint: "
+        f"`{table.class_name}.jobs` in Python."
+    )
+
+
 class JobQueue:
     """The jobs table of one auto-populated table, seen from a campaign.
 
@@ -121,7 +148,7 @@ class JobQueue:
 
     def __init__(self, table: Any, restriction: dict | None = None, owner: Owner | None = None) -> None:
         self.table = table
-        self.jobs = table.jobs
+        self.jobs = _declared_jobs(table)
         self.connection = table.connection
         self.adapter = self.connection.adapter
         self.check_layout()

@@ -48,6 +48,9 @@ def test_exactly_once_beside_datajoint_workers(djdask, sql, prefix, tmp_path):
     line means two workers ran the same make(); a missing one, a lost key."""
     n = 2000
     seed_ledger(djdask, n)
+    # DataJoint's own populate() fails when two processes create a jobs table at the
+    # same moment; this test is about reservations, so the table exists beforehand.
+    assert djdask.python("import ledger; ledger.Entry.jobs").returncode == 0
     ledger = tmp_path / "ledger.txt"
     env = djdask.env(DJDASK_TEST_LEDGER=str(ledger), DJDASK_TEST_MAKE_SECONDS="0.01")
     cmd_djdask = [sys.executable, "-m", "orchestrator.cli", "populate", "ledger", "--workers", "2"]
@@ -151,3 +154,29 @@ def test_live_long_make_survives_datajoint_orphan_timeout(djdask, sql, prefix, t
     assert json.loads(refresher.stdout.strip().splitlines()[-1]) == [0] * 6
     assert proc.returncode == 0, out + err
     assert len(ledger_lines(ledger)) == 2  # each make() ran once
+
+
+def test_sigterm_releases_held_keys(djdask, sql, prefix, tmp_path):
+    """SIGTERM (scancel, kill) to a running campaign: it exits, no key is left reserved, no
+    partial work is committed, and the next run finishes the rest."""
+    n = 30
+    seed_ledger(djdask, n)
+    ledger = tmp_path / "ledger.txt"
+    env = djdask.env(DJDASK_TEST_LEDGER=str(ledger), DJDASK_TEST_MAKE_SECONDS="0.4")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "populate", "ledger", "--workers", "2"],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    schema = prefix + "_ledger"
+    target = sql.table(schema, "__entry")
+    wait_for(lambda: sql.scalar(f"SELECT COUNT(*) FROM {target}") >= 3, 120, "progress")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert "released" in err
+    done = sql.scalar(f"SELECT COUNT(*) FROM {target}")
+    assert done < n
+    assert jobs_status(sql, schema, "__entry").get("reserved", 0) == 0
+    again = djdask("populate", "ledger", "--workers", "2", env=env)
+    assert again.returncode == 0, again.stderr
+    assert sql.scalar(f"SELECT COUNT(*) FROM {target}") == n

@@ -182,3 +182,34 @@ def test_jobs_table_of_another_layout_is_refused_untouched(dj_instance, prefix):
         JobQueue(Result())
     assert conn.query(f"SELECT * FROM {name}").fetchall() == ((1, "reserved"),) or \
         conn.query(f"SELECT * FROM {name}").fetchall() == [(1, "reserved")]
+
+
+def test_heartbeat_restamps_after_reconnect(dj_instance, prefix):
+    """After the campaign's session is lost and re-established, its keys must carry the new
+    session id at the next renewal, or they would look orphaned and be taken."""
+    from orchestrator import djcompat
+    from orchestrator.leases import renew_leases
+
+    Key, Result = declare(dj_instance, prefix + "_hb")
+    Key.insert({"k": i} for i in range(4))
+    queue = JobQueue(Result())
+    queue.enqueue()
+    held = queue.claim(4)
+    conn = dj_instance.connection
+    old_id = djcompat.live_connection_id(conn)
+    helper = djcompat.clone_connection(conn)
+    try:
+        if conn.adapter.backend == "postgresql":
+            helper.query("SELECT pg_terminate_backend(%s)", args=(old_id,))
+        else:
+            helper.query(f"KILL {int(old_id)}")
+        conn.connect()  # re-established, as after a network blip
+        conn.query("SELECT 1")
+        new_id = djcompat.live_connection_id(conn)
+        assert new_id != old_id
+        assert renew_leases(helper, [queue.name], queue.owner, new_id) == len(held)
+        ids = {r["connection_id"] for r in (Result.jobs & "status='reserved'").to_dicts()}
+        assert ids == {new_id}
+        assert recover_orphans(helper, [queue.name]) == {queue.name: 0}
+    finally:
+        helper.close()
