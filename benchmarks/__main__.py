@@ -15,53 +15,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.pipelines.simple import declare  # noqa: E402
 from tests.services import start_mariadb, start_postgres  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _instance(server):
-    from orchestrator.database import import_datajoint
-
-    dj = import_datajoint()
-    env = server.env
-    extra = {"database__name": env["DJ_DATABASE_NAME"]} if env["DJ_BACKEND"] == "postgresql" else {}
-    return dj.Instance(env["DJ_HOST"], env["DJ_USER"], env["DJ_PASS"], int(env["DJ_PORT"]),
-                       use_tls=False, backend=env["DJ_BACKEND"], **extra)
-
-
-def _declare(inst, name):
-    import datajoint as dj
-
-    schema = inst.Schema(name)
-
-    @schema
-    class Key(dj.Manual):
-        definition = """
-        k : int32
-        """
-
-    @schema
-    class Result(dj.Computed):
-        definition = """
-        -> Key
-        ---
-        v : int32
-        """
-
-        def make(self, key):
-            self.insert1({**key, "v": key["k"]})
-
-    return Key, Result
 
 
 def case_enqueue(server, *, keys: int, baseline_keys: int) -> dict:
     """Case 3: enqueue missing keys; djdask's one statement vs DataJoint's jobs.refresh()."""
     from orchestrator.jobs import JobQueue
 
-    inst = _instance(server)
+    inst = server.instance()
     try:
-        Key, Result = _declare(inst, f"bench_{uuid.uuid4().hex[:8]}")
+        Key, Result = declare(inst, f"bench_{uuid.uuid4().hex[:8]}")
         Key.insert(({"k": i} for i in range(keys)))
         queue = JobQueue(Result())
         t0 = time.perf_counter()
@@ -69,7 +35,7 @@ def case_enqueue(server, *, keys: int, baseline_keys: int) -> dict:
         djdask_s = time.perf_counter() - t0
         assert added == keys
 
-        Key2, Result2 = _declare(inst, f"bench_{uuid.uuid4().hex[:8]}")
+        Key2, Result2 = declare(inst, f"bench_{uuid.uuid4().hex[:8]}")
         Key2.insert(({"k": i} for i in range(baseline_keys)))
         Result2.jobs  # declare the jobs table outside the timing, as JobQueue did
         t0 = time.perf_counter()

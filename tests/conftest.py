@@ -126,12 +126,6 @@ def pytest_terminal_summary(terminalreporter):
 @pytest.fixture
 def dj_instance(server):
     """A DataJoint Instance (own config and connection) on the test server, in this process."""
-    from orchestrator.database import import_datajoint
-
-    dj = import_datajoint()
-    env = server.env
-    extra = {"database__name": env["DJ_DATABASE_NAME"]} if env["DJ_BACKEND"] == "postgresql" else {}
-    inst = dj.Instance(env["DJ_HOST"], env["DJ_USER"], env["DJ_PASS"], int(env["DJ_PORT"]),
-                       use_tls=False, backend=env["DJ_BACKEND"], **extra)
+    inst = server.instance()
     yield inst
     inst.connection.close()

@@ -36,6 +36,16 @@ class Server:
     def client(self) -> "SqlClient":
         return SqlClient(self.env)
 
+    def instance(self):
+        """A DataJoint Instance (own config and connection) on this server."""
+        from orchestrator.database import import_datajoint
+
+        dj = import_datajoint()
+        env = self.env
+        extra = {"database__name": env["DJ_DATABASE_NAME"]} if env["DJ_BACKEND"] == "postgresql" else {}
+        return dj.Instance(env["DJ_HOST"], env["DJ_USER"], env["DJ_PASS"], int(env["DJ_PORT"]),
+                           use_tls=False, backend=env["DJ_BACKEND"], **extra)
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -149,6 +159,13 @@ class SqlClient:
             "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
         )
         return {r[0] for r in rows}
+
+    def jobs_counts(self, schema: str, table: str) -> dict[str, int]:
+        """Rows by status in the jobs table of ``table`` (``{}`` when it does not exist)."""
+        name = "~~" + table.lstrip("_")
+        if name not in self.tables(schema):
+            return {}
+        return dict(self.query(f"SELECT status, COUNT(*) FROM {self.table(schema, name)} GROUP BY status"))
 
     def close(self) -> None:
         self.conn.close()

@@ -26,11 +26,14 @@ def seed_ledger(djdask, n):
     assert result.returncode == 0, result.stderr
 
 
-def jobs_status(sql, schema, table):
-    name = "~~" + table.lstrip("_")
-    if name not in sql.tables(schema):
-        return {}
-    return dict(sql.query(f"SELECT status, COUNT(*) FROM {sql.table(schema, name)} GROUP BY status"))
+
+
+def start_campaign(env, cwd, *, new_session=False):
+    """`djdask populate ledger` in the background, its output captured."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "populate", "ledger", "--workers", "2"],
+        env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=new_session,
+    )
 
 
 def wait_for(predicate, timeout, what):
@@ -66,7 +69,7 @@ def test_exactly_once_beside_datajoint_workers(djdask, sql, prefix, tmp_path):
     assert len(lines) == n, f"{len(lines) - len(keys)} duplicate make() calls"
     assert set(keys) == set(range(n))
     assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_ledger', '__entry')}") == n
-    assert jobs_status(sql, prefix + "_ledger", "__entry").get("reserved", 0) == 0
+    assert sql.jobs_counts(prefix + "_ledger", "__entry").get("reserved", 0) == 0
     # Both kinds of worker took part: DataJoint's processes made keys themselves.
     dj_pids = {str(procs[1].pid), str(procs[3].pid)}
     by_datajoint = sum(1 for _, pid in lines if pid in dj_pids)
@@ -90,7 +93,7 @@ def test_worker_killed_mid_make_leaves_no_partial_rows(djdask, sql, prefix, tmp_
         f"{sql.table(schema, '__analysis__piece')} p WHERE p.recording_id = a.recording_id) <> 3"
     )
     assert orphans == 0
-    assert jobs_status(sql, schema, "__analysis") == {}
+    assert sql.jobs_counts(schema, "__analysis") == {}
 
 
 def test_killed_campaign_is_recovered_by_the_next_one(djdask, sql, prefix, tmp_path):
@@ -100,27 +103,24 @@ def test_killed_campaign_is_recovered_by_the_next_one(djdask, sql, prefix, tmp_p
     seed_ledger(djdask, n)
     ledger = tmp_path / "ledger.txt"
     env = djdask.env(DJDASK_TEST_LEDGER=str(ledger), DJDASK_TEST_MAKE_SECONDS="0.3")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "populate", "ledger", "--workers", "2"],
-        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
+    proc = start_campaign(env, tmp_path, new_session=True)
     schema = prefix + "_ledger"
     target = sql.table(schema, "__entry")
     try:
         wait_for(lambda: sql.scalar(f"SELECT COUNT(*) FROM {target}") >= 4
-                 and jobs_status(sql, schema, "__entry").get("reserved", 0) > 0, 120, "a campaign in flight")
+                 and sql.jobs_counts(schema, "__entry").get("reserved", 0) > 0, 120, "a campaign in flight")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        proc.communicate()
     time.sleep(1)
-    assert jobs_status(sql, schema, "__entry").get("reserved", 0) > 0, "the kill left nothing to recover"
+    assert sql.jobs_counts(schema, "__entry").get("reserved", 0) > 0, "the kill left nothing to recover"
 
     start = time.monotonic()
     again = djdask("populate", "ledger", "--workers", "2", env=env)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "orphaned reservations" in again.stderr
     assert sql.scalar(f"SELECT COUNT(*) FROM {target}") == n
-    assert jobs_status(sql, schema, "__entry") == {}
+    assert sql.jobs_counts(schema, "__entry") == {}
     # Every key was made; the ones in flight at the kill were made again, once.
     keys = Counter(int(k) for k, _ in ledger_lines(ledger))
     assert set(keys) == set(range(n)) and max(keys.values()) <= 2
@@ -134,12 +134,9 @@ def test_live_long_make_survives_datajoint_orphan_timeout(djdask, sql, prefix, t
     ledger = tmp_path / "ledger.txt"
     env = djdask.env(DJDASK_TEST_LEDGER=str(ledger), DJDASK_TEST_MAKE_SECONDS="6",
                      DASK_DJDASK__JOBS__HEARTBEAT="0.5s")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "populate", "ledger", "--workers", "2"],
-        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    proc = start_campaign(env, tmp_path)
     schema = prefix + "_ledger"
-    wait_for(lambda: jobs_status(sql, schema, "__entry").get("reserved", 0) == 2, 120, "both keys reserved")
+    wait_for(lambda: sql.jobs_counts(schema, "__entry").get("reserved", 0) == 2, 120, "both keys reserved")
     refresher = subprocess.run(
         [sys.executable, "-c",
          "import json, time, ledger\n"
@@ -163,10 +160,7 @@ def test_sigterm_releases_held_keys(djdask, sql, prefix, tmp_path):
     seed_ledger(djdask, n)
     ledger = tmp_path / "ledger.txt"
     env = djdask.env(DJDASK_TEST_LEDGER=str(ledger), DJDASK_TEST_MAKE_SECONDS="0.4")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "populate", "ledger", "--workers", "2"],
-        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    proc = start_campaign(env, tmp_path)
     schema = prefix + "_ledger"
     target = sql.table(schema, "__entry")
     wait_for(lambda: sql.scalar(f"SELECT COUNT(*) FROM {target}") >= 3, 120, "progress")
@@ -176,7 +170,7 @@ def test_sigterm_releases_held_keys(djdask, sql, prefix, tmp_path):
     assert "released" in err
     done = sql.scalar(f"SELECT COUNT(*) FROM {target}")
     assert done < n
-    assert jobs_status(sql, schema, "__entry").get("reserved", 0) == 0
+    assert sql.jobs_counts(schema, "__entry").get("reserved", 0) == 0
     again = djdask("populate", "ledger", "--workers", "2", env=env)
     assert again.returncode == 0, again.stderr
     assert sql.scalar(f"SELECT COUNT(*) FROM {target}") == n

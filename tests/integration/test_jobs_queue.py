@@ -7,33 +7,9 @@ import pytest
 from orchestrator.errors import JobsTableError
 from orchestrator.jobs import JobQueue
 from orchestrator.leases import recover_orphans
+from tests.pipelines.simple import declare
 
 pytestmark = pytest.mark.integration
-
-
-def declare(inst, name):
-    import datajoint as dj
-
-    schema = inst.Schema(name)
-
-    @schema
-    class Key(dj.Manual):
-        definition = """
-        k : int32
-        """
-
-    @schema
-    class Result(dj.Computed):
-        definition = """
-        -> Key
-        ---
-        v : int32
-        """
-
-        def make(self, key):
-            self.insert1({**key, "v": key["k"]})
-
-    return Key, Result
 
 
 def count_statements(connection):
@@ -87,19 +63,14 @@ def test_enqueue_keeps_existing_rows(dj_instance, prefix):
 def test_concurrent_claims_are_disjoint_and_do_not_wait(dj_instance, server, prefix):
     """While one claimer holds locks on a batch, a second claimer must get a different,
     full batch at once (SKIP LOCKED on the status index), not an empty one, not the same."""
-    import datajoint as dj
-
     Key, Result = declare(dj_instance, prefix + "_claim")
     Key.insert({"k": i} for i in range(50))
     first = JobQueue(Result())
     first.enqueue()
 
-    env = server.env
-    extra = {"database__name": env["DJ_DATABASE_NAME"]} if env["DJ_BACKEND"] == "postgresql" else {}
-    other = dj.Instance(env["DJ_HOST"], env["DJ_USER"], env["DJ_PASS"], int(env["DJ_PORT"]),
-                        use_tls=False, backend=env["DJ_BACKEND"], **extra)
+    other = server.instance()
     try:
-        if env["DJ_BACKEND"] == "mysql":  # fail in seconds, not InnoDB's default 50 s
+        if server.backend == "mysql":  # fail in seconds, not InnoDB's default 50 s
             other.connection.query("SET SESSION innodb_lock_wait_timeout = 5")
         OtherResult = declare(other, prefix + "_claim")[1]
         second = JobQueue(OtherResult())

@@ -79,13 +79,6 @@ def test_populate_matches_datajoint_sequential_populate(djdask, sql, prefix):
     assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_imaging', '__traces__trace')}") > 0
 
 
-def jobs_counts(sql, schema, table):
-    name = "~~" + table.lstrip("_")
-    if name not in sql.tables(schema):
-        return {}
-    return dict(sql.query(f"SELECT status, COUNT(*) FROM {sql.table(schema, name)} GROUP BY status"))
-
-
 def test_plan_and_status_counts_match_sql(djdask, sql, prefix):
     """plan's missing counts and status's rows/pending/reserved/error must equal what SQL counts;
     a mismatch means users are shown a wrong picture of their pipeline."""
@@ -116,7 +109,7 @@ def test_plan_and_status_counts_match_sql(djdask, sql, prefix):
     for name, (target, _, _) in sources.items():
         schema, table = target.replace('"', "").replace("`", "").split(".")
         assert rows[name]["rows"] == sql.scalar(f"SELECT COUNT(*) FROM {target}"), name
-        counts = jobs_counts(sql, schema, table)
+        counts = sql.jobs_counts(schema, table)
         for status_name in ("pending", "reserved", "error"):
             assert rows[name][status_name] == counts.get(status_name, 0), (name, status_name)
     assert rows["ScanMovie"]["pending"] == 4
