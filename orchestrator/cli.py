@@ -85,32 +85,61 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_campaign(module: str, targets, restrictions, workers, json_summary: str | None) -> int:
+def _run_campaign(module: str, args: argparse.Namespace, targets=(), restrictions=()) -> int:
     from .campaign import Campaign
     from .planner import select, table_counts
     from .progress import TerminalProgress
 
     selection = select(module, targets, restrictions)
-    summary = Campaign(selection, workers=workers, progress=TerminalProgress(sys.stdout)).run()
+    campaign = Campaign(
+        selection,
+        workers=args.workers,
+        progress=TerminalProgress(sys.stdout),
+        target_duration=getattr(args, "target_duration", None),
+        max_calls=getattr(args, "max_calls", None),
+        priority=getattr(args, "priority", None),
+    )
+
+    def stop(signum: int, frame: Any) -> None:
+        # The first Ctrl-C or SIGTERM stops gracefully; the second aborts.
+        if campaign._stop.is_set():
+            raise KeyboardInterrupt
+        print("\ndjdask: stopping: no new keys; running ones may finish (Ctrl-C again to abort).",
+              file=sys.stderr, flush=True)
+        campaign.request_stop()
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        summary = campaign.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     counts = {r["table"]: r for r in table_counts(selection.graph, selection.tables)}
     rows = [
         {
             "table": t.table,
             "made": t.succeeded,
             "errors": t.errors,
+            "retries": t.retries,
             "tasks": t.tasks,
             "seconds": f"{t.seconds:.2f}",
             "rows": counts[t.table]["rows"],
+            "pending": counts[t.table]["pending"],
         }
         for t in summary.tables
     ]
     print()
-    _print_table(rows, ["table", "made", "errors", "tasks", "seconds", "rows"])
-    print(f"\nCampaign finished in {summary.seconds:.1f} s with {summary.errors} error(s).")
+    _print_table(rows, ["table", "made", "errors", "retries", "tasks", "seconds", "rows", "pending"])
+    state = "stopped" if summary.cancelled else "finished"
+    print(f"\nCampaign {state} in {summary.seconds:.1f} s with {summary.errors} error(s).")
+    if summary.cancelled:
+        print("Reserved keys were released. Run the same command to resume.", file=sys.stderr)
+    if summary.waiting_for_resources:
+        print("No worker had the resources for: " + ", ".join(summary.waiting_for_resources), file=sys.stderr)
     if summary.errors:
-        print(f"See them with: djdask status {module}  (error rows hold message and stack)")
-    if json_summary:
-        with open(json_summary, "w") as f:
+        print(f"See them with: djdask jobs {module} --status error")
+    if args.json_summary:
+        with open(args.json_summary, "w") as f:
             json.dump({"module": module, **summary.as_dict()}, f, indent=2)
     return summary.exit_code
 
@@ -119,7 +148,10 @@ def _cmd_populate(args: argparse.Namespace) -> int:
     from .database import connect
 
     connect()
-    return _run_campaign(args.module, args.target, args.restrict, args.workers, args.json_summary)
+    if args.dry_run:
+        args.json = False
+        return _cmd_plan(args)
+    return _run_campaign(args.module, args, args.target, args.restrict)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -131,7 +163,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     scans = insert_demo_data(args.scale)
     print(f"Reference pipeline ready: {scans} scans at scale {args.scale!r}.", flush=True)
-    return _run_campaign("pipeline", (), (), args.workers, args.json_summary)
+    return _run_campaign("pipeline", args)
 
 
 def _selected_tables(selection, names: Sequence[str]) -> list[str]:
@@ -258,6 +290,12 @@ def _parser() -> argparse.ArgumentParser:
     selection_args(p)
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU cores)")
     p.add_argument("--json-summary", metavar="FILE", help="write the campaign summary as JSON")
+    p.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    p.add_argument("--max-calls", type=int, metavar="N", help="make() at most N keys in all")
+    p.add_argument("--priority", type=int, metavar="P",
+                   help="new jobs get priority P; only jobs of priority <= P run (lower runs first)")
+    p.add_argument("--target-duration", metavar="DURATION",
+                   help="how long one Dask task should take, e.g. 5s (default 2s)")
     p.set_defaults(func=_cmd_populate)
 
     p = sub.add_parser("status", help="per table: rows, pending, reserved, error")

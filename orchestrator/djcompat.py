@@ -52,7 +52,7 @@ def check_compatibility() -> None:
         )
 
 
-def run_make(table: Any, key: dict) -> tuple[str, str | None, str | None]:
+def run_make(table: Any, key: dict) -> tuple[str, str | None, str | None, BaseException | None]:
     """Run ``make(key)`` of ``table`` in its own transaction.
 
     Returns
@@ -63,16 +63,18 @@ def run_make(table: Any, key: dict) -> tuple[str, str | None, str | None]:
     error_message, error_stack : str or None
         For an error, the message and traceback in DataJoint's own format
         (``ExceptionClass: message``, as ``populate`` writes them).
+    error : BaseException or None
+        The exception itself, for the caller to classify.
     """
     result = table._populate1(key, None, suppress_errors=True, return_exception_objects=True, make_kwargs=None)
     if result is True:
-        return "success", None, None
+        return "success", None, None, None
     if result is False:
-        return "skipped", None, None
+        return "skipped", None, None, None
     _, error = result
     message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
     stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    return "error", message, stack
+    return "error", message, stack, error
 
 
 def job_version(connection: Any) -> str:

@@ -19,7 +19,7 @@ from distributed import WorkerPlugin, get_worker
 
 from . import djcompat
 
-__all__ = ["PLUGIN_NAME", "PipelinePlugin", "run_batch"]
+__all__ = ["PLUGIN_NAME", "PipelinePlugin", "is_transient", "run_batch"]
 
 PLUGIN_NAME = "djdask-pipeline"
 
@@ -60,19 +60,55 @@ class PipelinePlugin(WorkerPlugin):
             pass
 
 
+def is_transient(error: BaseException) -> bool:
+    """Whether a failure is worth retrying: the connection to the database or to object
+    storage was lost or timed out.  Anything else raised by ``make()`` is the user's
+    error and is recorded at once."""
+    from datajoint.errors import LostConnectionError
+
+    if isinstance(error, (LostConnectionError, ConnectionError, TimeoutError)):
+        return True
+    try:
+        import pymysql
+
+        if isinstance(error, pymysql.err.OperationalError) and error.args and error.args[0] in (2003, 2006, 2013):
+            return True
+    except ImportError:  # pragma: no cover - pymysql is a dependency
+        pass
+    try:
+        import psycopg2
+
+        if isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+            return True
+    except ImportError:  # pragma: no cover - psycopg2 comes with datajoint[postgres]
+        pass
+    return False
+
+
+def _reconnect_if_lost(connection: Any) -> None:
+    """Re-open the worker's session when it is gone (DataJoint does not on PostgreSQL)."""
+    if not connection.is_connected:
+        connection.connect()
+
+
 def run_batch(table_name: str, keys: list[dict]) -> list[dict[str, Any]]:
     """Run ``make()`` for each key of ``keys`` in ``table_name``; one outcome per key.
 
-    Each outcome is a dict with ``key``, ``status`` (success, skipped, error),
-    ``duration`` in seconds, ``error_message`` and ``error_stack``.  User
-    errors are outcomes, not exceptions: one bad key does not fail its batch.
+    Each outcome is a dict with ``key``, ``status`` (success, skipped, error or
+    transient), ``duration`` in seconds, ``error_message`` and ``error_stack``.
+    Failures are outcomes, not exceptions: one bad key does not fail its batch.
     """
     plugin = get_worker().plugins[PLUGIN_NAME]
     table = plugin.tables[table_name]()
     outcomes = []
+    lost = False
     for key in keys:
+        if lost:
+            _reconnect_if_lost(table.connection)
         start = time.perf_counter()
-        status, message, stack = djcompat.run_make(table, key)
+        status, message, stack, error = djcompat.run_make(table, key)
+        if status == "error" and error is not None and is_transient(error):
+            status, lost = "transient", True
         outcomes.append(
             {
                 "key": key,

@@ -191,15 +191,31 @@ class JobQueue:
             )
 
     # -- queue operations --------------------------------------------------------
-    def enqueue(self, priority: int | None = None) -> int:
-        """Add every missing key as ``pending`` in one statement; return how many were added.
+    def enqueue(self, priority: int | None = None, *, among: Sequence[dict] | None = None) -> int:
+        """Add missing keys as ``pending`` in one statement; return how many were added.
+
+        Parameters
+        ----------
+        priority : int, optional
+            Priority of the new rows; default DataJoint's ``jobs.default_priority``.
+        among : sequence of dict, optional
+            Only keys matching one of these (for example the keys a parent
+            table just finished: the streaming campaign enqueues what they made
+            ready).  Attributes the key source lacks are ignored; when none
+            remain, every missing key is enqueued.
 
         Rows that already exist (pending, reserved, error, ignore) are left alone.
         """
         if priority is None:
             priority = self.connection._config.jobs.default_priority
         cols = ", ".join(self._q(k) for k in self.pk)
-        missing = (self.key_source.proj() - self.table.proj()).make_sql(fields=self.pk)
+        source = self.key_source
+        if among:
+            names = [n for n in source.heading.names if n in among[0]]
+            if names:
+                unique = {tuple(key[n] for n in names) for key in among}
+                source = source & [dict(zip(names, values)) for values in unique]
+        missing = (source.proj() - self.table.proj()).make_sql(fields=self.pk)
         select = f"SELECT {cols}, 'pending', %s FROM ({missing}) AS {self._q('_missing')}"
         target = f"{self.name} ({cols}, {self._q('status')}, {self._q('priority')})"
         if self._is_postgres:
@@ -207,7 +223,7 @@ class JobQueue:
         else:
             sql = f"INSERT IGNORE INTO {target} {select}"
         added = self.connection.query(sql, args=(int(priority),)).rowcount
-        logger.info("Enqueued %d keys of %s", added, self.table.class_name)
+        logger.debug("Enqueued %d keys of %s", added, self.table.class_name)
         return added
 
     def claim(self, limit: int, *, max_priority: int | None = None) -> list[dict]:

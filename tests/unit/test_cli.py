@@ -27,10 +27,36 @@ def test_unknown_scale_is_refused():
     assert exc.value.code == 2
 
 
-def test_progress_prints_plain_lines_when_not_a_tty():
+def test_populate_campaign_flags_parse():
+    args = _parser().parse_args(["populate", "p", "--dry-run", "--max-calls", "5", "--priority", "2",
+                                 "--target-duration", "5s"])
+    assert (args.dry_run, args.max_calls, args.priority, args.target_duration) == (True, 5, 2, "5s")
+
+
+ROWS = [{"table": "ScanMovie", "done": 8, "in_flight": 2, "pending": 6, "errors": 1, "rate": 4.0, "eta": 2.0},
+        {"table": "CellStats", "done": 0, "in_flight": 0, "pending": 0, "errors": 0, "rate": 0.0, "eta": None}]
+
+
+def test_progress_prints_plain_blocks_when_not_a_tty():
     out = io.StringIO()
+    progress = TerminalProgress(out, interval=3600)
+    progress.update(ROWS)  # not a TTY and within the interval: nothing yet
+    progress.finish(ROWS)
+    text = out.getvalue()
+    assert "\x1b" not in text  # no cursor movement in a log file
+    lines = text.splitlines()
+    assert len(lines) == 3 and "in flight" in lines[0]
+    assert lines[1].split() == ["ScanMovie", "8", "2", "6", "1", "4.0", "2s"]
+    assert lines[2].split()[-1] == "-"
+
+
+def test_progress_redraws_in_place_on_a_tty():
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Tty()
     progress = TerminalProgress(out)
-    progress.update("ScanMovie", 1, 8, 0, 1.0)  # not a TTY: no in-place updates
-    progress.finish("ScanMovie", 8, 8, 1, 2.0)
-    assert out.getvalue().count("\n") == 1
-    assert "ScanMovie" in out.getvalue() and "8/8" in out.getvalue() and "errors 1" in out.getvalue()
+    progress.finish(ROWS)
+    progress.finish(ROWS)
+    assert "\x1b[3F" in out.getvalue()  # the second block moved back over the first

@@ -1,0 +1,40 @@
+"""Adaptive batch sizes, without Dask or a database."""
+
+import pytest
+
+from orchestrator.batching import BatchSizer
+
+
+def test_first_batch_has_one_key():
+    assert BatchSizer(2.0, 1000).size() == 1
+
+
+def test_millisecond_makes_get_large_batches_and_second_long_ones_small():
+    fast, slow = BatchSizer(2.0, 1000), BatchSizer(2.0, 1000)
+    fast.observe([0.001] * 5)
+    slow.observe([1.0, 1.1])
+    assert fast.size() == 1000  # capped
+    assert slow.size() in (1, 2)
+    hour = BatchSizer(2.0, 1000)
+    hour.observe([3600.0])
+    assert hour.size() == 1
+
+
+def test_estimate_moves_toward_new_observations():
+    sizer = BatchSizer(2.0, 10_000, smoothing=0.5)
+    sizer.observe([0.01])
+    assert sizer.size() == 200
+    sizer.observe([0.03])
+    assert sizer.size() == 100  # estimate 0.02 s per key
+
+
+def test_few_pending_keys_are_spread_over_free_slots():
+    sizer = BatchSizer(2.0, 1000)
+    sizer.observe([0.001])
+    assert sizer.size(pending=40, slots=4) == 10
+    assert sizer.size(pending=3, slots=4) == 1
+
+
+def test_bad_target_is_refused():
+    with pytest.raises(ValueError):
+        BatchSizer(0, 10)
