@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 
 __all__ = ["local_cluster"]
 
@@ -30,11 +32,23 @@ def local_cluster(workers: int | None = None, *, dashboard_address: str | None =
         workers = os.cpu_count() or 1
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}.")
-    return LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=str(config.get("campaign.dashboard-address", dashboard_address)),
-        silence_logs=logging.ERROR,
-    )
+    # Worker processes inherit an ignored SIGINT: Ctrl-C at the terminal goes to
+    # the whole process group, and it is the campaign's to handle (stop claiming,
+    # let running make() calls finish), not the workers' to die of.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
+    try:
+        return LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=str(config.get("campaign.dashboard-address", dashboard_address)),
+            silence_logs=logging.ERROR,
+        )
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()

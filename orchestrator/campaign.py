@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import tracemalloc
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -52,6 +53,7 @@ class TableSummary:
     errors: int = 0
     retries: int = 0
     tasks: int = 0
+    largest_batch: int = 0
     seconds: float = 0.0
     first_done: float | None = None  # seconds after the campaign started
     last_done: float | None = None
@@ -70,6 +72,7 @@ class CampaignSummary:
     dashboard_link: str | None = None
     cancelled: bool = False
     waiting_for_resources: list[str] = field(default_factory=list)
+    traced_peak_bytes: int | None = None  # when tracemalloc traces (PYTHONTRACEMALLOC=1)
 
     @property
     def errors(self) -> int:
@@ -89,6 +92,7 @@ class CampaignSummary:
             "errors": self.errors,
             "cancelled": self.cancelled,
             "waiting_for_resources": self.waiting_for_resources,
+            "traced_peak_bytes": self.traced_peak_bytes,
             "exit_code": self.exit_code,
         }
 
@@ -267,8 +271,12 @@ class Campaign:
         futures: dict[Any, _Batch] = {}
         delayed: list[_Batch] = []
         heartbeat.start()
+        if tracemalloc.is_tracing():
+            tracemalloc.reset_peak()  # measure the loop, not the imports and the cluster start
         try:
             self._loop(client, tables, futures, delayed, summary, t0)
+            if tracemalloc.is_tracing():
+                summary.traced_peak_bytes = tracemalloc.get_traced_memory()[1]
         finally:
             self._shutdown(client, cluster, futures, delayed)
             heartbeat.stop()
@@ -362,6 +370,7 @@ class Campaign:
         state.tasks += 1
         state.keys += len(batch.keys)
         state.summary.tasks += 1
+        state.summary.largest_batch = max(state.summary.largest_batch, len(batch.keys))
 
     def _finished(self, future, batch: _Batch, delayed: list[_Batch], t0: float) -> None:
         state = batch.table
