@@ -296,6 +296,7 @@ class Campaign:
         sized_at = time.monotonic()
         warned: set[str] = set()
         stop_deadline: float | None = None
+        swept = False  # a sweep found keys, but none has been claimed since
         while True:
             now = time.monotonic()
             if stop_deadline is None and self._stop.is_set():
@@ -327,6 +328,7 @@ class Campaign:
                             break
                         state.pending = max(0, state.pending - len(keys))
                         calls += len(keys)
+                        swept = False
                         self._submit(client, _Batch(state, keys), futures)
             if not futures:
                 if stop_deadline is not None or (self.max_calls is not None and calls >= self.max_calls):
@@ -334,8 +336,11 @@ class Campaign:
                 if delayed:
                     time.sleep(max(0.0, min(b.ready for b in delayed) - time.monotonic()))
                     continue
-                if not self._sweep(tables):
+                # Idle: look once more for keys that other workers made ready. If
+                # that finds none we can claim (priority, restriction), we are done.
+                if swept or not self._sweep(tables):
                     return
+                swept = True
                 continue
             if stop_deadline is not None and now > stop_deadline:
                 logger.warning("Grace period over: %d task(s) still running are stopped.", len(futures))
