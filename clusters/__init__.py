@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .profiles import local_cluster
+from .profiles import KINDS, Profile, local_cluster, profile_names, resolve
 
-__all__ = ["local_cluster"]
+__all__ = ["KINDS", "Profile", "local_cluster", "profile_names", "resolve"]

@@ -1,17 +1,139 @@
-"""Profile kinds that turn a name into Dask workers.
+"""Cluster profiles: a name in dask config turned into Dask workers.
 
-Only ``local`` exists yet: a LocalCluster of worker processes with one thread
-each (DataJoint allows one ``make()`` at a time per process).
+A profile is ``djdask.clusters.<name>``: a ``kind`` and its settings.  Defaults
+ship in ``clusters/clusters.yaml``; users add or override profiles in
+``~/.config/dask/djdask.yaml``.  Kinds are looked up in a registry of lazy
+``"module:Class"`` strings, so a kind's dependencies load only when it is used.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import re
 import signal
 import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
 
-__all__ = ["local_cluster"]
+import dask.config
+import yaml
+
+from orchestrator.errors import ProfileError, ProfileNotFoundError
+
+__all__ = ["KINDS", "Profile", "local_cluster", "profile_names", "resolve"]
+
+with open(os.path.join(os.path.dirname(__file__), "clusters.yaml")) as _f:
+    dask.config.update_defaults(yaml.safe_load(_f))
+
+_KINDS: dict[str, str] = {
+    "local": "clusters.profiles:LocalKind",
+    "address": "clusters.profiles:AddressKind",
+    "scheduler-file": "clusters.profiles:SchedulerFileKind",
+    "slurm": "clusters.slurm:SLURMKind",
+    "pbs": "clusters.pbs:PBSKind",
+    "sge": "clusters.sge:SGEKind",
+    "lsf": "clusters.lsf:LSFKind",
+    "htcondor": "clusters.htcondor:HTCondorKind",
+}
+#: The registered kinds (read-only view): name -> "module:Class".
+KINDS: Mapping[str, str] = MappingProxyType(_KINDS)
+
+_SECRET = re.compile(r"pass|secret|token|credential|key$", re.I)
+
+
+def _kind(name: str) -> Any:
+    try:
+        spec = _KINDS[name]
+    except KeyError:
+        raise ProfileNotFoundError(
+            f"Unknown profile kind {name!r}. Known kinds: {', '.join(sorted(_KINDS))}."
+        ) from None
+    module, _, cls = spec.partition(":")
+    return getattr(importlib.import_module(module), cls)()
+
+
+def profile_names() -> list[str]:
+    """The names of the profiles in dask config."""
+    return sorted(dask.config.get("djdask.clusters", {}) or {})
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A resolved profile: its name, its kind object and its raw settings."""
+
+    name: str
+    kind: Any
+    raw: dict[str, Any]
+
+    def shown(self) -> dict[str, Any]:
+        """Settings for display, with anything that looks like a secret hidden."""
+        out: dict[str, Any] = {}
+        for key, value in self.raw.items():
+            out[key] = "********" if _SECRET.search(str(key)) and value else value
+        if hasattr(self.kind, "settings"):
+            out["resolved"] = {
+                k: ("********" if _SECRET.search(k) and v else v) for k, v in self.kind.settings(self.name, self.raw).items()
+            }
+        return out
+
+
+def resolve(name: str) -> Profile:
+    """The profile ``name`` from dask config; raise ProfileNotFoundError listing the known ones."""
+    raw = dask.config.get(f"djdask.clusters.{name}", None)
+    if raw is None:
+        raise ProfileNotFoundError(
+            f"Unknown cluster profile {name!r}. Known profiles: {', '.join(profile_names())}. "
+            "Add one under `djdask.clusters` in ~/.config/dask/djdask.yaml."
+        )
+    raw = dict(raw)
+    if "kind" not in raw:
+        raise ProfileError(
+            f"Profile {name!r} has no `kind`. Set `djdask.clusters.{name}.kind` to one of: "
+            f"{', '.join(sorted(_KINDS))}."
+        )
+    return Profile(name, _kind(str(raw["kind"])), raw)
+
+
+class LocalKind:
+    """``local``: a LocalCluster on this machine."""
+
+    name = "local"
+
+    def make_cluster(self, profile: str, raw: dict[str, Any], workers: int | None = None):
+        return local_cluster(workers or raw.get("workers"))
+
+
+class AddressKind:
+    """``address``: a running scheduler, ``address: tcp://host:8786``."""
+
+    name = "address"
+
+    def make_cluster(self, profile: str, raw: dict[str, Any], workers: int | None = None):
+        if not raw.get("address"):
+            raise ProfileError(
+                f"Profile {profile!r} (address) has no `address`. Set `djdask.clusters.{profile}.address` "
+                "to the scheduler's address, for example tcp://10.0.0.5:8786."
+            )
+        return None
+
+
+class SchedulerFileKind:
+    """``scheduler-file``: a scheduler started inside a batch job that wrote its address to a file."""
+
+    name = "scheduler-file"
+
+    def make_cluster(self, profile: str, raw: dict[str, Any], workers: int | None = None):
+        path = raw.get("scheduler-file")
+        if not path or not os.path.exists(os.path.expanduser(str(path))):
+            raise ProfileError(
+                f"Profile {profile!r} (scheduler-file) needs `scheduler-file`, the path a scheduler "
+                f"wrote with `dask scheduler --scheduler-file PATH`; got {path!r}."
+            )
+        return None
 
 
 def local_cluster(workers: int | None = None, *, dashboard_address: str | None = None):
@@ -30,15 +152,16 @@ def local_cluster(workers: int | None = None, *, dashboard_address: str | None =
 
     if workers is None:
         workers = os.cpu_count() or 1
-    if workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {workers}.")
+    if int(workers) < 1:
+        raise ProfileError(f"--workers must be at least 1, got {workers}.")
     # Worker processes inherit an ignored SIGINT: Ctrl-C at the terminal goes to
     # the whole process group, and it is the campaign's to handle (stop claiming,
     # let running make() calls finish), not the workers' to die of.
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
     try:
         return LocalCluster(
-            n_workers=workers,
+            n_workers=int(workers),
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
@@ -48,7 +171,3 @@ def local_cluster(workers: int | None = None, *, dashboard_address: str | None =
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-
-
-def _main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()

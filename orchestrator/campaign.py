@@ -158,6 +158,8 @@ class Campaign:
     priority : int, optional
         New jobs get this priority, and only jobs of this priority or more
         urgent (a lower or equal value) are claimed, as in DataJoint's ``populate``.
+    cluster : str, optional
+        A cluster profile (``djdask clusters list``); default a LocalCluster.
     """
 
     def __init__(
@@ -172,6 +174,7 @@ class Campaign:
         target_duration: str | float | None = None,
         max_calls: int | None = None,
         priority: int | None = None,
+        cluster: str | None = None,
     ) -> None:
         self.selection = pipeline if isinstance(pipeline, Selection) else select(pipeline, targets, restrictions)
         self.workers = workers
@@ -185,6 +188,11 @@ class Campaign:
         self.grace = parse_timedelta(config.get("campaign.grace-period"))
         self.max_calls = max_calls
         self.priority = priority
+        self.profile = None
+        if cluster:
+            from clusters import resolve  # clusters imports orchestrator: import late
+
+            self.profile = resolve(cluster)
         self.dashboard_link: str | None = None
         self._stop = threading.Event()
 
@@ -224,7 +232,18 @@ class Campaign:
 
         cluster = None
         client = self.client
-        if client is None:
+        if client is None and self.profile is not None:
+            raw = self.profile.raw
+            cluster = self.profile.kind.make_cluster(self.profile.name, raw, self.workers)
+            if cluster is not None:
+                if hasattr(cluster, "job_script"):  # a batch system: jobs as the work needs them
+                    cluster.adapt(minimum_jobs=0, maximum_jobs=int(raw.get("max-jobs", 10)))
+                client = Client(cluster)
+            elif raw.get("kind") == "address":
+                client = Client(raw["address"])
+            else:
+                client = Client(scheduler_file=str(raw["scheduler-file"]))
+        elif client is None:
             cluster = local_cluster(self.workers)
             client = Client(cluster)
         client.register_plugin(PipelinePlugin(self.selection.module_name), name=PipelinePlugin.name)

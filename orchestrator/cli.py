@@ -98,6 +98,7 @@ def _run_campaign(module: str, args: argparse.Namespace, targets=(), restriction
         target_duration=getattr(args, "target_duration", None),
         max_calls=getattr(args, "max_calls", None),
         priority=getattr(args, "priority", None),
+        cluster=getattr(args, "cluster", None),
     )
 
     def stop(signum: int, frame: Any) -> None:
@@ -147,6 +148,10 @@ def _run_campaign(module: str, args: argparse.Namespace, targets=(), restriction
 def _cmd_populate(args: argparse.Namespace) -> int:
     from .database import connect
 
+    if args.cluster:
+        from clusters import resolve
+
+        resolve(args.cluster)  # a bad profile is reported before anything else happens
     connect()
     if args.dry_run:
         args.json = False
@@ -240,6 +245,29 @@ def _cmd_release(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_clusters(args: argparse.Namespace) -> int:
+    import yaml
+
+    from clusters import profile_names, resolve
+
+    from .errors import ProfileError
+
+    if args.action == "list":
+        rows = [{"profile": n, "kind": resolve(n).raw.get("kind")} for n in profile_names()]
+        _print_table(rows, ["profile", "kind"])
+        return 0
+    if not args.profile:
+        raise ProfileError(f"`djdask clusters {args.action}` needs a profile name: djdask clusters {args.action} slurm")
+    profile = resolve(args.profile)
+    if args.action == "show":
+        print(yaml.safe_dump({args.profile: profile.shown()}, sort_keys=False).rstrip())
+    elif not hasattr(profile.kind, "script"):
+        raise ProfileError(f"Profile {args.profile!r} is of kind {profile.kind.name!r}, which submits no job script.")
+    else:
+        print(profile.kind.script(args.profile, profile.raw))
+    return 0
+
+
 def _cmd_db(args: argparse.Namespace) -> int:
     from .database import EmbeddedPostgres
 
@@ -296,7 +324,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="new jobs get priority P; only jobs of priority <= P run (lower runs first)")
     p.add_argument("--target-duration", metavar="DURATION",
                    help="how long one Dask task should take, e.g. 5s (default 2s)")
+    p.add_argument("--cluster", metavar="PROFILE", help="where workers run (djdask clusters list); default local")
     p.set_defaults(func=_cmd_populate)
+
+    p = sub.add_parser("clusters", help="cluster profiles: list, show, script")
+    p.add_argument("action", choices=["list", "show", "script"])
+    p.add_argument("profile", nargs="?", help="profile name (show, script)")
+    p.set_defaults(func=_cmd_clusters)
 
     p = sub.add_parser("status", help="per table: rows, pending, reserved, error")
     p.add_argument("module", help="importable pipeline package or module")

@@ -16,6 +16,8 @@ __all__ = [
     "UnknownTableError",
     "RestrictionError",
     "JobsTableError",
+    "ProfileError",
+    "ProfileNotFoundError",
 ]
 
 
@@ -45,3 +47,11 @@ class RestrictionError(DjdaskError, ValueError):
 
 class JobsTableError(DjdaskError, RuntimeError):
     """A jobs table exists in a layout djdask cannot use safely."""
+
+
+class ProfileError(DjdaskError, ValueError):
+    """A cluster profile's settings are missing, malformed or unusable here."""
+
+
+class ProfileNotFoundError(DjdaskError, LookupError):
+    """No cluster profile, or no profile kind, has the name given."""

@@ -1,0 +1,18 @@
+"""The `lsf` profile kind: workers as LSF jobs (dask-jobqueue)."""
+
+from __future__ import annotations
+
+import re
+
+from .batch import BatchKind
+
+__all__ = ["LSFKind"]
+
+
+class LSFKind(BatchKind):
+    name = "lsf"
+    cluster_class = "dask_jobqueue:LSFCluster"
+    job_class = "dask_jobqueue.lsf:LSFJob"
+    submit_command = "bsub"
+    walltime_pattern = re.compile(r"^\d+:\d{2}$")  # LSF's -W takes hours:minutes
+    walltime_example = "04:00"

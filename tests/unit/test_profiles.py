@@ -1,0 +1,127 @@
+"""Cluster profiles: registry, validation and the job scripts they would submit."""
+
+from __future__ import annotations
+
+import dask.config
+import pytest
+
+from clusters import KINDS, profile_names, resolve
+from orchestrator.errors import ProfileError, ProfileNotFoundError
+
+
+def test_shipped_profiles_and_kinds():
+    assert {"local", "slurm", "pbs", "sge", "lsf", "htcondor"} <= set(profile_names())
+    assert {"local", "address", "scheduler-file", "slurm", "pbs", "sge", "lsf", "htcondor"} <= set(KINDS)
+    with pytest.raises(TypeError):
+        KINDS["mine"] = "x:Y"  # a read-only view
+
+
+def test_unknown_profile_and_kind_list_the_known_ones():
+    with pytest.raises(ProfileNotFoundError, match="Unknown cluster profile 'nope'.*local.*slurm"):
+        resolve("nope")
+    with dask.config.set({"djdask.clusters.odd": {"kind": "mainframe"}}):
+        with pytest.raises(ProfileNotFoundError, match="Unknown profile kind 'mainframe'.*htcondor.*slurm"):
+            resolve("odd")
+
+
+SCRIPT_CASES = {
+    "slurm": ({"queue": "gpu", "account": "lab42", "walltime": "04:00:00", "job-extra-directives": ["--gres=gpu:1"]},
+              ["#SBATCH -p gpu", "#SBATCH -A lab42", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=", "#SBATCH -t 04:00:00",
+               "#SBATCH --gres=gpu:1"]),
+    "pbs": ({"queue": "long", "account": "lab42", "walltime": "04:00:00", "job-extra-directives": ["-m abe"]},
+            ["#PBS -q long", "#PBS -A lab42", "ncpus=8", "mem=", "walltime=04:00:00", "#PBS -m abe"]),
+    "sge": ({"queue": "all.q", "project": "lab42", "walltime": "04:00:00", "job-extra-directives": ["-pe smp 8"]},
+            ["#$ -q all.q", "#$ -P lab42", "h_rt=04:00:00", "#$ -pe smp 8"]),
+    "lsf": ({"queue": "normal", "project": "lab42", "walltime": "04:00", "job-extra-directives": ["-R select[gpu]"]},
+            ["#BSUB -q normal", "#BSUB -P \"lab42\"", "#BSUB -n 8", "#BSUB -M", "#BSUB -W 04:00", "#BSUB -R select[gpu]"]),
+    "htcondor": ({"disk": "10GB", "job-extra-directives": {"+ProjectName": '"lab42"'}},
+                 ["MY.DaskWorkerCores = 8", "MY.DaskWorkerMemory = 24000000000", '+ProjectName = "lab42"']),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SCRIPT_CASES))
+def test_job_scripts_carry_the_profile(kind):
+    """The script a profile submits must carry its queue, account, cores, memory, walltime
+    and extra directives; one that lost them would run jobs where and how users did not ask."""
+    settings, expected = SCRIPT_CASES[kind]
+    profile = {"kind": kind, "cores": 8, "memory": "24GB", "resources": {"GPU": 1}, **settings}
+    with dask.config.set({"djdask.clusters.site": profile}):
+        p = resolve("site")
+        script = p.kind.script("site", p.raw)
+    for fragment in expected:
+        assert fragment in script, (fragment, script)
+    assert "--nworkers 8" in script and "--nthreads 1" in script  # one thread per worker process
+    assert "--resources GPU=1" in script
+
+
+def test_a_site_jobqueue_section_is_reused():
+    with dask.config.set({"jobqueue.mysite": {"queue": "sitequeue", "account": "siteacct", "cores": 2, "memory": "4GB"},
+                          "djdask.clusters.mine": {"kind": "slurm", "jobqueue": "mysite", "cores": 4}}):
+        p = resolve("mine")
+        script = p.kind.script("mine", p.raw)
+    assert "#SBATCH -p sitequeue" in script and "#SBATCH -A siteacct" in script
+    assert "--cpus-per-task=4" in script  # the profile's own value wins
+
+
+@pytest.mark.parametrize(
+    ("profile", "message"),
+    [
+        ({"kind": "slurm", "memory": "4GB"}, r"no `cores`.*djdask\.clusters\.bad\.cores"),
+        ({"kind": "pbs", "cores": 2}, r"no `memory`.*djdask\.clusters\.bad\.memory"),
+        ({"kind": "slurm", "cores": 2, "memory": "4GB", "walltime": "4h"}, r"walltime '4h'.*'04:00:00'"),
+        ({"kind": "lsf", "cores": 2, "memory": "4GB", "walltime": "04:00:00"}, r"walltime.*'04:00'"),
+        ({"kind": "slurm", "jobqueue": "absent", "cores": 2, "memory": "4GB"}, r"jobqueue\.absent"),
+        ({"kind": "address"}, r"no `address`"),
+        ({"cores": 2}, r"no `kind`"),
+    ],
+)
+def test_bad_profiles_name_the_key_and_the_fix(profile, message):
+    with dask.config.set({"djdask.clusters.bad": profile}):
+        with pytest.raises(ProfileError, match=message):
+            p = resolve("bad")
+            if hasattr(p.kind, "settings"):
+                p.kind.settings("bad", p.raw)
+            else:
+                p.kind.make_cluster("bad", p.raw)
+
+
+def test_missing_submit_command_is_refused(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    p = resolve("slurm")
+    with pytest.raises(ProfileError, match="`sbatch`, which is not on this machine's PATH"):
+        p.kind.make_cluster("slurm", p.raw)
+
+
+def test_show_hides_secrets():
+    with dask.config.set({"djdask.clusters.s": {"kind": "address", "address": "tcp://h:8786", "password": "hunter2"}}):
+        shown = resolve("s").shown()
+    assert shown["password"] == "********" and shown["address"] == "tcp://h:8786"
+
+
+def run_cli(*args, env_extra=None):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJ_", "DASK_DJDASK"))}
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+def test_clusters_commands():
+    """list, show and script work without a database; a bad profile exits 2 with the fix."""
+    listing = run_cli("clusters", "list")
+    assert listing.returncode == 0 and "slurm" in listing.stdout and "htcondor" in listing.stdout
+    script = run_cli("clusters", "script", "slurm")
+    assert script.returncode == 0 and "#SBATCH --cpus-per-task=1" in script.stdout
+    shown = run_cli("clusters", "show", "gpu", env_extra={
+        "DASK_DJDASK__CLUSTERS__GPU__KIND": "slurm", "DASK_DJDASK__CLUSTERS__GPU__CORES": "8",
+        "DASK_DJDASK__CLUSTERS__GPU__MEMORY": "64GB", "DASK_DJDASK__CLUSTERS__GPU__QUEUE": "gpu"})
+    assert shown.returncode == 0 and "queue: gpu" in shown.stdout and "processes: 8" in shown.stdout
+    bad = run_cli("populate", "pipeline", "--cluster", "nope")
+    assert bad.returncode == 2 and "Unknown cluster profile 'nope'" in bad.stderr and "Traceback" not in bad.stderr
+    walltime = run_cli("clusters", "script", "w", env_extra={
+        "DASK_DJDASK__CLUSTERS__W__KIND": "slurm", "DASK_DJDASK__CLUSTERS__W__CORES": "1",
+        "DASK_DJDASK__CLUSTERS__W__MEMORY": "1GB", "DASK_DJDASK__CLUSTERS__W__WALLTIME": "one hour"})
+    assert walltime.returncode == 2 and "djdask.clusters.w.walltime" in walltime.stderr
