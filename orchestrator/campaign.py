@@ -278,9 +278,7 @@ class Campaign:
         # Keys left reserved by campaigns or workers that died go back to pending
         # now, without waiting for any timeout.
         recover_orphans(connection, [t.queue.name for t in tables])
-        for state in tables:
-            state.summary.enqueued = state.queue.enqueue(self.priority)
-            state.pending = state.queue.counts()["pending"]
+        self._sweep(tables)
         heartbeat = Heartbeat(connection, tables[0].queue.owner)
         for state in tables:
             heartbeat.watch(state.queue.name)
@@ -373,8 +371,8 @@ class Campaign:
             self.progress.update(self._rows(tables, t0))
 
     def _sweep(self, tables: list[_Table]) -> bool:
-        """Enqueue every table in full once more (keys other workers made ready); True
-        when something is claimable again."""
+        """Enqueue every table in full: at the start, and when idle (keys that other
+        workers made ready); True when something is claimable."""
         found = False
         for state in tables:
             state.summary.enqueued += state.queue.enqueue(self.priority)
