@@ -90,14 +90,18 @@ class BatchKind:
     def script(self, profile: str, raw: dict[str, Any], scheduler: str = "tcp://SCHEDULER:8786") -> str:
         """The job script one worker job would be submitted with."""
         kwargs = self.settings(profile, raw)
-        kwargs.pop("max_jobs", None)
         job = _load(self.job_class)(scheduler=scheduler, name="djdask-worker", **kwargs)
         return job.job_script()
 
-    def make_cluster(self, profile: str, raw: dict[str, Any], workers: int | None = None):
-        """Start the scheduler here and return the dask-jobqueue cluster (no job yet;
-        the campaign scales it to the work).  ``workers`` is for local profiles only."""
+    def start(self, profile: str, raw: dict[str, Any], workers: int | None = None):
+        """Start the scheduler here and a dask-jobqueue cluster that submits jobs as the
+        work needs them, up to ``max-jobs``; return ``(client, cluster)``.  ``workers`` is
+        for local profiles only."""
+        from distributed import Client
+
         self.check_submit(profile)
         kwargs = self.settings(profile, raw)
         kwargs.setdefault("scheduler_options", {"host": "127.0.0.1"} if raw.get("loopback") else {})
-        return _load(self.cluster_class)(**kwargs)
+        cluster = _load(self.cluster_class)(**kwargs)
+        cluster.adapt(minimum_jobs=0, maximum_jobs=int(raw.get("max-jobs", 10)))
+        return Client(cluster), cluster

@@ -20,14 +20,13 @@ from types import MappingProxyType
 from typing import Any
 
 import dask.config
-import yaml
 
+from orchestrator.config import load_defaults
 from orchestrator.errors import ProfileError, ProfileNotFoundError
 
 __all__ = ["KINDS", "Profile", "local_cluster", "profile_names", "resolve"]
 
-with open(os.path.join(os.path.dirname(__file__), "clusters.yaml")) as _f:
-    dask.config.update_defaults(yaml.safe_load(_f))
+load_defaults(os.path.join(os.path.dirname(__file__), "clusters.yaml"))
 
 _KINDS: dict[str, str] = {
     "local": "clusters.profiles:LocalKind",
@@ -71,14 +70,19 @@ class Profile:
 
     def shown(self) -> dict[str, Any]:
         """Settings for display, with anything that looks like a secret hidden."""
-        out: dict[str, Any] = {}
-        for key, value in self.raw.items():
-            out[key] = "********" if _SECRET.search(str(key)) and value else value
+        out = _masked(self.raw)
         if hasattr(self.kind, "settings"):
-            out["resolved"] = {
-                k: ("********" if _SECRET.search(k) and v else v) for k, v in self.kind.settings(self.name, self.raw).items()
-            }
+            out["resolved"] = _masked(self.kind.settings(self.name, self.raw))
         return out
+
+    def start(self, workers: int | None = None):
+        """Start (or reach) this profile's workers; return ``(client, cluster)``, where
+        ``cluster`` is None when the workers are not djdask's to stop."""
+        return self.kind.start(self.name, self.raw, workers)
+
+
+def _masked(settings: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: ("********" if _SECRET.search(str(k)) and v else v) for k, v in settings.items()}
 
 
 def resolve(name: str) -> Profile:
@@ -103,8 +107,11 @@ class LocalKind:
 
     name = "local"
 
-    def make_cluster(self, profile: str, raw: dict[str, Any], workers: int | None = None):
-        return local_cluster(workers or raw.get("workers"))
+    def start(self, profile: str, raw: dict[str, Any], workers: int | None = None):
+        from distributed import Client
+
+        cluster = local_cluster(workers or raw.get("workers"))
+        return Client(cluster), cluster
 
 
 class AddressKind:
@@ -112,13 +119,15 @@ class AddressKind:
 
     name = "address"
 
-    def make_cluster(self, profile: str, raw: dict[str, Any], workers: int | None = None):
+    def start(self, profile: str, raw: dict[str, Any], workers: int | None = None):
         if not raw.get("address"):
             raise ProfileError(
                 f"Profile {profile!r} (address) has no `address`. Set `djdask.clusters.{profile}.address` "
                 "to the scheduler's address, for example tcp://10.0.0.5:8786."
             )
-        return None
+        from distributed import Client
+
+        return Client(raw["address"]), None
 
 
 class SchedulerFileKind:
@@ -126,14 +135,16 @@ class SchedulerFileKind:
 
     name = "scheduler-file"
 
-    def make_cluster(self, profile: str, raw: dict[str, Any], workers: int | None = None):
+    def start(self, profile: str, raw: dict[str, Any], workers: int | None = None):
         path = raw.get("scheduler-file")
         if not path or not os.path.exists(os.path.expanduser(str(path))):
             raise ProfileError(
                 f"Profile {profile!r} (scheduler-file) needs `scheduler-file`, the path a scheduler "
                 f"wrote with `dask scheduler --scheduler-file PATH`; got {path!r}."
             )
-        return None
+        from distributed import Client
+
+        return Client(scheduler_file=os.path.expanduser(str(path))), None
 
 
 def local_cluster(workers: int | None = None, *, dashboard_address: str | None = None):

@@ -233,16 +233,7 @@ class Campaign:
         cluster = None
         client = self.client
         if client is None and self.profile is not None:
-            raw = self.profile.raw
-            cluster = self.profile.kind.make_cluster(self.profile.name, raw, self.workers)
-            if cluster is not None:
-                if hasattr(cluster, "job_script"):  # a batch system: jobs as the work needs them
-                    cluster.adapt(minimum_jobs=0, maximum_jobs=int(raw.get("max-jobs", 10)))
-                client = Client(cluster)
-            elif raw.get("kind") == "address":
-                client = Client(raw["address"])
-            else:
-                client = Client(scheduler_file=str(raw["scheduler-file"]))
+            client, cluster = self.profile.start(self.workers)
         elif client is None:
             cluster = local_cluster(self.workers)
             client = Client(cluster)

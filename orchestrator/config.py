@@ -7,12 +7,16 @@ import os
 import dask.config
 import yaml
 
-__all__ = ["get"]
+__all__ = ["get", "load_defaults"]
 
-_DEFAULTS = os.path.join(os.path.dirname(__file__), "djdask.yaml")
 
-with open(_DEFAULTS) as _f:
-    dask.config.update_defaults(yaml.safe_load(_f))
+def load_defaults(path: str) -> None:
+    """Add the defaults in the YAML file ``path`` to dask config (user settings still win)."""
+    with open(path) as f:
+        dask.config.update_defaults(yaml.safe_load(f))
+
+
+load_defaults(os.path.join(os.path.dirname(__file__), "djdask.yaml"))
 
 
 def get(key: str, override: object = None) -> object:

@@ -82,14 +82,14 @@ def test_bad_profiles_name_the_key_and_the_fix(profile, message):
             if hasattr(p.kind, "settings"):
                 p.kind.settings("bad", p.raw)
             else:
-                p.kind.make_cluster("bad", p.raw)
+                p.kind.start("bad", p.raw)
 
 
 def test_missing_submit_command_is_refused(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     p = resolve("slurm")
     with pytest.raises(ProfileError, match="`sbatch`, which is not on this machine's PATH"):
-        p.kind.make_cluster("slurm", p.raw)
+        p.kind.start("slurm", p.raw)
 
 
 def test_show_hides_secrets():
