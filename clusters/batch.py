@@ -5,6 +5,12 @@ A kind names its dask-jobqueue classes and submit command as class attributes
 ``jobqueue.<name>`` section when the profile names one.  Each job runs
 ``cores`` single-threaded worker processes: DataJoint allows one ``make()`` at a
 time per process.
+
+Jobs are submitted as the campaign's pending work needs them (never more
+workers than pending and running keys), up to ``max-jobs`` jobs.  Workers
+retire before their walltime: ``lifetime`` (default: the walltime less a
+margin) with a random ``lifetime-stagger``, after which a worker starts no new
+``make()`` and its job ends; jobs are submitted to replace it while work remains.
 """
 
 from __future__ import annotations
@@ -15,18 +21,31 @@ import shutil
 from typing import Any
 
 import dask.config
+from dask.utils import parse_timedelta
 
 from orchestrator.errors import ProfileError
+from orchestrator.executor import LIFETIME_ENV, STAGGER_ENV
 
-__all__ = ["BatchKind"]
+from .scaling import Demand, DemandAdaptive
+
+__all__ = ["BatchKind", "lifetime_for"]
 
 #: Profile keys that are djdask's, not dask-jobqueue's.
-_OWN_KEYS = {"kind", "jobqueue", "max-jobs", "resources", "lifetime", "lifetime-stagger"}
+_OWN_KEYS = {"kind", "jobqueue", "max-jobs", "resources", "lifetime", "lifetime-stagger", "scale-down-after"}
 
 
 def _load(spec: str) -> Any:
     module, _, attr = spec.partition(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def lifetime_for(walltime_s: float) -> tuple[float, float]:
+    """``(lifetime, stagger)`` in seconds for a job of ``walltime_s``: a worker retires
+    ``lifetime +- stagger`` after it starts, leaving a margin of a tenth of the
+    walltime (at most 5 minutes) for its last make() call."""
+    stagger = min(0.05 * walltime_s, 120.0)
+    margin = min(0.10 * walltime_s, 300.0)
+    return walltime_s - margin - stagger, stagger
 
 
 class BatchKind:
@@ -39,6 +58,11 @@ class BatchKind:
     walltime_pattern = re.compile(r"^\d+:\d{2}:\d{2}$")
     walltime_example = "04:00:00"
     required = ("cores", "memory")
+
+    def walltime_seconds(self, walltime: str) -> float:
+        """Seconds in a walltime this kind reads (``H:MM:SS``; LSF overrides for ``H:MM``)."""
+        hours, minutes, seconds = (int(p) for p in str(walltime).split(":"))
+        return hours * 3600 + minutes * 60 + seconds
 
     def settings(self, profile: str, raw: dict[str, Any]) -> dict[str, Any]:
         """dask-jobqueue keyword arguments from a profile; raise ProfileError on bad input."""
@@ -72,11 +96,29 @@ class BatchKind:
         resources = raw.get("resources")
         if resources:
             extra += ["--resources", ",".join(f"{k}={v}" for k, v in resources.items())]
-        if raw.get("lifetime"):
-            extra += ["--lifetime", str(raw["lifetime"]), "--lifetime-stagger",
-                      str(raw.get("lifetime-stagger", "1m")), "--lifetime-restart"]
         kwargs["worker_extra_args"] = extra
+        lifetime = self.lifetime(profile, raw, walltime)
+        if lifetime is not None:
+            prologue = list(kwargs.get("job_script_prologue") or [])
+            prologue += [f"export {LIFETIME_ENV}={lifetime[0]:.0f}", f"export {STAGGER_ENV}={lifetime[1]:.0f}"]
+            kwargs["job_script_prologue"] = prologue
         return kwargs
+
+    def lifetime(self, profile: str, raw: dict[str, Any], walltime: Any) -> tuple[float, float] | None:
+        """``(lifetime, stagger)`` seconds of a worker: the profile's, else from the walltime."""
+        try:
+            if raw.get("lifetime"):
+                lifetime = parse_timedelta(raw["lifetime"])
+                stagger = parse_timedelta(raw.get("lifetime-stagger") or min(0.05 * lifetime, 120.0))
+                return lifetime, stagger
+        except (ValueError, KeyError, TypeError):
+            raise ProfileError(
+                f"Profile {profile!r} has lifetime {raw.get('lifetime')!r} or lifetime-stagger "
+                f"{raw.get('lifetime-stagger')!r}, which are not durations. Write them like \"55m\" or \"30s\"."
+            ) from None
+        if walltime is None:
+            return None
+        return lifetime_for(self.walltime_seconds(walltime))
 
     def check_submit(self, profile: str) -> None:
         """Refuse a profile whose batch system is not installed here."""
@@ -87,21 +129,35 @@ class BatchKind:
                 "(`djdask clusters list`)."
             )
 
+    def validate(self, profile: str, raw: dict[str, Any]) -> None:
+        self.settings(profile, raw)
+        self.check_submit(profile)
+
     def script(self, profile: str, raw: dict[str, Any], scheduler: str = "tcp://SCHEDULER:8786") -> str:
         """The job script one worker job would be submitted with."""
         kwargs = self.settings(profile, raw)
+        kwargs.pop("scheduler_options", None)
         job = _load(self.job_class)(scheduler=scheduler, name="djdask-worker", **kwargs)
         return job.job_script()
 
-    def start(self, profile: str, raw: dict[str, Any], workers: int | None = None):
+    def start(self, profile: str, raw: dict[str, Any], workers: int | None = None, demand: Demand | None = None):
         """Start the scheduler here and a dask-jobqueue cluster that submits jobs as the
         work needs them, up to ``max-jobs``; return ``(client, cluster)``.  ``workers`` is
-        for local profiles only."""
+        for local profiles only.  Without a ``demand``, Dask's own adaptive scaling."""
         from distributed import Client
 
         self.check_submit(profile)
         kwargs = self.settings(profile, raw)
-        kwargs.setdefault("scheduler_options", {"host": "127.0.0.1"} if raw.get("loopback") else {})
         cluster = _load(self.cluster_class)(**kwargs)
-        cluster.adapt(minimum_jobs=0, maximum_jobs=int(raw.get("max-jobs", 10)))
-        return Client(cluster), cluster
+        try:
+            max_jobs = int(raw.get("max-jobs", 10))
+            if demand is None:
+                cluster.adapt(minimum_jobs=0, maximum_jobs=max_jobs)
+            else:
+                after = parse_timedelta(raw.get("scale-down-after", "20s"))
+                cluster.adapt(minimum_jobs=0, maximum_jobs=max_jobs, Adaptive=DemandAdaptive, demand=demand,
+                              interval="1s", wait_count=max(1, int(after)))
+            return Client(cluster), cluster
+        except BaseException:
+            cluster.close()
+            raise

@@ -16,3 +16,7 @@ class LSFKind(BatchKind):
     submit_command = "bsub"
     walltime_pattern = re.compile(r"^\d+:\d{2}$")  # LSF's -W takes hours:minutes
     walltime_example = "04:00"
+
+    def walltime_seconds(self, walltime: str) -> float:
+        hours, minutes = (int(p) for p in str(walltime).split(":"))
+        return hours * 3600 + minutes * 60

@@ -75,10 +75,17 @@ class Profile:
             out["resolved"] = _masked(self.kind.settings(self.name, self.raw))
         return out
 
-    def start(self, workers: int | None = None):
+    def validate(self) -> "Profile":
+        """Check the settings (and that the batch system is here) before anything starts."""
+        if hasattr(self.kind, "validate"):
+            self.kind.validate(self.name, self.raw)
+        return self
+
+    def start(self, workers: int | None = None, demand: Any = None):
         """Start (or reach) this profile's workers; return ``(client, cluster)``, where
-        ``cluster`` is None when the workers are not djdask's to stop."""
-        return self.kind.start(self.name, self.raw, workers)
+        ``cluster`` is None when the workers are not djdask's to stop.  ``demand``
+        (:class:`~clusters.scaling.Demand`) drives the scaling of kinds that scale."""
+        return self.kind.start(self.name, self.raw, workers, demand)
 
 
 def _masked(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -107,7 +114,7 @@ class LocalKind:
 
     name = "local"
 
-    def start(self, profile: str, raw: dict[str, Any], workers: int | None = None):
+    def start(self, profile: str, raw: dict[str, Any], workers: int | None = None, demand: Any = None):
         from distributed import Client
 
         cluster = local_cluster(workers or raw.get("workers"))
@@ -119,15 +126,14 @@ class AddressKind:
 
     name = "address"
 
-    def start(self, profile: str, raw: dict[str, Any], workers: int | None = None):
+    def start(self, profile: str, raw: dict[str, Any], workers: int | None = None, demand: Any = None):
         if not raw.get("address"):
             raise ProfileError(
                 f"Profile {profile!r} (address) has no `address`. Set `djdask.clusters.{profile}.address` "
                 "to the scheduler's address, for example tcp://10.0.0.5:8786."
             )
-        from distributed import Client
-
-        return Client(raw["address"]), None
+        return _connect(profile, raw, f"the scheduler at {raw['address']}", f"djdask.clusters.{profile}.address",
+                        address=str(raw["address"])), None
 
 
 class SchedulerFileKind:
@@ -135,16 +141,31 @@ class SchedulerFileKind:
 
     name = "scheduler-file"
 
-    def start(self, profile: str, raw: dict[str, Any], workers: int | None = None):
+    def start(self, profile: str, raw: dict[str, Any], workers: int | None = None, demand: Any = None):
         path = raw.get("scheduler-file")
         if not path or not os.path.exists(os.path.expanduser(str(path))):
             raise ProfileError(
                 f"Profile {profile!r} (scheduler-file) needs `scheduler-file`, the path a scheduler "
                 f"wrote with `dask scheduler --scheduler-file PATH`; got {path!r}."
             )
-        from distributed import Client
+        return _connect(profile, raw, f"the scheduler named in {path}", f"djdask.clusters.{profile}.scheduler-file",
+                        scheduler_file=os.path.expanduser(str(path))), None
 
-        return Client(scheduler_file=os.path.expanduser(str(path))), None
+
+def _connect(profile: str, raw: dict[str, Any], what: str, setting: str, **where: Any):
+    """A Client of a running scheduler, or a ProfileError saying which setting to check."""
+    from dask.utils import parse_timedelta
+    from distributed import Client
+
+    timeout = parse_timedelta(raw.get("connect-timeout", "10s"))
+    try:
+        return Client(timeout=timeout, **where)
+    except (OSError, TimeoutError) as err:
+        raise ProfileError(
+            f"Profile {profile!r}: cannot reach {what} within {timeout:.0f} s ({err}). Check that the scheduler "
+            f"is running and reachable from this machine, and `{setting}`; raise "
+            f"`djdask.clusters.{profile}.connect-timeout` for a slow network."
+        ) from None
 
 
 def local_cluster(workers: int | None = None, *, dashboard_address: str | None = None):

@@ -10,6 +10,12 @@ task duration from the durations workers report (:mod:`orchestrator.batching`).
 A bounded window of tasks per worker is in flight; the campaign holds nothing
 else, so its memory does not grow with the number of missing keys.
 
+A campaign may run on several pools of workers at once (``cluster={"default":
+"slurm", "gpu": "gpu-profile"}``): each table goes to the pool that
+``djdask.campaign.pools`` names for it, else to a pool whose profile offers the
+resources the table declares, else to ``default``.  Each pool that scales is
+told how many worker processes its tables' pending and running keys could use.
+
 Transient failures (a lost worker, a lost database connection, a timeout) are
 retried with exponential backoff; a ``make()`` that raises anything else is an
 error row at once.  :meth:`Campaign.request_stop` (Ctrl-C, SIGTERM) stops
@@ -20,10 +26,11 @@ for running ones, and returns a summary; running the campaign again resumes.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 import tracemalloc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -31,6 +38,7 @@ from dask.utils import parse_timedelta
 
 from . import config
 from .batching import BatchSizer
+from .errors import DjdaskError
 from .executor import PipelinePlugin, run_batch
 from .jobs import JobQueue, Owner, check_legacy_jobs
 from .leases import Heartbeat, recover_orphans
@@ -112,6 +120,21 @@ class _Table:
     keys: int = 0  # keys in flight
     slots: int = 0  # most tasks in flight at once (eligible workers x window)
     started: float | None = None
+    pool: "_Pool | None" = None
+
+
+@dataclass
+class _Pool:
+    """A pool of workers: a profile's cluster (or the LocalCluster, or a given client)."""
+
+    name: str
+    profile: Any = None  # clusters.Profile, or None for the LocalCluster / a given client
+    client: Any = None
+    cluster: Any = None  # None when the workers are not the campaign's to stop
+    demand: Any = None  # clusters.scaling.Demand
+    capacity: int = 0  # tasks in flight at most: workers x window
+    tasks: int = 0  # tasks in flight
+    link: str | None = None
 
 
 @dataclass
@@ -158,8 +181,9 @@ class Campaign:
     priority : int, optional
         New jobs get this priority, and only jobs of this priority or more
         urgent (a lower or equal value) are claimed, as in DataJoint's ``populate``.
-    cluster : str, optional
-        A cluster profile (``djdask clusters list``); default a LocalCluster.
+    cluster : str or mapping, optional
+        A cluster profile (``djdask clusters list``), or pools as ``{pool: profile}``
+        with a ``default`` pool; default a LocalCluster.
     """
 
     def __init__(
@@ -174,7 +198,7 @@ class Campaign:
         target_duration: str | float | None = None,
         max_calls: int | None = None,
         priority: int | None = None,
-        cluster: str | None = None,
+        cluster: str | Mapping[str, str] | None = None,
     ) -> None:
         self.selection = pipeline if isinstance(pipeline, Selection) else select(pipeline, targets, restrictions)
         self.workers = workers
@@ -188,19 +212,48 @@ class Campaign:
         self.grace = parse_timedelta(config.get("campaign.grace-period"))
         self.max_calls = max_calls
         self.priority = priority
-        self.profile = None
-        if cluster:
-            from clusters import resolve  # clusters imports orchestrator: import late
-
-            self.profile = resolve(cluster)
+        self.pools = self._pools(cluster, client)
         self.dashboard_link: str | None = None
         self._stop = threading.Event()
+        self._done: queue.Queue = queue.Queue()  # futures as they finish, from any pool's client
 
     def request_stop(self) -> None:
         """Ask the running campaign to stop (safe from a signal handler or another thread)."""
         self._stop.set()
 
     # -- set-up ----------------------------------------------------------------
+    @staticmethod
+    def _pools(cluster: str | Mapping[str, str] | None, client: Any) -> dict[str, _Pool]:
+        if client is not None or not cluster:
+            return {"default": _Pool("default")}
+        from clusters import resolve  # clusters imports orchestrator: import late
+
+        named = {"default": cluster} if isinstance(cluster, str) else dict(cluster)
+        if "default" not in named:
+            raise DjdaskError(
+                f"Pools {', '.join(sorted(named))} have no `default` pool for the tables no other pool takes. "
+                "Add one: --cluster default=PROFILE."
+            )
+        return {name: _Pool(name, resolve(profile)) for name, profile in named.items()}
+
+    def _route(self, state: _Table) -> _Pool:
+        """The pool a table's keys run on: configured, else by resources, else default."""
+        configured = (config.get("campaign.pools") or {}).get(state.info.class_name)
+        if configured is not None:
+            if configured not in self.pools:
+                raise DjdaskError(
+                    f"`djdask.campaign.pools.{state.info.class_name}` names pool {configured!r}, which this "
+                    f"campaign does not have (pools: {', '.join(sorted(self.pools))}). Add it with "
+                    f"--cluster {configured}=PROFILE or change the setting."
+                )
+            return self.pools[configured]
+        if state.resources:
+            for pool in self.pools.values():
+                offered = (pool.profile.raw.get("resources") or {}) if pool.profile is not None else {}
+                if pool.name != "default" and all(float(offered.get(r, 0)) >= float(n)
+                                                   for r, n in state.resources.items()):
+                    return pool
+        return self.pools["default"]
     def _tables(self) -> list[_Table]:
         """One state per table, DataJoint creating missing jobs tables on the way."""
         classes = self.selection.tables
@@ -223,38 +276,54 @@ class Campaign:
             )
         for name, state in states.items():
             state.children = [states[c] for c in graph.dag.successors(name) if c in states]
+            state.pool = self._route(state)
         return list(states.values())
 
-    def _start_cluster(self):
+    def _start_pools(self) -> None:
+        """Start each pool's workers (or reach its scheduler) and register the pipeline."""
         from distributed import Client
 
         from clusters import local_cluster
+        from clusters.scaling import Demand
 
-        cluster = None
-        client = self.client
-        if client is None and self.profile is not None:
-            client, cluster = self.profile.start(self.workers)
-        elif client is None:
-            cluster = local_cluster(self.workers)
-            client = Client(cluster)
-        client.register_plugin(PipelinePlugin(self.selection.module_name), name=PipelinePlugin.name)
-        self.dashboard_link = client.dashboard_link
-        return client, cluster
+        for pool in self.pools.values():
+            if pool.profile is not None:
+                pool.demand = Demand()
+                pool.client, pool.cluster = pool.profile.start(self.workers, pool.demand)
+            elif self.client is not None:
+                pool.client = self.client
+            else:
+                pool.cluster = local_cluster(self.workers)
+                pool.client = Client(pool.cluster)
+            pool.client.register_plugin(PipelinePlugin(self.selection.module_name), name=PipelinePlugin.name)
+            pool.link = pool.client.dashboard_link
+        self.dashboard_link = self.pools["default"].link
+        for pool in self.pools.values():
+            if pool.name != "default":
+                logger.info("Pool %s (%s): dashboard %s", pool.name, pool.profile.name, pool.link)
 
-    def _size_pools(self, client, tables: list[_Table]) -> int:
-        """Task slots per table from the workers now present; return the total."""
-        workers = client.scheduler_info(n_workers=-1)["workers"].values()
-        total = max(1, len(workers)) * self.window
+    def _size_pools(self, tables: list[_Table]) -> None:
+        """Task slots per pool and per table from the workers now present."""
+        present = {}
+        for pool in self.pools.values():
+            present[pool.name] = list(pool.client.scheduler_info(n_workers=-1)["workers"].values())
+            pool.capacity = max(1, len(present[pool.name])) * self.window
         for state in tables:
+            workers = present[state.pool.name]
             if state.resources is None:
-                state.slots = total
+                state.slots = state.pool.capacity
             else:
                 eligible = sum(
                     1 for w in workers
                     if all(w.get("resources", {}).get(r, 0) >= need for r, need in state.resources.items())
                 )
                 state.slots = eligible * self.window
-        return total
+
+    def _update_demand(self, tables: list[_Table]) -> None:
+        """Tell scaling pools how many worker processes their keys could use now."""
+        for pool in self.pools.values():
+            if pool.demand is not None:
+                pool.demand.workers = sum(t.pending + t.keys for t in tables if t.pool is pool)
 
     # -- the loop ----------------------------------------------------------------
     def run(self) -> CampaignSummary:
@@ -273,7 +342,11 @@ class Campaign:
         heartbeat = Heartbeat(connection, tables[0].queue.owner)
         for state in tables:
             heartbeat.watch(state.queue.name)
-        client, cluster = self._start_cluster()
+        try:
+            self._start_pools()
+        except BaseException:
+            self._close_pools()
+            raise
         summary.dashboard_link = self.dashboard_link
         self.progress.started(self.dashboard_link)
         futures: dict[Any, _Batch] = {}
@@ -282,11 +355,11 @@ class Campaign:
         if tracemalloc.is_tracing():
             tracemalloc.reset_peak()  # measure the loop, not the imports and the cluster start
         try:
-            self._loop(client, tables, futures, delayed, summary, t0)
+            self._loop(tables, futures, delayed, summary, t0)
             if tracemalloc.is_tracing():
                 summary.traced_peak_bytes = tracemalloc.get_traced_memory()[1]
         finally:
-            self._shutdown(client, cluster, futures, delayed)
+            self._shutdown(futures, delayed)
             heartbeat.stop()
             summary.seconds = time.monotonic() - t0
             summary.waiting_for_resources = [
@@ -295,12 +368,10 @@ class Campaign:
             self.progress.finish(self._rows(tables, t0))
         return summary
 
-    def _loop(self, client, tables, futures, delayed, summary, t0) -> None:
-        from distributed import wait
-
+    def _loop(self, tables, futures, delayed, summary, t0) -> None:
         deepest_first = sorted(tables, key=lambda t: -t.info.depth)
         calls = 0
-        capacity = self._size_pools(client, tables)
+        self._size_pools(tables)
         sized_at = time.monotonic()
         warned: set[str] = set()
         stop_deadline: float | None = None
@@ -310,13 +381,14 @@ class Campaign:
             if stop_deadline is None and self._stop.is_set():
                 stop_deadline = now + self.grace
                 summary.cancelled = True
-                self._cancel_queued(client, futures, delayed)
+                self._cancel_queued(futures, delayed)
             if stop_deadline is None:
-                if now - sized_at > 5:
-                    capacity, sized_at = self._size_pools(client, tables), now
-                for batch in [b for b in delayed if b.ready <= now and len(futures) < capacity]:
+                if now - sized_at > 2:
+                    self._size_pools(tables)
+                    sized_at = now
+                for batch in [b for b in delayed if b.ready <= now and b.table.pool.tasks < b.table.pool.capacity]:
                     delayed.remove(batch)
-                    self._submit(client, batch, futures)
+                    self._submit(batch, futures)
                 for state in deepest_first:
                     if state.slots == 0 and state.pending and state.summary.table not in warned:
                         warned.add(state.summary.table)
@@ -324,9 +396,10 @@ class Campaign:
                             "No worker offers the resources %s that %s needs; its keys stay pending.",
                             state.resources, state.summary.table,
                         )
-                    while (len(futures) < capacity and state.tasks < state.slots and state.pending > 0
+                    pool = state.pool
+                    while (pool.tasks < pool.capacity and state.tasks < state.slots and state.pending > 0
                            and (self.max_calls is None or calls < self.max_calls)):
-                        free = min(capacity - len(futures), state.slots - state.tasks)
+                        free = min(pool.capacity - pool.tasks, state.slots - state.tasks)
                         n = state.sizer.size(pending=state.pending, slots=free)
                         if self.max_calls is not None:
                             n = min(n, self.max_calls - calls)
@@ -337,7 +410,8 @@ class Campaign:
                         state.pending = max(0, state.pending - len(keys))
                         calls += len(keys)
                         swept = False
-                        self._submit(client, _Batch(state, keys), futures)
+                        self._submit(_Batch(state, keys), futures)
+                self._update_demand(tables)
             if not futures:
                 if stop_deadline is not None or (self.max_calls is not None and calls >= self.max_calls):
                     return
@@ -353,13 +427,22 @@ class Campaign:
             if stop_deadline is not None and now > stop_deadline:
                 logger.warning("Grace period over: %d task(s) still running are stopped.", len(futures))
                 return
-            try:
-                done, _ = wait(list(futures), timeout=0.5, return_when="FIRST_COMPLETED")
-            except TimeoutError:
-                done = set()
-            for future in done:
-                self._finished(future, futures.pop(future), delayed, t0)
+            for future in self._wait_done(timeout=0.5):
+                if future in futures:  # not one cancelled and forgotten while stopping
+                    self._finished(future, futures.pop(future), delayed, t0)
             self.progress.update(self._rows(tables, t0))
+
+    def _wait_done(self, timeout: float) -> list:
+        """Futures finished since the last call, waiting up to ``timeout`` for the first."""
+        try:
+            done = [self._done.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                done.append(self._done.get_nowait())
+            except queue.Empty:
+                return done
 
     def _sweep(self, tables: list[_Table]) -> bool:
         """Enqueue every table in full: at the start, and when idle (keys that other
@@ -371,15 +454,17 @@ class Campaign:
             found = found or (state.pending > 0 and state.slots > 0)
         return found
 
-    def _submit(self, client, batch: _Batch, futures: dict) -> None:
+    def _submit(self, batch: _Batch, futures: dict) -> None:
         state = batch.table
         if state.started is None:
             state.started = time.monotonic()
         extra = {"resources": state.resources} if state.resources else {}
-        future = client.submit(
+        future = state.pool.client.submit(
             run_batch, state.info.full_name, batch.keys, pure=False, priority=state.info.depth, **extra
         )
         futures[future] = batch
+        future.add_done_callback(self._done.put)
+        state.pool.tasks += 1
         state.tasks += 1
         state.keys += len(batch.keys)
         state.summary.tasks += 1
@@ -387,6 +472,7 @@ class Campaign:
 
     def _finished(self, future, batch: _Batch, delayed: list[_Batch], t0: float) -> None:
         state = batch.table
+        state.pool.tasks -= 1
         state.tasks -= 1
         state.keys -= len(batch.keys)
         if future.status == "finished":
@@ -398,11 +484,13 @@ class Campaign:
                 reason = f"{type(err).__name__}: {err}"
             outcomes = [{"key": k, "status": "transient", "duration": 0.0, "error_message": reason,
                          "error_stack": None} for k in batch.keys]
-        done, failed, transient = [], [], []
+        done, failed, transient, requeue = [], [], [], []
         for outcome in outcomes:
             status = outcome["status"]
             if status in ("success", "skipped"):
                 done.append(outcome)
+            elif status == "requeue":  # not started: its worker is retiring
+                requeue.append(outcome["key"])
             elif status == "error":
                 failed.append((outcome["key"], outcome["error_message"], outcome["error_stack"]))
                 logger.error("%s %s: %s", state.summary.table, outcome["key"], outcome["error_message"])
@@ -430,6 +518,8 @@ class Campaign:
                 )
                 logger.error("%s: %d key(s) failed %d times: %s", state.summary.table, len(transient),
                              batch.attempt, reason)
+        if requeue:
+            delayed.append(_Batch(state, requeue, batch.attempt, time.monotonic()))
         state.queue.fail(failed)
         state.summary.errors += len(failed)
         if done or failed:
@@ -445,17 +535,19 @@ class Campaign:
                 child.pending += added
 
     # -- stopping ----------------------------------------------------------------
-    def _cancel_queued(self, client, futures: dict, delayed: list[_Batch]) -> None:
+    def _cancel_queued(self, futures: dict, delayed: list[_Batch]) -> None:
         """Cancel tasks no worker has started and release their keys; keep running ones."""
-        try:
-            executing = {k for keys in client.run(_executing).values() for k in keys}
-        except Exception as err:  # workers gone: nothing is running
-            logger.debug("Could not ask workers what they run: %s", err)
-            executing = set()
+        executing = set()
+        for pool in self.pools.values():
+            try:
+                executing |= {k for keys in pool.client.run(_executing).values() for k in keys}
+            except Exception as err:  # workers gone: nothing is running
+                logger.debug("Could not ask the workers of pool %s what they run: %s", pool.name, err)
         queued = [f for f in futures if str(f.key) not in executing]
-        client.cancel(queued)
         for future in queued:
+            future.cancel()
             batch = futures.pop(future)
+            batch.table.pool.tasks -= 1
             batch.table.tasks -= 1
             batch.table.keys -= len(batch.keys)
             batch.table.queue.release(batch.keys)
@@ -467,14 +559,23 @@ class Campaign:
             len(queued), self.grace, len(futures),
         )
 
-    def _shutdown(self, client, cluster, futures: dict, delayed: list[_Batch]) -> None:
+    def _close_pools(self) -> None:
+        # Closing a cluster kills its workers, which rolls back any make() still
+        # in its transaction (no partial rows), and cancels its batch jobs.
+        for pool in self.pools.values():
+            if pool.cluster is None:
+                continue
+            for closable in (pool.client, pool.cluster):
+                try:
+                    if closable is not None:
+                        closable.close()
+                except Exception as err:  # keep closing the others
+                    logger.error("Could not close pool %s: %s", pool.name, err)
+
+    def _shutdown(self, futures: dict, delayed: list[_Batch]) -> None:
         for future in futures:
             future.cancel()
-        if cluster is not None:
-            # Closing the cluster kills its workers, which rolls back any make()
-            # still in its transaction: no partial rows.
-            client.close()
-            cluster.close()
+        self._close_pools()
         for batch in [*futures.values(), *delayed]:
             try:
                 batch.table.queue.release(batch.keys)

@@ -98,7 +98,7 @@ def _run_campaign(module: str, args: argparse.Namespace, targets=(), restriction
         target_duration=getattr(args, "target_duration", None),
         max_calls=getattr(args, "max_calls", None),
         priority=getattr(args, "priority", None),
-        cluster=getattr(args, "cluster", None),
+        cluster=_pools_arg(getattr(args, "cluster", None)),
     )
 
     def stop(signum: int, frame: Any) -> None:
@@ -145,13 +145,32 @@ def _run_campaign(module: str, args: argparse.Namespace, targets=(), restriction
     return summary.exit_code
 
 
+def _pools_arg(values: list[str] | None) -> dict[str, str] | None:
+    """``--cluster PROFILE`` or ``--cluster POOL=PROFILE`` (repeated) as ``{pool: profile}``."""
+    if not values:
+        return None
+    pools: dict[str, str] = {}
+    for value in values:
+        pool, _, profile = value.rpartition("=")
+        pool = pool or "default"
+        if not profile or pool in pools:
+            raise DjdaskError(
+                f"--cluster {value!r}: give each pool once, as --cluster PROFILE (the default pool) or "
+                "--cluster POOL=PROFILE, e.g. --cluster default=slurm --cluster gpu=gpu."
+            )
+        pools[pool] = profile
+    return pools
+
+
 def _cmd_populate(args: argparse.Namespace) -> int:
     from .database import connect
 
-    if args.cluster:
+    pools = _pools_arg(args.cluster)
+    if pools:
         from clusters import resolve
 
-        resolve(args.cluster)  # a bad profile is reported before anything else happens
+        for profile in pools.values():  # a bad profile is reported before anything else happens
+            resolve(profile).validate()
     connect()
     if args.dry_run:
         args.json = False
@@ -326,7 +345,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="new jobs get priority P; only jobs of priority <= P run (lower runs first)")
     p.add_argument("--target-duration", metavar="DURATION",
                    help="how long one Dask task should take, e.g. 5s (default 2s)")
-    p.add_argument("--cluster", metavar="PROFILE", help="where workers run (djdask clusters list); default local")
+    p.add_argument("--cluster", metavar="[POOL=]PROFILE", action="append",
+                   help="where workers run (djdask clusters list); default local. Repeat with POOL=PROFILE "
+                        "for several pools: tables go to the pool offering their resources, else `default`")
     p.set_defaults(func=_cmd_populate)
 
     p = sub.add_parser("clusters", help="cluster profiles: list, show, script")

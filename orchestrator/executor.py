@@ -7,11 +7,21 @@ Dask.  :func:`run_batch` is the task: it runs ``make()`` for each key of a
 batch, each in its own transaction, and returns one outcome per key.  One
 ``make()`` at a time per process: DataJoint allows inserts through a class-level
 flag and one connection cannot nest transactions, so workers have one thread.
+
+Workers of batch jobs retire before their walltime.  The job script sets
+``DJDASK_WORKER_LIFETIME`` (seconds, counted from the worker process's start)
+and ``DJDASK_WORKER_LIFETIME_STAGGER``; past its deadline a worker starts no
+new ``make()`` (a batch returns its remaining keys as ``requeue``, for another
+worker) and, once nothing runs, closes gracefully, which ends its job.  No
+``make()`` is interrupted by retirement and none runs twice; distributed's own
+``--lifetime`` would reschedule a running task while it still runs.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import random
 import time
 from typing import Any
 
@@ -19,7 +29,10 @@ from distributed import WorkerPlugin, get_worker
 
 from . import djcompat
 
-__all__ = ["PLUGIN_NAME", "PipelinePlugin", "is_transient", "run_batch"]
+__all__ = ["LIFETIME_ENV", "PLUGIN_NAME", "STAGGER_ENV", "PipelinePlugin", "is_transient", "run_batch"]
+
+LIFETIME_ENV = "DJDASK_WORKER_LIFETIME"
+STAGGER_ENV = "DJDASK_WORKER_LIFETIME_STAGGER"
 
 PLUGIN_NAME = "djdask-pipeline"
 
@@ -40,6 +53,8 @@ class PipelinePlugin(WorkerPlugin):
     def __init__(self, module_name: str) -> None:
         self.module_name = module_name
         self.tables: dict[str, type] = {}
+        self.deadline: float | None = None  # time.time() after which no make() starts
+        self._retiring = False
 
     def setup(self, worker: Any) -> None:
         from .database import import_datajoint
@@ -49,6 +64,25 @@ class PipelinePlugin(WorkerPlugin):
         logging.getLogger("datajoint").setLevel(logging.WARNING)
         self.tables = load_pipeline(self.module_name).auto_populated()
         dj.conn()  # fail here, at worker start, rather than in the first task
+        self.deadline = _deadline()
+        if self.deadline is not None:
+            from tornado.ioloop import PeriodicCallback
+
+            callback = PeriodicCallback(lambda: self._maybe_retire(worker), 500)
+            worker.periodic_callbacks["djdask-lifetime"] = callback
+            callback.start()
+
+    def past_deadline(self) -> bool:
+        return self.deadline is not None and time.time() >= self.deadline
+
+    def _maybe_retire(self, worker: Any) -> None:
+        """Past the deadline and idle: close gracefully (its job ends; tasks queued here
+        and not started go to other workers)."""
+        if self._retiring or not self.past_deadline() or worker.state.executing:
+            return
+        self._retiring = True
+        logger.info("Worker %s reached its djdask lifetime; retiring", worker.address)
+        worker.loop.add_callback(worker.close_gracefully, restart=False, reason="djdask-lifetime")
 
     def teardown(self, worker: Any) -> None:
         from .database import import_datajoint
@@ -58,6 +92,19 @@ class PipelinePlugin(WorkerPlugin):
             dj.conn().close()
         except Exception:  # closing a connection that is already gone
             pass
+
+
+def _deadline() -> float | None:
+    """The wall-clock time this worker stops starting make() calls, from the job's
+    environment, counted from the worker process's start."""
+    lifetime = os.environ.get(LIFETIME_ENV)
+    if not lifetime:
+        return None
+    import psutil
+
+    stagger = float(os.environ.get(STAGGER_ENV) or 0)
+    started = psutil.Process().create_time()
+    return started + float(lifetime) + random.uniform(-stagger, stagger)
 
 
 def is_transient(error: BaseException) -> bool:
@@ -94,8 +141,8 @@ def _reconnect_if_lost(connection: Any) -> None:
 def run_batch(table_name: str, keys: list[dict]) -> list[dict[str, Any]]:
     """Run ``make()`` for each key of ``keys`` in ``table_name``; one outcome per key.
 
-    Each outcome is a dict with ``key``, ``status`` (success, skipped, error or
-    transient), ``duration`` in seconds, ``error_message`` and ``error_stack``.
+    Each outcome is a dict with ``key``, ``status`` (success, skipped, error,
+    transient, or requeue for a key not started because the worker retires), ``duration`` in seconds, ``error_message`` and ``error_stack``.
     Failures are outcomes, not exceptions: one bad key does not fail its batch.
     """
     plugin = get_worker().plugins[PLUGIN_NAME]
@@ -103,6 +150,10 @@ def run_batch(table_name: str, keys: list[dict]) -> list[dict[str, Any]]:
     outcomes = []
     lost = False
     for key in keys:
+        if plugin.past_deadline():
+            outcomes.append({"key": key, "status": "requeue", "duration": 0.0,
+                             "error_message": None, "error_stack": None})
+            continue
         if lost:
             _reconnect_if_lost(table.connection)
         start = time.perf_counter()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import ServiceUnavailable, start_mariadb, start_postgres
+from tests.services import ServiceUnavailable, start_mariadb, start_postgres, start_slurm
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_PIPELINES = Path(__file__).resolve().parent / "pipelines"
@@ -45,6 +45,14 @@ def mariadb_server(tmp_path_factory):
     server = _start(start_mariadb, tmp_path_factory, "mariadb")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """A single-node SLURM; tests using it share one xdist worker (xdist_group "slurm")."""
+    cluster = _start(start_slurm, tmp_path_factory, "slurm")
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(params=["postgres", "mariadb"])

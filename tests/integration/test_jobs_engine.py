@@ -65,14 +65,14 @@ def test_exactly_once_beside_datajoint_workers(djdask, sql, prefix, tmp_path):
         assert proc.returncode == 0, out + err
 
     lines = ledger_lines(ledger)
-    keys = Counter(int(k) for k, _ in lines)
+    keys = Counter(int(k) for k, *_ in lines)
     assert len(lines) == n, f"{len(lines) - len(keys)} duplicate make() calls"
     assert set(keys) == set(range(n))
     assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_ledger', '__entry')}") == n
     assert sql.jobs_counts(prefix + "_ledger", "__entry").get("reserved", 0) == 0
     # Both kinds of worker took part: DataJoint's processes made keys themselves.
     dj_pids = {str(procs[1].pid), str(procs[3].pid)}
-    by_datajoint = sum(1 for _, pid in lines if pid in dj_pids)
+    by_datajoint = sum(1 for _, pid, _ in lines if pid in dj_pids)
     assert 0 < by_datajoint < n
 
 
@@ -122,7 +122,7 @@ def test_killed_campaign_is_recovered_by_the_next_one(djdask, sql, prefix, tmp_p
     assert sql.scalar(f"SELECT COUNT(*) FROM {target}") == n
     assert sql.jobs_counts(schema, "__entry") == {}
     # Every key was made; the ones in flight at the kill were made again, once.
-    keys = Counter(int(k) for k, _ in ledger_lines(ledger))
+    keys = Counter(int(k) for k, *_ in ledger_lines(ledger))
     assert set(keys) == set(range(n)) and max(keys.values()) <= 2
     assert time.monotonic() - start < 120
 

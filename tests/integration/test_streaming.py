@@ -130,5 +130,5 @@ def test_sigint_stops_gracefully_and_the_next_run_resumes(djdask, sql, prefix, t
     again = djdask("populate", "ledger", "--workers", "2", env=env)
     assert again.returncode == 0, again.stdout + again.stderr
     assert sql.scalar(f"SELECT COUNT(*) FROM {target}") == n
-    counts = Counter(k for k, _ in ledger_lines(ledger))
+    counts = Counter(k for k, *_ in ledger_lines(ledger))
     assert len(counts) == n and max(counts.values()) == 1, counts

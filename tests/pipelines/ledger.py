@@ -1,6 +1,6 @@
 """A test pipeline whose make() leaves a trace outside the database.
 
-Each make() appends one line, ``<key> <pid>``, to the file named by
+Each make() appends one line, ``<key> <pid> <SLURM job id or ->``, to the file named by
 ``DJDASK_TEST_LEDGER`` before it inserts its row, and sleeps
 ``DJDASK_TEST_MAKE_SECONDS`` in between: the file counts make() calls, the
 table counts commits.
@@ -32,7 +32,7 @@ class Entry(dj.Computed):
     """
 
     def make(self, key):
-        line = f"{key['source_id']} {os.getpid()}\n".encode()
+        line = f"{key['source_id']} {os.getpid()} {os.environ.get('SLURM_JOB_ID', '-')}\n".encode()
         fd = os.open(os.environ["DJDASK_TEST_LEDGER"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line)  # one write of a short line: atomic with O_APPEND

@@ -1,0 +1,38 @@
+"""Scaling a pool of batch-job workers to the work a campaign has.
+
+Dask's own adaptive scaling sizes a cluster from the tasks the scheduler
+holds.  A campaign keeps its queue in the database's jobs tables and gives the
+scheduler only a small window of tasks per worker, so the scheduler alone would
+never ask for more workers than it already has.  :class:`Demand` is where the
+campaign says how many worker processes its pending and running keys could use;
+:class:`DemandAdaptive` is distributed's :class:`~distributed.deploy.Adaptive`
+(its interval, hysteresis, minimum and maximum, and its choice of idle workers
+to retire) with that number as its target.
+"""
+
+from __future__ import annotations
+
+from distributed.deploy import Adaptive
+
+__all__ = ["Demand", "DemandAdaptive"]
+
+
+class Demand:
+    """Worker processes the campaign could keep busy now (pending plus running keys)."""
+
+    def __init__(self) -> None:
+        self.workers = 0
+
+    def __repr__(self) -> str:
+        return f"Demand(workers={self.workers})"
+
+
+class DemandAdaptive(Adaptive):
+    """Adaptive scaling toward ``demand.workers``, within ``minimum`` and ``maximum``."""
+
+    def __init__(self, cluster=None, *, demand: Demand, **kwargs) -> None:
+        self.demand = demand
+        super().__init__(cluster, **kwargs)
+
+    async def target(self) -> int:
+        return int(self.demand.workers)

@@ -1,0 +1,188 @@
+"""Campaigns on a real single-node SLURM (started by the ``slurm`` fixture).
+
+Workers are SLURM jobs submitted by dask-jobqueue; the ledger pipeline writes
+each make()'s SLURM job id, so the tests see where every key ran.  SLURM
+behaves the same under either database, so these run on PostgreSQL only.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_populate import INSERT_DEMO, all_rows
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.xdist_group("slurm"),
+    pytest.mark.parametrize("server", ["postgres"], indirect=True),
+]
+
+JOB_NAME = "djdask-test"
+
+
+def write_profile(tmp_path: Path, **settings) -> dict[str, str]:
+    """A `testslurm` profile in a dask config directory; the environment that uses it."""
+    profile = {"kind": "slurm", "queue": "debug", "cores": 1, "memory": "1GB", "walltime": "00:10:00",
+               "max-jobs": 2, "job-name": JOB_NAME, "scheduler-options": {"host": "127.0.0.1"},
+               "log-directory": str(tmp_path / "slurm-logs"), **settings}
+    config_dir = tmp_path / "dask"
+    config_dir.mkdir(exist_ok=True)
+    lines = ["djdask:", "  clusters:", "    testslurm:"]
+    lines += [f"      {key}: {value!r}" if isinstance(value, str) else f"      {key}: {value}"
+              for key, value in profile.items()]
+    (config_dir / "djdask.yaml").write_text("\n".join(lines).replace("'", '"') + "\n")
+    return {"DASK_CONFIG": str(config_dir)}
+
+
+def seed(djdask, n: int) -> None:
+    code = f"import ledger; ledger.Source.insert({{'source_id': i}} for i in range({n}))"
+    assert djdask.python(code).returncode == 0
+
+
+def ledger_lines(path: Path) -> list[tuple[int, str, str]]:
+    if not path.exists():
+        return []
+    return [(int(k), pid, job) for k, pid, job in (line.split() for line in path.read_text().splitlines())]
+
+
+class Watch:
+    """Runs `djdask populate` in the background and records the SLURM queue meanwhile."""
+
+    def __init__(self, djdask, slurm, env: dict[str, str], *args: str) -> None:
+        self.slurm = slurm
+        self.seen: dict[str, set[str]] = {}  # job id -> states seen
+        self.most_jobs = 0
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.cli", "populate", "ledger", "--cluster", "testslurm", *args],
+            env=env, cwd=djdask.cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+
+    def poll(self) -> list[dict[str, str]]:
+        jobs = [j for j in self.slurm.queue() if j["name"] == JOB_NAME]
+        for job in jobs:
+            self.seen.setdefault(job["id"], set()).add(job["state"])
+        self.most_jobs = max(self.most_jobs, len(jobs))
+        return jobs
+
+    def running(self) -> list[str]:
+        return [j["id"] for j in self.poll() if j["state"] == "RUNNING"]
+
+    def wait(self, timeout: float) -> tuple[int, str, str]:
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                out, err = self.proc.communicate()
+                pytest.fail(f"campaign did not finish in {timeout} s\n{out}\n{err}")
+            self.poll()
+            time.sleep(0.3)
+        out, err = self.proc.communicate()
+        return self.proc.returncode, out, err
+
+
+def queue_empties(slurm, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not [j for j in slurm.queue() if j["name"] == JOB_NAME]:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def test_workers_are_slurm_jobs_and_leave_no_job_behind(server, djdask, sql, prefix, slurm, tmp_path):
+    """Every make() runs inside a SLURM job that squeue showed running; the campaign asks for
+    no more jobs than its keys can use (3 keys, cap 6), and cancels its jobs at the end."""
+    seed(djdask, 3)
+    ledger = tmp_path / "ledger.txt"
+    env = djdask.env(**slurm.env, **write_profile(tmp_path, **{"max-jobs": 6}),
+                     DJDASK_TEST_LEDGER=str(ledger), DJDASK_TEST_MAKE_SECONDS="1")
+    watch = Watch(djdask, slurm, env)
+    code, out, err = watch.wait(180)
+    assert code == 0, out + err
+    lines = ledger_lines(ledger)
+    assert sorted(k for k, _, _ in lines) == [0, 1, 2]
+    jobs = {job for _, _, job in lines}
+    assert "-" not in jobs, "a make() ran outside SLURM"
+    assert jobs <= {j for j, states in watch.seen.items() if "RUNNING" in states}
+    assert 1 <= watch.most_jobs <= 3, f"asked for {watch.most_jobs} jobs for 3 keys"
+    assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_ledger', '__entry')}") == 3
+    assert sql.jobs_counts(f"{prefix}_ledger", "__entry") == {}
+    assert queue_empties(slurm), f"jobs left in the queue: {slurm.queue()}"
+
+
+def test_reference_pipeline_on_slurm_matches_a_local_cluster_run(server, djdask, sql, prefix, slurm, tmp_path):
+    assert djdask.python(INSERT_DEMO).returncode == 0
+    env = djdask.env(**slurm.env, **write_profile(tmp_path))
+    result = djdask("populate", "pipeline", "--cluster", "testslurm", env=env, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    other = f"{prefix}loc"
+    local_env = djdask.env(DASK_DJDASK__DEMO__SCHEMA_PREFIX=other)
+    seeded = subprocess.run([sys.executable, "-c", INSERT_DEMO], env=local_env, cwd=djdask.cwd,
+                            capture_output=True, text=True, timeout=120)
+    assert seeded.returncode == 0, seeded.stderr
+    local = djdask("populate", "pipeline", "--workers", "2", env=local_env)
+    assert local.returncode == 0, local.stdout + local.stderr
+    for schema in ("acquisition", "imaging"):
+        ours, theirs = all_rows(sql, f"{prefix}_{schema}"), all_rows(sql, f"{other}_{schema}")
+        assert ours.keys() == theirs.keys()
+        for table in ours:
+            assert ours[table], f"{schema}.{table} is empty"
+            assert ours[table] == theirs[table], f"{schema}.{table} differs between SLURM and LocalCluster"
+    assert queue_empties(slurm), f"jobs left in the queue: {slurm.queue()}"
+
+
+def test_a_cancelled_worker_job_is_replaced(server, djdask, sql, prefix, slurm, tmp_path):
+    """scancel one of the two worker jobs mid-campaign: a new job replaces it, every key is
+    made, none is left reserved or in error."""
+    n = 30
+    seed(djdask, n)
+    ledger = tmp_path / "ledger.txt"
+    env = djdask.env(**slurm.env, **write_profile(tmp_path), DJDASK_TEST_LEDGER=str(ledger),
+                     DJDASK_TEST_MAKE_SECONDS="0.5")
+    watch = Watch(djdask, slurm, env)
+    deadline = time.monotonic() + 120
+    while len(watch.running()) < 2 or len(ledger_lines(ledger)) < 4:
+        assert watch.proc.poll() is None and time.monotonic() < deadline, "two workers never ran"
+        time.sleep(0.3)
+    victim = watch.running()[0]
+    slurm.run("scancel", victim)
+    code, out, err = watch.wait(240)
+    assert code == 0, out + err
+    made = sql.query(f"SELECT source_id FROM {sql.table(prefix + '_ledger', '__entry')}")
+    assert sorted(r[0] for r in made) == list(range(n))
+    assert sql.jobs_counts(f"{prefix}_ledger", "__entry") == {}
+    after = {job for _, _, job in ledger_lines(ledger)}
+    assert after - set(watch.seen) == set()
+    replacements = [j for j in watch.seen if int(j) > max(int(v) for v in watch.seen if v == victim)]
+    assert replacements and after & set(replacements), "no replacement job made keys"
+    assert queue_empties(slurm), f"jobs left in the queue: {slurm.queue()}"
+
+
+def test_walltime_workers_retire_and_are_replaced(server, djdask, sql, prefix, slurm, tmp_path):
+    """A one-minute walltime and about 80 s of work for one job at a time: workers retire
+    before SLURM's limit (no job killed for time), new jobs take over, and no make() is
+    interrupted or repeated."""
+    n = 60
+    seed(djdask, n)
+    ledger = tmp_path / "ledger.txt"
+    env = djdask.env(**slurm.env, **write_profile(tmp_path, walltime="00:01:00", **{"max-jobs": 1}),
+                     DJDASK_TEST_LEDGER=str(ledger), DJDASK_TEST_MAKE_SECONDS="1.3")
+    watch = Watch(djdask, slurm, env)
+    code, out, err = watch.wait(300)
+    assert code == 0, out + err
+    lines = ledger_lines(ledger)
+    counts = Counter(k for k, _, _ in lines)
+    assert set(counts) == set(range(n)) and max(counts.values()) == 1, "a make() ran twice"
+    assert len({job for _, _, job in lines}) >= 2, "no replacement worker made keys"
+    assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_ledger', '__entry')}") == n
+    assert sql.jobs_counts(f"{prefix}_ledger", "__entry") == {}
+    logs = "".join(p.read_text() for p in (tmp_path / "slurm-logs").glob("*"))
+    assert "TIME LIMIT" not in logs, "a worker job hit SLURM's walltime"
+    assert queue_empties(slurm), f"jobs left in the queue: {slurm.queue()}"
