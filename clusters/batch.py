@@ -16,6 +16,7 @@ margin) with a random ``lifetime-stagger``, after which a worker starts no new
 from __future__ import annotations
 
 import importlib
+import logging
 import re
 import shutil
 from typing import Any
@@ -37,6 +38,39 @@ _OWN_KEYS = {"kind", "jobqueue", "max-jobs", "resources", "lifetime", "lifetime-
 def _load(spec: str) -> Any:
     module, _, attr = spec.partition(":")
     return getattr(importlib.import_module(module), attr)
+
+
+class SubmitRefused(RuntimeError):
+    """The batch system refused a worker job (reported to the campaign, not logged twice)."""
+
+
+class _DropRefusals(logging.Filter):
+    """Distributed logs a refused submission with its traceback from the event loop; the
+    campaign reports it once, in words, instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], SubmitRefused))
+
+
+logging.getLogger("tornado.application").addFilter(_DropRefusals())
+
+
+def _reporting_job(job_class: type, demand: Demand) -> type:
+    """``job_class`` that reports each submission, taken or refused, to ``demand``."""
+    from distributed.core import Status
+
+    class ReportingJob(job_class):
+        async def start(self):
+            try:
+                await super().start()
+            except Exception as err:
+                demand.submit_errors.append(str(err).strip())
+                self.status = Status.failed  # nothing to cancel when the cluster closes
+                raise SubmitRefused(str(err)) from None
+            demand.submitted += 1
+
+    ReportingJob.__name__ = ReportingJob.__qualname__ = job_class.__name__
+    return ReportingJob
 
 
 def lifetime_for(walltime_s: float) -> tuple[float, float]:
@@ -148,7 +182,15 @@ class BatchKind:
 
         self.check_submit(profile)
         kwargs = self.settings(profile, raw)
-        cluster = _load(self.cluster_class)(**kwargs)
+        if demand is not None:
+            kwargs["job_cls"] = _reporting_job(_load(self.job_class), demand)
+        try:
+            cluster = _load(self.cluster_class)(**kwargs)
+        except OSError as err:  # the scheduler could not listen where the profile says
+            raise ProfileError(
+                f"Profile {profile!r}: the scheduler could not start ({err}). Check "
+                f"`djdask.clusters.{profile}.scheduler-options` (host, port) and `interface`."
+            ) from None
         try:
             max_jobs = int(raw.get("max-jobs", 10))
             if demand is None:

@@ -100,7 +100,8 @@ def resolve(name: str) -> Profile:
             f"Unknown cluster profile {name!r}. Known profiles: {', '.join(profile_names())}. "
             "Add one under `djdask.clusters` in ~/.config/dask/djdask.yaml."
         )
-    raw = dict(raw)
+    # Keys as in YAML (max-jobs) or from DASK_ environment variables (max_jobs).
+    raw = {str(k).replace("_", "-"): v for k, v in dict(raw).items()}
     if "kind" not in raw:
         raise ProfileError(
             f"Profile {name!r} has no `kind`. Set `djdask.clusters.{name}.kind` to one of: "

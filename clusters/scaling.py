@@ -18,13 +18,18 @@ __all__ = ["Demand", "DemandAdaptive"]
 
 
 class Demand:
-    """Worker processes the campaign could keep busy now (pending plus running keys)."""
+    """Between a campaign and a pool that scales: ``workers``, the worker processes the
+    campaign could keep busy now (pending plus running keys), set by the campaign;
+    ``submitted`` and ``submit_errors``, jobs the batch system took or refused, set by
+    the pool."""
 
     def __init__(self) -> None:
         self.workers = 0
+        self.submitted = 0
+        self.submit_errors: list[str] = []
 
     def __repr__(self) -> str:
-        return f"Demand(workers={self.workers})"
+        return f"Demand(workers={self.workers}, submitted={self.submitted}, refused={len(self.submit_errors)})"
 
 
 class DemandAdaptive(Adaptive):

@@ -38,7 +38,7 @@ from dask.utils import parse_timedelta
 
 from . import config
 from .batching import BatchSizer
-from .errors import DjdaskError
+from .errors import DjdaskError, ProfileError
 from .executor import PipelinePlugin, run_batch
 from .jobs import JobQueue, Owner, check_legacy_jobs
 from .leases import Heartbeat, recover_orphans
@@ -145,6 +145,17 @@ class _Batch:
     ready: float = 0.0  # monotonic time before which a retry waits
 
 
+def _offers(pool: _Pool, resources: dict[str, float]) -> bool:
+    """Whether the workers of a pool's profile offer ``resources``."""
+    offered = (pool.profile.raw.get("resources") or {}) if pool.profile is not None else {}
+    return all(float(offered.get(r, 0)) >= float(n) for r, n in resources.items())
+
+
+def _last_lines(text: str, n: int = 3) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().endswith(":")]
+    return " / ".join(lines[-n:])
+
+
 def _executing(dask_worker) -> list[str]:
     """Keys of the tasks a worker is executing right now (run on each worker)."""
     return [str(ts.key) for ts in dask_worker.state.executing]
@@ -249,9 +260,7 @@ class Campaign:
             return self.pools[configured]
         if state.resources:
             for pool in self.pools.values():
-                offered = (pool.profile.raw.get("resources") or {}) if pool.profile is not None else {}
-                if pool.name != "default" and all(float(offered.get(r, 0)) >= float(n)
-                                                   for r, n in state.resources.items()):
+                if pool.name != "default" and _offers(pool, state.resources):
                     return pool
         return self.pools["default"]
     def _tables(self) -> list[_Table]:
@@ -308,6 +317,7 @@ class Campaign:
         for pool in self.pools.values():
             present[pool.name] = list(pool.client.scheduler_info(n_workers=-1)["workers"].values())
             pool.capacity = max(1, len(present[pool.name])) * self.window
+            self._check_submissions(pool, bool(present[pool.name]))
         for state in tables:
             workers = present[state.pool.name]
             if state.resources is None:
@@ -317,7 +327,27 @@ class Campaign:
                     1 for w in workers
                     if all(w.get("resources", {}).get(r, 0) >= need for r, need in state.resources.items())
                 )
+                if not eligible and _offers(state.pool, state.resources) and state.pool.demand is not None:
+                    eligible = 1  # the pool's jobs will offer them: keys wait there, and ask for jobs
                 state.slots = eligible * self.window
+
+    @staticmethod
+    def _check_submissions(pool: _Pool, has_workers: bool) -> None:
+        """Stop when a pool's batch system refuses its jobs and none was ever taken: the
+        profile is wrong (queue, account, memory), and waiting would never end."""
+        demand = pool.demand
+        if demand is None or not demand.submit_errors:
+            return
+        if demand.submitted or has_workers:
+            if len(demand.submit_errors) == 1 or len(demand.submit_errors) % 20 == 0:
+                logger.warning("Pool %s: a job submission was refused: %s", pool.name, demand.submit_errors[-1])
+            return
+        name = pool.profile.name
+        raise ProfileError(
+            f"Profile {name!r} could not submit a worker job: {_last_lines(demand.submit_errors[-1])}. "
+            f"Fix its settings (queue, account, cores, memory, walltime) in `djdask.clusters.{name}`; "
+            f"`djdask clusters script {name}` prints the job script it submits."
+        )
 
     def _update_demand(self, tables: list[_Table]) -> None:
         """Tell scaling pools how many worker processes their keys could use now."""

@@ -46,3 +46,24 @@ def test_populate_on_the_local_profile(djdask, sql, prefix):
     result = djdask("populate", "badkey", "--cluster", "local", "--workers", "1")
     assert result.returncode == 0, result.stdout + result.stderr
     assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_badkey', '__square')}") == 2
+
+
+def test_unreachable_scheduler_is_a_clear_error(djdask, sql, prefix):
+    """An `address` profile whose scheduler is not there: exit 2 within the connect timeout,
+    naming the profile key; no key left reserved."""
+    import socket
+
+    assert djdask.python("import badkey; badkey.Item.insert({'item_id': i} for i in (1, 2))").returncode == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket closes
+    env = djdask.env(DASK_DJDASK__CLUSTERS__GONE__KIND="address",
+                     DASK_DJDASK__CLUSTERS__GONE__ADDRESS=f"tcp://127.0.0.1:{port}",
+                     DASK_DJDASK__CLUSTERS__GONE__CONNECT_TIMEOUT="3s")
+    start = time.monotonic()
+    result = djdask("populate", "badkey", "--cluster", "gone", env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert time.monotonic() - start < 60
+    assert "cannot reach the scheduler at tcp://127.0.0.1" in result.stderr
+    assert "djdask.clusters.gone.address" in result.stderr and "Traceback" not in result.stderr
+    assert sql.jobs_counts(f"{prefix}_badkey", "__square").get("reserved", 0) == 0

@@ -186,3 +186,35 @@ def test_walltime_workers_retire_and_are_replaced(server, djdask, sql, prefix, s
     logs = "".join(p.read_text() for p in (tmp_path / "slurm-logs").glob("*"))
     assert "TIME LIMIT" not in logs, "a worker job hit SLURM's walltime"
     assert queue_empties(slurm), f"jobs left in the queue: {slurm.queue()}"
+
+
+def test_a_refused_job_submission_stops_the_campaign(server, djdask, sql, prefix, slurm, tmp_path):
+    """A partition that does not exist: sbatch refuses every job. The campaign must not wait
+    forever: exit 2 with sbatch's reason and the profile key to fix; nothing left reserved
+    or queued."""
+    seed(djdask, 3)
+    env = djdask.env(**slurm.env, **write_profile(tmp_path, queue="nosuch"),
+                     DJDASK_TEST_LEDGER=str(tmp_path / "ledger.txt"))
+    result = djdask("populate", "ledger", "--cluster", "testslurm", env=env, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Profile 'testslurm' could not submit a worker job" in result.stderr
+    assert "invalid partition" in result.stderr.lower() and "djdask.clusters.testslurm" in result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert sql.jobs_counts(f"{prefix}_ledger", "__entry").get("reserved", 0) == 0
+    assert queue_empties(slurm, timeout=5)
+
+
+def test_two_pools_route_tables_by_their_resources(server, djdask, sql, prefix, slurm, tmp_path):
+    """`--cluster default=local --cluster gpu=testslurm`, the SLURM profile offering GPU: 1.
+    OnGpu (declares GPU: 1) must run only on SLURM workers, OnAny only on the local pool."""
+    assert djdask.python("import gpu; gpu.Frame.insert({'frame_id': i} for i in range(6))").returncode == 0
+    env = djdask.env(**slurm.env, **write_profile(tmp_path, resources={"GPU": 1}))
+    result = djdask("populate", "gpu", "--cluster", "default=local", "--cluster", "gpu=testslurm",
+                    "--workers", "1", env=env, timeout=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+    schema = f"{prefix}_gpu"
+    on_gpu = [w for (w,) in sql.query(f"SELECT worker FROM {sql.table(schema, '__on_gpu')}")]
+    on_any = [w for (w,) in sql.query(f"SELECT worker FROM {sql.table(schema, '__on_any')}")]
+    assert len(on_gpu) == 6 and all(w.startswith("SLURMCluster") for w in on_gpu), (on_gpu, result.stdout + result.stderr)
+    assert len(on_any) == 6 and not any(w.startswith("SLURMCluster") for w in on_any), on_any
+    assert queue_empties(slurm), f"jobs left in the queue: {slurm.queue()}"

@@ -125,3 +125,42 @@ def test_clusters_commands():
         "DASK_DJDASK__CLUSTERS__W__KIND": "slurm", "DASK_DJDASK__CLUSTERS__W__CORES": "1",
         "DASK_DJDASK__CLUSTERS__W__MEMORY": "1GB", "DASK_DJDASK__CLUSTERS__W__WALLTIME": "one hour"})
     assert walltime.returncode == 2 and "djdask.clusters.w.walltime" in walltime.stderr
+
+
+def test_workers_retire_before_the_walltime():
+    """The job script tells workers when to stop starting make() calls: before the walltime,
+    by a margin, with a stagger; an explicit lifetime wins."""
+    from clusters.batch import lifetime_for
+
+    lifetime, stagger = lifetime_for(3600)
+    assert lifetime + stagger < 3600 - 60 and stagger > 0
+    lifetime, stagger = lifetime_for(60)
+    assert 40 <= lifetime - stagger and lifetime + stagger < 60
+    with dask.config.set({"djdask.clusters.w": {"kind": "slurm", "cores": 1, "memory": "1GB", "walltime": "01:00:00"}}):
+        p = resolve("w")
+        script = p.kind.script("w", p.raw)
+    expected = lifetime_for(3600)
+    assert f"export DJDASK_WORKER_LIFETIME={expected[0]:.0f}" in script
+    assert f"export DJDASK_WORKER_LIFETIME_STAGGER={expected[1]:.0f}" in script
+    assert "--lifetime" not in script  # distributed's lifetime would reschedule running tasks
+    with dask.config.set({"djdask.clusters.l": {"kind": "lsf", "cores": 1, "memory": "1GB", "walltime": "02:00",
+                                                "lifetime": "30m", "lifetime-stagger": "1m"}}):
+        p = resolve("l")
+        script = p.kind.script("l", p.raw)
+    assert "export DJDASK_WORKER_LIFETIME=1800" in script and "DJDASK_WORKER_LIFETIME_STAGGER=60" in script
+    with dask.config.set({"djdask.clusters.b": {"kind": "slurm", "cores": 1, "memory": "1GB", "lifetime": "soon"}}):
+        p = resolve("b")
+        with pytest.raises(ProfileError, match="not durations"):
+            p.kind.script("b", p.raw)
+
+
+def test_pools_on_the_command_line():
+    from orchestrator.cli import _pools_arg
+    from orchestrator.errors import DjdaskError
+
+    assert _pools_arg(["slurm"]) == {"default": "slurm"}
+    assert _pools_arg(["default=slurm", "gpu=gpuprofile"]) == {"default": "slurm", "gpu": "gpuprofile"}
+    with pytest.raises(DjdaskError, match="give each pool once"):
+        _pools_arg(["slurm", "default=pbs"])
+    with pytest.raises(DjdaskError, match="give each pool once"):
+        _pools_arg(["gpu="])
