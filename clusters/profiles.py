@@ -37,6 +37,7 @@ _KINDS: dict[str, str] = {
     "sge": "clusters.sge:SGEKind",
     "lsf": "clusters.lsf:LSFKind",
     "htcondor": "clusters.htcondor:HTCondorKind",
+    "kubernetes": "clusters.kubernetes:KubernetesKind",
 }
 #: The registered kinds (read-only view): name -> "module:Class".
 KINDS: Mapping[str, str] = MappingProxyType(_KINDS)
