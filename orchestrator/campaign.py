@@ -80,7 +80,7 @@ class CampaignSummary:
     dashboard_link: str | None = None
     cancelled: bool = False
     waiting_for_resources: list[str] = field(default_factory=list)
-    traced_peak_bytes: int | None = None  # when tracemalloc traces (PYTHONTRACEMALLOC=1)
+    traced_peak_bytes: int | None = None  # with djdask.campaign.trace-memory (or PYTHONTRACEMALLOC=1)
 
     @property
     def errors(self) -> int:
@@ -382,6 +382,8 @@ class Campaign:
         futures: dict[Any, _Batch] = {}
         delayed: list[_Batch] = []
         heartbeat.start()
+        if config.get("campaign.trace-memory") and not tracemalloc.is_tracing():
+            tracemalloc.start()  # here, not by PYTHONTRACEMALLOC, which workers would inherit
         if tracemalloc.is_tracing():
             tracemalloc.reset_peak()  # measure the loop, not the imports and the cluster start
         try:

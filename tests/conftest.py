@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import ServiceUnavailable, start_mariadb, start_postgres, start_slurm
+from tests.services import ServiceUnavailable, start_mariadb, start_postgres, start_s3, start_slurm
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_PIPELINES = Path(__file__).resolve().parent / "pipelines"
@@ -53,6 +53,14 @@ def slurm(tmp_path_factory):
     cluster = _start(start_slurm, tmp_path_factory, "slurm")
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 server (moto, own process), credentials checked."""
+    server = _start(start_s3, tmp_path_factory, "s3")
+    yield server
+    server.stop()
 
 
 @pytest.fixture(params=["postgres", "mariadb"])

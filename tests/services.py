@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["Server", "ServiceUnavailable", "Slurm", "SqlClient", "start_mariadb", "start_postgres", "start_slurm"]
+__all__ = ["S3", "Server", "ServiceUnavailable", "Slurm", "SqlClient", "start_mariadb", "start_postgres", "start_s3",
+           "start_slurm"]
 
 
 class ServiceUnavailable(RuntimeError):
@@ -253,6 +254,77 @@ def start_slurm(base: Path, cpus: int = 8, memory_mb: int = 16000) -> Slurm:
         time.sleep(0.2)
 
 
+@dataclass
+class S3:
+    """An S3 server (moto) with credential checks on: ``key``/``secret`` are a real IAM
+    user's; any other pair is refused, as on AWS."""
+
+    endpoint: str
+    key: str
+    secret: str
+    stop: Callable[[], None] = field(repr=False)
+
+    def fs(self):
+        import s3fs
+
+        return s3fs.S3FileSystem(key=self.key, secret=self.secret, client_kwargs={"endpoint_url": self.endpoint},
+                                 skip_instance_cache=True)
+
+    def bucket(self, name: str) -> str:
+        self.fs().mkdir(name)
+        return name
+
+    def store_spec(self, bucket: str, location: str = "") -> dict:
+        """A DataJoint store (``stores.<name>``) on this server."""
+        return {"protocol": "s3", "endpoint": self.endpoint, "bucket": bucket, "location": location,
+                "access_key": self.key, "secret_key": self.secret}
+
+
+def start_s3(base: Path) -> S3:
+    """moto's S3 server in its own process on 127.0.0.1, with IAM authentication: the
+    first three requests (unauthenticated) create a user, its key and its policy."""
+    import json
+
+    server = shutil.which("moto_server") or str(Path(os.sys.executable).with_name("moto_server"))
+    if not os.path.exists(server):
+        raise ServiceUnavailable("moto's server is not installed (pip install 'moto[s3,server]')")
+    base.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    log = open(base / "moto.log", "w")
+    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}, start_new_session=True)
+
+    def stop() -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log.close()
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop()
+                raise ServiceUnavailable(f"moto_server did not start; see {base / 'moto.log'}") from None
+            time.sleep(0.05)
+    import boto3
+
+    endpoint = f"http://127.0.0.1:{port}"
+    iam = boto3.client("iam", endpoint_url=endpoint, aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap",
+                       region_name="us-east-1")
+    iam.create_user(UserName="djdask")
+    key = iam.create_access_key(UserName="djdask")["AccessKey"]
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+    iam.put_user_policy(UserName="djdask", PolicyName="all", PolicyDocument=json.dumps(policy))
+    return S3(endpoint, key["AccessKeyId"], key["SecretAccessKey"], stop)
+
+
 class SqlClient:
     """Plain SQL against a test server, independent of DataJoint, for checking results."""
 
@@ -285,6 +357,12 @@ class SqlClient:
 
     def scalar(self, sql: str, args: tuple = ()):
         return self.query(sql, args)[0][0]
+
+    def fill_integers(self, schema: str, table: str, column: str, n: int) -> None:
+        """Insert ``column`` = 0 .. n-1 into a table in one statement (fast seeding)."""
+        numbers = f"SELECT g FROM generate_series(0, {n - 1}) g" if self.backend == "postgresql" \
+            else f"SELECT seq FROM `{schema}`.seq_0_to_{n - 1}"
+        self.query(f"INSERT INTO {self.table(schema, table)} ({column}) {numbers}")
 
     def tables(self, schema: str) -> set[str]:
         rows = self.query(

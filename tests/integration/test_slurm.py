@@ -166,10 +166,10 @@ def test_a_cancelled_worker_job_is_replaced(server, djdask, sql, prefix, slurm, 
 
 
 def test_walltime_workers_retire_and_are_replaced(server, djdask, sql, prefix, slurm, tmp_path):
-    """A one-minute walltime and about 80 s of work for one job at a time: workers retire
+    """A one-minute walltime and about 65 s of work for one job at a time: workers retire
     before SLURM's limit (no job killed for time), new jobs take over, and no make() is
     interrupted or repeated."""
-    n = 60
+    n = 50
     seed(djdask, n)
     ledger = tmp_path / "ledger.txt"
     env = djdask.env(**slurm.env, **write_profile(tmp_path, walltime="00:01:00", **{"max-jobs": 1}),

@@ -38,11 +38,12 @@ def test_results_stream_down_the_dag(djdask, sql, prefix, tmp_path):
     assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(img, '__cell_stats')}") == 16
 
 
-def test_fast_makes_are_batched(djdask, tmp_path):
-    """20,000 keys with a 1 ms make() must travel in far fewer Dask tasks than keys; a
+def test_fast_makes_are_batched(djdask, sql, tmp_path):
+    """10,000 keys with a 1 ms make() must travel in far fewer Dask tasks than keys; a
     campaign of one task per key would drown the scheduler."""
-    n = 20_000
-    seed_ledger(djdask, n)
+    n = 10_000
+    assert djdask.python("import ledger").returncode == 0  # declares the tables
+    sql.fill_integers(f"{djdask.prefix}_ledger", "source", "source_id", n)
     env = djdask.env(DJDASK_TEST_LEDGER=str(tmp_path / "ledger.txt"), DJDASK_TEST_MAKE_SECONDS="0.001")
     result, summary = summary_of(djdask, tmp_path, "ledger", "--workers", "2", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -62,23 +63,23 @@ def test_slow_makes_go_one_or_two_per_task(djdask, tmp_path):
     assert table["succeeded"] == 6 and table["largest_batch"] <= 2, table
 
 
-def test_memory_does_not_grow_with_pending_keys(djdask, prefix, tmp_path):
+def test_memory_does_not_grow_with_pending_keys(djdask, sql, prefix, tmp_path):
     """The campaign holds only what is in flight: its traced peak memory with 200,000 keys
     pending must stay within a few MB of the same campaign with 2,000 pending."""
     peaks = {}
     for n in (2_000, 200_000):
         run_prefix = f"{prefix}m{n}"
         env = djdask.env(DASK_DJDASK__DEMO__SCHEMA_PREFIX=run_prefix, DJDASK_TEST_LEDGER=str(tmp_path / f"l{n}"),
-                         PYTHONTRACEMALLOC="1")
-        seed = subprocess.run(
-            [sys.executable, "-c", f"import ledger; ledger.Source.insert({{'source_id': i}} for i in range({n}))"],
-            env={**env, "PYTHONTRACEMALLOC": "0"}, cwd=tmp_path, capture_output=True, text=True, timeout=300,
-        )
+                         DASK_DJDASK__CAMPAIGN__TRACE_MEMORY="true")
+        seed = subprocess.run([sys.executable, "-c", "import ledger"],  # declares the tables
+                              env=env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300)
         assert seed.returncode == 0, seed.stderr
-        result, summary = summary_of(djdask, tmp_path, "ledger", "--workers", "1", "--max-calls", "300",
+        sql.fill_integers(f"{run_prefix}_ledger", "source", "source_id", n)
+        result, summary = summary_of(djdask, tmp_path, "ledger", "--workers", "1", "--max-calls", "100",
                                      env=env, name=f"s{n}.json")
         assert result.returncode == 0, result.stdout + result.stderr
-        assert summary["tables"][0]["succeeded"] == 300
+        assert summary["tables"][0]["succeeded"] == 100
         peaks[n] = summary["traced_peak_bytes"]
     assert peaks[200_000] - peaks[2_000] < 5 * 2**20, peaks
 

@@ -1,0 +1,227 @@
+"""Array results as Zarr in a DataJoint store: the ``<xarray@store>`` codec.
+
+An attribute declared ``result : <xarray@store>`` (or ``<xarray@>`` for the
+default store) takes an :class:`xarray.Dataset` or :class:`xarray.DataArray`.
+On insert the value is written as Zarr (format 3) at a schema-addressed path of
+the store, ``{schema_prefix}/{schema}/{table}/{key}/{attribute}_{token}.zarr``
+(DataJoint's :class:`~datajoint.builtin_codecs.schema.SchemaCodec` layout), on a
+filesystem or on S3 through DataJoint's own storage backends (fsspec, s3fs).
+The database keeps the path, the store, and per variable the dims, shape,
+dtype and chunks, with the total size and a checksum of the content.  On fetch
+the value is opened lazily: dask-backed, nothing is downloaded until computed.
+
+Chunks are chosen from the shape: the leading dimension is split so a chunk
+holds about ``djdask.storage.chunk-size`` (16 MiB) with the other dimensions
+whole, or every dimension is split when one slice alone is too large.  Give
+chunks per value with dask chunks or ``variable.encoding["chunks"]``, or per
+attribute with ``djdask.storage.chunks.<attribute>: {dim: size}``.  A
+dask-backed value is written chunk by chunk, in the worker's own process, so
+an array larger than the worker's memory can be stored.
+
+The store is written before the row is committed.  If the ``make()`` fails
+afterwards, the transaction rolls back and the Zarr is referenced by no row:
+``djdask gc`` (DataJoint's garbage collector, which knows Zarr directories)
+removes such orphans.  A write that fails part-way removes what it wrote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+import numpy as np
+from datajoint.builtin_codecs.schema import SchemaCodec
+from datajoint.errors import DataJointError
+
+from . import config
+
+__all__ = ["XarrayCodec", "checksum", "default_chunks"]
+
+logger = logging.getLogger(__name__)
+
+_DATAARRAY = "__xarray_dataarray_variable__"
+
+
+def default_chunks(shape: tuple[int, ...], dtype: Any, limit: int | None = None) -> tuple[int, ...]:
+    """A chunk shape for an array: the leading dimension split to about ``limit`` bytes per
+    chunk with the others whole, or every dimension split when a slice alone exceeds it."""
+    from dask.array.core import normalize_chunks
+
+    if not shape:
+        return ()
+    limit = int(limit or _parse_bytes(config.get("storage.chunk-size")))
+    dtype = np.dtype(dtype)
+    row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+    wanted: tuple = ("auto",) + (-1,) * (len(shape) - 1) if row <= limit else ("auto",) * len(shape)
+    chunks = normalize_chunks(wanted, shape, limit=limit, dtype=dtype)
+    return tuple(max(1, c[0]) if c else 1 for c in chunks)
+
+
+def _parse_bytes(value: Any) -> int:
+    from dask.utils import parse_bytes
+
+    return parse_bytes(value) if isinstance(value, str) else int(value)
+
+
+def _block_slices(shape: tuple[int, ...], chunks: tuple[int, ...]):
+    """Slices over the leading dimension in steps of its chunk size: bounded memory."""
+    if not shape:
+        yield ()
+        return
+    step = chunks[0] if chunks else shape[0]
+    for start in range(0, shape[0], max(1, step)):
+        yield (slice(start, min(shape[0], start + step)),)
+
+
+def checksum(ds) -> str:
+    """SHA-256 of a Dataset's variables (names, dims, dtype, shape and values), read one
+    leading-dimension block at a time, so a dask-backed value is never loaded whole."""
+    digest = hashlib.sha256()
+    for name in sorted(map(str, ds.variables)):
+        var = ds.variables[name]
+        digest.update(f"{name}|{','.join(map(str, var.dims))}|{var.dtype.str}|{var.shape}".encode())
+        chunks = var.encoding.get("chunks") or default_chunks(var.shape, var.dtype)
+        for index in _block_slices(var.shape, tuple(chunks)):
+            block = var.data[index] if index else var.data
+            if hasattr(block, "compute"):
+                block = block.compute(scheduler="synchronous")
+            block = np.ascontiguousarray(np.asarray(block))
+            if block.dtype.kind == "O":
+                digest.update(repr(block.tolist()).encode())
+            else:
+                digest.update(block.tobytes())
+    return digest.hexdigest()
+
+
+class XarrayCodec(SchemaCodec):
+    """``<xarray@store>``: an xarray Dataset or DataArray as Zarr in a DataJoint store."""
+
+    name = "xarray"
+
+    def validate(self, value: Any) -> None:
+        import xarray as xr
+
+        if isinstance(value, dict) and "path" in value:
+            return  # already encoded (a copy of a stored reference)
+        if not isinstance(value, (xr.Dataset, xr.DataArray)):
+            raise DataJointError(
+                f"<xarray@> takes an xarray.Dataset or xarray.DataArray, got {type(value).__name__}. "
+                "Wrap a numpy array with its dimension names: xarray.DataArray(array, dims=('time', 'y', 'x'))."
+            )
+
+    def encode(self, value: Any, *, key: dict | None = None, context: dict | None = None,
+               store_name: str | None = None) -> dict:
+        import xarray as xr
+
+        if isinstance(value, dict) and "path" in value:
+            return value
+        self.validate(value)
+        is_array = isinstance(value, xr.DataArray)
+        ds = value.to_dataset(name=value.name if value.name is not None else _DATAARRAY) if is_array else value
+        schema, table, field, primary_key = self._extract_context(key, context)
+        cfg = self._codec_config(key, context)
+        store_label = store_name or "default"
+        try:
+            path, _token = self._build_path(schema, table, field, primary_key, ext=".zarr",
+                                            store_name=store_name, config=cfg)
+            backend = self._get_backend(store_name, config=cfg)
+        except DataJointError as err:
+            raise DataJointError(
+                f"<xarray@{store_name or ''}> on {table}.{field}: store {store_label!r} is not usable ({err}). "
+                f"Configure it in DataJoint's settings: dj.config['stores'][{store_label!r}] = "
+                "{'protocol': 'file', 'location': '/data/store'} (or protocol 's3' with endpoint, bucket, "
+                "access_key, secret_key), in datajoint.json or DJ_STORES."
+            ) from None
+        ds = self._chunked(ds, field)
+        variables = {
+            str(name): {"dims": list(map(str, var.dims)), "shape": list(var.shape), "dtype": var.dtype.str,
+                        "chunks": list(var.encoding["chunks"]) if "chunks" in var.encoding else None}
+            for name, var in ds.variables.items()
+        }
+        digest = checksum(ds)
+        where = _describe(backend, path)
+        try:
+            mapper = backend.get_fsmap(path)
+            writing = ds.to_zarr(mapper, mode="w-", zarr_format=3, consolidated=False, compute=False)
+            writing.compute(scheduler="synchronous")  # chunk by chunk, here, not on the cluster
+        except Exception as err:
+            _remove_quietly(backend, path)
+            raise DataJointError(
+                f"<xarray@{store_name or ''}> on {table}.{field}: could not write {where}: "
+                f"{type(err).__name__}: {_short(err)}. Check that store {store_label!r} is reachable and its "
+                f"credentials are right (DataJoint stores.{store_label}: endpoint, bucket, access_key, "
+                "secret_key; or the AWS_* variables)."
+            ) from None
+        size = sum(int(np.prod(v["shape"], dtype=np.int64)) * np.dtype(v["dtype"]).itemsize
+                   for v in variables.values())
+        return {
+            "path": path,
+            "store": store_name,
+            "format": "zarr3",
+            "kind": "DataArray" if is_array else "Dataset",
+            "name": str(value.name) if is_array and value.name is not None else None,
+            "variables": variables,
+            "size": size,
+            "checksum": digest,
+        }
+
+    def _chunked(self, ds, field: str):
+        """The dataset with a chunk encoding on every variable that has none."""
+        configured = (config.get("storage.chunks") or {}).get(field) or {}
+        ds = ds.copy(deep=False)
+        for name, var in ds.variables.items():
+            if var.ndim == 0:
+                var.encoding.pop("chunks", None)
+                continue
+            if hasattr(var.data, "chunks") and var.data.chunks is not None and not configured:
+                # dask-backed: the value's own chunks, made regular as Zarr needs
+                chunks = tuple(max(c) for c in var.data.chunks)
+            elif var.encoding.get("chunks"):
+                chunks = tuple(var.encoding["chunks"])
+            else:
+                chunks = default_chunks(var.shape, var.dtype)
+            if configured:
+                chunks = tuple(int(configured.get(dim, c)) for dim, c in zip(var.dims, chunks))
+            chunks = tuple(min(max(1, c), max(1, n)) for c, n in zip(chunks, var.shape))
+            if hasattr(var.data, "chunks") and var.data.chunks is not None:
+                ds[name] = var.chunk(dict(zip(var.dims, chunks)))
+                var = ds.variables[name]
+            var.encoding = {k: v for k, v in var.encoding.items() if k in ("compressors", "filters", "fill_value")}
+            var.encoding["chunks"] = chunks
+        return ds
+
+    def decode(self, stored: dict, *, key: dict | None = None, context: dict | None = None) -> Any:
+        import xarray as xr
+
+        cfg = self._codec_config(key, context)
+        backend = self._get_backend(stored.get("store"), config=cfg)
+        ds = xr.open_zarr(backend.get_fsmap(stored["path"]), consolidated=False, zarr_format=3, chunks={})
+        if stored.get("kind") == "DataArray":
+            array = ds[stored.get("name") or _DATAARRAY]
+            if stored.get("name") is None:
+                array.name = None
+            return array
+        return ds
+
+
+def _describe(backend: Any, path: str) -> str:
+    """Where a path is, for messages: the URL without credentials."""
+    try:
+        return backend.get_url(path)
+    except Exception:  # an adapter without URLs
+        return path
+
+
+def _short(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:300] if text else ""
+
+
+def _remove_quietly(backend: Any, path: str) -> None:
+    try:
+        full = backend._full_path(path)
+        if backend.fs.exists(full):
+            backend.fs.rm(full, recursive=True)
+    except Exception as err:  # the store is unreachable: gc finds it later
+        logger.warning("Could not remove the partial Zarr at %s: %s", path, err)
