@@ -175,14 +175,41 @@ def _cmd_populate(args: argparse.Namespace) -> int:
     if args.dry_run:
         args.json = False
         return _cmd_plan(args)
+    from .database import configure_store
+
+    print(f"Arrays: {configure_store(args.store)}", flush=True)
     return _run_campaign(args.module, args, args.target, args.restrict)
 
 
+def _cmd_gc(args: argparse.Namespace) -> int:
+    from dask.utils import parse_timedelta
+
+    from . import config
+    from .database import configure_store, connect
+    from .loader import load_pipeline
+    from .storage import collect_garbage
+
+    connect()
+    configure_store(args.store)
+    loaded = load_pipeline(args.module)
+    min_age = parse_timedelta(config.get("storage.gc-min-age", args.min_age))
+    report = collect_garbage(loaded.schemas, dry_run=args.dry_run, min_age=min_age)
+    verb = "would remove" if args.dry_run else "removed"
+    for store, stats in report.items():
+        print(f"store {store}: {stats['referenced']} referenced, {stats['orphaned']} unreferenced "
+              f"({stats['orphaned_bytes']} bytes); {verb} {stats['removed']}; "
+              f"{stats['too_recent']} kept as younger than {min_age:.0f} s")
+        for path in stats["paths"]:
+            print(f"  {path}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .database import connect, describe
+    from .database import configure_store, connect, describe
 
     connect()
     print(f"Database: {describe()}", flush=True)
+    print(f"Arrays: {configure_store(args.store)}", flush=True)
     from pipeline.demo import insert_demo_data
 
     scans = insert_demo_data(args.scale)
@@ -324,8 +351,11 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("-r", "--restrict", action="append", default=[], metavar="ATTR=VALUE",
                        help="only keys with this attribute value (repeatable)")
 
+    store_help = ("where <xarray@> arrays go: s3://BUCKET/PREFIX (AWS_* variables), a directory, or a "
+                  "DataJoint store name; default DataJoint's stores.default, else a local store")
     p = sub.add_parser("demo", help="run the reference pipeline on a LocalCluster")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("--store", metavar="STORE", help=store_help)
     p.add_argument("--scale", choices=["small", "medium"], default="small")
     p.add_argument("--json-summary", metavar="FILE", help="write the campaign summary as JSON")
     p.set_defaults(func=_cmd_demo)
@@ -343,12 +373,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-calls", type=int, metavar="N", help="make() at most N keys in all")
     p.add_argument("--priority", type=int, metavar="P",
                    help="new jobs get priority P; only jobs of priority <= P run (lower runs first)")
+    p.add_argument("--store", metavar="STORE", help=store_help)
     p.add_argument("--target-duration", metavar="DURATION",
                    help="how long one Dask task should take, e.g. 5s (default 2s)")
     p.add_argument("--cluster", metavar="[POOL=]PROFILE", action="append",
                    help="where workers run (djdask clusters list); default local. Repeat with POOL=PROFILE "
                         "for several pools: tables go to the pool offering their resources, else `default`")
     p.set_defaults(func=_cmd_populate)
+
+    p = sub.add_parser("gc", help="remove Zarr stores of <xarray@> results that no row references")
+    p.add_argument("module", help="importable pipeline package or module")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
+    p.add_argument("--min-age", metavar="DURATION",
+                   help="only remove stores older than this (default djdask.storage.gc-min-age, 1h)")
+    p.add_argument("--store", metavar="STORE", help=store_help)
+    p.set_defaults(func=_cmd_gc)
 
     p = sub.add_parser("clusters", help="cluster profiles: list, show, script")
     p.add_argument("action", choices=["list", "show", "script"])

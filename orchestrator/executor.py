@@ -145,8 +145,17 @@ def run_batch(table_name: str, keys: list[dict]) -> list[dict[str, Any]]:
     transient, or requeue for a key not started because the worker retires), ``duration`` in seconds, ``error_message`` and ``error_stack``.
     Failures are outcomes, not exceptions: one bad key does not fail its batch.
     """
+    import dask
+
     plugin = get_worker().plugins[PLUGIN_NAME]
     table = plugin.tables[table_name]()
+    # Lazy arrays a make() fetches (<xarray@>) compute here, in this thread: on the
+    # cluster's scheduler they would wait for this very worker.
+    with dask.config.set(scheduler="synchronous"):
+        return _run_keys(plugin, table, keys)
+
+
+def _run_keys(plugin: PipelinePlugin, table: Any, keys: list[dict]) -> list[dict[str, Any]]:
     outcomes = []
     lost = False
     for key in keys:
@@ -160,6 +169,9 @@ def run_batch(table_name: str, keys: list[dict]) -> list[dict[str, Any]]:
         status, message, stack, error = djcompat.run_make(table, key)
         if status == "error" and error is not None and is_transient(error):
             status, lost = "transient", True
+        if status not in ("success", "skipped") and table.connection.is_connected \
+                and table.connection.in_transaction:
+            table.connection.cancel_transaction()  # the next key starts clean
         outcomes.append(
             {
                 "key": key,

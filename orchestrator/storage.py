@@ -36,7 +36,7 @@ from datajoint.errors import DataJointError
 
 from . import config
 
-__all__ = ["XarrayCodec", "checksum", "default_chunks"]
+__all__ = ["XarrayCodec", "checksum", "collect_garbage", "default_chunks", "verify"]
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +117,7 @@ class XarrayCodec(SchemaCodec):
         if isinstance(value, dict) and "path" in value:
             return value
         self.validate(value)
+        store_name = store_name or None  # `<xarray@>`: the default store
         is_array = isinstance(value, xr.DataArray)
         ds = value.to_dataset(name=value.name if value.name is not None else _DATAARRAY) if is_array else value
         schema, table, field, primary_key = self._extract_context(key, context)
@@ -195,7 +196,7 @@ class XarrayCodec(SchemaCodec):
         import xarray as xr
 
         cfg = self._codec_config(key, context)
-        backend = self._get_backend(stored.get("store"), config=cfg)
+        backend = self._get_backend(stored.get("store") or None, config=cfg)
         ds = xr.open_zarr(backend.get_fsmap(stored["path"]), consolidated=False, zarr_format=3, chunks={})
         if stored.get("kind") == "DataArray":
             array = ds[stored.get("name") or _DATAARRAY]
@@ -203,6 +204,87 @@ class XarrayCodec(SchemaCodec):
                 array.name = None
             return array
         return ds
+
+
+def verify(value: Any, stored: dict) -> bool:
+    """Whether a fetched value's content matches the checksum recorded at insert."""
+    import xarray as xr
+
+    ds = value.to_dataset(name=value.name if value.name is not None else _DATAARRAY) \
+        if isinstance(value, xr.DataArray) else value
+    return checksum(ds) == stored["checksum"]
+
+
+def _object_root(path: str) -> str:
+    """The object a stored file belongs to: its Zarr store, or the file itself."""
+    marker = path.find(".zarr/")
+    return path[: marker + len(".zarr")] if marker >= 0 else path
+
+
+def _age_seconds(backend: Any, path: str) -> float | None:
+    """Seconds since a stored file was written (None when the store does not say)."""
+    import datetime
+
+    info = backend.fs.info(backend._full_path(path))
+    stamp = info.get("mtime") or info.get("LastModified") or info.get("created")
+    if stamp is None:
+        return None
+    if isinstance(stamp, datetime.datetime):
+        stamp = stamp.timestamp()
+    return max(0.0, datetime.datetime.now().timestamp() - float(stamp))
+
+
+def collect_garbage(schema_names, *, dry_run: bool = True, min_age: float = 3600.0) -> dict[str, dict]:
+    """Remove the schema-addressed objects (Zarr stores of ``<xarray@>``) of these
+    schemas that no row references, store by store, with DataJoint's garbage
+    collector finding them.  Objects younger than ``min_age`` seconds are kept: a
+    ``make()`` still running has written its array but not committed its row.
+
+    Returns, per store: referenced, orphaned, orphaned_bytes, removed, too_recent,
+    and the orphaned object paths.
+    """
+    from datajoint.gc import GarbageCollector
+
+    from .database import import_datajoint
+
+    dj = import_datajoint()
+    conn = dj.conn()
+    schemas = [dj.Schema(name, connection=conn, create_schema=False, create_tables=False)
+               for name in sorted(schema_names)]
+    stores: set[str | None] = set()
+    for schema in schemas:
+        for table_name in schema.list_tables():
+            heading = schema.get_table(table_name).heading
+            stores.update(heading.attributes[a].store or None for a in heading.schema_objects)
+    report = {}
+    for store in sorted(stores, key=str):
+        collector = GarbageCollector(*schemas, store=store)
+        scan = collector.collect(dry_run=True)
+        if scan["scan_errors"]:
+            raise DataJointError(f"Could not list store {store or 'default'!r}: {scan['scan_errors']}")
+        objects: dict[str, list[str]] = {}
+        for path in scan["orphaned_schema_paths"]:
+            objects.setdefault(_object_root(path), []).append(path)
+        removed = too_recent = 0
+        for root, files in objects.items():
+            ages = [_age_seconds(collector.backend, f) for f in files]
+            if any(a is not None and a < min_age for a in ages):
+                too_recent += 1
+                continue
+            if not dry_run:
+                for f in files:
+                    collector.delete_schema_path(f)
+                removed += 1
+        name = store or dj.config.stores.get("default") or "default"
+        report[str(name)] = {
+            "referenced": scan["schema_paths_referenced"],
+            "orphaned": len(objects),
+            "orphaned_bytes": scan["schema_paths_orphaned_bytes"],
+            "removed": removed if not dry_run else len(objects) - too_recent,
+            "too_recent": too_recent,
+            "paths": sorted(objects),
+        }
+    return report
 
 
 def _describe(backend: Any, path: str) -> str:

@@ -1,6 +1,13 @@
-"""Acquisition: mice, sessions, scans, and the (synthetic) scan movies."""
+"""Acquisition: mice, sessions, scans, and the (synthetic) scan movies.
+
+Arrays are xarray objects stored as Zarr (``<xarray@>``, the default store):
+the movie has dimensions (time, y, x) with time in seconds.
+"""
 
 from __future__ import annotations
+
+import numpy as np
+import xarray as xr
 
 from . import compute
 from .schemas import acquisition as schema
@@ -49,8 +56,8 @@ class ScanMovie(dj.Imported):
     definition = """
     -> Scan
     ---
-    movie : <blob>           # float32 (frames, height, width)
-    true_shifts : <blob>     # int16 (frames, 2): the drift that was simulated
+    movie : <xarray@>        # float32 (time, y, x), time in seconds
+    true_shifts : <xarray@>  # int16 (time, axis): the drift that was simulated, axis = y, x
     """
 
     def make(self, key):
@@ -64,4 +71,11 @@ class ScanMovie(dj.Imported):
             drift_px=scan["drift_px"],
             frame_rate=float(scan["frame_rate"]),
         )
-        self.insert1({**key, "movie": movie, "true_shifts": shifts})
+        time = np.arange(len(movie)) / float(scan["frame_rate"])
+        self.insert1({
+            **key,
+            "movie": xr.DataArray(movie, dims=("time", "y", "x"), coords={"time": time}, name="movie",
+                                  attrs={"units": "a.u.", "frame_rate_hz": float(scan["frame_rate"])}),
+            "true_shifts": xr.DataArray(shifts, dims=("time", "axis"), coords={"time": time, "axis": ["y", "x"]},
+                                        name="true_shifts", attrs={"units": "pixels"}),
+        })

@@ -1,8 +1,14 @@
-"""Imaging: motion correction, segmentation, traces and per-cell statistics."""
+"""Imaging: motion correction, segmentation, traces and per-cell statistics.
+
+Arrays are xarray objects stored as Zarr (``<xarray@>``): shifts (time, axis),
+images (y, x), masks (cell, y, x), traces (cell, time).  Fetching one opens it
+lazily; ``.values`` reads it.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+import xarray as xr
 
 from . import compute
 from .acquisition import Scan, ScanMovie
@@ -13,9 +19,13 @@ __all__ = ["CellStats", "MotionCorrection", "Segmentation", "SegmentationParams"
 
 
 def _corrected_movie(key) -> np.ndarray:
-    movie = (ScanMovie & key).fetch1("movie")
-    shifts = (MotionCorrection & key).fetch1("shifts")
+    movie = (ScanMovie & key).fetch1("movie").values
+    shifts = (MotionCorrection & key).fetch1("shifts").values
     return compute.apply_shifts(movie, shifts)
+
+
+def _image(array: np.ndarray, name: str) -> xr.DataArray:
+    return xr.DataArray(array, dims=("y", "x"), name=name)
 
 
 @schema
@@ -23,21 +33,22 @@ class MotionCorrection(dj.Computed):
     definition = """
     -> ScanMovie
     ---
-    shifts : <blob>          # int16 (frames, 2) estimated by phase correlation
+    shifts : <xarray@>       # int16 (time, axis) estimated by phase correlation, axis = y, x
     max_shift : int16        # largest displacement found, in pixels
-    mean_image : <blob>      # float32 mean of the corrected movie
+    mean_image : <xarray@>   # float32 (y, x) mean of the corrected movie
     """
 
     def make(self, key):
         movie = (ScanMovie & key).fetch1("movie")
-        shifts = compute.phase_correlation_shifts(movie)
-        corrected = compute.apply_shifts(movie, shifts)
+        shifts = compute.phase_correlation_shifts(movie.values)
+        corrected = compute.apply_shifts(movie.values, shifts)
         self.insert1(
             {
                 **key,
-                "shifts": shifts,
+                "shifts": xr.DataArray(shifts, dims=("time", "axis"),
+                                       coords={"time": movie["time"].values, "axis": ["y", "x"]}, name="shifts"),
                 "max_shift": int(np.abs(shifts).max()),
-                "mean_image": corrected.mean(axis=0).astype(np.float32),
+                "mean_image": _image(corrected.mean(axis=0).astype(np.float32), "mean_image"),
             }
         )
 
@@ -63,7 +74,8 @@ class Segmentation(dj.Computed):
     -> SegmentationParams
     ---
     n_cells : int16
-    summary_image : <blob>   # float32 z-scored std image
+    summary_image : <xarray@>  # float32 (y, x) z-scored std image
+    masks : <xarray@>          # bool (cell, y, x), cell = cell_id
     """
 
     class Cell(dj.Part):
@@ -71,7 +83,6 @@ class Segmentation(dj.Computed):
         -> master
         cell_id : int16
         ---
-        mask : <blob>        # bool (height, width)
         n_pixels : int32
         center_row : float32
         center_col : float32
@@ -83,7 +94,15 @@ class Segmentation(dj.Computed):
         summary, masks = compute.segment_cells(
             corrected, threshold=float(params["threshold"]), min_pixels=int(params["min_pixels"])
         )
-        self.insert1({**key, "n_cells": len(masks), "summary_image": summary})
+        height, width = summary.shape
+        stack = np.array(masks, dtype=bool).reshape(len(masks), height, width)
+        self.insert1({
+            **key,
+            "n_cells": len(masks),
+            "summary_image": _image(summary, "summary_image"),
+            "masks": xr.DataArray(stack, dims=("cell", "y", "x"),
+                                  coords={"cell": np.arange(1, len(masks) + 1, dtype=np.int16)}, name="masks"),
+        })
         cells = []
         for cell_id, mask in enumerate(masks, start=1):
             rows, cols = np.nonzero(mask)
@@ -91,7 +110,6 @@ class Segmentation(dj.Computed):
                 {
                     **key,
                     "cell_id": cell_id,
-                    "mask": mask,
                     "n_pixels": int(mask.sum()),
                     "center_row": float(rows.mean()),
                     "center_col": float(cols.mean()),
@@ -106,6 +124,7 @@ class Traces(dj.Computed):
     -> Segmentation
     ---
     n_traces : int16
+    traces : <xarray@>       # float32 (cell, time) mean fluorescence in each mask
     """
 
     class Trace(dj.Part):
@@ -113,16 +132,24 @@ class Traces(dj.Computed):
         -> master
         -> Segmentation.Cell
         ---
-        trace : <blob>       # float32 (frames,) mean fluorescence in the mask
+        mean_f : float32     # the trace's mean fluorescence
         """
 
     def make(self, key):
         corrected = _corrected_movie(key)
-        cells = (Segmentation.Cell & key).to_dicts(order_by="cell_id")
-        traces = compute.extract_traces(corrected, [c["mask"] for c in cells])
-        self.insert1({**key, "n_traces": len(cells)})
+        masks = (Segmentation & key).fetch1("masks")
+        time = (ScanMovie & key).fetch1("movie")["time"].values
+        traces = compute.extract_traces(corrected, list(masks.values))
+        cells = masks["cell"].values
+        self.insert1({
+            **key,
+            "n_traces": len(cells),
+            "traces": xr.DataArray(traces.astype(np.float32), dims=("cell", "time"),
+                                   coords={"cell": cells, "time": time}, name="traces"),
+        })
         self.Trace.insert(
-            {**key, "cell_id": c["cell_id"], "trace": trace} for c, trace in zip(cells, traces)
+            {**key, "cell_id": int(c), "mean_f": float(trace.mean()) if trace.size else 0.0}
+            for c, trace in zip(cells, traces)
         )
 
 
@@ -139,7 +166,7 @@ class CellStats(dj.Computed):
 
     def make(self, key):
         frame_rate = float((Scan & key).fetch1("frame_rate"))
-        traces = [row["trace"] for row in (Traces.Trace & key).to_dicts(order_by="cell_id")]
+        traces = list((Traces & key).fetch1("traces").values)
         stats = [compute.cell_statistics(t, frame_rate) for t in traces]
         self.insert1(
             {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator import config
+from orchestrator import config, storage  # noqa: F401  (storage registers the <xarray@> codec)
 from orchestrator.database import import_datajoint
 
 dj = import_datajoint()
