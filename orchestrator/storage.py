@@ -122,7 +122,7 @@ class XarrayCodec(SchemaCodec):
         ds = value.to_dataset(name=value.name if value.name is not None else _DATAARRAY) if is_array else value
         schema, table, field, primary_key = self._extract_context(key, context)
         cfg = self._codec_config(key, context)
-        store_label = store_name or "default"
+        store_label = store_name or _default_store(cfg)
         try:
             path, _token = self._build_path(schema, table, field, primary_key, ext=".zarr",
                                             store_name=store_name, config=cfg)
@@ -257,7 +257,11 @@ def collect_garbage(schema_names, *, dry_run: bool = True, min_age: float = 3600
             heading = schema.get_table(table_name).heading
             stores.update(heading.attributes[a].store or None for a in heading.schema_objects)
     report = {}
+    configured = dict(dj.config.stores or {})
     for store in sorted(stores, key=str):
+        if store is not None and store not in configured:
+            logger.warning("Store %r is named by a table but not configured: nothing can be stored there.", store)
+            continue
         collector = GarbageCollector(*schemas, store=store)
         scan = collector.collect(dry_run=True)
         if scan["scan_errors"]:
@@ -285,6 +289,15 @@ def collect_garbage(schema_names, *, dry_run: bool = True, min_age: float = 3600
             "paths": sorted(objects),
         }
     return report
+
+
+def _default_store(cfg: Any) -> str:
+    """The name ``stores.default`` points at, for messages."""
+    try:
+        name = (cfg.stores if cfg is not None else {}).get("default")
+    except AttributeError:
+        name = None
+    return name if isinstance(name, str) else "default"
 
 
 def _describe(backend: Any, path: str) -> str:

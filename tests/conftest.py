@@ -8,6 +8,7 @@ start, its tests are skipped on a developer's machine and fail in CI
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -57,8 +58,16 @@ def slurm(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
-    """A real S3 server (moto, own process), credentials checked."""
+    """A real S3 server (moto, own process)."""
     server = _start(start_s3, tmp_path_factory, "s3")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_auth_server(tmp_path_factory):
+    """A real S3 server that checks credentials (moto with IAM)."""
+    server = _start(lambda base: start_s3(base, auth=True), tmp_path_factory, "s3auth")
     yield server
     server.stop()
 
@@ -77,7 +86,7 @@ def prefix():
 
 def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """This process's environment without any DataJoint or djdask settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJ_", "DASK_DJDASK"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJ_", "DASK_DJDASK", "AWS_"))}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(TEST_PIPELINES)])
     env["DASK_DJDASK__CAMPAIGN__DASHBOARD_ADDRESS"] = "127.0.0.1:0"
     env.update(extra or {})
@@ -93,7 +102,15 @@ class Djdask:
         self.cwd = cwd
 
     def env(self, **extra: str) -> dict[str, str]:
-        return clean_env({**self.server.env, "DASK_DJDASK__DEMO__SCHEMA_PREFIX": self.prefix, **extra})
+        return clean_env({**self.server.env, "DASK_DJDASK__DEMO__SCHEMA_PREFIX": self.prefix,
+                          "DJ_STORES": json.dumps(self.stores), **extra})
+
+    @property
+    def stores(self) -> dict:
+        """A DataJoint default store in the test's directory, for <xarray@> arrays."""
+        location = self.cwd / "store"
+        location.mkdir(exist_ok=True)
+        return {"default": "local", "local": {"protocol": "file", "location": str(location)}}
 
     def __call__(self, *args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -101,10 +118,10 @@ class Djdask:
             env=env or self.env(), cwd=self.cwd, capture_output=True, text=True, timeout=timeout,
         )
 
-    def python(self, code: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    def python(self, code: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
         """Run Python code with the same environment (for DataJoint's own populate)."""
         return subprocess.run(
-            [sys.executable, "-c", code], env=self.env(), cwd=self.cwd,
+            [sys.executable, "-c", code], env=env or self.env(), cwd=self.cwd,
             capture_output=True, text=True, timeout=timeout,
         )
 

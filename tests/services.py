@@ -256,8 +256,10 @@ def start_slurm(base: Path, cpus: int = 8, memory_mb: int = 16000) -> Slurm:
 
 @dataclass
 class S3:
-    """An S3 server (moto) with credential checks on: ``key``/``secret`` are a real IAM
-    user's; any other pair is refused, as on AWS."""
+    """An S3 server (moto).  With ``auth``, credentials are checked: ``key``/``secret``
+    are a real IAM user's and an unknown access key is refused, as on AWS.  (moto's
+    signature check rejects object keys holding "=", which DataJoint's paths have, so
+    only a server without auth can store arrays.)"""
 
     endpoint: str
     key: str
@@ -280,9 +282,10 @@ class S3:
                 "access_key": self.key, "secret_key": self.secret}
 
 
-def start_s3(base: Path) -> S3:
-    """moto's S3 server in its own process on 127.0.0.1, with IAM authentication: the
-    first three requests (unauthenticated) create a user, its key and its policy."""
+def start_s3(base: Path, auth: bool = False) -> S3:
+    """moto's S3 server in its own process on 127.0.0.1.  With ``auth``, IAM
+    authentication: the first three requests (unauthenticated) create a user, its
+    key and its policy; later ones must be signed with that key."""
     import json
 
     server = shutil.which("moto_server") or str(Path(os.sys.executable).with_name("moto_server"))
@@ -292,7 +295,8 @@ def start_s3(base: Path) -> S3:
     port = _free_port()
     log = open(base / "moto.log", "w")
     proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}, start_new_session=True)
+                            env={**os.environ, **({"INITIAL_NO_AUTH_ACTION_COUNT": "3"} if auth else {})},
+                            start_new_session=True)
 
     def stop() -> None:
         if proc.poll() is None:
@@ -316,6 +320,8 @@ def start_s3(base: Path) -> S3:
     import boto3
 
     endpoint = f"http://127.0.0.1:{port}"
+    if not auth:
+        return S3(endpoint, "testing", "testing-secret", stop)
     iam = boto3.client("iam", endpoint_url=endpoint, aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap",
                        region_name="us-east-1")
     iam.create_user(UserName="djdask")

@@ -1,0 +1,194 @@
+"""<xarray@store>: arrays as Zarr in a DataJoint store, on a real S3 server (moto, with
+credentials checked) and on a filesystem."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from tests.integration.test_populate import INSERT_DEMO
+
+pytestmark = pytest.mark.integration
+
+#: The reference pipeline's <xarray@> attributes: (schema suffix, table, attributes).
+ARRAYS = [
+    ("acquisition", "_scan_movie", ("movie", "true_shifts")),
+    ("imaging", "__motion_correction", ("shifts", "mean_image")),
+    ("imaging", "__segmentation", ("summary_image", "masks")),
+    ("imaging", "__traces", ("traces",)),
+]
+
+READ_BACK = """
+import json, sys
+import numpy as np, xarray as xr
+import pipeline
+from orchestrator.storage import verify
+opts = json.loads(sys.argv[1])
+out = {"verified": 0, "plain": 0, "lazy": 0}
+for table in (pipeline.ScanMovie, pipeline.MotionCorrection, pipeline.Segmentation, pipeline.Traces):
+    attrs = [a for a in table.heading.schema_objects]
+    for row in table.proj(*attrs).cursor(as_dict=True):
+        for a in attrs:
+            stored = row[a] if isinstance(row[a], dict) else json.loads(row[a])
+            key = {k: row[k] for k in table.primary_key}
+            value = (table & key).fetch1(a)
+            out["lazy"] += value.chunks is not None
+            assert verify(value, stored), (table.__name__, a, key)
+            out["verified"] += 1
+            # Without djdask or DataJoint: xarray and s3fs on the stored path.
+            plain = xr.open_zarr(f"s3://{opts['bucket']}/{opts['prefix']}/{stored['path']}", consolidated=False,
+                                 storage_options=opts["storage"])
+            name = stored["name"]
+            np.testing.assert_array_equal(plain[name].values, value.values)
+            out["plain"] += 1
+print(json.dumps(out))
+"""
+
+
+def s3_env(djdask, s3, bucket, prefix, **extra):
+    stores = {"default": "djdask-s3", "djdask-s3": s3.store_spec(bucket, prefix)}
+    return djdask.env(AWS_ENDPOINT_URL=s3.endpoint, AWS_ACCESS_KEY_ID=s3.key, AWS_SECRET_ACCESS_KEY=s3.secret,
+                      DJ_STORES=json.dumps(stores), **extra)
+
+
+def test_reference_pipeline_writes_every_array_to_s3(djdask, sql, prefix, s3_server, tmp_path):
+    """`djdask demo --store s3://...`: every array attribute of every row is a Zarr in the
+    bucket, reads back equal to its checksum through DataJoint (lazily), and opens with
+    plain xarray.open_zarr on the stored path."""
+    bucket = s3_server.bucket(f"b{prefix}".lower())
+    env = s3_env(djdask, s3_server, bucket, "lab/arrays")
+    result = djdask("demo", "--store", f"s3://{bucket}/lab/arrays", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"s3://{bucket}/lab/arrays" in result.stdout
+    assert s3_server.secret not in result.stdout + result.stderr
+    fs = s3_server.fs()
+    n_refs = 0
+    for schema, table, attrs in ARRAYS:
+        rows = sql.query(f"SELECT {', '.join(attrs)} FROM {sql.table(f'{prefix}_{schema}', table)}")
+        assert rows, f"{table} is empty"
+        for row in rows:
+            for value in row:
+                ref = value if isinstance(value, dict) else json.loads(value)
+                assert ref["path"].endswith(".zarr") and ref["checksum"]
+                assert fs.exists(f"{bucket}/lab/arrays/{ref['path']}/zarr.json"), ref["path"]
+                n_refs += 1
+    opts = {"bucket": bucket, "prefix": "lab/arrays",
+            "storage": {"key": s3_server.key, "secret": s3_server.secret,
+                        "client_kwargs": {"endpoint_url": s3_server.endpoint}}}
+    import subprocess
+    import sys
+
+    read = subprocess.run([sys.executable, "-c", READ_BACK, json.dumps(opts)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert read.returncode == 0, read.stderr
+    counts = json.loads(read.stdout.strip().splitlines()[-1])
+    assert counts == {"verified": n_refs, "plain": n_refs, "lazy": n_refs}
+
+
+def bucket_files(s3, bucket):
+    return set(s3.fs().find(bucket))
+
+
+def test_failed_make_leaves_an_orphan_that_gc_removes(djdask, sql, prefix, s3_server):
+    """Broken.make() writes its array, then raises: no row, an error row, and a Zarr nobody
+    references. `djdask gc --dry-run` lists it and removes nothing; `djdask gc` removes it
+    and nothing else (the bucket is listed before and after)."""
+    bucket = s3_server.bucket(f"g{prefix}".lower())
+    env = s3_env(djdask, s3_server, bucket, "")
+    assert djdask.python("import arrays; arrays.Source.insert({'source_id': i} for i in range(3))").returncode == 0
+    result = djdask("populate", "arrays", "--target", "Kept", "--target", "Broken", env=env)
+    assert result.returncode == 1, result.stdout + result.stderr  # Broken's keys failed
+    schema = f"{prefix}_arrays"
+    assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(schema, '__broken')}") == 0
+    assert sql.jobs_counts(schema, "__broken") == {"error": 3}
+    assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(schema, '__kept')}") == 3
+    before = bucket_files(s3_server, bucket)
+    broken = {f for f in before if "/__broken/" in f}
+    kept = before - broken
+    assert broken and any("/__kept/" in f for f in kept)
+
+    dry = djdask("gc", "arrays", "--dry-run", "--min-age", "0s", env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert "3 unreferenced" in dry.stdout and "would remove 3" in dry.stdout
+    assert bucket_files(s3_server, bucket) == before
+
+    young = djdask("gc", "arrays", env=env)  # default min age (1 h): too recent to remove
+    assert young.returncode == 0 and "kept as younger" in young.stdout
+    assert bucket_files(s3_server, bucket) == before
+
+    gc = djdask("gc", "arrays", "--min-age", "0s", env=env)
+    assert gc.returncode == 0, gc.stderr
+    assert bucket_files(s3_server, bucket) == kept
+    again = djdask.python(
+        "import arrays, numpy as np\n"
+        "for k in arrays.Kept.keys():\n"
+        "    v = (arrays.Kept & k).fetch1('data')\n"
+        "    np.testing.assert_array_equal(v.values, arrays.small(k).values)\n",
+        env=env,
+    )
+    assert again.returncode == 0, again.stderr
+
+
+def test_an_array_larger_than_memory_is_written_chunk_by_chunk(djdask, sql, prefix):
+    """A 400 MiB dask-backed movie: the worker's peak memory grows by far less than the
+    array while it is stored; it reads back lazily, one chunk at a time."""
+    assert djdask.python("import arrays; arrays.Source.insert1({'source_id': 0})").returncode == 0
+    result = djdask("populate", "arrays", "--target", "Big", "--workers", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    schema = f"{prefix}_arrays"
+    nbytes = sql.scalar(f"SELECT nbytes FROM {sql.table(schema, '__big')}")
+    growth = sql.scalar(f"SELECT peak_growth FROM {sql.table(schema, '__big__memory')}")
+    assert nbytes == 400 * 512 * 512 * 4
+    assert growth < nbytes / 4, f"peak memory grew by {growth} bytes storing {nbytes}"
+    read = djdask.python(
+        "import arrays, dask.array as da\n"
+        "v = arrays.Big.fetch1('data')\n"
+        "assert isinstance(v.data, da.Array) and v.data.chunks[0][0] == 16, v.data.chunks\n"
+        "frame = v.isel(time=100).values\n"
+        "expected = da.random.default_rng(0).standard_normal((400, 512, 512), chunks=(16, 512, 512), dtype='float32')\n"
+        "assert (frame == expected[100].compute()).all()\n"
+    )
+    assert read.returncode == 0, read.stderr
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("case", ["unconfigured-store", "not-xarray", "unreachable-s3", "wrong-credentials"])
+def test_bad_storage_input_is_an_error_row_naming_the_store(djdask, sql, prefix, s3_server, s3_auth_server, case):
+    """Each mistake ends as the key's error row with a message naming the store and the fix;
+    no row is inserted and nothing is left in the bucket."""
+    bucket = s3_server.bucket(f"e{prefix}{case.replace('-', '')}"[:60].lower())
+    target, env = "Kept", s3_env(djdask, s3_server, bucket, "")
+    if case == "unconfigured-store":
+        target, fragments = "Elsewhere", ["store 'nosuchstore'", "dj.config['stores']['nosuchstore']"]
+    elif case == "not-xarray":
+        target, fragments = "NotXarray", ["xarray.Dataset or xarray.DataArray, got ndarray", "dims="]
+    elif case == "unreachable-s3":
+        stores = {"default": "far", "far": {**s3_server.store_spec(bucket), "endpoint":
+                                            f"http://127.0.0.1:{closed_port()}"}}
+        env = djdask.env(DJ_STORES=json.dumps(stores), DASK_DJDASK__CAMPAIGN__RETRY_BACKOFF="0.1s")
+        fragments = ["could not write", "store 'far'", "reachable"]
+    else:
+        s3_server = s3_auth_server  # checks credentials: the access key below does not exist
+        bucket = s3_server.bucket(bucket)
+        stores = {"default": "s3", "s3": {**s3_server.store_spec(bucket), "access_key": "AKIANOSUCHKEY",
+                                          "secret_key": "not-the-secret"}}
+        env = djdask.env(DJ_STORES=json.dumps(stores))
+        fragments = ["could not write", "store 's3'", "credentials", "Access Key Id"]
+    assert djdask.python("import arrays; arrays.Source.insert1({'source_id': 1})", ).returncode == 0
+    result = djdask("populate", "arrays", "--target", target, "--workers", "1", env=env, timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr
+    schema = f"{prefix}_arrays"
+    table = {"Kept": "__kept", "Elsewhere": "__elsewhere", "NotXarray": "__not_xarray"}[target]
+    assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(schema, table)}") == 0
+    message = sql.scalar(f"SELECT error_message FROM {sql.table(schema, '~~' + table.lstrip('_'))}")
+    for fragment in fragments:
+        assert fragment in message, message
+    assert "not-the-secret" not in message and s3_server.secret not in message
+    assert bucket_files(s3_server, bucket) == set()
