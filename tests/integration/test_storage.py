@@ -1,5 +1,10 @@
 """<xarray@store>: arrays as Zarr in a DataJoint store, on a real S3 server (moto, with
-credentials checked) and on a filesystem."""
+credentials checked) and on a filesystem.
+
+The codec does not depend on the database backend except through the JSON column
+that holds each reference, which garbage collection reads: that test runs on both
+backends, the others on PostgreSQL.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import pytest
 from tests.integration.test_populate import INSERT_DEMO
 
 pytestmark = pytest.mark.integration
+postgres_only = pytest.mark.parametrize("server", ["postgres"], indirect=True)
 
 #: The reference pipeline's <xarray@> attributes: (schema suffix, table, attributes).
 ARRAYS = [
@@ -53,6 +59,7 @@ def s3_env(djdask, s3, bucket, prefix, **extra):
                       DJ_STORES=json.dumps(stores), **extra)
 
 
+@postgres_only
 def test_reference_pipeline_writes_every_array_to_s3(djdask, sql, prefix, s3_server, tmp_path):
     """`djdask demo --store s3://...`: every array attribute of every row is a Zarr in the
     bucket, reads back equal to its checksum through DataJoint (lazily), and opens with
@@ -131,6 +138,7 @@ def test_failed_make_leaves_an_orphan_that_gc_removes(djdask, sql, prefix, s3_se
     assert again.returncode == 0, again.stderr
 
 
+@postgres_only
 def test_an_array_larger_than_memory_is_written_chunk_by_chunk(djdask, sql, prefix):
     """A 400 MiB dask-backed movie: the worker's peak memory grows by far less than the
     array while it is stored; it reads back lazily, one chunk at a time."""
@@ -159,6 +167,7 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
+@postgres_only
 @pytest.mark.parametrize("case", ["unconfigured-store", "not-xarray", "unreachable-s3", "wrong-credentials"])
 def test_bad_storage_input_is_an_error_row_naming_the_store(djdask, sql, prefix, s3_server, s3_auth_server, case):
     """Each mistake ends as the key's error row with a message naming the store and the fix;
