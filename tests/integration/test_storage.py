@@ -181,7 +181,7 @@ def test_bad_storage_input_is_an_error_row_naming_the_store(djdask, sql, prefix,
     elif case == "unreachable-s3":
         stores = {"default": "far", "far": {**s3_server.store_spec(bucket), "endpoint":
                                             f"http://127.0.0.1:{closed_port()}"}}
-        env = djdask.env(DJ_STORES=json.dumps(stores), DASK_DJDASK__CAMPAIGN__RETRY_BACKOFF="0.1s")
+        env = djdask.env(DJ_STORES=json.dumps(stores), AWS_MAX_ATTEMPTS="2")
         fragments = ["could not write", "store 'far'", "reachable"]
     else:
         s3_server = s3_auth_server  # checks credentials: the access key below does not exist

@@ -39,9 +39,9 @@ def test_results_stream_down_the_dag(djdask, sql, prefix, tmp_path):
 
 
 def test_fast_makes_are_batched(djdask, sql, tmp_path):
-    """10,000 keys with a 1 ms make() must travel in far fewer Dask tasks than keys; a
+    """5,000 keys with a 1 ms make() must travel in far fewer Dask tasks than keys; a
     campaign of one task per key would drown the scheduler."""
-    n = 10_000
+    n = 5_000
     assert djdask.python("import ledger").returncode == 0  # declares the tables
     sql.fill_integers(f"{djdask.prefix}_ledger", "source", "source_id", n)
     env = djdask.env(DJDASK_TEST_LEDGER=str(tmp_path / "ledger.txt"), DJDASK_TEST_MAKE_SECONDS="0.001")
