@@ -200,6 +200,7 @@ def local_cluster(workers: int | None = None, *, dashboard_address: str | None =
             processes=True,
             host="127.0.0.1",
             dashboard_address=str(config.get("campaign.dashboard-address", dashboard_address)),
+            memory_limit=config.get("campaign.worker-memory"),
             silence_logs=logging.ERROR,
         )
     finally:

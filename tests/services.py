@@ -290,7 +290,7 @@ def start_s3(base: Path, auth: bool = False) -> S3:
 
     server = shutil.which("moto_server") or str(Path(os.sys.executable).with_name("moto_server"))
     if not os.path.exists(server):
-        raise ServiceUnavailable("moto's server is not installed (pip install 'moto[s3,server]')")
+        raise ServiceUnavailable("moto's server is not installed (pip install 'moto[s3]' flask flask-cors)")
     base.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     log = open(base / "moto.log", "w")

@@ -140,16 +140,19 @@ def test_failed_make_leaves_an_orphan_that_gc_removes(djdask, sql, prefix, s3_se
 
 @postgres_only
 def test_an_array_larger_than_memory_is_written_chunk_by_chunk(djdask, sql, prefix):
-    """A 400 MiB dask-backed movie: the worker's peak memory grows by far less than the
-    array while it is stored; it reads back lazily, one chunk at a time."""
+    """A 400 MiB dask-backed movie stored by a worker whose memory limit is 320 MiB (Dask
+    restarts a worker past 95% of it): its peak memory grows by far less than the array
+    while it is stored; it reads back lazily, one chunk at a time."""
     assert djdask.python("import arrays; arrays.Source.insert1({'source_id': 0})").returncode == 0
-    result = djdask("populate", "arrays", "--target", "Big", "--workers", "1")
+    env = djdask.env(DASK_DJDASK__CAMPAIGN__WORKER_MEMORY="320MiB", DASK_DJDASK__CAMPAIGN__MAX_ATTEMPTS="1")
+    result = djdask("populate", "arrays", "--target", "Big", "--workers", "1", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     schema = f"{prefix}_arrays"
     nbytes = sql.scalar(f"SELECT nbytes FROM {sql.table(schema, '__big')}")
     growth = sql.scalar(f"SELECT peak_growth FROM {sql.table(schema, '__big__memory')}")
     assert nbytes == 400 * 512 * 512 * 4
     assert growth < nbytes / 4, f"peak memory grew by {growth} bytes storing {nbytes}"
+    print(f"stored {nbytes} bytes; worker peak memory grew by {growth} bytes")
     read = djdask.python(
         "import arrays, dask.array as da\n"
         "v = arrays.Big.fetch1('data')\n"
