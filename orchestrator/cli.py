@@ -73,15 +73,45 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from .database import connect
-    from .planner import select, table_counts
+    from .planner import reservation_holders, select, table_counts
 
     connect()
     selection = select(args.module)
     rows = table_counts(selection.graph, selection.tables)
+    holders = reservation_holders(selection.graph, selection.tables)
     if args.json:
-        print(json.dumps({"module": args.module, "tables": rows}))
+        print(json.dumps({"module": args.module, "tables": rows, "holders": holders}, default=str))
+        return 0
+    _print_table(rows, ["table", "rows", "pending", "reserved", "error", "ignore"])
+    if holders:
+        print("\nReservations held by:")
+        _print_table([{**h, "tables": ", ".join(h["tables"])} for h in holders],
+                     ["host", "pid", "user", "keys", "since", "tables"])
     else:
-        _print_table(rows, ["table", "rows", "pending", "reserved", "error", "ignore"])
+        print("\nNo key is reserved: no campaign or worker is running.")
+    return 0
+
+
+def _cmd_errors(args: argparse.Namespace) -> int:
+    from .database import connect
+    from .planner import error_groups, select
+
+    connect()
+    selection = select(args.module)
+    names = _selected_tables(selection, args.table) if args.table else None
+    groups = error_groups(selection.graph, selection.tables, names)
+    if args.json:
+        print(json.dumps({"module": args.module, "errors": groups}, default=str))
+        return 0
+    if not groups:
+        print("No error rows.")
+        return 0
+    for g in groups:
+        key = ", ".join(f"{k}={v}" for k, v in g["example_key"].items())
+        print(f"{g['table']}: {g['count']} x {g['message'].splitlines()[0][:200] if g['message'] else ''}")
+        print(f"    e.g. {key}")
+    print(f"\n{sum(g['count'] for g in groups)} error row(s). Details: djdask jobs {args.module} --status error; "
+          f"retry: djdask retry {args.module}")
     return 0
 
 
@@ -380,6 +410,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="where workers run (djdask clusters list); default local. Repeat with POOL=PROFILE "
                         "for several pools: tables go to the pool offering their resources, else `default`")
     p.set_defaults(func=_cmd_populate)
+
+    p = sub.add_parser("errors", help="error rows grouped by message, with counts and an example key")
+    p.add_argument("module", help="importable pipeline package or module")
+    p.add_argument("--table", action="append", default=[], metavar="TABLE", help="only this table (repeatable)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_errors)
 
     p = sub.add_parser("gc", help="remove Zarr stores of <xarray@> results that no row references")
     p.add_argument("module", help="importable pipeline package or module")
