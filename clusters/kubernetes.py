@@ -59,7 +59,13 @@ class KubernetesKind:
                 f"manifest in clear. Put credentials in a Kubernetes Secret and name it in "
                 f"`djdask.clusters.{profile}.secret`."
             )
-        from dask_kubernetes.operator import make_cluster_spec
+        try:
+            from dask_kubernetes.operator import make_cluster_spec
+        except ImportError:
+            raise ProfileError(
+                f"Profile {profile!r} is of kind kubernetes, which needs dask-kubernetes: "
+                "pip install 'djdask[kubernetes]'."
+            ) from None
 
         limits = {"cpu": str(raw["cores"]), "memory": str(raw["memory"])}
         if raw.get("gpus"):
