@@ -145,10 +145,15 @@ class _Batch:
     ready: float = 0.0  # monotonic time before which a retry waits
 
 
+def _covers(offered: dict | None, needed: dict[str, float]) -> bool:
+    """Whether resources ``offered`` (by a worker, or a profile's workers) meet ``needed``."""
+    offered = offered or {}
+    return all(float(offered.get(r, 0)) >= float(n) for r, n in needed.items())
+
+
 def _offers(pool: _Pool, resources: dict[str, float]) -> bool:
     """Whether the workers of a pool's profile offer ``resources``."""
-    offered = (pool.profile.raw.get("resources") or {}) if pool.profile is not None else {}
-    return all(float(offered.get(r, 0)) >= float(n) for r, n in resources.items())
+    return _covers(pool.profile.raw.get("resources") if pool.profile is not None else None, resources)
 
 
 def _last_lines(text: str, n: int = 3) -> str:
@@ -323,10 +328,7 @@ class Campaign:
             if state.resources is None:
                 state.slots = state.pool.capacity
             else:
-                eligible = sum(
-                    1 for w in workers
-                    if all(w.get("resources", {}).get(r, 0) >= need for r, need in state.resources.items())
-                )
+                eligible = sum(1 for w in workers if _covers(w.get("resources"), state.resources))
                 if not eligible and _offers(state.pool, state.resources) and state.pool.demand is not None:
                     eligible = 1  # the pool's jobs will offer them: keys wait there, and ask for jobs
                 state.slots = eligible * self.window

@@ -253,25 +253,15 @@ def _selected_tables(selection, names: Sequence[str]) -> list[str]:
     return [selection.graph.resolve(n) for n in names]
 
 
-def _existing_jobs(selection, names: Sequence[str]):
-    """``(name, Job)`` for each of ``names`` whose jobs table exists; none is created."""
-    from datajoint.jobs import Job
-
-    for name in names:
-        jobs = Job(selection.tables[name]())
-        if jobs.is_declared:
-            yield name, jobs
-
-
 def _cmd_jobs(args: argparse.Namespace) -> int:
     from .database import connect
-    from .planner import select
+    from .planner import existing_jobs, select
 
     connect()
     selection = select(args.module)
     columns = ["status", "priority", "scheduled_time", "reserved_time", "host", "pid", "connection_id", "error_message"]
     rows = []
-    for name, jobs in _existing_jobs(selection, _selected_tables(selection, args.table)):
+    for name, jobs in existing_jobs(selection.tables, _selected_tables(selection, args.table)):
         query = jobs & {"status": args.status} if args.status else jobs
         for row in query.to_dicts(order_by=["priority", "scheduled_time"], limit=args.limit):
             key = {k: row[k] for k in jobs.primary_key}
@@ -307,13 +297,13 @@ def _cmd_retry(args: argparse.Namespace) -> int:
 def _cmd_release(args: argparse.Namespace) -> int:
     from .database import connect
     from .leases import recover_orphans
-    from .planner import select
+    from .planner import existing_jobs, select
 
     connection = connect()
     selection = select(args.module)
     names = {
         jobs.full_table_name: selection.graph.class_names[name]
-        for name, jobs in _existing_jobs(selection, selection.graph.order)
+        for name, jobs in existing_jobs(selection.tables, selection.graph.order)
     }
     freed = recover_orphans(connection, list(names))
     for table, count in freed.items():

@@ -105,23 +105,29 @@ def table_counts(graph: PipelineGraph, tables: dict[str, type]) -> list[dict[str
     return out
 
 
+def existing_jobs(tables: dict[str, type], names: Sequence[str]):
+    """``(name, Job)`` for each of ``names`` whose jobs table exists; none is created."""
+    from datajoint.jobs import Job
+
+    for name in names:
+        jobs = Job(tables[name]())
+        if jobs.is_declared:
+            yield name, jobs
+
+
 def reservation_holders(graph: PipelineGraph, tables: dict[str, type]) -> list[dict[str, Any]]:
     """Who holds reserved keys: per (host, pid), the keys, the tables and since when
     (the oldest reservation), read from the jobs tables without creating any."""
-    from datajoint.jobs import Job
-
     holders: dict[tuple[str, int], dict[str, Any]] = {}
-    for info in graph:
-        jobs = Job(tables[info.full_name]())
-        if not jobs.is_declared:
-            continue
+    for name, jobs in existing_jobs(tables, graph.order):
+        table = graph.class_names[name]
         for row in (jobs & {"status": "reserved"}).proj("host", "pid", "user", "reserved_time").to_dicts():
             holder = holders.setdefault((row["host"], int(row["pid"] or 0)), {
                 "host": row["host"], "pid": int(row["pid"] or 0), "user": row["user"], "keys": 0,
                 "tables": [], "since": row["reserved_time"]})
             holder["keys"] += 1
-            if info.class_name not in holder["tables"]:
-                holder["tables"].append(info.class_name)
+            if table not in holder["tables"]:
+                holder["tables"].append(table)
             if row["reserved_time"] is not None and (holder["since"] is None or row["reserved_time"] < holder["since"]):
                 holder["since"] = row["reserved_time"]
     return sorted(holders.values(), key=lambda h: (str(h["since"]), h["host"], h["pid"]))
@@ -132,21 +138,15 @@ def error_groups(graph: PipelineGraph, tables: dict[str, type], names: Sequence[
     only in a key value group together): count, the first message and its key."""
     import re
 
-    from datajoint.jobs import Job
-
     groups: dict[tuple[str, str], dict[str, Any]] = {}
-    for info in graph:
-        if names and info.full_name not in names:
-            continue
-        jobs = Job(tables[info.full_name]())
-        if not jobs.is_declared:
-            continue
+    for name, jobs in existing_jobs(tables, names or graph.order):
+        table = graph.class_names[name]
         rows = (jobs & {"status": "error"}).proj("error_message").to_dicts(order_by=["scheduled_time"])
         for row in rows:
             message = (row["error_message"] or "").strip()
             shape = re.sub(r"\d+(\.\d+)?", "N", message.splitlines()[0] if message else "")
-            group = groups.setdefault((info.class_name, shape), {
-                "table": info.class_name, "count": 0, "message": message,
+            group = groups.setdefault((table, shape), {
+                "table": table, "count": 0, "message": message,
                 "example_key": {k: row[k] for k in jobs.primary_key}})
             group["count"] += 1
     return sorted(groups.values(), key=lambda g: (g["table"], -g["count"]))

@@ -48,6 +48,21 @@ class Server:
                            use_tls=False, backend=env["DJ_BACKEND"], **extra)
 
 
+def _stopper(proc: subprocess.Popen, log, timeout: float) -> Callable[[], None]:
+    """A stop() for a server process: SIGTERM, SIGKILL after ``timeout`` s, close its log."""
+
+    def stop() -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log.close()
+
+    return stop
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -89,15 +104,7 @@ def start_mariadb(base: Path) -> Server:
          "--skip-log-bin", "--innodb-buffer-pool-size=256M", "--max-connections=500"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
-
-    def stop() -> None:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        log.close()
+    stop = _stopper(proc, log, 30)
 
     deadline = time.monotonic() + 60
     while subprocess.run([admin, f"--socket={sock}", "-uroot", "ping"], capture_output=True).returncode != 0:
@@ -297,15 +304,7 @@ def start_s3(base: Path, auth: bool = False) -> S3:
     proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, **({"INITIAL_NO_AUTH_ACTION_COUNT": "3"} if auth else {})},
                             start_new_session=True)
-
-    def stop() -> None:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        log.close()
+    stop = _stopper(proc, log, 10)
 
     deadline = time.monotonic() + 30
     while True:

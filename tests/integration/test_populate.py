@@ -61,6 +61,16 @@ def all_rows(sql, schema):
     return out
 
 
+def assert_same_rows(sql, prefix: str, other: str, what: str) -> None:
+    """Every table of the reference pipeline holds the same rows under both prefixes."""
+    for schema in ("acquisition", "imaging"):
+        ours, theirs = all_rows(sql, f"{prefix}_{schema}"), all_rows(sql, f"{other}_{schema}")
+        assert ours.keys() == theirs.keys()
+        for table in ours:
+            assert ours[table], f"{schema}.{table} is empty"
+            assert ours[table] == theirs[table], f"{schema}.{table} differs from {what}"
+
+
 def test_populate_matches_datajoint_sequential_populate(djdask, sql, prefix):
     """djdask and DataJoint's own populate() must produce the same keys and values in every table;
     a difference means djdask ran make() with other inputs, skipped keys or wrote twice."""
@@ -81,12 +91,7 @@ def test_populate_matches_datajoint_sequential_populate(djdask, sql, prefix):
     seq = subprocess.run([sys.executable, "-c", code], env=env, cwd=djdask.cwd, capture_output=True, text=True, timeout=300)
     assert seq.returncode == 0, seq.stderr
 
-    for schema in ("acquisition", "imaging"):
-        ours, theirs = all_rows(sql, f"{prefix}_{schema}"), all_rows(sql, f"{other}_{schema}")
-        assert ours.keys() == theirs.keys()
-        for table in ours:
-            assert ours[table], f"{schema}.{table} is empty"
-            assert ours[table] == theirs[table], f"{schema}.{table} differs from DataJoint's populate"
+    assert_same_rows(sql, prefix, other, "DataJoint's populate")
     # Parts were filled too: segmentation cells and traces.
     assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_imaging', '__traces__trace')}") > 0
 

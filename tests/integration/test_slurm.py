@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_populate import INSERT_DEMO, all_rows
+from tests.integration.test_jobs_engine import ledger_lines as raw_ledger_lines
+from tests.integration.test_jobs_engine import seed_ledger as seed
+from tests.integration.test_populate import INSERT_DEMO, assert_same_rows
 
 pytestmark = [
     pytest.mark.integration,
@@ -40,15 +42,9 @@ def write_profile(tmp_path: Path, **settings) -> dict[str, str]:
     return {"DASK_CONFIG": str(config_dir)}
 
 
-def seed(djdask, n: int) -> None:
-    code = f"import ledger; ledger.Source.insert({{'source_id': i}} for i in range({n}))"
-    assert djdask.python(code).returncode == 0
-
-
 def ledger_lines(path: Path) -> list[tuple[int, str, str]]:
-    if not path.exists():
-        return []
-    return [(int(k), pid, job) for k, pid, job in (line.split() for line in path.read_text().splitlines())]
+    """The ledger's lines as (key, pid, SLURM job id)."""
+    return [(int(k), pid, job) for k, pid, job in raw_ledger_lines(path)]
 
 
 class Watch:
@@ -129,12 +125,7 @@ def test_reference_pipeline_on_slurm_matches_a_local_cluster_run(server, djdask,
     assert seeded.returncode == 0, seeded.stderr
     local = djdask("populate", "pipeline", "--workers", "2", env=local_env)
     assert local.returncode == 0, local.stdout + local.stderr
-    for schema in ("acquisition", "imaging"):
-        ours, theirs = all_rows(sql, f"{prefix}_{schema}"), all_rows(sql, f"{other}_{schema}")
-        assert ours.keys() == theirs.keys()
-        for table in ours:
-            assert ours[table], f"{schema}.{table} is empty"
-            assert ours[table] == theirs[table], f"{schema}.{table} differs between SLURM and LocalCluster"
+    assert_same_rows(sql, prefix, other, "the LocalCluster run")
     assert queue_empties(slurm), f"jobs left in the queue: {slurm.queue()}"
 
 

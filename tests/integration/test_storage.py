@@ -13,8 +13,6 @@ import socket
 
 import pytest
 
-from tests.integration.test_populate import INSERT_DEMO
-
 pytestmark = pytest.mark.integration
 postgres_only = pytest.mark.parametrize("server", ["postgres"], indirect=True)
 
