@@ -25,11 +25,17 @@ for running ones, and returns a summary; running the campaign again resumes.
 
 from __future__ import annotations
 
+import contextlib
+import getpass
 import logging
+import os
 import queue
+import socket
 import threading
 import time
 import tracemalloc
+import uuid
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -38,6 +44,8 @@ from dask.utils import parse_timedelta
 
 from . import config
 from .batching import BatchSizer
+from .dashboard import METADATA_KEY, CampaignBoard, DashboardPlugin, page_link
+from .database import redact, secrets
 from .errors import DjdaskError, ProfileError
 from .executor import PipelinePlugin, run_batch
 from .jobs import JobQueue, Owner, check_legacy_jobs
@@ -115,6 +123,8 @@ class _Table:
     summary: TableSummary
     resources: dict[str, float] | None
     children: list["_Table"] = field(default_factory=list)
+    parents: list[str] = field(default_factory=list)  # class names, within the campaign
+    rows_before: int = 0  # rows in the table when the campaign started
     pending: int = 0  # estimate: claimable keys in the jobs table
     tasks: int = 0  # tasks in flight
     keys: int = 0  # keys in flight
@@ -200,6 +210,8 @@ class Campaign:
     cluster : str or mapping, optional
         A cluster profile (``djdask clusters list``), or pools as ``{pool: profile}``
         with a ``default`` pool; default a LocalCluster.
+    performance_report : str, optional
+        Write Dask's performance report of the campaign (an HTML file) here.
     """
 
     def __init__(
@@ -215,6 +227,7 @@ class Campaign:
         max_calls: int | None = None,
         priority: int | None = None,
         cluster: str | Mapping[str, str] | None = None,
+        performance_report: str | None = None,
     ) -> None:
         self.selection = pipeline if isinstance(pipeline, Selection) else select(pipeline, targets, restrictions)
         self.workers = workers
@@ -230,6 +243,15 @@ class Campaign:
         self.priority = priority
         self.pools = self._pools(cluster, client)
         self.dashboard_link: str | None = None
+        self.page_link: str | None = None  # the campaign page of the dashboard
+        self.performance_report = performance_report
+        self.board = CampaignBoard()  # what the terminal shows; the page has its own
+        self.publish_interval = parse_timedelta(config.get("campaign.publish-interval"))
+        self._identity = {"id": uuid.uuid4().hex, "module": self.selection.module_name,
+                          "host": socket.gethostname(), "pid": os.getpid(), "user": _user(), "started": time.time()}
+        self._latest_errors: deque[dict[str, Any]] = deque(maxlen=20)
+        self._secrets = secrets()  # masked in everything published and logged
+        self._boarded = self._published = 0.0
         self._stop = threading.Event()
         self._done: queue.Queue = queue.Queue()  # futures as they finish, from any pool's client
 
@@ -290,7 +312,9 @@ class Campaign:
             )
         for name, state in states.items():
             state.children = [states[c] for c in graph.dag.successors(name) if c in states]
+            state.parents = [states[p].summary.table for p in graph.dag.predecessors(name) if p in states]
             state.pool = self._route(state)
+            state.rows_before = len(classes[name]())
         return list(states.values())
 
     def _start_pools(self) -> None:
@@ -310,8 +334,16 @@ class Campaign:
                 pool.cluster = local_cluster(self.workers)
                 pool.client = Client(pool.cluster)
             pool.client.register_plugin(PipelinePlugin(self.selection.module_name), name=PipelinePlugin.name)
+            try:
+                pool.client.register_plugin(DashboardPlugin(), name=DashboardPlugin.name)
+            except Exception as err:  # the campaign runs without its page
+                logger.warning(
+                    "Pool %s: the campaign page could not be added to the Dask dashboard (%s). Install djdask "
+                    "where the scheduler runs to have it.", pool.name, redact(str(err), self._secrets),
+                )
             pool.link = pool.client.dashboard_link
         self.dashboard_link = self.pools["default"].link
+        self.page_link = page_link(self.dashboard_link)
         for pool in self.pools.values():
             if pool.name != "default":
                 logger.info("Pool %s (%s): dashboard %s", pool.name, pool.profile.name, pool.link)
@@ -380,7 +412,7 @@ class Campaign:
             self._close_pools()
             raise
         summary.dashboard_link = self.dashboard_link
-        self.progress.started(self.dashboard_link)
+        self.progress.started(self.dashboard_link, self.page_link)
         futures: dict[Any, _Batch] = {}
         delayed: list[_Batch] = []
         heartbeat.start()
@@ -389,18 +421,31 @@ class Campaign:
         if tracemalloc.is_tracing():
             tracemalloc.reset_peak()  # measure the loop, not the imports and the cluster start
         try:
-            self._loop(tables, futures, delayed, summary, t0)
+            with self._performance_report():
+                self._loop(tables, futures, delayed, summary, t0)
             if tracemalloc.is_tracing():
                 summary.traced_peak_bytes = tracemalloc.get_traced_memory()[1]
         finally:
+            self._report(tables, finished=True, cancelled=summary.cancelled)
             self._shutdown(futures, delayed)
             heartbeat.stop()
             summary.seconds = time.monotonic() - t0
             summary.waiting_for_resources = [
                 t.summary.table for t in tables if t.resources is not None and t.slots == 0 and t.pending
             ]
-            self.progress.finish(self._rows(tables, t0))
+            self.progress.finish(self.board.rows())
         return summary
+
+    def _performance_report(self) -> contextlib.AbstractContextManager:
+        """Dask's performance report of the default pool, when one was asked for."""
+        if not self.performance_report:
+            return contextlib.nullcontext()
+        from distributed import performance_report
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.pools["default"].client.as_current())
+        stack.enter_context(performance_report(filename=str(self.performance_report)))
+        return stack
 
     def _loop(self, tables, futures, delayed, summary, t0) -> None:
         deepest_first = sorted(tables, key=lambda t: -t.info.depth)
@@ -464,7 +509,7 @@ class Campaign:
             for future in self._wait_done(timeout=0.5):
                 if future in futures:  # not one cancelled and forgotten while stopping
                     self._finished(future, futures.pop(future), delayed, t0)
-            self.progress.update(self._rows(tables, t0))
+            self._report(tables)
 
     def _wait_done(self, timeout: float) -> list:
         """Futures finished since the last call, waiting up to ``timeout`` for the first."""
@@ -527,7 +572,8 @@ class Campaign:
                 requeue.append(outcome["key"])
             elif status == "error":
                 failed.append((outcome["key"], outcome["error_message"], outcome["error_stack"]))
-                logger.error("%s %s: %s", state.summary.table, outcome["key"], outcome["error_message"])
+                logger.error("%s %s: %s", state.summary.table, outcome["key"],
+                             redact(outcome["error_message"] or "", self._secrets))
             else:
                 transient.append(outcome)
         state.queue.complete((o["key"], o["duration"]) for o in done)
@@ -556,6 +602,12 @@ class Campaign:
             delayed.append(_Batch(state, requeue, batch.attempt, time.monotonic()))
         state.queue.fail(failed)
         state.summary.errors += len(failed)
+        for key, message, stack in failed[-self._latest_errors.maxlen:]:
+            self._latest_errors.append({
+                "table": state.summary.table, "key": ", ".join(f"{k}={v}" for k, v in key.items()),
+                "message": redact(message or "", self._secrets), "time": time.time(),
+                "traceback": redact("\n".join((stack or "").rstrip().splitlines()[-10:]), self._secrets),
+            })
         if done or failed:
             elapsed = time.monotonic() - t0
             state.summary.first_done = state.summary.first_done if state.summary.first_done is not None else elapsed
@@ -619,17 +671,49 @@ class Campaign:
         delayed.clear()
 
     # -- progress ------------------------------------------------------------------
-    @staticmethod
-    def _rows(tables: list[_Table], t0: float) -> list[dict[str, Any]]:
+    def _state(self, tables: list[_Table], finished: bool = False, cancelled: bool = False) -> dict[str, Any]:
+        """What the campaign publishes: see :class:`~orchestrator.dashboard.CampaignBoard`."""
         now = time.monotonic()
-        rows = []
-        for state in tables:
-            s = state.summary
-            elapsed = now - state.started if state.started else 0.0
-            rate = s.done / elapsed if elapsed > 0 else 0.0
-            left = state.pending + state.keys
-            rows.append({
-                "table": s.table, "done": s.done, "in_flight": state.keys, "pending": state.pending,
-                "errors": s.errors, "rate": rate, "eta": left / rate if rate > 0 and left else None,
-            })
-        return rows
+        return {
+            "version": 1,
+            "time": time.time(),
+            "campaign": {**self._identity, "finished": finished, "cancelled": cancelled},
+            "tables": [
+                {
+                    "table": t.summary.table, "full_name": t.info.full_name, "depth": t.info.depth,
+                    "parents": t.parents, "pool": t.pool.name if t.pool else None,
+                    "rows": t.rows_before + t.summary.succeeded, "made": t.summary.succeeded + t.summary.skipped,
+                    "errors": t.summary.errors, "in_flight": t.keys, "pending": t.pending,
+                    "seconds": now - t.started if t.started else 0.0,
+                }
+                for t in tables
+            ],
+            "errors": list(self._latest_errors),
+        }
+
+    def _report(self, tables: list[_Table], finished: bool = False, cancelled: bool = False) -> None:
+        """Progress to the terminal and, every publish-interval, the state to the schedulers."""
+        now = time.monotonic()
+        if not finished and now - self._boarded < 0.25:
+            return
+        self._boarded = now
+        state = self._state(tables, finished, cancelled)
+        self.board.update(state)
+        if not finished:
+            self.progress.update(self.board.rows())
+        if finished or now - self._published >= self.publish_interval:
+            self._published = now
+            for pool in self.pools.values():
+                if pool.client is None:
+                    continue
+                try:
+                    pool.client.set_metadata(METADATA_KEY, state)
+                except Exception as err:  # the page misses an update; the campaign goes on
+                    logger.debug("Could not publish the campaign state to pool %s: %s", pool.name, err)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no name for this uid (some containers)
+        return str(os.getuid())

@@ -129,6 +129,7 @@ def _run_campaign(module: str, args: argparse.Namespace, targets=(), restriction
         max_calls=getattr(args, "max_calls", None),
         priority=getattr(args, "priority", None),
         cluster=_pools_arg(getattr(args, "cluster", None)),
+        performance_report=getattr(args, "performance_report", None),
     )
 
     def stop(signum: int, frame: Any) -> None:
@@ -169,6 +170,8 @@ def _run_campaign(module: str, args: argparse.Namespace, targets=(), restriction
         print("No worker had the resources for: " + ", ".join(summary.waiting_for_resources), file=sys.stderr)
     if summary.errors:
         print(f"See them with: djdask jobs {module} --status error")
+    if getattr(args, "performance_report", None):
+        print(f"Dask performance report: {args.performance_report}")
     if args.json_summary:
         with open(args.json_summary, "w") as f:
             json.dump({"module": module, **summary.as_dict()}, f, indent=2)
@@ -378,6 +381,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--store", metavar="STORE", help=store_help)
     p.add_argument("--scale", choices=["small", "medium"], default="small")
     p.add_argument("--json-summary", metavar="FILE", help="write the campaign summary as JSON")
+    p.add_argument("--performance-report", metavar="FILE",
+                   help="write Dask's performance report of the campaign (HTML)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("plan", help="tables in order with their missing-key counts; changes nothing")
@@ -389,6 +394,8 @@ def _parser() -> argparse.ArgumentParser:
     selection_args(p)
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU cores)")
     p.add_argument("--json-summary", metavar="FILE", help="write the campaign summary as JSON")
+    p.add_argument("--performance-report", metavar="FILE",
+                   help="write Dask's performance report of the campaign (HTML)")
     p.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     p.add_argument("--max-calls", type=int, metavar="N", help="make() at most N keys in all")
     p.add_argument("--priority", type=int, metavar="P",

@@ -31,6 +31,8 @@ __all__ = [
     "describe",
     "import_datajoint",
     "is_configured",
+    "redact",
+    "secrets",
 ]
 
 logger = logging.getLogger(__name__)
@@ -312,11 +314,30 @@ def connect(*, embedded: bool | None = None):
         ) from None
 
 
-def _redact(text: str) -> str:
+def secrets() -> list[str]:
+    """The secrets this process knows: the database password, S3 secret keys and
+    tokens (DataJoint's stores, the AWS variables); longest first."""
     dj = import_datajoint()
+    found = []
     password = dj.config["database.password"]
     if password is not None and hasattr(password, "get_secret_value"):
         password = password.get_secret_value()
-    if password:
-        text = text.replace(password, "********")
-    return text.strip().rstrip(".")
+    found.append(password)
+    found += [os.environ.get(v) for v in ("DJ_PASS", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "PGPASSWORD")]
+    for spec in dict(dj.config.stores or {}).values():
+        if isinstance(spec, dict):
+            found += [v.get_secret_value() if hasattr(v, "get_secret_value") else v
+                      for k, v in spec.items() if "secret" in k or "token" in k or "password" in k]
+    # Very short values would mask ordinary words; nobody's secret is that short.
+    return sorted({str(s) for s in found if s and len(str(s)) >= 4}, key=len, reverse=True)
+
+
+def redact(text: str, known: list[str] | None = None) -> str:
+    """``text`` with every secret this process knows replaced by ``********``."""
+    for secret in secrets() if known is None else known:
+        text = text.replace(secret, "********")
+    return text
+
+
+def _redact(text: str) -> str:
+    return redact(text).strip().rstrip(".")

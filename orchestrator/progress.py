@@ -11,12 +11,13 @@ import sys
 import time
 from typing import Any, TextIO
 
-__all__ = ["TerminalProgress", "format_rows"]
+__all__ = ["TerminalProgress", "format_eta", "format_rows"]
 
 _HEADER = f"  {'table':<22} {'done':>8} {'in flight':>9} {'pending':>8} {'errors':>7} {'keys/s':>8} {'ETA':>8}"
 
 
-def _eta(seconds: float | None) -> str:
+def format_eta(seconds: float | None) -> str:
+    """Seconds as ``42s``, ``3m05s`` or ``2h10m``; ``-`` when unknown."""
     if seconds is None:
         return "-"
     seconds = int(seconds)
@@ -33,7 +34,7 @@ def format_rows(rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         lines.append(
             f"  {r['table']:<22} {r['done']:>8} {r['in_flight']:>9} {r['pending']:>8} {r['errors']:>7} "
-            f"{r['rate']:>8.1f} {_eta(r['eta']):>8}"
+            f"{r['rate']:>8.1f} {format_eta(r['eta']):>8}"
         )
     return lines
 
@@ -58,9 +59,11 @@ class TerminalProgress:
         self._drawn = 0
         self._last = time.monotonic()
 
-    def started(self, dashboard_link: str | None) -> None:
+    def started(self, dashboard_link: str | None, page_link: str | None = None) -> None:
         if self.enabled and dashboard_link:
             self.stream.write(f"Dask dashboard: {dashboard_link}\n")
+            if page_link:
+                self.stream.write(f"Campaign page:  {page_link}\n")
             self.stream.flush()
 
     def _draw(self, rows: list[dict[str, Any]]) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from typing import Any
 
 import numpy as np
@@ -144,8 +145,12 @@ class XarrayCodec(SchemaCodec):
         where = _describe(backend, path)
         try:
             mapper = backend.get_fsmap(path)
-            writing = ds.to_zarr(mapper, mode="w-", zarr_format=3, consolidated=False, compute=False)
-            writing.compute(scheduler="synchronous")  # chunk by chunk, here, not on the cluster
+            with warnings.catch_warnings():
+                # Zarr warns, once per array, that fixed-length strings (coordinate labels
+                # such as "y", "x") have no Zarr v3 spec yet; zarr-python reads them back.
+                warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification")
+                writing = ds.to_zarr(mapper, mode="w-", zarr_format=3, consolidated=False, compute=False)
+                writing.compute(scheduler="synchronous")  # chunk by chunk, here, not on the cluster
         except Exception as err:
             _remove_quietly(backend, path)
             raise DataJointError(

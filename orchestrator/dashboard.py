@@ -1,0 +1,368 @@
+"""The campaign page of the Dask dashboard (``/djdask``) and the data behind it.
+
+A campaign publishes its state to the scheduler of each of its pools about once
+a second, with ``Client.set_metadata("djdask", state)``: per table the rows, the
+keys made, in flight, pending and failed, the edges of the DAG, and the latest
+errors (with every known secret masked).  :class:`DashboardPlugin`, a scheduler
+plugin that the campaign registers, reads that state into a
+:class:`CampaignBoard` and serves the page next to Dask's own: the DAG with each
+table coloured by its progress, counts with throughput and ETA, and the latest
+errors.  Registering a plugin works the same for a scheduler in the campaign's
+process (LocalCluster, dask-jobqueue) and for one elsewhere (a running
+scheduler, Kubernetes), as long as djdask is installed where the scheduler runs.
+``/djdask/state.json`` serves the same rows as JSON.
+
+The terminal progress of the campaign reads its own :class:`CampaignBoard`, so
+the page and the terminal agree on rates and ETAs.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from collections import deque
+from typing import Any
+
+from distributed.diagnostics.plugin import SchedulerPlugin
+
+from .progress import format_eta
+
+__all__ = ["METADATA_KEY", "CampaignBoard", "DashboardPlugin", "page_link"]
+
+logger = logging.getLogger(__name__)
+
+METADATA_KEY = "djdask"
+PAGE = "djdask"
+BOKEH_REQUIREMENT = "bokeh>=3.1"
+
+# Fill colours: a table's fill goes from _EMPTY to _DONE with its fraction done.
+_EMPTY = (0xE6, 0xE6, 0xE6)
+_DONE = (0x4C, 0xAF, 0x50)
+_RUNNING_LINE = "#1f77b4"
+_ERROR_LINE = "#d62728"
+
+
+def page_link(dashboard_link: str | None) -> str | None:
+    """The campaign page's address, from the dashboard link Dask prints.
+
+    The link honours ``distributed.dashboard.link`` (jupyter-server-proxy, SSH
+    tunnels), which usually ends in ``/status``: the page is its sibling.
+    """
+    if not dashboard_link:
+        return None
+    base, sep, query = dashboard_link.partition("?")
+    base = base[: -len("status")] if base.endswith("/status") else base.rstrip("/") + "/"
+    return base + PAGE + (sep + query if sep else "")
+
+
+class CampaignBoard:
+    """Per-table counts, throughput and ETA from a sequence of published states.
+
+    Parameters
+    ----------
+    window : float
+        Seconds of history a rate is measured over: long enough to smooth the
+        batches in which keys finish, short enough to follow a change of pace.
+
+    A state is the dict a campaign publishes (:meth:`Campaign._state`): ``time``
+    (seconds since the epoch), ``campaign`` (``id``, ``module``, ``host``,
+    ``pid``, ``user``, ``started``, ``finished``, ``cancelled``), ``tables`` (per
+    table ``table``, ``parents``, ``depth``, ``rows``, ``made``, ``errors``,
+    ``in_flight``, ``pending``, ``seconds``) and ``errors``.
+    """
+
+    def __init__(self, window: float = 30.0) -> None:
+        self.window = window
+        self.state: dict[str, Any] | None = None
+        self._history: deque[tuple[float, dict[str, int]]] = deque()
+
+    def update(self, state: dict[str, Any] | None) -> bool:
+        """Take a published state; False when there is none or it is not newer."""
+        if not state or "tables" not in state:
+            return False
+        if self.state is not None:
+            if state["campaign"].get("id") != self.state["campaign"].get("id"):
+                self._history.clear()  # a new campaign on this scheduler
+            elif state["time"] <= self.state["time"]:
+                return False
+        self.state = state
+        now = state["time"]
+        self._history.append((now, {t["table"]: t["made"] + t["errors"] for t in state["tables"]}))
+        # Keep one entry at least `window` old, as the start of the rate's span.
+        while len(self._history) > 2 and self._history[1][0] <= now - self.window:
+            self._history.popleft()
+        return True
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.state and self.state["campaign"].get("finished"))
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per table: counts, ``rate`` (keys finished per second), ``eta``
+        (seconds, None when unknown or nothing is left) and ``fraction`` done."""
+        if self.state is None:
+            return []
+        now = self.state["time"]
+        since, before = self._history[0]
+        span = now - since
+        rows = []
+        for t in self.state["tables"]:
+            finished_keys = t["made"] + t["errors"]
+            if not self.finished and span >= 1.0:
+                rate = max(0, finished_keys - before.get(t["table"], 0)) / span
+            else:  # the campaign is over, or too young for a span: its average
+                rate = finished_keys / t["seconds"] if t["seconds"] > 0 else 0.0
+            left = t["pending"] + t["in_flight"]
+            total = finished_keys + left
+            rows.append({
+                "table": t["table"], "rows": t["rows"], "done": t["made"], "in_flight": t["in_flight"],
+                "pending": t["pending"], "errors": t["errors"], "rate": rate,
+                "eta": left / rate if rate > 0 and left and not self.finished else None,
+                "fraction": t["made"] / total if total else (1.0 if self.finished else 0.0),
+            })
+        return rows
+
+    def layout(self) -> dict[str, tuple[float, float]]:
+        """Node positions of the DAG: x by depth, y by order within a depth."""
+        if self.state is None:
+            return {}
+        seen: dict[int, int] = {}
+        positions = {}
+        for t in self.state["tables"]:
+            depth = t.get("depth", 0)
+            positions[t["table"]] = (float(depth), -float(seen.get(depth, 0)))
+            seen[depth] = seen.get(depth, 0) + 1
+        return positions
+
+    def edges(self) -> list[tuple[str, str]]:
+        if self.state is None:
+            return []
+        names = {t["table"] for t in self.state["tables"]}
+        return [(p, t["table"]) for t in self.state["tables"] for p in t.get("parents", ()) if p in names]
+
+    def errors(self) -> list[dict[str, Any]]:
+        """The latest errors, newest first."""
+        return list(reversed(self.state.get("errors", []))) if self.state else []
+
+    def json(self) -> dict[str, Any]:
+        return {"campaign": self.state["campaign"] if self.state else None, "tables": self.rows(),
+                "edges": self.edges(), "errors": self.errors()}
+
+
+def fill_colour(fraction: float) -> str:
+    f = min(1.0, max(0.0, fraction))
+    r, g, b = (round(a + (z - a) * f) for a, z in zip(_EMPTY, _DONE))
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def _header_html(board: CampaignBoard) -> str:
+    if board.state is None:
+        return ("<h2>djdask</h2><p>No djdask campaign has published to this scheduler yet. Start one with "
+                "<code>djdask populate MODULE</code> (with <code>--cluster</code> for this scheduler's workers); "
+                "its tables appear here within a second.</p>")
+    c = board.state["campaign"]
+    status = "stopped" if c.get("cancelled") else "finished" if c.get("finished") else "running"
+    elapsed = board.state["time"] - c.get("started", board.state["time"])
+    e = html.escape
+    return (f"<h2>djdask campaign: {e(str(c.get('module')))} <small>({status})</small></h2>"
+            f"<p>{e(str(c.get('user')))}@{e(str(c.get('host')))}, pid {e(str(c.get('pid')))}, "
+            f"running for {format_eta(elapsed)}. Same counts from the database: "
+            f"<code>djdask status {e(str(c.get('module')))}</code>.</p>")
+
+
+def _counts_html(board: CampaignBoard) -> str:
+    e = html.escape
+    head = ["table", "rows", "made", "in flight", "pending", "errors", "keys/s", "ETA", "progress"]
+    lines = ['<table class="djdask-counts" style="border-collapse:collapse;font-size:14px">',
+             "<tr>" + "".join(f'<th style="text-align:left;padding:2px 10px">{h}</th>' for h in head) + "</tr>"]
+    for r in board.rows():
+        bar = (f'<div style="width:120px;height:10px;background:#eee"><div style="width:{r["fraction"] * 100:.0f}%;'
+               f'height:10px;background:{fill_colour(1.0)}"></div></div>')
+        cells = [e(r["table"]), r["rows"], r["done"], r["in_flight"], r["pending"], r["errors"],
+                 f"{r['rate']:.1f}", format_eta(r["eta"]), bar]
+        style = ' style="color:#d62728"' if r["errors"] else ""
+        lines.append(f'<tr data-table="{e(r["table"])}"{style}>'
+                     + "".join(f'<td style="padding:2px 10px">{c}</td>' for c in cells) + "</tr>")
+    lines.append("</table>")
+    return "".join(lines)
+
+
+def _errors_html(board: CampaignBoard, shown: int = 10) -> str:
+    errors = board.errors()
+    if not errors:
+        return "<h3>Latest errors</h3><p>None.</p>"
+    e = html.escape
+    module = e(str(board.state["campaign"].get("module")))
+    parts = [f"<h3>Latest errors</h3><p>Newest first; all of them: <code>djdask errors {module}</code>.</p>"]
+    for err in errors[:shown]:
+        parts.append(f'<div class="djdask-error"><b>{e(err["table"])}</b> <code>{e(err["key"])}</code>: '
+                     f'{e(err["message"])}<pre style="font-size:12px;margin:2px 0 10px 0">'
+                     f'{e(err.get("traceback") or "")}</pre></div>')
+    return "".join(parts)
+
+
+def campaign_doc(plugin: DashboardPlugin, scheduler: Any, extra: dict, doc: Any) -> None:
+    """The Bokeh document of the page (one per browser session)."""
+    from bokeh.layouts import column
+    from bokeh.models import ColumnDataSource, Div, HoverTool, LabelSet, Range1d
+    from bokeh.plotting import figure
+
+    board = plugin.board
+    header, counts, errors = Div(sizing_mode="stretch_width"), Div(sizing_mode="stretch_width"), \
+        Div(sizing_mode="stretch_width")
+    nodes = ColumnDataSource({k: [] for k in ("x", "y", "table", "label", "fill", "line", "made", "pending",
+                                              "in_flight", "errors", "eta")})
+    links = ColumnDataSource({"xs": [], "ys": []})
+    fig = figure(height=260, sizing_mode="stretch_width", toolbar_location=None, tools="",
+                 x_range=Range1d(-0.6, 0.6), y_range=Range1d(-0.6, 0.6), title="Pipeline")
+    fig.axis.visible = False
+    fig.grid.visible = False
+    fig.multi_line("xs", "ys", source=links, line_color="#999999", line_width=1.5)
+    boxes = fig.rect("x", "y", width=0.8, height=0.6, source=nodes, fill_color="fill", line_color="line",
+                     line_width=2)
+    fig.add_layout(LabelSet(x="x", y="y", text="label", source=nodes, text_align="center",
+                            text_baseline="middle", text_font_size="11px"))
+    fig.add_tools(HoverTool(renderers=[boxes], tooltips=[
+        ("table", "@table"), ("made", "@made"), ("in flight", "@in_flight"), ("pending", "@pending"),
+        ("errors", "@errors"), ("ETA", "@eta")]))
+
+    def update() -> None:
+        plugin.poll(scheduler)
+        header.text = _header_html(board)
+        counts.text = _counts_html(board)
+        errors.text = _errors_html(board)
+        rows = board.rows()
+        pos = board.layout()
+        if not rows:
+            return
+        nodes.data = {
+            "x": [pos[r["table"]][0] for r in rows],
+            "y": [pos[r["table"]][1] for r in rows],
+            "table": [r["table"] for r in rows],
+            "label": [f"{r['table']}\n{r['done']}/{r['done'] + r['in_flight'] + r['pending'] + r['errors']}"
+                      for r in rows],
+            "fill": [fill_colour(r["fraction"]) for r in rows],
+            "line": [_ERROR_LINE if r["errors"] else _RUNNING_LINE if r["in_flight"] else "#777777" for r in rows],
+            "made": [r["done"] for r in rows], "pending": [r["pending"] for r in rows],
+            "in_flight": [r["in_flight"] for r in rows], "errors": [r["errors"] for r in rows],
+            "eta": [format_eta(r["eta"]) for r in rows],
+        }
+        links.data = {"xs": [[pos[a][0] + 0.4, pos[b][0] - 0.4] for a, b in board.edges()],
+                      "ys": [[pos[a][1], pos[b][1]] for a, b in board.edges()]}
+        xs = [p[0] for p in pos.values()]
+        ys = [p[1] for p in pos.values()]
+        fig.x_range.start, fig.x_range.end = min(xs) - 0.6, max(xs) + 0.6
+        fig.y_range.start, fig.y_range.end = min(ys) - 0.6, max(ys) + 0.6
+
+    update()
+    doc.add_periodic_callback(update, 1000)
+    doc.add_root(column(header, fig, counts, errors, sizing_mode="stretch_width"))
+    doc.title = "Dask: djdask campaign"
+    try:  # the dashboard's own page frame (navigation bar) and theme
+        from distributed.dashboard.components.scheduler import BOKEH_THEME, env
+
+        doc.template = env.get_template("simple.html")
+        doc.template_variables.update(extra)
+        doc.theme = BOKEH_THEME
+    except ImportError:
+        pass
+
+
+class DashboardPlugin(SchedulerPlugin):
+    """Serves the campaign page on the scheduler's dashboard; see the module docstring.
+
+    Registered by each campaign on each of its pools' schedulers; a scheduler
+    that has it already keeps it (``idempotent``), and a new campaign's state
+    replaces the previous one's on the same page.
+    """
+
+    name = "djdask-dashboard"
+    idempotent = True
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.board = CampaignBoard()
+        self._callback = None
+
+    def __getstate__(self) -> dict:
+        return {"interval": self.interval}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["interval"])
+
+    def poll(self, scheduler: Any) -> None:
+        """Take the latest published state into the board."""
+        self.board.update(scheduler.task_metadata.get(METADATA_KEY))
+
+    async def start(self, scheduler: Any) -> None:
+        from tornado.ioloop import PeriodicCallback
+
+        self._callback = PeriodicCallback(lambda: self.poll(scheduler), self.interval * 1000)
+        self._callback.start()
+        if getattr(scheduler, "http_application", None) is None:
+            return  # no HTTP server: the state is still in the scheduler's metadata
+        try:
+            self._add_page(scheduler)
+        except Exception as err:  # a page we cannot add must not stop the scheduler
+            logger.warning("djdask: could not add the campaign page to the dashboard: %s", err)
+
+    async def close(self) -> None:
+        if self._callback is not None:
+            self._callback.stop()
+
+    def _add_page(self, scheduler: Any) -> None:
+        from tornado import web
+
+        plugin = self
+        prefix = "/"
+        for app in scheduler.http_application.applications:  # Dask's own Bokeh pages, if any
+            prefix = getattr(app, "prefix", None) or prefix
+        base = "/" + prefix.strip("/") + "/" if prefix.strip("/") else "/"
+
+        class State(web.RequestHandler):
+            def get(self) -> None:
+                plugin.poll(scheduler)
+                self.set_header("Content-Type", "application/json")
+                self.write(json.dumps(plugin.board.json(), default=str))
+
+        handlers: list[tuple] = [(rf"{base}{PAGE}/state\.json", State)]
+        try:
+            from distributed.dashboard.core import BokehApplication
+            from distributed.dashboard.scheduler import template_variables
+        except ImportError:
+            handlers.append((rf"{base}{PAGE}/?", _MissingBokeh))
+            scheduler.http_application.add_handlers(r".*", handlers)
+            return
+        scheduler.http_application.add_handlers(r".*", handlers)
+        variables = template_variables(scheduler)
+        if PAGE not in variables["pages"]:
+            variables["pages"].append(PAGE)  # the dashboard's navigation bar links to the page
+        app = BokehApplication({f"/{PAGE}": lambda s, extra, doc: campaign_doc(plugin, s, extra, doc)},
+                               scheduler, prefix=prefix, template_variables=variables)
+        from tornado.ioloop import IOLoop
+
+        scheduler.http_application.add_application(app)
+        app.initialize(IOLoop.current())
+        app.start()
+
+
+try:
+    from tornado.web import RequestHandler as _Handler
+except ImportError:  # pragma: no cover - tornado comes with distributed
+    _Handler = object  # type: ignore[assignment,misc]
+
+
+class _MissingBokeh(_Handler):  # type: ignore[misc,valid-type]
+    """The page when the scheduler's Python has no (suitable) bokeh."""
+
+    def get(self) -> None:
+        self.write(
+            "<h2>djdask campaign page</h2>"
+            "<p>This page, like the rest of the Dask dashboard, needs Bokeh, which the Python that runs "
+            "this scheduler does not have (or not in a version Dask supports).</p>"
+            f"<p>Install it where the scheduler runs: <code>pip install \"{BOKEH_REQUIREMENT}\"</code> "
+            f"(or <code>conda install \"{BOKEH_REQUIREMENT}\"</code>), then restart the scheduler.</p>"
+            f"<p>Meanwhile the campaign's counts are at <a href=\"{PAGE}/state.json\">{PAGE}/state.json</a>, "
+            "and <code>djdask status MODULE</code> reads them from the database.</p>"
+        )
