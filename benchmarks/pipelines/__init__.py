@@ -1,0 +1,1 @@
+"""Pipelines the benchmarks run: importable by module name, as Dask workers import them."""
