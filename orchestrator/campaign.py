@@ -45,7 +45,7 @@ from dask.utils import parse_timedelta
 from . import config
 from .batching import BatchSizer
 from .dashboard import METADATA_KEY, CampaignBoard, DashboardPlugin, page_link
-from .database import redact, secrets
+from .database import redact, redact_logs, secrets
 from .errors import DjdaskError, ProfileError
 from .executor import PipelinePlugin, run_batch
 from .jobs import JobQueue, Owner, check_legacy_jobs
@@ -251,6 +251,7 @@ class Campaign:
                           "host": socket.gethostname(), "pid": os.getpid(), "user": _user(), "started": time.time()}
         self._latest_errors: deque[dict[str, Any]] = deque(maxlen=20)
         self._secrets = secrets()  # masked in everything published and logged
+        redact_logs()
         self._boarded = self._published = 0.0
         self._stop = threading.Event()
         self._done: queue.Queue = queue.Queue()  # futures as they finish, from any pool's client

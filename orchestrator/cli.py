@@ -269,6 +269,11 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
         for row in query.to_dicts(order_by=["priority", "scheduled_time"], limit=args.limit):
             key = {k: row[k] for k in jobs.primary_key}
             rows.append({"table": selection.graph.class_names[name], "key": key, **{c: row[c] for c in columns}})
+    from .database import redact, secrets
+
+    known = secrets()  # a make() may have put one in its error message
+    for row in rows:
+        row["error_message"] = redact(row["error_message"] or "", known) or None
     if args.json:
         print(json.dumps({"module": args.module, "jobs": rows}, default=str))
         return 0

@@ -167,7 +167,7 @@ def _header_html(board: CampaignBoard) -> str:
     e = html.escape
     return (f"<h2>djdask campaign: {e(str(c.get('module')))} <small>({status})</small></h2>"
             f"<p>{e(str(c.get('user')))}@{e(str(c.get('host')))}, pid {e(str(c.get('pid')))}, "
-            f"running for {format_eta(elapsed)}. Same counts from the database: "
+            f"{'ran' if status != 'running' else 'running'} for {format_eta(elapsed)}. Same counts from the database: "
             f"<code>djdask status {e(str(c.get('module')))}</code>.</p>")
 
 

@@ -21,6 +21,7 @@ import subprocess
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import config
 from .errors import DatabaseUnavailableError, DjdaskError
@@ -32,6 +33,7 @@ __all__ = [
     "import_datajoint",
     "is_configured",
     "redact",
+    "redact_logs",
     "secrets",
 ]
 
@@ -337,6 +339,31 @@ def redact(text: str, known: list[str] | None = None) -> str:
     for secret in secrets() if known is None else known:
         text = text.replace(secret, "********")
     return text
+
+
+def redact_logs() -> None:
+    """Mask the secrets this process knows in every log record it makes from now on
+    (any logger, any handler: the terminal, a batch job's log, Dask's log pages)."""
+    known = secrets()
+    if not known:
+        return
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "djdask_redacts", None) == known:
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        message = record.getMessage()
+        if any(s in message for s in known):
+            record.msg, record.args = redact(message, known), ()
+        if record.exc_info and record.exc_info[1] is not None:
+            text = logging.Formatter().formatException(record.exc_info)
+            if any(s in text for s in known):
+                record.exc_text = redact(text, known)  # formatters use this text as it is
+        return record
+
+    factory.djdask_redacts = known  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
 
 
 def _redact(text: str) -> str:

@@ -57,13 +57,17 @@ class PipelinePlugin(WorkerPlugin):
         self._retiring = False
 
     def setup(self, worker: Any) -> None:
-        from .database import import_datajoint
+        from .database import import_datajoint, redact_logs
         from .loader import load_pipeline
 
         dj = import_datajoint()
         logging.getLogger("datajoint").setLevel(logging.WARNING)
+        redact_logs()  # DataJoint logs a failing make()'s message, which may hold a secret
         self.tables = load_pipeline(self.module_name).auto_populated()
-        dj.conn()  # fail here, at worker start, rather than in the first task
+        # Fail here, at worker start, rather than in the first task. A plugin
+        # registered again (a second campaign on the same workers) finds the
+        # connection its predecessor's teardown closed: open it again.
+        _reconnect_if_lost(dj.conn())
         self.deadline = _deadline()
         if self.deadline is not None:
             from tornado.ioloop import PeriodicCallback

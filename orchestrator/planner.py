@@ -138,12 +138,15 @@ def error_groups(graph: PipelineGraph, tables: dict[str, type], names: Sequence[
     only in a key value group together): count, the first message and its key."""
     import re
 
+    from .database import redact, secrets
+
+    known = secrets()  # a make() may have put one in its error message
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     for name, jobs in existing_jobs(tables, names or graph.order):
         table = graph.class_names[name]
         rows = (jobs & {"status": "error"}).proj("error_message").to_dicts(order_by=["scheduled_time"])
         for row in rows:
-            message = (row["error_message"] or "").strip()
+            message = redact((row["error_message"] or "").strip(), known)
             shape = re.sub(r"\d+(\.\d+)?", "N", message.splitlines()[0] if message else "")
             group = groups.setdefault((table, shape), {
                 "table": table, "count": 0, "message": message,

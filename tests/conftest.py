@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import ServiceUnavailable, start_mariadb, start_postgres, start_s3, start_slurm
+from tests.services import ServiceUnavailable, start_chromium, start_mariadb, start_postgres, start_s3, start_slurm
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_PIPELINES = Path(__file__).resolve().parent / "pipelines"
@@ -70,6 +70,18 @@ def s3_auth_server(tmp_path_factory):
     server = _start(lambda base: start_s3(base, auth=True), tmp_path_factory, "s3auth")
     yield server
     server.stop()
+
+
+@pytest.fixture
+def chromium(tmp_path_factory):
+    """A headless Chromium (selenium WebDriver)."""
+    driver = _start(lambda base: start_chromium(), tmp_path_factory, "chromium")
+    yield driver
+    driver.quit()
+
+
+#: Where tests leave files for people to look at (screenshots); CI keeps the directory.
+ARTIFACTS = Path(os.environ.get("DJDASK_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 
 
 @pytest.fixture(params=["postgres", "mariadb"])

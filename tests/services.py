@@ -384,3 +384,22 @@ class SqlClient:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def start_chromium(width: int = 1280, height: int = 1100):
+    """Debian's Chromium, headless, driven through its ChromeDriver by selenium."""
+    binary = shutil.which("chromium")
+    driver = shutil.which("chromedriver")
+    if not binary or not driver:
+        raise ServiceUnavailable("Chromium is not installed (apt-get install chromium chromium-driver)")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError as err:
+        raise ServiceUnavailable(f"selenium is not installed (pip install -e '.[test]'): {err}") from None
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                f"--window-size={width},{height}"):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(driver), options=options)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -39,6 +40,8 @@ def test_demo_populates_every_table_on_the_embedded_database(unconfigured):
     result = run(["demo", "--workers", "2", "--json-summary", str(summary_file)], env, cwd)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Dask dashboard: http://127.0.0.1:" in result.stdout
+    assert re.search(r"Campaign page: +http://127\.0\.0\.1:\d+/djdask", result.stdout)
+    assert "Warning" not in result.stdout + result.stderr  # nothing but progress and results
     assert "postgresql://postgres@" in result.stdout
     summary = json.loads(summary_file.read_text())
     assert summary["errors"] == 0

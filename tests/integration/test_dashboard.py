@@ -1,0 +1,226 @@
+"""The campaign page in a real headless Chromium, the link to it, the performance
+report, and the secrets a user types: never on the page, in the published state
+or in any log."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tests.conftest import ARTIFACTS
+from tests.integration.test_populate import INSERT_DEMO
+
+pytestmark = pytest.mark.integration
+
+#: The reference pipeline's auto-populated tables: (schema suffix, table name in the database).
+REFERENCE_TABLES = {"ScanMovie": ("acquisition", "_scan_movie"), "MotionCorrection": ("imaging", "__motion_correction"),
+                    "Segmentation": ("imaging", "__segmentation"), "Traces": ("imaging", "__traces"),
+                    "CellStats": ("imaging", "__cell_stats")}
+
+#: Text of the page as a person sees it: Bokeh draws each component in a shadow DOM.
+PAGE_TEXT = """
+function walk(node) {
+  let text = '';
+  if (node.shadowRoot) text += walk(node.shadowRoot);
+  for (const child of node.childNodes) {
+    if (child.nodeType === 3) text += child.textContent + ' ';
+    else if (child.nodeType === 1 && !['STYLE', 'SCRIPT'].includes(child.tagName)) text += walk(child);
+  }
+  return text;
+}
+return walk(document.body).replace(/\\s+/g, ' ');
+"""
+
+#: The rows of the counts table: [[table, rows, made, in flight, pending, errors, ...], ...]
+COUNT_ROWS = """
+const rows = [];
+function walk(node) {
+  if (node.shadowRoot) walk(node.shadowRoot);
+  for (const child of node.children || []) {
+    if (child.tagName === 'TR' && child.dataset.table) rows.push([...child.children].map(td => td.innerText.trim()));
+    walk(child);
+  }
+}
+walk(document.body);
+return rows;
+"""
+
+
+def _start_remote_cluster(djdask, tmp_path, env) -> tuple[list[subprocess.Popen], str, list]:
+    """`dask scheduler` and `dask worker` processes, as on a cluster djdask did not start."""
+    scheduler_file = tmp_path / "scheduler.json"
+    logs = [open(tmp_path / "scheduler.log", "w"), open(tmp_path / "workers.log", "w")]
+    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    procs = [subprocess.Popen([*dask, "--host", "127.0.0.1", "--port", "0", "--dashboard-address", "127.0.0.1:0",
+                               "--scheduler-file", str(scheduler_file)], env=env, cwd=tmp_path,
+                              stdout=logs[0], stderr=subprocess.STDOUT)]
+    deadline = time.monotonic() + 60
+    while not scheduler_file.exists() or not scheduler_file.read_text().strip():
+        assert time.monotonic() < deadline and procs[0].poll() is None, "the scheduler did not start"
+        time.sleep(0.2)
+    address = json.loads(scheduler_file.read_text())["address"]
+    procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nworkers", "2",
+                                   "--nthreads", "1", "--no-dashboard"], env=env, cwd=tmp_path,
+                                  stdout=logs[1], stderr=subprocess.STDOUT))
+    return procs, address, logs
+
+
+@pytest.mark.parametrize("server", ["mariadb"], indirect=True)  # the backend whose user has a password
+def test_campaign_page_in_chromium_matches_the_database(djdask, sql, prefix, tmp_path, chromium):
+    """The reference pipeline on a running scheduler (the remote case: the campaign
+    registers the page's plugin there). At the end Chromium loads the page: every
+    table appears, with counts equal to the database's; a screenshot is kept. The
+    database password and the S3 secret key are searched for everywhere the
+    campaign writes: the page, its JSON, the published state, every log."""
+    from distributed import Client
+
+    password = djdask.server.env["DJ_PASS"]
+    s3_secret = "Sx9-very+secret/key-" + prefix
+    # Arrays go to the local store (moto's S3 is slow); the S3 store the lab also has
+    # configured carries the secret into the campaign's and the workers' settings.
+    stores = {**djdask.stores, "archive": {"protocol": "s3", "endpoint": "http://127.0.0.1:9", "bucket": "lab",
+                                           "location": "arrays", "access_key": "AKIALAB", "secret_key": s3_secret}}
+    env = djdask.env(DJ_STORES=json.dumps(stores), AWS_SECRET_ACCESS_KEY=s3_secret,
+                     DASK_DISTRIBUTED__SCHEDULER__PICKLE="True")
+    assert djdask.python(INSERT_DEMO, env=env).returncode == 0
+    procs, address, logs = _start_remote_cluster(djdask, tmp_path, env)
+    try:
+        with Client(address, timeout=30) as client:
+            client.wait_for_workers(2, timeout=60)
+            run_env = {**env, "DASK_DJDASK__CLUSTERS__REMOTE__KIND": "address",
+                       "DASK_DJDASK__CLUSTERS__REMOTE__ADDRESS": address}
+            result = djdask("populate", "pipeline", "--cluster", "remote", env=run_env)
+            assert result.returncode == 0, result.stdout + result.stderr
+            link = re.search(r"Campaign page: +(\S+)", result.stdout)
+            assert link and re.search(r"Dask dashboard: http://127\.0\.0\.1:\d+/status", result.stdout)
+
+            chromium.get(link.group(1))
+            deadline = time.monotonic() + 30
+            while "(finished)" not in chromium.execute_script(PAGE_TEXT):
+                assert time.monotonic() < deadline, chromium.execute_script(PAGE_TEXT)[:2000]
+                time.sleep(0.5)
+            time.sleep(1.5)  # one more refresh of the plot
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            assert chromium.save_screenshot(str(ARTIFACTS / "campaign-page.png"))
+            text = chromium.execute_script(PAGE_TEXT)
+            rows = {r[0]: r for r in chromium.execute_script(COUNT_ROWS)}
+            assert set(rows) == set(REFERENCE_TABLES), text[:2000]
+            for table, (schema, name) in REFERENCE_TABLES.items():
+                in_db = sql.scalar(f"SELECT COUNT(*) FROM {sql.table(f'{prefix}_{schema}', name)}")
+                jobs = sql.jobs_counts(f"{prefix}_{schema}", name)
+                _, db_rows, made, in_flight, pending, errors, *_ = rows[table]
+                assert in_db > 0 and (int(db_rows), int(made)) == (in_db, in_db), (table, rows[table])
+                assert (int(in_flight), int(pending)) == (0, 0), (table, rows[table])
+                assert int(errors) == jobs.get("error", 0) == 0, (table, rows[table])
+            assert (ARTIFACTS / "campaign-page.png").stat().st_size > 10_000
+
+            published = json.dumps(client.get_metadata("djdask"))
+            assert '"finished": true' in published
+            page_json = urllib.request.urlopen(link.group(1) + "/state.json").read().decode()
+            places = {"page text": text, "page source": chromium.page_source, "page JSON": page_json,
+                      "published state": published,
+                      "campaign output": result.stdout + result.stderr,
+                      "scheduler log (Dask)": json.dumps(client.get_scheduler_logs()),
+                      "worker logs (Dask)": json.dumps(client.get_worker_logs())}
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
+        for log in logs:
+            log.close()
+    places["scheduler process output"] = (tmp_path / "scheduler.log").read_text()
+    places["worker process output"] = (tmp_path / "workers.log").read_text()
+    for where, content in places.items():
+        assert content, where
+        for secret in (password, s3_secret):
+            assert secret not in content, f"a secret appears in the {where}"
+
+
+@pytest.mark.parametrize("server", ["mariadb"], indirect=True)  # the backend whose user has a password
+def test_secrets_in_error_messages_are_masked(djdask, sql, prefix, tmp_path):
+    """A make() whose error message quotes the database password and the S3 secret:
+    the campaign's log, the published errors and `djdask errors`/`djdask jobs` mask
+    them; the rest of the message stays."""
+    secret = "Sx9-very+secret/key-" + prefix
+    env = djdask.env(AWS_SECRET_ACCESS_KEY=secret)
+    assert djdask.python("import leaky; leaky.Source.insert({'src_id': i} for i in range(6))", env=env).returncode == 0
+    report = tmp_path / "report.html"
+    code = f"""
+import json, sys
+from distributed import Client, LocalCluster
+from orchestrator.campaign import Campaign
+cluster = LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0")
+client = Client(cluster)
+summary = Campaign("leaky", client=client, performance_report={str(report)!r}).run()
+print("STATE", json.dumps(client.get_metadata("djdask")))
+print("LOGS", json.dumps([client.get_scheduler_logs(), client.get_worker_logs()]))
+print("SUMMARY", summary.errors)
+"""
+    result = djdask.python(code, env=env)
+    assert "SUMMARY 3" in result.stdout, result.stdout + result.stderr
+    state = json.loads(result.stdout.split("STATE ", 1)[1].splitlines()[0])
+    assert [e["key"] for e in state["errors"]] == ["src_id=1", "src_id=3", "src_id=5"]
+    for error in state["errors"]:
+        assert "cannot open mysql://" in error["message"] and "********@db.example" in error["message"]
+        assert "RuntimeError" in error["traceback"]
+    assert [t["errors"] for t in state["tables"]] == [3]
+    password = djdask.server.env["DJ_PASS"]
+    errors = djdask("errors", "leaky", env=env)
+    jobs = djdask("jobs", "leaky", "--status", "error", "--json", env=env)
+    assert "Copy: 3 x RuntimeError: cannot open" in errors.stdout and '"src_id": 1' in jobs.stdout
+    # The performance report (asked for here) is Dask's, covering the campaign's tasks.
+    assert "run_batch" in report.read_text()
+    for where, content in {"campaign": result.stdout + result.stderr, "errors": errors.stdout,
+                           "jobs": jobs.stdout}.items():
+        for value in (password, secret):
+            assert value not in content, f"a secret appears in the {where} output"
+
+
+@pytest.mark.parametrize("server", ["postgres"], indirect=True)
+def test_dashboard_link_honours_distributed_dashboard_link(djdask, sql, prefix):
+    """`distributed.dashboard.link` (jupyter-server-proxy, SSH tunnels) shapes both links."""
+    assert djdask.python("import badkey; badkey.Item.insert({'item_id': i} for i in (1, 2))").returncode == 0
+    env = djdask.env(DASK_DISTRIBUTED__DASHBOARD__LINK="https://hub.example/user/ana/proxy/{port}/status")
+    result = djdask("populate", "badkey", "--workers", "1", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    dashboard = re.search(r"Dask dashboard: https://hub\.example/user/ana/proxy/(\d+)/status", result.stdout)
+    assert dashboard, result.stdout
+    assert f"Campaign page:  https://hub.example/user/ana/proxy/{dashboard.group(1)}/djdask" in result.stdout
+
+
+def test_page_without_bokeh_says_how_to_install_it(tmp_path):
+    """A scheduler whose Python has no Bokeh: the page says how to install it, and the
+    state is still served as JSON."""
+    from distributed import Client
+
+    scheduler_file = tmp_path / "scheduler.json"
+    code = ("import sys; sys.modules['bokeh'] = None; sys.argv[0] = 'dask-scheduler'; "
+            "from distributed.cli.dask_scheduler import main; main()")
+    proc = subprocess.Popen([sys.executable, "-c", code, "--host", "127.0.0.1", "--port", "0",
+                             "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(scheduler_file)],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists() or not scheduler_file.read_text().strip():
+            assert time.monotonic() < deadline and proc.poll() is None, "the scheduler did not start"
+            time.sleep(0.2)
+        info = json.loads(scheduler_file.read_text())
+        from orchestrator.dashboard import DashboardPlugin
+
+        with Client(info["address"], timeout=30) as client:
+            client.register_plugin(DashboardPlugin(), name=DashboardPlugin.name)
+            port = client.scheduler_info()["services"]["dashboard"]
+            page = urllib.request.urlopen(f"http://127.0.0.1:{port}/djdask").read().decode()
+            assert 'pip install "bokeh>=3.1"' in page and "djdask status MODULE" in page
+            served = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/djdask/state.json"))
+            assert served["tables"] == []
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
