@@ -44,14 +44,14 @@ from dask.utils import parse_timedelta
 
 from . import config
 from .batching import BatchSizer
-from .dashboard import METADATA_KEY, CampaignBoard, DashboardPlugin, page_link
+from .dashboard import DashboardPlugin, page_link
 from .database import redact, redact_logs, secrets
 from .errors import DjdaskError, ProfileError
 from .executor import PipelinePlugin, run_batch
 from .jobs import JobQueue, Owner, check_legacy_jobs
 from .leases import Heartbeat, recover_orphans
 from .planner import Selection, select
-from .progress import TerminalProgress
+from .progress import METADATA_KEY, CampaignBoard, TerminalProgress
 
 __all__ = ["Campaign", "CampaignSummary", "TableSummary"]
 
@@ -673,7 +673,7 @@ class Campaign:
 
     # -- progress ------------------------------------------------------------------
     def _state(self, tables: list[_Table], finished: bool = False, cancelled: bool = False) -> dict[str, Any]:
-        """What the campaign publishes: see :class:`~orchestrator.dashboard.CampaignBoard`."""
+        """What the campaign publishes: see :class:`~orchestrator.progress.CampaignBoard`."""
         now = time.monotonic()
         return {
             "version": 1,

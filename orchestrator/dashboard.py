@@ -12,8 +12,8 @@ process (LocalCluster, dask-jobqueue) and for one elsewhere (a running
 scheduler, Kubernetes), as long as djdask is installed where the scheduler runs.
 ``/djdask/state.json`` serves the same rows as JSON.
 
-The terminal progress of the campaign reads its own :class:`CampaignBoard`, so
-the page and the terminal agree on rates and ETAs.
+The counts, rates and ETAs come from :class:`~orchestrator.progress.CampaignBoard`,
+the same data source the campaign's terminal progress reads.
 """
 
 from __future__ import annotations
@@ -21,18 +21,16 @@ from __future__ import annotations
 import html
 import json
 import logging
-from collections import deque
 from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from .progress import format_eta
+from .progress import METADATA_KEY, CampaignBoard, format_eta
 
-__all__ = ["METADATA_KEY", "CampaignBoard", "DashboardPlugin", "page_link"]
+__all__ = ["DashboardPlugin", "fill_colour", "page_link"]
 
 logger = logging.getLogger(__name__)
 
-METADATA_KEY = "djdask"
 PAGE = "djdask"
 BOKEH_REQUIREMENT = "bokeh>=3.1"
 
@@ -54,100 +52,6 @@ def page_link(dashboard_link: str | None) -> str | None:
     base, sep, query = dashboard_link.partition("?")
     base = base[: -len("status")] if base.endswith("/status") else base.rstrip("/") + "/"
     return base + PAGE + (sep + query if sep else "")
-
-
-class CampaignBoard:
-    """Per-table counts, throughput and ETA from a sequence of published states.
-
-    Parameters
-    ----------
-    window : float
-        Seconds of history a rate is measured over: long enough to smooth the
-        batches in which keys finish, short enough to follow a change of pace.
-
-    A state is the dict a campaign publishes (:meth:`Campaign._state`): ``time``
-    (seconds since the epoch), ``campaign`` (``id``, ``module``, ``host``,
-    ``pid``, ``user``, ``started``, ``finished``, ``cancelled``), ``tables`` (per
-    table ``table``, ``parents``, ``depth``, ``rows``, ``made``, ``errors``,
-    ``in_flight``, ``pending``, ``seconds``) and ``errors``.
-    """
-
-    def __init__(self, window: float = 30.0) -> None:
-        self.window = window
-        self.state: dict[str, Any] | None = None
-        self._history: deque[tuple[float, dict[str, int]]] = deque()
-
-    def update(self, state: dict[str, Any] | None) -> bool:
-        """Take a published state; False when there is none or it is not newer."""
-        if not state or "tables" not in state:
-            return False
-        if self.state is not None:
-            if state["campaign"].get("id") != self.state["campaign"].get("id"):
-                self._history.clear()  # a new campaign on this scheduler
-            elif state["time"] <= self.state["time"]:
-                return False
-        self.state = state
-        now = state["time"]
-        self._history.append((now, {t["table"]: t["made"] + t["errors"] for t in state["tables"]}))
-        # Keep one entry at least `window` old, as the start of the rate's span.
-        while len(self._history) > 2 and self._history[1][0] <= now - self.window:
-            self._history.popleft()
-        return True
-
-    @property
-    def finished(self) -> bool:
-        return bool(self.state and self.state["campaign"].get("finished"))
-
-    def rows(self) -> list[dict[str, Any]]:
-        """One row per table: counts, ``rate`` (keys finished per second), ``eta``
-        (seconds, None when unknown or nothing is left) and ``fraction`` done."""
-        if self.state is None:
-            return []
-        now = self.state["time"]
-        since, before = self._history[0]
-        span = now - since
-        rows = []
-        for t in self.state["tables"]:
-            finished_keys = t["made"] + t["errors"]
-            if not self.finished and span >= 1.0:
-                rate = max(0, finished_keys - before.get(t["table"], 0)) / span
-            else:  # the campaign is over, or too young for a span: its average
-                rate = finished_keys / t["seconds"] if t["seconds"] > 0 else 0.0
-            left = t["pending"] + t["in_flight"]
-            total = finished_keys + left
-            rows.append({
-                "table": t["table"], "rows": t["rows"], "done": t["made"], "in_flight": t["in_flight"],
-                "pending": t["pending"], "errors": t["errors"], "rate": rate,
-                "eta": left / rate if rate > 0 and left and not self.finished else None,
-                "fraction": t["made"] / total if total else (1.0 if self.finished else 0.0),
-            })
-        return rows
-
-    def layout(self) -> dict[str, tuple[float, float]]:
-        """Node positions of the DAG: x by depth, y by order within a depth."""
-        if self.state is None:
-            return {}
-        seen: dict[int, int] = {}
-        positions = {}
-        for t in self.state["tables"]:
-            depth = t.get("depth", 0)
-            positions[t["table"]] = (float(depth), -float(seen.get(depth, 0)))
-            seen[depth] = seen.get(depth, 0) + 1
-        return positions
-
-    def edges(self) -> list[tuple[str, str]]:
-        if self.state is None:
-            return []
-        names = {t["table"] for t in self.state["tables"]}
-        return [(p, t["table"]) for t in self.state["tables"] for p in t.get("parents", ()) if p in names]
-
-    def errors(self) -> list[dict[str, Any]]:
-        """The latest errors, newest first."""
-        return list(reversed(self.state.get("errors", []))) if self.state else []
-
-    def json(self) -> dict[str, Any]:
-        return {"campaign": self.state["campaign"] if self.state else None, "tables": self.rows(),
-                "edges": self.edges(), "errors": self.errors()}
 
 
 def fill_colour(fraction: float) -> str:

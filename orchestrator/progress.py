@@ -1,4 +1,9 @@
-"""Campaign progress on the terminal: one line per table.
+"""Campaign progress: the state a campaign publishes, the board that turns a
+sequence of states into counts, rates and ETAs, and the terminal's lines.
+
+The campaign publishes its state to the schedulers (the dashboard's campaign
+page, :mod:`orchestrator.dashboard`) under :data:`METADATA_KEY`; the page and
+the terminal read it through a :class:`CampaignBoard` each.
 
 On a terminal the block of lines is redrawn in place a few times a second;
 elsewhere (a log file, CI, a batch job's output) a plain block is printed every
@@ -9,9 +14,13 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 from typing import Any, TextIO
 
-__all__ = ["TerminalProgress", "format_eta", "format_rows"]
+__all__ = ["METADATA_KEY", "CampaignBoard", "TerminalProgress", "format_eta", "format_rows"]
+
+#: Scheduler metadata key (``Client.set_metadata``) of a campaign's published state.
+METADATA_KEY = "djdask"
 
 _HEADER = f"  {'table':<22} {'done':>8} {'in flight':>9} {'pending':>8} {'errors':>7} {'keys/s':>8} {'ETA':>8}"
 
@@ -26,6 +35,100 @@ def format_eta(seconds: float | None) -> str:
     if seconds >= 60:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds}s"
+
+
+class CampaignBoard:
+    """Per-table counts, throughput and ETA from a sequence of published states.
+
+    Parameters
+    ----------
+    window : float
+        Seconds of history a rate is measured over: long enough to smooth the
+        batches in which keys finish, short enough to follow a change of pace.
+
+    A state is the dict a campaign publishes (:meth:`Campaign._state`): ``time``
+    (seconds since the epoch), ``campaign`` (``id``, ``module``, ``host``,
+    ``pid``, ``user``, ``started``, ``finished``, ``cancelled``), ``tables`` (per
+    table ``table``, ``parents``, ``depth``, ``rows``, ``made``, ``errors``,
+    ``in_flight``, ``pending``, ``seconds``) and ``errors``.
+    """
+
+    def __init__(self, window: float = 30.0) -> None:
+        self.window = window
+        self.state: dict[str, Any] | None = None
+        self._history: deque[tuple[float, dict[str, int]]] = deque()
+
+    def update(self, state: dict[str, Any] | None) -> bool:
+        """Take a published state; False when there is none or it is not newer."""
+        if not state or "tables" not in state:
+            return False
+        if self.state is not None:
+            if state["campaign"].get("id") != self.state["campaign"].get("id"):
+                self._history.clear()  # a new campaign on this scheduler
+            elif state["time"] <= self.state["time"]:
+                return False
+        self.state = state
+        now = state["time"]
+        self._history.append((now, {t["table"]: t["made"] + t["errors"] for t in state["tables"]}))
+        # Keep one entry at least `window` old, as the start of the rate's span.
+        while len(self._history) > 2 and self._history[1][0] <= now - self.window:
+            self._history.popleft()
+        return True
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.state and self.state["campaign"].get("finished"))
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per table: counts, ``rate`` (keys finished per second), ``eta``
+        (seconds, None when unknown or nothing is left) and ``fraction`` done."""
+        if self.state is None:
+            return []
+        now = self.state["time"]
+        since, before = self._history[0]
+        span = now - since
+        rows = []
+        for t in self.state["tables"]:
+            finished_keys = t["made"] + t["errors"]
+            if not self.finished and span >= 1.0:
+                rate = max(0, finished_keys - before.get(t["table"], 0)) / span
+            else:  # the campaign is over, or too young for a span: its average
+                rate = finished_keys / t["seconds"] if t["seconds"] > 0 else 0.0
+            left = t["pending"] + t["in_flight"]
+            total = finished_keys + left
+            rows.append({
+                "table": t["table"], "rows": t["rows"], "done": t["made"], "in_flight": t["in_flight"],
+                "pending": t["pending"], "errors": t["errors"], "rate": rate,
+                "eta": left / rate if rate > 0 and left and not self.finished else None,
+                "fraction": t["made"] / total if total else (1.0 if self.finished else 0.0),
+            })
+        return rows
+
+    def layout(self) -> dict[str, tuple[float, float]]:
+        """Node positions of the DAG: x by depth, y by order within a depth."""
+        if self.state is None:
+            return {}
+        seen: dict[int, int] = {}
+        positions = {}
+        for t in self.state["tables"]:
+            depth = t.get("depth", 0)
+            positions[t["table"]] = (float(depth), -float(seen.get(depth, 0)))
+            seen[depth] = seen.get(depth, 0) + 1
+        return positions
+
+    def edges(self) -> list[tuple[str, str]]:
+        if self.state is None:
+            return []
+        names = {t["table"] for t in self.state["tables"]}
+        return [(p, t["table"]) for t in self.state["tables"] for p in t.get("parents", ()) if p in names]
+
+    def errors(self) -> list[dict[str, Any]]:
+        """The latest errors, newest first."""
+        return list(reversed(self.state.get("errors", []))) if self.state else []
+
+    def json(self) -> dict[str, Any]:
+        return {"campaign": self.state["campaign"] if self.state else None, "tables": self.rows(),
+                "edges": self.edges(), "errors": self.errors()}
 
 
 def format_rows(rows: list[dict[str, Any]]) -> list[str]:

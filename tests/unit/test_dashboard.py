@@ -8,8 +8,9 @@ import urllib.request
 
 import pytest
 
-from orchestrator.dashboard import METADATA_KEY, CampaignBoard, DashboardPlugin, fill_colour, page_link
+from orchestrator.dashboard import DashboardPlugin, fill_colour, page_link
 from orchestrator.database import redact
+from orchestrator.progress import METADATA_KEY, CampaignBoard
 
 
 def state(t: float, tables: dict[str, tuple[int, int, int, int]], *, campaign: str = "c1", finished: bool = False,
@@ -53,7 +54,7 @@ def test_counts_rates_and_eta_from_a_sequence_of_states():
 def test_rate_follows_a_change_of_pace_within_the_window():
     board = CampaignBoard(window=5.0)
     made = 0
-    for t in range(0, 21):
+    for t in range(21):
         made += 10 if t <= 10 else 1  # 10 keys/s, then 1 key/s
         board.update(state(float(t), {"A": (made, 0, 1, 100)}))
     assert by_table(board)["A"]["rate"] == pytest.approx(1.0)
