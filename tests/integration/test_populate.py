@@ -79,7 +79,11 @@ def test_populate_matches_datajoint_sequential_populate(djdask, sql, prefix):
     assert result.returncode == 0, result.stdout + result.stderr
 
     other = f"{prefix}seq"
-    env = djdask.env(DASK_DJDASK__DEMO__SCHEMA_PREFIX=other)
+    # One BLAS thread, as distributed gives its worker processes (nanny's pre-spawn
+    # environment): OpenBLAS splits a matrix product differently across threads, which
+    # changes float32 sums in their last bits (seen: CellStats 8.7131055 vs 8.7131034).
+    env = djdask.env(DASK_DJDASK__DEMO__SCHEMA_PREFIX=other, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+                     MKL_NUM_THREADS="1")
     code = (
         INSERT_DEMO + "\nimport pipeline\n"
         "for t in (pipeline.ScanMovie, pipeline.MotionCorrection, pipeline.Segmentation, pipeline.Traces, pipeline.CellStats):\n"
