@@ -157,13 +157,15 @@ def test_a_cancelled_worker_job_is_replaced(server, djdask, sql, prefix, slurm, 
 
 
 def test_walltime_workers_retire_and_are_replaced(server, djdask, sql, prefix, slurm, tmp_path):
-    """A one-minute walltime and about 65 s of work for one job at a time: workers retire
-    before SLURM's limit (no job killed for time), new jobs take over, and no make() is
-    interrupted or repeated."""
-    n = 50
+    """Workers with a 20 s lifetime (a one-minute walltime; the lifetime derived from a
+    walltime is checked in the job scripts' unit tests) and about 31 s of work for one
+    job at a time: workers retire before SLURM's limit (no job killed for time), new
+    jobs take over, and no make() is interrupted or repeated."""
+    n = 24
     seed(djdask, n)
     ledger = tmp_path / "ledger.txt"
-    env = djdask.env(**slurm.env, **write_profile(tmp_path, walltime="00:01:00", **{"max-jobs": 1}),
+    env = djdask.env(**slurm.env, **write_profile(tmp_path, walltime="00:01:00", lifetime="20s",
+                                                  **{"max-jobs": 1, "lifetime-stagger": "2s"}),
                      DJDASK_TEST_LEDGER=str(ledger), DJDASK_TEST_MAKE_SECONDS="1.3")
     watch = Watch(djdask, slurm, env)
     code, out, err = watch.wait(300)
