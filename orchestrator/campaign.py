@@ -421,13 +421,15 @@ class Campaign:
             tracemalloc.start()  # here, not by PYTHONTRACEMALLOC, which workers would inherit
         if tracemalloc.is_tracing():
             tracemalloc.reset_peak()  # measure the loop, not the imports and the cluster start
+        failed = True
         try:
             with self._performance_report():
                 self._loop(tables, futures, delayed, summary, t0)
             if tracemalloc.is_tracing():
                 summary.traced_peak_bytes = tracemalloc.get_traced_memory()[1]
+            failed = False
         finally:
-            self._report(tables, finished=True, cancelled=summary.cancelled)
+            self._report(tables, finished=True, cancelled=summary.cancelled or failed)
             self._shutdown(futures, delayed)
             heartbeat.stop()
             summary.seconds = time.monotonic() - t0

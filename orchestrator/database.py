@@ -353,7 +353,10 @@ def redact_logs() -> None:
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed call: logging reports it where it emits, as usual
+            return record
         if any(s in message for s in known):
             record.msg, record.args = redact(message, known), ()
         if record.exc_info and record.exc_info[1] is not None:

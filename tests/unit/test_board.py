@@ -124,3 +124,30 @@ def test_the_page_and_its_json_are_served_by_a_real_scheduler():
         assert "Bokeh" in page and 'href="djdask"' in page
         status = urllib.request.urlopen(f"{base}/status").read().decode()
         assert 'href="djdask"' in status  # Dask's own pages link to it
+
+
+def test_log_records_are_redacted_in_every_logger(tmp_path):
+    """After redact_logs(), no log line shows a known secret (message, arguments or
+    traceback), and a malformed logging call is still reported by logging itself."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, os\n"
+        "os.environ['DJ_PASS'] = 'hunter-22-pw'\n"
+        "os.environ['AWS_SECRET_ACCESS_KEY'] = 'wJalr/XUtn+FEMI'\n"
+        "from orchestrator.database import redact_logs\n"
+        "redact_logs()\n"
+        "logging.basicConfig()\n"
+        "logging.getLogger('datajoint').error('make failed: mysql://u:%s@h', 'hunter-22-pw')\n"
+        "logging.getLogger('x').warning('bad %d', 'not a number')\n"
+        "try:\n"
+        "    raise ValueError('s3 secret wJalr/XUtn+FEMI refused')\n"
+        "except ValueError:\n"
+        "    logging.getLogger('distributed.worker').exception('task failed')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "mysql://u:********@h" in out.stderr and "ValueError: s3 secret ******** refused" in out.stderr
+    assert "--- Logging error ---" in out.stderr  # logging's own report of the malformed call
+    assert "hunter-22-pw" not in out.stderr and "wJalr/XUtn+FEMI" not in out.stderr
