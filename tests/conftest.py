@@ -80,7 +80,7 @@ def chromium(tmp_path_factory):
     driver.quit()
 
 
-#: Where tests leave files for people to look at (screenshots); CI keeps the directory.
+#: Where tests leave files for people to look at (the campaign page screenshot).
 ARTIFACTS = Path(os.environ.get("DJDASK_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 
 
