@@ -2,8 +2,13 @@
 
 Millisecond ``make()`` calls go to Dask in batches of hundreds, so that the
 scheduler is not drowned in tiny tasks; hour-long ones go one per task.  The
-estimate of a key's cost is an exponentially weighted mean of the durations
-workers report; until one is seen, batches have one key.
+estimate of a key's cost is an exponentially weighted mean, per key, of the
+durations workers report; until one is seen, batches have one key.
+
+Toward the end of a table's keys, batches shrink to an equal share of the
+pending keys per task slot (guided self-scheduling): the last tasks are short
+and end together, instead of one worker finishing a long batch alone while the
+others wait.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ class BatchSizer:
     max_size : int
         Upper bound on keys per task.
     smoothing : float
-        Weight of a new batch's mean duration in the running estimate.
+        Weight of one key's duration in the running estimate: a batch of ``n``
+        keys moves it as ``n`` observations would, so that a large batch soon
+        outweighs the first key's (often slow: imports, cold caches) duration.
     """
 
     def __init__(self, target: float, max_size: int, smoothing: float = 0.3) -> None:
@@ -33,6 +40,7 @@ class BatchSizer:
         self.max_size = max(1, int(max_size))
         self.smoothing = smoothing
         self.per_key: float | None = None
+        self.slots = 1  # the most task slots seen free at once: the table's share of the workers
 
     def observe(self, durations: list[float]) -> None:
         """Fold the per-key durations of one finished batch into the estimate."""
@@ -42,16 +50,23 @@ class BatchSizer:
         if self.per_key is None:
             self.per_key = mean
         else:
-            self.per_key += self.smoothing * (mean - self.per_key)
+            weight = 1.0 - (1.0 - self.smoothing) ** len(durations)
+            self.per_key += weight * (mean - self.per_key)
 
     def size(self, *, pending: int | None = None, slots: int = 1) -> int:
-        """Keys for the next batch: toward ``target`` seconds, spread over ``slots`` free
-        task slots when fewer keys are pending than a full batch each."""
+        """Keys for the next batch: toward ``target`` seconds, and at most an equal share
+        of the ``pending`` keys per task slot.
+
+        ``slots`` is the number of task slots free now; the share is taken over the
+        most slots seen free at once, so that batches shrink as the table's last
+        keys are handed out, one slot at a time.
+        """
+        self.slots = max(self.slots, int(slots))
         if self.per_key is None:
             size = 1
         else:
             size = int(self.target / max(self.per_key, 1e-6))
         size = max(1, min(self.max_size, size))
         if pending is not None and pending > 0:
-            size = min(size, max(1, math.ceil(pending / max(1, slots))))
+            size = min(size, max(1, math.ceil(pending / self.slots)))
         return size

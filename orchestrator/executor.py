@@ -68,6 +68,7 @@ class PipelinePlugin(WorkerPlugin):
         # registered again (a second campaign on the same workers) finds the
         # connection its predecessor's teardown closed: open it again.
         _reconnect_if_lost(dj.conn())
+        _warm_up()
         self.deadline = _deadline()
         if self.deadline is not None:
             from tornado.ioloop import PeriodicCallback
@@ -96,6 +97,15 @@ class PipelinePlugin(WorkerPlugin):
             dj.conn().close()
         except Exception:  # closing a connection that is already gone
             pass
+
+
+def _warm_up() -> None:
+    """Import now what DataJoint's populate imports on its first ``make()`` (deepdiff, some
+    60 ms), so that the first key of a campaign does not wait for it."""
+    try:
+        import deepdiff  # noqa: F401
+    except ImportError:  # pragma: no cover - a dependency of DataJoint
+        pass
 
 
 def _deadline() -> float | None:

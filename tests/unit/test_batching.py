@@ -38,3 +38,22 @@ def test_few_pending_keys_are_spread_over_free_slots():
 def test_bad_target_is_refused():
     with pytest.raises(ValueError):
         BatchSizer(0, 10)
+
+
+def test_a_large_batch_outweighs_a_slow_first_key():
+    """The first key pays for imports and cold caches; a batch of 50 keys after it must set
+    the estimate (a batch-weighted mean would keep batches small for many rounds)."""
+    sizer = BatchSizer(2.0, 10_000)
+    sizer.observe([0.1])
+    sizer.observe([0.002] * 50)
+    assert 900 <= sizer.size() <= 1000
+
+
+def test_last_keys_are_shared_over_all_slots():
+    """With 4 slots seen free and one free now, 20 pending keys must go 5 to a batch, not
+    20 to the one slot: the last tasks end together (guided self-scheduling)."""
+    sizer = BatchSizer(2.0, 1000)
+    sizer.observe([0.001])
+    assert sizer.size(pending=100_000, slots=4) == 1000
+    assert sizer.size(pending=20, slots=1) == 5
+    assert sizer.size(pending=3, slots=1) == 1
