@@ -6,9 +6,9 @@ estimate of a key's cost is an exponentially weighted mean, per key, of the
 durations workers report; until one is seen, batches have one key.
 
 Toward the end of a table's keys, batches shrink to an equal share of the
-pending keys per task slot (guided self-scheduling): the last tasks are short
-and end together, instead of one worker finishing a long batch alone while the
-others wait.
+pending keys per task slot (guided self-scheduling), down to a tenth of the
+target duration: the last tasks are short and end together, instead of one
+worker finishing a long batch alone while the others wait.
 """
 
 from __future__ import annotations
@@ -68,5 +68,10 @@ class BatchSizer:
             size = int(self.target / max(self.per_key, 1e-6))
         size = max(1, min(self.max_size, size))
         if pending is not None and pending > 0:
-            size = min(size, max(1, math.ceil(pending / self.slots)))
+            share = math.ceil(pending / self.slots)
+            if self.per_key is not None:
+                # A share shorter than a tenth of the target costs more in scheduling and
+                # bookkeeping (tens of ms a task) than it saves at the end.
+                share = max(share, int(self.target / 10 / max(self.per_key, 1e-6)))
+            size = min(size, max(1, share), pending)
         return size

@@ -30,9 +30,9 @@ def test_estimate_moves_toward_new_observations():
 
 def test_few_pending_keys_are_spread_over_free_slots():
     sizer = BatchSizer(2.0, 1000)
-    sizer.observe([0.001])
+    sizer.observe([0.05])
     assert sizer.size(pending=40, slots=4) == 10
-    assert sizer.size(pending=3, slots=4) == 1
+    assert sizer.size(pending=3, slots=4) == 3
 
 
 def test_bad_target_is_refused():
@@ -50,10 +50,19 @@ def test_a_large_batch_outweighs_a_slow_first_key():
 
 
 def test_last_keys_are_shared_over_all_slots():
-    """With 4 slots seen free and one free now, 20 pending keys must go 5 to a batch, not
-    20 to the one slot: the last tasks end together (guided self-scheduling)."""
+    """With 4 slots seen free and one free now, 20 pending 50 ms keys must go 5 to a batch,
+    not 20 to the one slot: the last tasks end together (guided self-scheduling)."""
+    sizer = BatchSizer(2.0, 1000)
+    sizer.observe([0.05])
+    assert sizer.size(pending=100_000, slots=4) == 40
+    assert sizer.size(pending=20, slots=1) == 5
+
+
+def test_shares_are_not_cut_below_a_tenth_of_the_target():
+    """Millisecond keys: 20 pending keys are 20 ms of work, less than a task costs to
+    schedule and record; splitting them over 4 slots would only add tasks."""
     sizer = BatchSizer(2.0, 1000)
     sizer.observe([0.001])
     assert sizer.size(pending=100_000, slots=4) == 1000
-    assert sizer.size(pending=20, slots=1) == 5
-    assert sizer.size(pending=3, slots=1) == 1
+    assert sizer.size(pending=1000, slots=1) == 250
+    assert sizer.size(pending=20, slots=1) == 20
