@@ -6,8 +6,10 @@ with the server's ``DJ_*`` variables and a schema prefix of its own:
 - ``declare MODULE TABLE...``: import the pipeline (which declares its tables),
   create the tables' jobs tables, and with ``--demo SCALE`` insert the reference
   pipeline's manual rows.  Run once, before any racer starts.
-- ``populate MODULE TABLE...``: DataJoint's own ``Table.populate(reserve_jobs=True)``
-  for each table in the order given, as a user's script runs it.
+- ``populate MODULE TABLE... [--direct]``: DataJoint's own
+  ``Table.populate(reserve_jobs=True)`` for each table in the order given, as a
+  user's script runs it; with ``--direct``, ``populate()`` without jobs tables
+  (DataJoint's cost per key, for one process).
 - ``insert --schema S --table T --keys N --worker I --workers W``: the ceiling,
   one ``INSERT`` and one ``COMMIT`` per key on a plain driver connection, for
   keys ``I, I+W, I+2W, ...`` below ``N``.
@@ -69,7 +71,7 @@ def _populate(args: argparse.Namespace) -> None:
     start = _wait_for_go()
     made, errors, per_table = 0, 0, {}
     for table in tables:
-        result = table.populate(reserve_jobs=True, suppress_errors=True)
+        result = table.populate(reserve_jobs=not args.direct, suppress_errors=True)
         made += result["success_count"]
         errors += len(result["error_list"])
         per_table[table.__name__] = time.time()
@@ -108,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("populate")
     p.add_argument("module")
     p.add_argument("tables", nargs="+")
+    p.add_argument("--direct", action="store_true", help="populate() without jobs tables (one process)")
     p.set_defaults(func=_populate)
     p = sub.add_parser("insert")
     p.add_argument("--schema", required=True)
