@@ -18,6 +18,8 @@ How each side is measured, the same way for both:
   complete), until the last process is done.
 - Each side has its own copy of the tables (its own schema prefix), seeded with
   the same keys in one SQL statement.
+- Before each side's clock starts, the server is let :func:`settle`: the
+  previous side's dirty pages written and deleted rows purged.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from typing import Any
 
 from benchmarks.baseline import READY, RESULT
 
-__all__ = ["CASES", "Racers", "row", "sizes"]
+__all__ = ["CASES", "Racers", "row", "settle", "sizes"]
 
 PYTHON = sys.executable
 THROUGHPUT = "benchmarks.pipelines.throughput"
@@ -250,6 +252,31 @@ def _check(sql, schema: str, table: str, expected: int, who: str) -> None:
         raise RuntimeError(f"{who} left {got} rows in {schema}.{table}, expected {expected}")
 
 
+def settle(sql, timeout: float = 30) -> None:
+    """Let the server finish the previous side's background work before the next side's
+    clock starts: dirty pages written (PostgreSQL CHECKPOINT; InnoDB flushed) and deleted
+    rows purged (InnoDB's history list, PostgreSQL's autovacuum workers), so that neither
+    side pays for the other."""
+    deadline = time.monotonic() + timeout
+    if sql.backend == "postgresql":
+        sql.query("CHECKPOINT")
+        while time.monotonic() < deadline and sql.scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"):
+            time.sleep(0.1)
+        return
+    status = "SHOW GLOBAL STATUS WHERE Variable_name IN ('Innodb_buffer_pool_pages_dirty', 'Innodb_history_list_length')"
+    limit = sql.scalar("SELECT @@GLOBAL.innodb_max_dirty_pages_pct")
+    sql.query("SET GLOBAL innodb_max_dirty_pages_pct = 0")
+    try:
+        while time.monotonic() < deadline:
+            counts = {name: int(value) for name, value in sql.query(status)}
+            if counts["Innodb_buffer_pool_pages_dirty"] < 100 and counts["Innodb_history_list_length"] < 100:
+                break
+            time.sleep(0.1)
+    finally:
+        sql.query("SET GLOBAL innodb_max_dirty_pages_pct = %s", (limit,))
+
+
 def _create_schema(sql, name: str) -> None:
     sql.query(f'CREATE SCHEMA "{name}"' if sql.backend == "postgresql" else f"CREATE DATABASE `{name}`")
 
@@ -289,27 +316,33 @@ def case_throughput(quick: bool, work: Path) -> list[dict]:
     _create_schema(sql, ceiling)
     sql.query(f"CREATE TABLE {sql.table(ceiling, 'ceiling')} (k int NOT NULL PRIMARY KEY, v int NOT NULL, "
               f"FOREIGN KEY (k) REFERENCES {sql.table(theirs, 'key')} (k))")
+    settle(sql)
     raw = Racers([["-m", "benchmarks.baseline", "insert", "--schema", ceiling, "--table", "ceiling",
                    "--keys", str(n), "--worker", str(i), "--workers", str(WORKERS)] for i in range(WORKERS)],
                  env, log).run()
     _check(sql, ceiling, "ceiling", n, "the ceiling")
 
     populate = [["-m", "benchmarks.baseline", "populate", THROUGHPUT, "Fast"]] * WORKERS
+    settle(sql)
     dj_fast = Racers(populate, env, log).run()
     _check(sql, theirs, "__fast", n, "DataJoint's populate")
     direct_env, direct = copies["dd"]
     dd = {}
     for table, keys in (("Fast", n_direct), ("Slow", n_direct // 25)):
+        settle(sql)
         dd[table] = Racers([["-m", "benchmarks.baseline", "populate", THROUGHPUT, table, "--direct"]],
                            direct_env, log).run()["seconds"] / keys
         _check(sql, direct, f"__{table.lower()}", keys, "DataJoint's direct populate")
 
     with warm_cluster(THROUGHPUT) as client:
+        settle(sql)
         fast_s, fast = campaign(THROUGHPUT, client, targets=["Fast"])
         _check(sql, ours, "__fast", n, "the djdask campaign")
+        settle(sql)
         slow_s, slow = campaign(THROUGHPUT, client, targets=["Slow"])
         _check(sql, ours, "__slow", n_slow, "the djdask campaign")
     populate = [["-m", "benchmarks.baseline", "populate", THROUGHPUT, "Slow"]] * WORKERS
+    settle(sql)
     dj_slow = Racers(populate, env, log).run()
     _check(sql, theirs, "__slow", n_slow, "DataJoint's populate")
     sql.close()
@@ -365,6 +398,7 @@ def case_enqueue(quick: bool, work: Path) -> list[dict]:
         _, Result = declare(inst, f"{prefix}_refresh")
         sql.fill_integers(f"{prefix}_refresh", "key", "k", m)
         Result.jobs  # noqa: B018  (declared outside the timing, as JobQueue does below)
+        settle(sql)
         t0 = time.perf_counter()
         added = Result.jobs.refresh()["added"]
         per_key = (time.perf_counter() - t0) / m
@@ -376,6 +410,7 @@ def case_enqueue(quick: bool, work: Path) -> list[dict]:
             _, Result = declare(inst, schema)
             sql.fill_integers(schema, "key", "k", n)
             jobs = JobQueue(Result())
+            settle(sql)
             t0 = time.perf_counter()
             added = jobs.enqueue()
             seconds = time.perf_counter() - t0
@@ -418,6 +453,7 @@ def case_reference(quick: bool, work: Path) -> list[dict]:
     theirs = f"{prefix}dj"
     env = _env(theirs)
     _run(["-m", "benchmarks.baseline", "declare", "pipeline", *order, "--demo", scale], env, log)
+    settle(sql)
     poll = FirstRow(f"{theirs}_imaging", "__cell_stats")
     poll.start()
     result = Racers([["-m", "benchmarks.baseline", "populate", "pipeline", *order]] * WORKERS, env, log).run()
@@ -427,6 +463,7 @@ def case_reference(quick: bool, work: Path) -> list[dict]:
     _check(sql, f"{theirs}_imaging", "__cell_stats", expected, "DataJoint's populate")
 
     with warm_cluster("pipeline") as client:
+        settle(sql)
         poll = FirstRow(f"{prefix}_imaging", "__cell_stats")
         poll.start()
         start = time.time()
@@ -483,6 +520,7 @@ def memory_run(keys: int, calls: int) -> dict[str, Any]:
     sql = _sql()
     sql.fill_integers(f"{_prefix()}_throughput", "key", "k", keys)
     with warm_cluster(THROUGHPUT) as client:
+        settle(sql)
         gc.collect()
         sampler = _RssSampler()
         before = sampler.peak
