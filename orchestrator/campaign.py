@@ -26,11 +26,8 @@ for running ones, and returns a summary; running the campaign again resumes.
 from __future__ import annotations
 
 import contextlib
-import getpass
 import logging
-import os
 import queue
-import socket
 import threading
 import time
 import tracemalloc
@@ -247,8 +244,9 @@ class Campaign:
         self.performance_report = performance_report
         self.board = CampaignBoard()  # what the terminal shows; the page has its own
         self.publish_interval = parse_timedelta(config.get("campaign.publish-interval"))
-        self._identity = {"id": uuid.uuid4().hex, "module": self.selection.module_name,
-                          "host": socket.gethostname(), "pid": os.getpid(), "user": _user(), "started": time.time()}
+        # host, pid and user are added from the jobs tables' Owner, as `djdask status` shows them
+        self._identity: dict[str, Any] = {"id": uuid.uuid4().hex, "module": self.selection.module_name,
+                                          "started": time.time()}
         self._latest_errors: deque[dict[str, Any]] = deque(maxlen=20)
         self._secrets = secrets()  # masked in everything published and logged
         redact_logs()
@@ -301,6 +299,7 @@ class Campaign:
         for warning in check_legacy_jobs(connection, {cls.database for cls in classes.values()}):
             logger.warning(warning)
         owner = Owner.of(connection)
+        self._identity.update(host=owner.host, pid=owner.pid, user=owner.user)
         states = {}
         for info in graph:
             cls = classes[info.full_name]
@@ -714,9 +713,3 @@ class Campaign:
                 except Exception as err:  # the page misses an update; the campaign goes on
                     logger.debug("Could not publish the campaign state to pool %s: %s", pool.name, err)
 
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no name for this uid (some containers)
-        return str(os.getuid())

@@ -75,12 +75,12 @@ def _header_html(board: CampaignBoard) -> str:
             f"<code>djdask status {e(str(c.get('module')))}</code>.</p>")
 
 
-def _counts_html(board: CampaignBoard) -> str:
+def _counts_html(rows: list[dict[str, Any]]) -> str:
     e = html.escape
     head = ["table", "rows", "made", "in flight", "pending", "errors", "keys/s", "ETA", "progress"]
     lines = ['<table class="djdask-counts" style="border-collapse:collapse;font-size:14px">',
              "<tr>" + "".join(f'<th style="text-align:left;padding:2px 10px">{h}</th>' for h in head) + "</tr>"]
-    for r in board.rows():
+    for r in rows:
         bar = (f'<div style="width:120px;height:10px;background:#eee"><div style="width:{r["fraction"] * 100:.0f}%;'
                f'height:10px;background:{fill_colour(1.0)}"></div></div>')
         cells = [e(r["table"]), r["rows"], r["done"], r["in_flight"], r["pending"], r["errors"],
@@ -133,10 +133,10 @@ def campaign_doc(plugin: DashboardPlugin, scheduler: Any, extra: dict, doc: Any)
 
     def update() -> None:
         plugin.poll(scheduler)
-        header.text = _header_html(board)
-        counts.text = _counts_html(board)
-        errors.text = _errors_html(board)
         rows = board.rows()
+        header.text = _header_html(board)
+        counts.text = _counts_html(rows)
+        errors.text = _errors_html(board)
         pos = board.layout()
         if not rows:
             return

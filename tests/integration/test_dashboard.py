@@ -52,6 +52,14 @@ return rows;
 """
 
 
+def _wait_for_scheduler_file(path, proc) -> dict:
+    deadline = time.monotonic() + 60
+    while not path.exists() or not path.read_text().strip():
+        assert time.monotonic() < deadline and proc.poll() is None, "the scheduler did not start"
+        time.sleep(0.2)
+    return json.loads(path.read_text())
+
+
 def _start_remote_cluster(djdask, tmp_path, env) -> tuple[list[subprocess.Popen], str, list]:
     """`dask scheduler` and `dask worker` processes, as on a cluster djdask did not start."""
     scheduler_file = tmp_path / "scheduler.json"
@@ -60,11 +68,7 @@ def _start_remote_cluster(djdask, tmp_path, env) -> tuple[list[subprocess.Popen]
     procs = [subprocess.Popen([*dask, "--host", "127.0.0.1", "--port", "0", "--dashboard-address", "127.0.0.1:0",
                                "--scheduler-file", str(scheduler_file)], env=env, cwd=tmp_path,
                               stdout=logs[0], stderr=subprocess.STDOUT)]
-    deadline = time.monotonic() + 60
-    while not scheduler_file.exists() or not scheduler_file.read_text().strip():
-        assert time.monotonic() < deadline and procs[0].poll() is None, "the scheduler did not start"
-        time.sleep(0.2)
-    address = json.loads(scheduler_file.read_text())["address"]
+    address = _wait_for_scheduler_file(scheduler_file, procs[0])["address"]
     procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nworkers", "2",
                                    "--nthreads", "1", "--no-dashboard"], env=env, cwd=tmp_path,
                                   stdout=logs[1], stderr=subprocess.STDOUT))
@@ -207,11 +211,7 @@ def test_page_without_bokeh_says_how_to_install_it(tmp_path):
                              "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(scheduler_file)],
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while not scheduler_file.exists() or not scheduler_file.read_text().strip():
-            assert time.monotonic() < deadline and proc.poll() is None, "the scheduler did not start"
-            time.sleep(0.2)
-        info = json.loads(scheduler_file.read_text())
+        info = _wait_for_scheduler_file(scheduler_file, proc)
         from orchestrator.dashboard import DashboardPlugin
 
         with Client(info["address"], timeout=30) as client:
