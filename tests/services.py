@@ -81,6 +81,32 @@ def start_postgres(base: Path) -> Server:
     return Server("postgresql", server.settings(), server.stop, label="postgres")
 
 
+def _install_mariadb_datadir(install_db: str, datadir: Path, log: Path, attempts: int = 3) -> None:
+    """``mariadb-install-db`` into ``datadir``, its output kept in ``log``.
+
+    A failed bootstrap is tried again in an empty directory (a CI run once saw
+    one of three concurrent bootstraps exit 1); when every attempt fails, the
+    error carries the tail of what the installer and its ``mariadbd --bootstrap``
+    printed, so the cause can be read from the test report alone.
+    """
+    command = [install_db, "--no-defaults", f"--datadir={datadir}", "--user=root",
+               "--auth-root-authentication-method=socket", "--skip-test-db", "--skip-name-resolve"]
+    with open(log, "w") as out:
+        for attempt in range(1, attempts + 1):
+            shutil.rmtree(datadir, ignore_errors=True)
+            out.write(f"--- attempt {attempt}: {' '.join(command)}\n")
+            out.flush()
+            done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  timeout=120)
+            if done.returncode == 0:
+                return
+            time.sleep(attempt)
+    lines = log.read_text(errors="replace").splitlines()
+    interesting = [ln for ln in lines if "rror" in ln or ln.startswith("---")] or lines
+    tail = "\n".join(interesting[-15:])
+    raise ServiceUnavailable(f"mariadb-install-db failed {attempts} times in {datadir} (log: {log}):\n{tail}")
+
+
 def start_mariadb(base: Path) -> Server:
     """A private MariaDB instance under ``base``: own datadir, socket and TCP port."""
     install_db = shutil.which("mariadb-install-db")
@@ -92,11 +118,7 @@ def start_mariadb(base: Path) -> Server:
     base.mkdir(parents=True, exist_ok=True)
     datadir, sock, pidfile = base / "data", base / "mysqld.sock", base / "mysqld.pid"
     port = _free_port()
-    subprocess.run(
-        [install_db, "--no-defaults", f"--datadir={datadir}", "--user=root",
-         "--auth-root-authentication-method=socket", "--skip-test-db"],
-        check=True, capture_output=True,
-    )
+    _install_mariadb_datadir(install_db, datadir, base / "install-db.log")
     log = open(base / "mysqld.log", "w")
     proc = subprocess.Popen(
         [mariadbd, "--no-defaults", f"--datadir={datadir}", f"--socket={sock}", f"--port={port}",
