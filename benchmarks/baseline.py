@@ -6,10 +6,11 @@ with the server's ``DJ_*`` variables and a schema prefix of its own:
 - ``declare MODULE TABLE...``: import the pipeline (which declares its tables),
   create the tables' jobs tables, and with ``--demo SCALE`` insert the reference
   pipeline's manual rows.  Run once, before any racer starts.
-- ``populate MODULE TABLE... [--direct]``: DataJoint's own
+- ``populate MODULE TABLE... [--direct [--where SQL]]``: DataJoint's own
   ``Table.populate(reserve_jobs=True)`` for each table in the order given, as a
   user's script runs it; with ``--direct``, ``populate()`` without jobs tables
-  (DataJoint's cost per key, for one process).
+  (DataJoint's own cost per key), restricted by ``--where`` so that several
+  direct processes can split the keys between them.
 - ``insert --schema S --table T --keys N --worker I --workers W``: the ceiling,
   one ``INSERT`` and one ``COMMIT`` per key on a plain driver connection, for
   keys ``I, I+W, I+2W, ...`` below ``N``.
@@ -71,7 +72,8 @@ def _populate(args: argparse.Namespace) -> None:
     start = _wait_for_go()
     made, errors, per_table = 0, 0, {}
     for table in tables:
-        result = table.populate(reserve_jobs=not args.direct, suppress_errors=True)
+        restriction = (args.where,) if args.where else ()
+        result = table.populate(*restriction, reserve_jobs=not args.direct, suppress_errors=True)
         made += result["success_count"]
         errors += len(result["error_list"])
         per_table[table.__name__] = time.time()
@@ -110,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("populate")
     p.add_argument("module")
     p.add_argument("tables", nargs="+")
-    p.add_argument("--direct", action="store_true", help="populate() without jobs tables (one process)")
+    p.add_argument("--direct", action="store_true", help="populate() without jobs tables")
+    p.add_argument("--where", metavar="SQL", help="restrict the keys (direct processes that split the keys)")
     p.set_defaults(func=_populate)
     p = sub.add_parser("insert")
     p.add_argument("--schema", required=True)
