@@ -81,6 +81,41 @@ def test_enqueue_gives_way_to_keys_enqueued_meanwhile(dj_instance, prefix):
         assert tuple(checks.fetchone()) == (1, 1)
 
 
+def test_concurrent_enqueues_into_an_empty_jobs_table_add_each_key_once(dj_instance, server, prefix, sql):
+    """Two campaigns starting at once both find the jobs table empty and both bulk-load
+    it: one statement wins, the other must fall back without an error, and every key is
+    pending exactly once."""
+    import threading
+
+    n = 50_000
+    Key, Result = declare(dj_instance, prefix + "_both")
+    sql.fill_integers(prefix + "_both", "key", "k", n)
+    others = [server.instance() for _ in range(2)]
+    try:
+        queues = [JobQueue(declare(inst, prefix + "_both")[1]()) for inst in others]
+        barrier, added, failures = threading.Barrier(2), [], []
+
+        def enqueue(queue):
+            barrier.wait()
+            try:
+                added.append(queue.enqueue())
+            except Exception as err:  # the test's subject: no enqueue may fail
+                failures.append(err)
+
+        threads = [threading.Thread(target=enqueue, args=(q,)) for q in queues]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert not failures, failures
+        assert sum(added) == n, added
+        counts = JobQueue(Result()).counts()
+        assert (counts["pending"], counts["total"]) == (n, n)
+    finally:
+        for inst in others:
+            inst.connection.close()
+
+
 def test_concurrent_claims_are_disjoint_and_do_not_wait(dj_instance, server, prefix):
     """While one claimer holds locks on a batch, a second claimer must get a different,
     full batch at once (SKIP LOCKED on the status index), not an empty one, not the same."""
