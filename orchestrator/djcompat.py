@@ -15,6 +15,7 @@ installed DataJoint and fails loudly when they change.
 from __future__ import annotations
 
 import inspect
+import logging
 import traceback
 from typing import Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "clone_connection",
     "job_version",
     "live_connection_id",
+    "quiet_make_errors",
     "run_make",
 ]
 
@@ -75,6 +77,26 @@ def run_make(table: Any, key: dict) -> tuple[str, str | None, str | None, BaseEx
     message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
     stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     return "error", message, stack, error
+
+
+class _MakeErrorFilter(logging.Filter):
+    """Drops the record ``_populate1`` logs for a failing ``make()`` (its message, no key)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and record.funcName == "_populate1")
+
+
+def quiet_make_errors() -> None:
+    """Keep DataJoint from logging each failing ``make()`` on the worker.
+
+    With ``suppress_errors=True`` DataJoint's ``_populate1`` logs the message of a
+    failing ``make()`` at ERROR, without the key; the campaign reports the same
+    error with its key, and writes it to the jobs table, so the terminal showed
+    every error twice.  Other DataJoint log records pass.
+    """
+    dj_logger = logging.getLogger("datajoint")
+    if not any(isinstance(f, _MakeErrorFilter) for f in dj_logger.filters):
+        dj_logger.addFilter(_MakeErrorFilter())
 
 
 def job_version(connection: Any) -> str:

@@ -62,6 +62,7 @@ class PipelinePlugin(WorkerPlugin):
 
         dj = import_datajoint()
         logging.getLogger("datajoint").setLevel(logging.WARNING)
+        djcompat.quiet_make_errors()  # the campaign reports each failure, with its key
         redact_logs()  # DataJoint logs a failing make()'s message, which may hold a secret
         self.tables = load_pipeline(self.module_name).auto_populated()
         # Fail here, at worker start, rather than in the first task. A plugin

@@ -151,6 +151,10 @@ def test_failing_make_leaves_error_row_and_exit_1(djdask, sql, prefix):
     assert (item_id, status) == (3, "error")
     assert message == "ValueError: item 3 is unlucky"
     assert stack is not None and b"unlucky" in bytes(stack)
+    # The terminal names the failure once, with its key (the worker's DataJoint keeps
+    # its own copy, without the key, to itself).
+    output = result.stdout + result.stderr
+    assert output.count("item 3 is unlucky") == 1 and "{'item_id': 3}: ValueError" in output, output
     # DataJoint itself reads the row back, stack included.
     check = djdask.python(
         "import badkey; e = badkey.Square.jobs.errors.to_dicts(); "
