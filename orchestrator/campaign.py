@@ -33,7 +33,7 @@ import time
 import tracemalloc
 import uuid
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -45,7 +45,7 @@ from .dashboard import DashboardPlugin, page_link
 from .database import redact, redact_logs, secrets
 from .errors import DjdaskError, ProfileError
 from .executor import PipelinePlugin, run_batch
-from .jobs import JobQueue, Owner, check_legacy_jobs
+from .jobs import ERROR_MESSAGE_LENGTH, JobQueue, Owner, check_legacy_jobs
 from .leases import Heartbeat, recover_orphans
 from .planner import Selection, select
 from .progress import METADATA_KEY, CampaignBoard, TerminalProgress
@@ -53,6 +53,9 @@ from .progress import METADATA_KEY, CampaignBoard, TerminalProgress
 __all__ = ["Campaign", "CampaignSummary", "TableSummary"]
 
 logger = logging.getLogger(__name__)
+
+#: Characters of one traceback line in the published state (the page shows the last lines).
+TRACEBACK_LINE_LENGTH = 300
 
 
 @dataclass
@@ -142,6 +145,7 @@ class _Pool:
     capacity: int = 0  # tasks in flight at most: workers x window
     tasks: int = 0  # tasks in flight
     link: str | None = None
+    publishing: bool = False  # a state sent to its scheduler, not yet answered
 
 
 @dataclass
@@ -424,12 +428,13 @@ class Campaign:
         try:
             with self._performance_report():
                 self._loop(tables, futures, delayed, summary, t0)
+                failed = False
             if tracemalloc.is_tracing():
                 summary.traced_peak_bytes = tracemalloc.get_traced_memory()[1]
-            failed = False
         finally:
-            self._report(tables, finished=True, cancelled=summary.cancelled or failed)
             self._shutdown(futures, delayed)
+            # After the shutdown: released keys count as pending, none as in flight.
+            self._report(tables, finished=True, cancelled=summary.cancelled or failed)
             heartbeat.stop()
             summary.seconds = time.monotonic() - t0
             summary.waiting_for_resources = [
@@ -438,16 +443,30 @@ class Campaign:
             self.progress.finish(self.board.rows())
         return summary
 
-    def _performance_report(self) -> contextlib.AbstractContextManager:
-        """Dask's performance report of the default pool, when one was asked for."""
+    @contextlib.contextmanager
+    def _performance_report(self) -> Iterator[None]:
+        """Dask's performance report of the default pool, when one was asked for.
+
+        Writing it (at the end) may fail, say in a directory that does not exist:
+        that is a warning, and neither the campaign's outcome nor an error that
+        ended it is replaced by it.
+        """
         if not self.performance_report:
-            return contextlib.nullcontext()
+            yield
+            return
         from distributed import performance_report
 
         stack = contextlib.ExitStack()
         stack.enter_context(self.pools["default"].client.as_current())
         stack.enter_context(performance_report(filename=str(self.performance_report)))
-        return stack
+        try:
+            yield
+        finally:
+            try:
+                stack.close()
+            except Exception as err:
+                logger.warning("The performance report %s could not be written: %s: %s", self.performance_report,
+                               type(err).__name__, redact(str(err), self._secrets))
 
     def _loop(self, tables, futures, delayed, summary, t0) -> None:
         deepest_first = sorted(tables, key=lambda t: -t.info.depth)
@@ -607,8 +626,9 @@ class Campaign:
         for key, message, stack in failed[-self._latest_errors.maxlen:]:
             self._latest_errors.append({
                 "table": state.summary.table, "key": ", ".join(f"{k}={v}" for k, v in key.items()),
-                "message": redact(message or "", self._secrets), "time": time.time(),
-                "traceback": redact("\n".join((stack or "").rstrip().splitlines()[-10:]), self._secrets),
+                "message": redact(message or "", self._secrets)[:ERROR_MESSAGE_LENGTH], "time": time.time(),
+                "traceback": redact("\n".join(line[:TRACEBACK_LINE_LENGTH]
+                                              for line in (stack or "").rstrip().splitlines()[-10:]), self._secrets),
             })
         if done or failed:
             elapsed = time.monotonic() - t0
@@ -639,8 +659,10 @@ class Campaign:
             batch.table.tasks -= 1
             batch.table.keys -= len(batch.keys)
             batch.table.queue.release(batch.keys)
+            batch.table.pending += len(batch.keys)
         for batch in delayed:
             batch.table.queue.release(batch.keys)
+            batch.table.pending += len(batch.keys)
         delayed.clear()
         logger.warning(
             "Stopping: %d queued task(s) cancelled and their keys released; waiting up to %.0f s for %d running.",
@@ -664,9 +686,14 @@ class Campaign:
         for future in futures:
             future.cancel()
         self._close_pools()
+        for batch in futures.values():
+            batch.table.pool.tasks -= 1
+            batch.table.tasks -= 1
+            batch.table.keys -= len(batch.keys)
         for batch in [*futures.values(), *delayed]:
             try:
                 batch.table.queue.release(batch.keys)
+                batch.table.pending += len(batch.keys)
             except Exception as err:  # keep the error that stopped the campaign
                 logger.error("Could not release %d keys of %s: %s", len(batch.keys), batch.table.summary.table, err)
         futures.clear()
@@ -686,7 +713,10 @@ class Campaign:
                     "parents": t.parents, "pool": t.pool.name if t.pool else None,
                     "rows": t.rows_before + t.summary.succeeded, "made": t.summary.succeeded + t.summary.skipped,
                     "errors": t.summary.errors, "in_flight": t.keys, "pending": t.pending,
-                    "seconds": now - t.started if t.started else 0.0,
+                    # A table with nothing left: its span ends at its last key, so that
+                    # its average rate is not diluted by the rest of the campaign.
+                    "seconds": (t.summary.seconds if t.summary.last_done is not None and not (t.pending or t.keys)
+                                else now - t.started if t.started else 0.0),
                 }
                 for t in tables
             ],
@@ -706,10 +736,36 @@ class Campaign:
         if finished or now - self._published >= self.publish_interval:
             self._published = now
             for pool in self.pools.values():
-                if pool.client is None:
-                    continue
-                try:
-                    pool.client.set_metadata(METADATA_KEY, state)
-                except Exception as err:  # the page misses an update; the campaign goes on
-                    logger.debug("Could not publish the campaign state to pool %s: %s", pool.name, err)
+                self._publish(pool, state, wait=finished)
+
+    def _publish(self, pool: _Pool, state: dict[str, Any], *, wait: bool) -> None:
+        """Send the state to a pool's scheduler for its campaign page.
+
+        The loop does not wait for the answer (a scheduler that is gone or far
+        away would hold up claiming and completing for the connect timeout);
+        while one publish is unanswered, newer states are not sent.  The final
+        state is sent and waited for, a few seconds at most.
+        """
+        client = pool.client
+        if client is None or client.status != "running":
+            return
+        if wait:
+            try:
+                client.sync(client.scheduler.set_metadata, keys=[METADATA_KEY], value=state, callback_timeout=5)
+            except Exception as err:  # the page misses the last state; the campaign's outcome stands
+                logger.debug("Could not publish the final campaign state to pool %s: %s", pool.name, err)
+            return
+        if pool.publishing:
+            return
+        pool.publishing = True
+
+        async def send() -> None:
+            try:
+                await client.scheduler.set_metadata(keys=[METADATA_KEY], value=state)
+            except Exception as err:  # the page misses an update; the campaign goes on
+                logger.debug("Could not publish the campaign state to pool %s: %s", pool.name, err)
+            finally:
+                pool.publishing = False
+
+        client.loop.add_callback(send)
 

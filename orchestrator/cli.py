@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import textwrap
@@ -170,7 +171,7 @@ def _run_campaign(module: str, args: argparse.Namespace, targets=(), restriction
         print("No worker had the resources for: " + ", ".join(summary.waiting_for_resources), file=sys.stderr)
     if summary.errors:
         print(f"See them with: djdask jobs {module} --status error")
-    if getattr(args, "performance_report", None):
+    if getattr(args, "performance_report", None) and os.path.exists(args.performance_report):
         print(f"Dask performance report: {args.performance_report}")
     if args.json_summary:
         with open(args.json_summary, "w") as f:

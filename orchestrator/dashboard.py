@@ -261,12 +261,14 @@ class _MissingBokeh(_Handler):  # type: ignore[misc,valid-type]
     """The page when the scheduler's Python has no (suitable) bokeh."""
 
     def get(self) -> None:
+        # Relative, so that it also works behind a proxy's path prefix; from ".../djdask/" too.
+        state_link = "state.json" if self.request.path.endswith("/") else f"{PAGE}/state.json"
         self.write(
             "<h2>djdask campaign page</h2>"
             "<p>This page, like the rest of the Dask dashboard, needs Bokeh, which the Python that runs "
             "this scheduler does not have (or not in a version Dask supports).</p>"
             f"<p>Install it where the scheduler runs: <code>pip install \"{BOKEH_REQUIREMENT}\"</code> "
             f"(or <code>conda install \"{BOKEH_REQUIREMENT}\"</code>), then restart the scheduler.</p>"
-            f"<p>Meanwhile the campaign's counts are at <a href=\"{PAGE}/state.json\">{PAGE}/state.json</a>, "
+            f"<p>Meanwhile the campaign's counts are at <a href=\"{state_link}\">{PAGE}/state.json</a>, "
             "and <code>djdask status MODULE</code> reads them from the database.</p>"
         )

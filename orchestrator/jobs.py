@@ -270,7 +270,9 @@ class JobQueue:
         try:
             yield
         finally:
-            query("SET SESSION unique_checks = @djdask_unique_checks, SESSION foreign_key_checks = @djdask_fk_checks")
+            # IFNULL: a session DataJoint opened anew (a reconnect) lacks the saved values.
+            query("SET SESSION unique_checks = IFNULL(@djdask_unique_checks, 1), "
+                  "SESSION foreign_key_checks = IFNULL(@djdask_fk_checks, 1)")
 
     def claim(self, limit: int, *, max_priority: int | None = None) -> list[dict]:
         """Reserve up to ``limit`` pending keys, lowest priority value first, in one transaction.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -96,10 +97,16 @@ def _install_mariadb_datadir(install_db: str, datadir: Path, log: Path, attempts
             shutil.rmtree(datadir, ignore_errors=True)
             out.write(f"--- attempt {attempt}: {' '.join(command)}\n")
             out.flush()
-            done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  timeout=120)
-            if done.returncode == 0:
-                return
+            # Its own session: a bootstrap that hangs is killed with the script that started it.
+            proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+            try:
+                if proc.wait(timeout=120) == 0:
+                    return
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                out.write("--- timed out after 120 s: error\n")
             time.sleep(attempt)
     lines = log.read_text(errors="replace").splitlines()
     interesting = [ln for ln in lines if "rror" in ln or ln.startswith("---")] or lines

@@ -224,3 +224,19 @@ def test_page_without_bokeh_says_how_to_install_it(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("server", ["postgres"], indirect=True)
+def test_unwritable_performance_report_is_a_warning(djdask, sql, prefix, tmp_path):
+    """A performance report that cannot be written (a file stands where its directory
+    should be) must not turn a finished campaign into a traceback: the keys are made, the
+    exit code is the campaign's own, and a warning names the file."""
+    assert djdask.python("import badkey; badkey.Item.insert({'item_id': i} for i in (1, 2))").returncode == 0
+    (tmp_path / "a-file").write_text("")
+    report = tmp_path / "a-file" / "report.html"
+    result = djdask("populate", "badkey", "--workers", "1", "--performance-report", str(report))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert f"The performance report {report} could not be written" in output and "Traceback" not in output
+    assert "Dask performance report:" not in output  # printed only for a report that exists
+    assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_badkey', '__square')}") == 2
