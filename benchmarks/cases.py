@@ -342,12 +342,12 @@ def case_throughput(quick: bool, work: Path) -> list[dict]:
     # fifth from one run to the next: each side runs ROUNDS times, the sides taking
     # turns, and the median counts.
     runs: dict[str, list[float]] = {"ceiling": [], "datajoint": [], "halves": [], "djdask": []}
-    emptied = {"ceiling": [(ceiling, "ceiling")], "datajoint": [(theirs, "__fast"), (theirs, "~~fast")],
-               "halves": [(halves, "__fast")], "djdask": [(ours, "__fast"), (ours, "~~fast")]}
+    emptied = [(ceiling, "ceiling"), (theirs, "__fast"), (theirs, "~~fast"), (halves, "__fast"), (ours, "__fast"),
+               (ours, "~~fast")]  # what the sides wrote, emptied before the next round
     with warm_cluster(THROUGHPUT) as client:
         for round_ in range(ROUNDS):
             if round_:
-                for schema, table in (t for tables in emptied.values() for t in tables):
+                for schema, table in emptied:
                     sql.query(f"DELETE FROM {sql.table(schema, table)}")
             settle(sql)
             runs["ceiling"].append(Racers(ceiling_cmd, env, log).run()["seconds"])

@@ -570,11 +570,25 @@ class Campaign:
         state.summary.tasks += 1
         state.summary.largest_batch = max(state.summary.largest_batch, len(batch.keys))
 
-    def _finished(self, future, batch: _Batch, delayed: list[_Batch], t0: float) -> None:
+    @staticmethod
+    def _landed(batch: _Batch) -> None:
+        """A submitted batch is no longer in flight (finished, cancelled or abandoned):
+        undo what :meth:`_submit` counted."""
         state = batch.table
         state.pool.tasks -= 1
         state.tasks -= 1
         state.keys -= len(batch.keys)
+
+    @staticmethod
+    def _release(batch: _Batch) -> None:
+        """Give a batch's keys back to the queue: pending again, for this campaign's next
+        claim or another worker's."""
+        batch.table.queue.release(batch.keys)
+        batch.table.pending += len(batch.keys)
+
+    def _finished(self, future, batch: _Batch, delayed: list[_Batch], t0: float) -> None:
+        state = batch.table
+        self._landed(batch)
         if future.status == "finished":
             outcomes = future.result()
         else:  # the task failed as a whole: its worker died, or it was lost
@@ -655,14 +669,10 @@ class Campaign:
         for future in queued:
             future.cancel()
             batch = futures.pop(future)
-            batch.table.pool.tasks -= 1
-            batch.table.tasks -= 1
-            batch.table.keys -= len(batch.keys)
-            batch.table.queue.release(batch.keys)
-            batch.table.pending += len(batch.keys)
+            self._landed(batch)
+            self._release(batch)
         for batch in delayed:
-            batch.table.queue.release(batch.keys)
-            batch.table.pending += len(batch.keys)
+            self._release(batch)
         delayed.clear()
         logger.warning(
             "Stopping: %d queued task(s) cancelled and their keys released; waiting up to %.0f s for %d running.",
@@ -687,13 +697,10 @@ class Campaign:
             future.cancel()
         self._close_pools()
         for batch in futures.values():
-            batch.table.pool.tasks -= 1
-            batch.table.tasks -= 1
-            batch.table.keys -= len(batch.keys)
+            self._landed(batch)
         for batch in [*futures.values(), *delayed]:
             try:
-                batch.table.queue.release(batch.keys)
-                batch.table.pending += len(batch.keys)
+                self._release(batch)
             except Exception as err:  # keep the error that stopped the campaign
                 logger.error("Could not release %d keys of %s: %s", len(batch.keys), batch.table.summary.table, err)
         futures.clear()
