@@ -8,7 +8,8 @@ Dask workers.  ``djdask`` is its command line; :class:`Campaign` its Python API.
 from __future__ import annotations
 
 from .campaign import Campaign, CampaignSummary, TableSummary
+from .database import connect
 from .errors import DjdaskError
 from .planner import plan, select
 
-__all__ = ["Campaign", "CampaignSummary", "DjdaskError", "TableSummary", "plan", "select"]
+__all__ = ["Campaign", "CampaignSummary", "DjdaskError", "TableSummary", "connect", "plan", "select"]

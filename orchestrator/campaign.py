@@ -45,10 +45,11 @@ from .dashboard import DashboardPlugin, page_link
 from .database import redact, redact_logs, secrets
 from .errors import DjdaskError, ProfileError
 from .executor import PipelinePlugin, run_batch
-from .jobs import ERROR_MESSAGE_LENGTH, JobQueue, Owner, check_legacy_jobs
+from .jobs import ERROR_MESSAGE_LENGTH, JobQueue, Owner, check_legacy_jobs, check_make_kwargs, check_priority
 from .leases import Heartbeat, recover_orphans
 from .planner import Selection, select
 from .progress import METADATA_KEY, CampaignBoard, TerminalProgress
+from .unreserved import UnreservedQueue, has_jobs_table
 
 __all__ = ["Campaign", "CampaignSummary", "TableSummary"]
 
@@ -118,7 +119,7 @@ class _Table:
     """A table's state while the campaign runs."""
 
     info: Any
-    queue: JobQueue
+    queue: JobQueue | UnreservedQueue
     sizer: BatchSizer
     summary: TableSummary
     resources: dict[str, float] | None
@@ -213,6 +214,16 @@ class Campaign:
         with a ``default`` pool; default a LocalCluster.
     performance_report : str, optional
         Write Dask's performance report of the campaign (an HTML file) here.
+    make_kwargs : dict, optional
+        Keyword arguments for every ``make()`` of the campaign, as DataJoint's
+        ``populate(make_kwargs=...)`` passes them (to ``make_fetch`` for a
+        tripartite ``make``).
+    store : str, optional
+        Where ``<xarray@>`` arrays go, as ``djdask populate --store``; default
+        DataJoint's default store, else djdask's local one.
+
+    The database is chosen as the command line chooses it: DataJoint's
+    settings, or djdask's embedded PostgreSQL when none names a user.
     """
 
     def __init__(
@@ -229,7 +240,13 @@ class Campaign:
         priority: int | None = None,
         cluster: str | Mapping[str, str] | None = None,
         performance_report: str | None = None,
+        make_kwargs: dict | None = None,
+        store: str | None = None,
     ) -> None:
+        # Checked before anything reaches the database.
+        self.priority = check_priority(priority, "priority")
+        self.make_kwargs = check_make_kwargs(make_kwargs)
+        self.store = store
         self.selection = pipeline if isinstance(pipeline, Selection) else select(pipeline, targets, restrictions)
         self.workers = workers
         self.client = client
@@ -241,7 +258,6 @@ class Campaign:
         self.backoff = parse_timedelta(config.get("campaign.retry-backoff"))
         self.grace = parse_timedelta(config.get("campaign.grace-period"))
         self.max_calls = max_calls
-        self.priority = priority
         self.pools = self._pools(cluster, client)
         self.dashboard_link: str | None = None
         self.page_link: str | None = None  # the campaign page of the dashboard
@@ -304,12 +320,21 @@ class Campaign:
             logger.warning(warning)
         owner = Owner.of(connection)
         self._identity.update(host=owner.host, pid=owner.pid, user=owner.user)
+        self.owner = owner
+        self.version = owner.version  # stamped on jobs rows and, by the workers, on the rows' job metadata
         states = {}
         for info in graph:
             cls = classes[info.full_name]
+            table = cls()
+            if has_jobs_table(table):
+                jobs_queue: JobQueue | UnreservedQueue = JobQueue(table, self.selection.restriction, owner)
+            else:
+                logger.info("%s has no jobs table (no primary-key attribute comes from a foreign key): "
+                            "it runs unreserved, as DataJoint's populate() runs it.", info.class_name)
+                jobs_queue = UnreservedQueue(table, self.selection.restriction)
             states[info.full_name] = _Table(
                 info=info,
-                queue=JobQueue(cls(), self.selection.restriction, owner),
+                queue=jobs_queue,
                 sizer=BatchSizer(self.target_duration, self.max_batch),
                 summary=TableSummary(info.class_name),
                 resources=_resources_of(cls),
@@ -396,19 +421,23 @@ class Campaign:
     # -- the loop ----------------------------------------------------------------
     def run(self) -> CampaignSummary:
         """Run the campaign until every reachable key is done or it is stopped."""
+        from .database import configure_store
+
         t0 = time.monotonic()
         summary = CampaignSummary()
+        configure_store(self.store)  # before any worker starts: they inherit it
         tables = self._tables()
         if not tables:
             return summary
         summary.tables = [t.summary for t in tables]
         connection = tables[0].queue.connection
+        reserved = [t for t in tables if t.queue.reserved]
         # Keys left reserved by campaigns or workers that died go back to pending
         # now, without waiting for any timeout.
-        recover_orphans(connection, [t.queue.name for t in tables])
+        recover_orphans(connection, [t.queue.name for t in reserved])
         self._sweep(tables)
-        heartbeat = Heartbeat(connection, tables[0].queue.owner)
-        for state in tables:
+        heartbeat = Heartbeat(connection, self.owner)
+        for state in reserved:
             heartbeat.watch(state.queue.name)
         try:
             self._start_pools()
@@ -441,6 +470,9 @@ class Campaign:
                 t.summary.table for t in tables if t.resources is not None and t.slots == 0 and t.pending
             ]
             self.progress.finish(self.board.rows())
+            for state in tables:
+                if not state.queue.reserved:
+                    state.queue.unlock()
         return summary
 
     @contextlib.contextmanager
@@ -560,7 +592,8 @@ class Campaign:
             state.started = time.monotonic()
         extra = {"resources": state.resources} if state.resources else {}
         future = state.pool.client.submit(
-            run_batch, state.info.full_name, batch.keys, pure=False, priority=state.info.depth, **extra
+            run_batch, state.info.full_name, batch.keys, self.make_kwargs, self.version,
+            pure=False, priority=state.info.depth, **extra
         )
         futures[future] = batch
         future.add_done_callback(self._done.put)

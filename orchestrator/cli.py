@@ -64,11 +64,17 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     connect()
     selection = select(args.module, args.target, args.restrict)
-    rows = [r.as_dict() for r in plan(selection.graph, selection.tables, selection.restriction)]
+    planned = plan(selection.graph, selection.tables, selection.restriction)
+    rows = [r.as_dict() for r in planned]
     if args.json:
         print(json.dumps({"module": args.module, "restriction": selection.restriction, "tables": rows}, default=str))
     else:
-        _print_table(rows, ["table", "tier", "depth", "total", "missing"])
+        _print_table([{**r.as_dict(), "note": r.note} for r in planned],
+                     ["table", "tier", "depth", "total", "missing", "ignored", "note"])
+        if any(not r.reserved for r in planned):
+            print("\nUnreserved tables have no jobs table (no primary-key attribute comes from a foreign key, "
+                  "so DataJoint cannot create one): one campaign at a time makes their keys, each after "
+                  "DataJoint's 'already made' check, as DataJoint's populate() does.")
     return 0
 
 
@@ -83,7 +89,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"module": args.module, "tables": rows, "holders": holders}, default=str))
         return 0
-    _print_table(rows, ["table", "rows", "pending", "reserved", "error", "ignore"])
+    _print_table([{**r, "note": "" if r["jobs_table"] else "unreserved (no jobs table)"} for r in rows],
+                 ["table", "rows", "pending", "reserved", "error", "ignore", "note"])
     if holders:
         print("\nReservations held by:")
         _print_table([{**h, "tables": ", ".join(h["tables"])} for h in holders],
@@ -131,6 +138,8 @@ def _run_campaign(module: str, args: argparse.Namespace, targets=(), restriction
         priority=getattr(args, "priority", None),
         cluster=_pools_arg(getattr(args, "cluster", None)),
         performance_report=getattr(args, "performance_report", None),
+        make_kwargs=getattr(args, "make_kwargs", None),
+        store=getattr(args, "store", None),
     )
 
     def stop(signum: int, frame: Any) -> None:
@@ -196,9 +205,28 @@ def _pools_arg(values: list[str] | None) -> dict[str, str] | None:
     return pools
 
 
+def _make_kwargs_arg(value: str | None) -> dict | None:
+    """``--make-kwargs JSON``: a JSON object of keyword arguments for every make()."""
+    from .jobs import check_make_kwargs
+
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as err:
+        raise DjdaskError(
+            f"--make-kwargs {value!r} is not JSON ({err.msg} at character {err.pos}). Give a JSON object, "
+            "e.g. --make-kwargs '{\"scale\": 3}'."
+        ) from None
+    return check_make_kwargs(parsed, "--make-kwargs")
+
+
 def _cmd_populate(args: argparse.Namespace) -> int:
     from .database import connect
+    from .jobs import check_priority
 
+    check_priority(args.priority)  # before anything reaches the database
+    args.make_kwargs = _make_kwargs_arg(args.make_kwargs)
     pools = _pools_arg(args.cluster)
     if pools:
         from clusters import resolve
@@ -293,8 +321,12 @@ def _cmd_retry(args: argparse.Namespace) -> int:
 
     connect()
     selection = select(args.module)
+    from .unreserved import has_jobs_table
+
     total = 0
     for name in _selected_tables(selection, args.table):
+        if not has_jobs_table(selection.tables[name]):
+            continue  # no jobs table, no error rows: its failed keys are missing, and made by the next campaign
         count = JobQueue(selection.tables[name]()).retry_errors()
         total += count
         if count:
@@ -308,8 +340,9 @@ def _cmd_release(args: argparse.Namespace) -> int:
     from .leases import recover_orphans
     from .planner import existing_jobs, select
 
-    connection = connect()
+    connect()
     selection = select(args.module)
+    connection = selection.connection
     names = {
         jobs.full_table_name: selection.graph.class_names[name]
         for name, jobs in existing_jobs(selection.tables, selection.graph.order)
@@ -319,6 +352,39 @@ def _cmd_release(args: argparse.Namespace) -> int:
         if count:
             print(f"{names[table]}: {count} orphaned reservation(s) back to pending")
     print(f"{sum(freed.values())} orphaned reservation(s) freed.")
+    return 0
+
+
+def _cmd_ignore(args: argparse.Namespace) -> int:
+    from .database import connect
+    from .errors import RestrictionError
+    from .jobs import JobQueue
+    from .planner import parse_restrictions, select
+    from .unreserved import has_jobs_table
+
+    connect()
+    selection = select(args.module)
+    name = selection.graph.resolve(args.table)
+    cls = selection.tables[name]
+    class_name = selection.graph.class_names[name]
+    if not has_jobs_table(cls):
+        raise RestrictionError(
+            f"{class_name} has no jobs table (no primary-key attribute comes from a foreign key), so it has no "
+            "`ignore` rows: it runs unreserved. Restrict the campaign instead (-r ATTR=VALUE)."
+        )
+    restriction = parse_restrictions(args.restrict, selection.graph.cut([class_name]), selection.tables)
+    own = set(cls().key_source.heading.names)
+    foreign = sorted(set(restriction) - own)
+    if foreign:  # ignored silently, they would mark every missing key
+        raise RestrictionError(
+            f"{class_name}'s keys have no attribute {', '.join(foreign)}. Restrict by its own: "
+            f"{', '.join(sorted(own))}."
+        )
+    counts = JobQueue(cls(), restriction).ignore()
+    print(f"{class_name}: {counts['ignored']} missing key(s) marked ignore; no campaign or populate(reserve_jobs=True) "
+          f"makes them until their rows are deleted from {cls().jobs.full_table_name}.")
+    if counts["reserved"]:
+        print(f"{counts['reserved']} matching key(s) are reserved by a running worker and were left to it.")
     return 0
 
 
@@ -404,6 +470,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="write Dask's performance report of the campaign (HTML)")
     p.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     p.add_argument("--max-calls", type=int, metavar="N", help="make() at most N keys in all")
+    p.add_argument("--make-kwargs", metavar="JSON",
+                   help="keyword arguments for every make(), as a JSON object, as populate(make_kwargs=...)")
     p.add_argument("--priority", type=int, metavar="P",
                    help="new jobs get priority P; only jobs of priority <= P run (lower runs first)")
     p.add_argument("--store", metavar="STORE", help=store_help)
@@ -450,6 +518,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("module", help="importable pipeline package or module")
     p.add_argument("--table", action="append", default=[], help="only this table (repeatable)")
     p.set_defaults(func=_cmd_retry)
+
+    p = sub.add_parser("ignore", help="mark missing keys of a table `ignore`, as DataJoint's jobs.ignore(key)")
+    p.add_argument("module", help="importable pipeline package or module")
+    p.add_argument("--table", required=True, metavar="TABLE", help="the table (its class name)")
+    p.add_argument("-r", "--restrict", action="append", default=[], metavar="ATTR=VALUE",
+                   help="only keys with this attribute value (repeatable); default every missing key")
+    p.set_defaults(func=_cmd_ignore)
 
     p = sub.add_parser("release", help="free orphaned reservations now")
     p.add_argument("module", help="importable pipeline package or module")

@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ __all__ = [
     "redact",
     "redact_logs",
     "secrets",
+    "settings_view",
 ]
 
 logger = logging.getLogger(__name__)
@@ -55,6 +57,21 @@ def import_datajoint():
     return datajoint
 
 
+def settings_view():
+    """DataJoint's settings as this process sees them, read-only for djdask.
+
+    Normally the global ``dj.config``.  In DataJoint's thread-safe mode
+    (``DJ_THREAD_SAFE=true``) the global config is off limits and each
+    ``dj.Instance`` of the pipeline has its own; djdask then reads a fresh
+    config from the same sources an Instance starts from (``datajoint.json``,
+    ``.secrets/``, ``DJ_*``) and changes nothing in it.
+    """
+    dj = import_datajoint()
+    from . import djcompat
+
+    return djcompat.fresh_config() if djcompat.thread_safe_mode() else dj.config
+
+
 def is_configured() -> bool:
     """True when DataJoint's configuration names a database user.
 
@@ -62,8 +79,7 @@ def is_configured() -> bool:
     (no ``datajoint.json``, no ``DJ_USER``, no secrets file) means the user has
     not set up a database and the embedded one is wanted.
     """
-    dj = import_datajoint()
-    return dj.config["database.user"] is not None
+    return settings_view()["database.user"] is not None
 
 
 def _default_data_dir() -> Path:
@@ -238,9 +254,14 @@ def _quiet_embedded_postgres():
 
 
 def _apply_settings(settings: dict[str, str]) -> None:
-    """Point this process's DataJoint config, and its future children, at ``settings``."""
+    """Point this process's DataJoint config, and its future children, at ``settings``
+    (in thread-safe mode only the environment, which the pipeline's Instances read)."""
+    from . import djcompat
+
     dj = import_datajoint()
     os.environ.update(settings)
+    if djcompat.thread_safe_mode():
+        return
     dj.config["database.backend"] = settings["DJ_BACKEND"]
     dj.config["database.host"] = settings["DJ_HOST"]
     dj.config["database.port"] = int(settings["DJ_PORT"])
@@ -252,8 +273,7 @@ def _apply_settings(settings: dict[str, str]) -> None:
 
 def describe() -> str:
     """The configured database as ``backend://user@host:port``; never the password."""
-    dj = import_datajoint()
-    c = dj.config
+    c = settings_view()
     return f"{c['database.backend']}://{c['database.user']}@{c['database.host']}:{c['database.port']}"
 
 
@@ -273,8 +293,10 @@ def configure_store(store: str | None = None) -> str:
     """
     import json
 
+    from . import djcompat
+
     dj = import_datajoint()
-    stores = {k: (dict(v) if isinstance(v, dict) else v) for k, v in dict(dj.config.stores or {}).items()}
+    stores = {k: (dict(v) if isinstance(v, dict) else v) for k, v in dict(settings_view().stores or {}).items()}
     if store is None and isinstance(stores.get("default"), str) and stores["default"] in stores:
         name = stores["default"]
     elif store is not None and store in stores and store != "default":
@@ -302,7 +324,8 @@ def configure_store(store: str | None = None) -> str:
         name = "djdask"
         stores[name] = {"protocol": "file", "location": str(location.resolve())}
     stores["default"] = name
-    dj.config.stores = stores
+    if not djcompat.thread_safe_mode():  # there, the pipeline's Instances read DJ_STORES
+        dj.config.stores = stores
     os.environ["DJ_STORES"] = json.dumps(stores)  # for the workers this process starts
     spec = stores[name]
     if spec.get("protocol") == "s3":
@@ -312,6 +335,11 @@ def configure_store(store: str | None = None) -> str:
 
 def connect(*, embedded: bool | None = None):
     """Connect DataJoint and return its connection.
+
+    In DataJoint's thread-safe mode there is no global connection: the
+    pipeline's ``dj.Instance`` makes its own when it is imported.  Then this
+    only chooses the database (the embedded one when none is configured,
+    exported as ``DJ_*`` for the pipeline to read) and returns None.
 
     Parameters
     ----------
@@ -326,6 +354,8 @@ def connect(*, embedded: bool | None = None):
         When the server cannot be reached or refuses the connection.  The
         message names the server but never the password.
     """
+    from . import djcompat
+
     dj = import_datajoint()
     if embedded or (embedded is None and not is_configured()):
         server = EmbeddedPostgres()
@@ -338,6 +368,8 @@ def connect(*, embedded: bool | None = None):
             "(and DJ_BACKEND=postgresql for PostgreSQL), or write a datajoint.json; "
             "or leave them all unset to use djdask's embedded PostgreSQL."
         )
+    if djcompat.thread_safe_mode():
+        return None
     try:
         return dj.conn()
     except Exception as err:  # the drivers raise many kinds; all mean the same here
@@ -349,17 +381,19 @@ def connect(*, embedded: bool | None = None):
         ) from None
 
 
-def secrets() -> list[str]:
-    """The secrets this process knows: the database password, S3 secret keys and
+def secrets(connections: Sequence[Any] = ()) -> list[str]:
+    """The secrets this process knows: the database password (of DataJoint's settings
+    and of ``connections``, a thread-safe pipeline's own), S3 secret keys and
     tokens (DataJoint's stores, the AWS variables); longest first."""
-    dj = import_datajoint()
+    settings = settings_view()
     found = []
-    password = dj.config["database.password"]
+    password = settings["database.password"]
     if password is not None and hasattr(password, "get_secret_value"):
         password = password.get_secret_value()
     found.append(password)
+    found += [c.conn_info.get("passwd") for c in connections]
     found += [os.environ.get(v) for v in ("DJ_PASS", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "PGPASSWORD")]
-    for spec in dict(dj.config.stores or {}).values():
+    for spec in dict(settings.stores or {}).values():
         if isinstance(spec, dict):
             found += [v.get_secret_value() if hasattr(v, "get_secret_value") else v
                       for k, v in spec.items() if "secret" in k or "token" in k or "password" in k]
@@ -374,10 +408,10 @@ def redact(text: str, known: list[str] | None = None) -> str:
     return text
 
 
-def redact_logs() -> None:
+def redact_logs(connections: Sequence[Any] = ()) -> None:
     """Mask the secrets this process knows in every log record it makes from now on
     (any logger, any handler: the terminal, a batch job's log, Dask's log pages)."""
-    known = secrets()
+    known = secrets(connections)
     if not known:
         return
     previous = logging.getLogRecordFactory()

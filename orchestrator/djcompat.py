@@ -14,15 +14,22 @@ installed DataJoint and fails loudly when they change.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
     "EXPECTED_POPULATE1_PARAMETERS",
     "check_compatibility",
     "clone_connection",
+    "fresh_config",
+    "thread_safe_mode",
+    "MakeResult",
+    "current_job_version",
     "job_version",
     "live_connection_id",
     "quiet_make_errors",
@@ -35,7 +42,8 @@ EXPECTED_POPULATE1_PARAMETERS = ("key", "jobs", "suppress_errors", "return_excep
 def check_compatibility() -> None:
     """Raise RuntimeError when the installed DataJoint lacks what djdask uses."""
     from datajoint.autopopulate import AutoPopulate
-    from datajoint.jobs import _get_job_version  # noqa: F401  (presence is the check)
+    from datajoint.instance import _create_config, _load_thread_safe  # noqa: F401  (presence is the check)
+    from datajoint.jobs import _get_job_version  # noqa: F401
 
     from datajoint.connection import Connection
 
@@ -44,6 +52,12 @@ def check_compatibility() -> None:
         raise RuntimeError(
             f"DataJoint's AutoPopulate._populate1 has parameters {params}, djdask expects "
             f"{EXPECTED_POPULATE1_PARAMETERS}. Install a DataJoint version djdask supports."
+        )
+    metadata_params = tuple(inspect.signature(AutoPopulate._update_job_metadata).parameters)[1:]
+    if metadata_params != ("key", "start_time", "duration", "version"):
+        raise RuntimeError(
+            f"DataJoint's AutoPopulate._update_job_metadata has parameters {metadata_params}; run_make() "
+            "captures (key, start_time, duration, version). Install a DataJoint version djdask supports."
         )
     conn_params = set(inspect.signature(Connection.__init__).parameters)
     missing = {"host", "user", "password", "port", "use_tls", "database_name", "backend", "config_override"} - conn_params
@@ -54,11 +68,12 @@ def check_compatibility() -> None:
         )
 
 
-def run_make(table: Any, key: dict) -> tuple[str, str | None, str | None, BaseException | None]:
-    """Run ``make(key)`` of ``table`` in its own transaction.
+@dataclass
+class MakeResult:
+    """What one ``make()`` call through DataJoint's ``_populate1`` came to.
 
-    Returns
-    -------
+    Attributes
+    ----------
     status : str
         ``"success"`` when make() committed rows, ``"skipped"`` when the key was
         already in the table, ``"error"`` when make() raised.
@@ -67,16 +82,92 @@ def run_make(table: Any, key: dict) -> tuple[str, str | None, str | None, BaseEx
         (``ExceptionClass: message``, as ``populate`` writes them).
     error : BaseException or None
         The exception itself, for the caller to classify.
+    duration : float or None
+        The duration DataJoint stamped on the row's hidden ``_job_duration``
+        (tables with job metadata), so that the jobs table gets the same figure.
     """
-    result = table._populate1(key, None, suppress_errors=True, return_exception_objects=True, make_kwargs=None)
+
+    status: str
+    error_message: str | None = None
+    error_stack: str | None = None
+    error: BaseException | None = None
+    duration: float | None = None
+
+
+def run_make(table: Any, key: dict, *, make_kwargs: dict | None = None, version: str | None = None) -> MakeResult:
+    """Run ``make(key, **make_kwargs)`` of ``table`` in its own transaction, as
+    ``populate()`` does for one key in direct mode.
+
+    Parameters
+    ----------
+    version : str, optional
+        The code version the campaign stamps on the key's jobs row; DataJoint
+        stamps the same on the row's job metadata (``_job_version``) and
+        provenance, instead of running ``git rev-parse`` here, in the worker's
+        directory, twice per key.
+    """
+    captured: dict[str, float] = {}
+    update_metadata = table._update_job_metadata
+
+    def capture(key, start_time, duration, version):  # DataJoint's own figures, kept for the jobs row
+        captured["duration"] = float(duration)
+        return update_metadata(key, start_time=start_time, duration=duration, version=version)
+
+    table._update_job_metadata = capture  # on this instance only
+    try:
+        with job_version(version):
+            result = table._populate1(key, None, suppress_errors=True, return_exception_objects=True,
+                                      make_kwargs=make_kwargs or None)
+    finally:
+        del table._update_job_metadata
     if result is True:
-        return "success", None, None, None
+        return MakeResult("success", duration=captured.get("duration"))
     if result is False:
-        return "skipped", None, None, None
+        return MakeResult("skipped")
     _, error = result
     message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
     stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    return "error", message, stack, error
+    return MakeResult("error", message, stack, error)
+
+
+@contextlib.contextmanager
+def job_version(version: str | None) -> Iterator[None]:
+    """While inside, DataJoint's ``_get_job_version`` returns ``version`` (unchanged when None).
+
+    ``_populate1`` imports it from ``datajoint.jobs`` at each call, so replacing
+    the module attribute reaches it; one ``make()`` runs at a time per worker.
+    """
+    if version is None:
+        yield
+        return
+    import datajoint.jobs as dj_jobs
+
+    original = dj_jobs._get_job_version
+    dj_jobs._get_job_version = lambda config=None: version
+    try:
+        yield
+    finally:
+        dj_jobs._get_job_version = original
+
+
+def thread_safe_mode() -> bool:
+    """Whether DataJoint runs in thread-safe mode (``DJ_THREAD_SAFE``): no global
+    ``dj.config`` or ``dj.conn()``, each ``dj.Instance`` with its own."""
+    from datajoint.instance import _load_thread_safe
+
+    return bool(_load_thread_safe())
+
+
+def fresh_config() -> Any:
+    """A DataJoint config read anew from ``datajoint.json``, ``.secrets/`` and ``DJ_*``:
+    what a ``dj.Instance`` starts from (thread-safe mode has no global one)."""
+    import warnings
+
+    from datajoint.instance import _create_config
+
+    with warnings.catch_warnings():  # "No datajoint.json found": settings may well be DJ_* only
+        warnings.filterwarnings("ignore", message=r"No datajoint\.json found")
+        return _create_config()
 
 
 class _MakeErrorFilter(logging.Filter):
@@ -99,7 +190,7 @@ def quiet_make_errors() -> None:
         dj_logger.addFilter(_MakeErrorFilter())
 
 
-def job_version(connection: Any) -> str:
+def current_job_version(connection: Any) -> str:
     """The code version DataJoint stamps on reserved jobs (``jobs.version_method``)."""
     from datajoint.jobs import _get_job_version
 

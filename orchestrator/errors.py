@@ -18,6 +18,7 @@ __all__ = [
     "JobsTableError",
     "ProfileError",
     "ProfileNotFoundError",
+    "InvalidInputError",
 ]
 
 
@@ -55,3 +56,7 @@ class ProfileError(DjdaskError, ValueError):
 
 class ProfileNotFoundError(DjdaskError, LookupError):
     """No cluster profile, or no profile kind, has the name given."""
+
+
+class InvalidInputError(DjdaskError, ValueError):
+    """An argument or setting has a value djdask cannot use (the message says which, and why)."""

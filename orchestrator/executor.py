@@ -27,7 +27,7 @@ from typing import Any
 
 from distributed import WorkerPlugin, get_worker
 
-from . import djcompat
+from . import djcompat, randomness
 
 __all__ = ["LIFETIME_ENV", "PLUGIN_NAME", "STAGGER_ENV", "PipelinePlugin", "is_transient", "run_batch"]
 
@@ -60,15 +60,22 @@ class PipelinePlugin(WorkerPlugin):
         from .database import import_datajoint, redact_logs
         from .loader import load_pipeline
 
-        dj = import_datajoint()
+        import_datajoint()
         logging.getLogger("datajoint").setLevel(logging.WARNING)
         djcompat.quiet_make_errors()  # the campaign reports each failure, with its key
-        redact_logs()  # DataJoint logs a failing make()'s message, which may hold a secret
+        # Before the pipeline is imported, so that its `from random import ...` take
+        # the functions that keep other threads off the generators make() seeds.
+        randomness.isolate()
         self.tables = load_pipeline(self.module_name).auto_populated()
+        # DataJoint logs a failing make()'s message, which may hold a secret.
+        redact_logs(self.connections())
         # Fail here, at worker start, rather than in the first task. A plugin
         # registered again (a second campaign on the same workers) finds the
-        # connection its predecessor's teardown closed: open it again.
-        _reconnect_if_lost(dj.conn())
+        # connections its predecessor's teardown closed: open them again.  The
+        # tables' own connections, not dj.conn(): a pipeline in DataJoint's
+        # thread-safe mode has no global one.
+        for connection in self.connections():
+            _reconnect_if_lost(connection)
         _warm_up()
         self.deadline = _deadline()
         if self.deadline is not None:
@@ -90,14 +97,20 @@ class PipelinePlugin(WorkerPlugin):
         logger.info("Worker %s reached its djdask lifetime; retiring", worker.address)
         worker.loop.add_callback(worker.close_gracefully, restart=False, reason="djdask-lifetime")
 
-    def teardown(self, worker: Any) -> None:
-        from .database import import_datajoint
+    def connections(self) -> list[Any]:
+        """The distinct DataJoint connections of the pipeline's tables."""
+        found: dict[int, Any] = {}
+        for cls in self.tables.values():
+            connection = cls().connection
+            found.setdefault(id(connection), connection)
+        return list(found.values())
 
-        dj = import_datajoint()
-        try:
-            dj.conn().close()
-        except Exception:  # closing a connection that is already gone
-            pass
+    def teardown(self, worker: Any) -> None:
+        for connection in self.connections():
+            try:
+                connection.close()
+            except Exception:  # closing a connection that is already gone
+                pass
 
 
 def _warm_up() -> None:
@@ -153,12 +166,18 @@ def _reconnect_if_lost(connection: Any) -> None:
         connection.connect()
 
 
-def run_batch(table_name: str, keys: list[dict]) -> list[dict[str, Any]]:
+def run_batch(table_name: str, keys: list[dict], make_kwargs: dict | None = None,
+              version: str | None = None) -> list[dict[str, Any]]:
     """Run ``make()`` for each key of ``keys`` in ``table_name``; one outcome per key.
 
     Each outcome is a dict with ``key``, ``status`` (success, skipped, error,
-    transient, or requeue for a key not started because the worker retires), ``duration`` in seconds, ``error_message`` and ``error_stack``.
-    Failures are outcomes, not exceptions: one bad key does not fail its batch.
+    transient, or requeue for a key not started because the worker retires),
+    ``duration`` in seconds, ``error_message`` and ``error_stack``.  Failures
+    are outcomes, not exceptions: one bad key does not fail its batch.
+
+    ``make_kwargs`` go to each ``make()`` as ``populate(make_kwargs=...)`` passes
+    them; ``version`` is the campaign's code version, stamped on the rows' job
+    metadata as on the keys' jobs rows.
     """
     import dask
 
@@ -166,11 +185,12 @@ def run_batch(table_name: str, keys: list[dict]) -> list[dict[str, Any]]:
     table = plugin.tables[table_name]()
     # Lazy arrays a make() fetches (<xarray@>) compute here, in this thread: on the
     # cluster's scheduler they would wait for this very worker.
-    with dask.config.set(scheduler="synchronous"):
-        return _run_keys(plugin, table, keys)
+    with dask.config.set(scheduler="synchronous"), randomness.owned_by_this_thread():
+        return _run_keys(plugin, table, keys, make_kwargs, version)
 
 
-def _run_keys(plugin: PipelinePlugin, table: Any, keys: list[dict]) -> list[dict[str, Any]]:
+def _run_keys(plugin: PipelinePlugin, table: Any, keys: list[dict], make_kwargs: dict | None,
+              version: str | None) -> list[dict[str, Any]]:
     outcomes = []
     lost = False
     for key in keys:
@@ -181,7 +201,8 @@ def _run_keys(plugin: PipelinePlugin, table: Any, keys: list[dict]) -> list[dict
         if lost:
             _reconnect_if_lost(table.connection)
         start = time.perf_counter()
-        status, message, stack, error = djcompat.run_make(table, key)
+        result = djcompat.run_make(table, key, make_kwargs=make_kwargs, version=version)
+        status, message, stack, error = result.status, result.error_message, result.error_stack, result.error
         if status == "error" and error is not None and is_transient(error):
             status, lost = "transient", True
         if status not in ("success", "skipped") and table.connection.is_connected \
@@ -191,7 +212,8 @@ def _run_keys(plugin: PipelinePlugin, table: Any, keys: list[dict]) -> list[dict
             {
                 "key": key,
                 "status": status,
-                "duration": time.perf_counter() - start,
+                # DataJoint's own figure where it stamped one on the row (_job_duration)
+                "duration": result.duration if result.duration is not None else time.perf_counter() - start,
                 "error_message": message,
                 "error_stack": stack,
             }

@@ -30,13 +30,16 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from . import djcompat
-from .errors import JobsTableError
+from .errors import InvalidInputError, JobsTableError
 
 __all__ = [
     "JOBS_COLUMNS",
     "JobQueue",
     "Owner",
+    "PRIORITY_RANGE",
     "check_legacy_jobs",
+    "check_make_kwargs",
+    "check_priority",
     "keys_condition",
     "legacy_jobs_tables",
     "retry_on_conflict",
@@ -53,6 +56,46 @@ JOBS_COLUMNS = (
 ERROR_MESSAGE_LENGTH = 2047  # DataJoint's varchar(2047)
 
 T = TypeVar("T")
+
+#: Priorities both backends store alike: DataJoint's ``int8`` is MySQL's signed
+#: ``tinyint`` (-128..127) and PostgreSQL's ``smallint``; DataJoint's own setting
+#: (``jobs.default_priority``) starts at 0.
+PRIORITY_RANGE = (0, 127)
+
+
+def check_priority(priority: Any, what: str = "--priority") -> int | None:
+    """``priority`` as an int in :data:`PRIORITY_RANGE` (None stays None), else a clear error."""
+    if priority is None:
+        return None
+    low, high = PRIORITY_RANGE
+    if isinstance(priority, bool) or not isinstance(priority, int) or not low <= priority <= high:
+        raise InvalidInputError(
+            f"{what} {priority!r} is outside {low}..{high}, the priorities DataJoint's jobs tables hold alike on "
+            f"MySQL and PostgreSQL (lower runs first; DataJoint's default is 5). Give a whole number from {low} "
+            f"to {high}, e.g. {what} 3."
+        )
+    return priority
+
+
+def check_make_kwargs(make_kwargs: Any, what: str = "make_kwargs") -> dict | None:
+    """``make_kwargs`` as a dict of keyword arguments for ``make()`` (None stays None), else a clear error."""
+    if make_kwargs is None:
+        return None
+    if not isinstance(make_kwargs, dict) or not all(isinstance(k, str) and k.isidentifier() for k in make_kwargs):
+        raise InvalidInputError(
+            f"{what} must map argument names to values, like populate(make_kwargs={{'scale': 3}}); got "
+            f"{make_kwargs!r}. On the command line: --make-kwargs '{{\"scale\": 3}}'."
+        )
+    try:
+        import cloudpickle
+
+        cloudpickle.dumps(make_kwargs)
+    except Exception as err:
+        raise InvalidInputError(
+            f"{what} must be picklable to reach the workers: {type(err).__name__}: {err}. Pass plain values "
+            "(numbers, strings, lists, dicts, numpy arrays)."
+        ) from None
+    return dict(make_kwargs)
 
 
 def _is_conflict(err: Exception) -> bool:
@@ -88,7 +131,8 @@ class Owner:
 
     @classmethod
     def of(cls, connection: Any) -> "Owner":
-        return cls(platform.node(), os.getpid(), connection.get_user(), djcompat.job_version(connection))
+        # DataJoint's version column is varchar(64); its job metadata truncates the same way.
+        return cls(platform.node(), os.getpid(), connection.get_user(), djcompat.current_job_version(connection)[:64])
 
 
 def keys_condition(quote: Callable[[str], str], pk: Sequence[str], keys: Sequence[Sequence[Any] | dict]) -> tuple[str, list]:
@@ -147,6 +191,8 @@ class JobQueue:
         When the jobs table lacks columns of DataJoint 2.x's layout.
     """
 
+    reserved = True  # keys are reserved in a jobs table (see orchestrator.unreserved for tables without)
+
     def __init__(self, table: Any, restriction: dict | None = None, owner: Owner | None = None) -> None:
         self.table = table
         self.jobs = _declared_jobs(table)
@@ -157,6 +203,7 @@ class JobQueue:
         key_source = table.key_source
         names = set(key_source.heading.names)
         self.restriction = {k: v for k, v in (restriction or {}).items() if k in names}
+        self.full_key_source = key_source
         self.key_source = key_source & self.restriction if self.restriction else key_source
         self.owner = owner or Owner.of(self.connection)
 
@@ -206,10 +253,21 @@ class JobQueue:
             remain, every missing key is enqueued.
 
         Rows that already exist (pending, reserved, error, ignore) are left alone.
+        A full sweep first tidies the table as DataJoint's ``refresh()`` does:
+        with ``jobs.keep_completed``, a ``success`` row whose key is missing from
+        the table again (its rows were deleted to have them remade) becomes
+        pending; pending rows whose key has left the key source are removed, and
+        so are success and error rows whose key is in neither the key source nor
+        the table.  ``ignore`` and ``reserved`` rows are kept.
         """
         if priority is None:
             priority = self.connection._config.jobs.default_priority
         cols = ", ".join(self._q(k) for k in self.pk)
+        empty = False
+        if not among:
+            empty = self._is_empty()
+            if not empty:  # a table that was empty has nothing to tidy
+                self.tidy()
         source = self.key_source
         if among:
             names = [n for n in source.heading.names if n in among[0]]
@@ -222,7 +280,7 @@ class JobQueue:
         args = (int(priority),)
         added = None
         # A full sweep into an empty jobs table (a campaign's first) is a bulk load.
-        if not among and not self.connection.in_transaction and self._is_empty():
+        if not among and not self.connection.in_transaction and empty:
             added = self._insert_into_empty(f"INSERT INTO {target} {select}", args)
         if added is None:
             if self._is_postgres:
@@ -231,6 +289,37 @@ class JobQueue:
                 added = self.connection.query(f"INSERT IGNORE INTO {target} {select}", args=args).rowcount
         logger.debug("Enqueued %d keys of %s", added, self.table.class_name)
         return added
+
+    def _keys_in(self, expression: Any) -> str:
+        """``(pk) IN (SELECT pk FROM expression)``, for a WHERE clause over the jobs table."""
+        cols = ", ".join(self._q(k) for k in self.pk)
+        inner = f"SELECT {cols} FROM ({expression.proj().make_sql(fields=self.pk)}) AS {self._q('_keys')}"
+        return f"({cols}) IN ({inner})"
+
+    def tidy(self) -> dict[str, int]:
+        """What ``refresh()`` does besides adding keys: re-pend ``success`` rows whose key is
+        missing again (``jobs.keep_completed``), remove rows whose key has vanished from the
+        key source.  Returns the counts: ``re_pended``, ``removed``."""
+        q = self._q
+        counts = {"re_pended": 0, "removed": 0}
+        if self.connection._config.jobs.keep_completed:
+            # Deleted here and enqueued again as pending right after, as refresh() does.
+            counts["re_pended"] = self.connection.query(
+                f"DELETE FROM {self.name} WHERE {q('status')} = 'success' AND "
+                f"{self._keys_in(self.key_source.proj() - self.table.proj())}"
+            ).rowcount
+        # Judged against the unrestricted key source: rows outside a restriction are not vanished.
+        counts["removed"] += self.connection.query(
+            f"DELETE FROM {self.name} WHERE {q('status')} = 'pending' AND NOT {self._keys_in(self.full_key_source)}"
+        ).rowcount
+        counts["removed"] += self.connection.query(
+            f"DELETE FROM {self.name} WHERE {q('status')} IN ('success', 'error') "
+            f"AND NOT {self._keys_in(self.full_key_source)} AND NOT {self._keys_in(self.table)}"
+        ).rowcount
+        if counts["re_pended"] or counts["removed"]:
+            logger.info("%s: %d completed key(s) to make again, %d row(s) of vanished keys removed",
+                        self.table.class_name, counts["re_pended"], counts["removed"])
+        return counts
 
     def _is_empty(self) -> bool:
         return not self.connection.query(f"SELECT 1 FROM {self.name} LIMIT 1").fetchall()
@@ -297,6 +386,17 @@ class JobQueue:
         args.append(int(limit))
 
         def attempt() -> list[dict]:
+            while True:
+                keys = claim_once()
+                present = self._present(keys)
+                if len(present) == len(keys):
+                    return keys
+                self._drop_vanished([k for k in keys if self._tuple(k) not in present])
+                keys = [k for k in keys if self._tuple(k) in present]
+                if keys:
+                    return keys
+
+        def claim_once() -> list[dict]:
             if not self._is_postgres:
                 # Under InnoDB's default REPEATABLE READ the claim's UPDATE, which
                 # moves rows within the status index, waits on the gap locks of a
@@ -325,6 +425,62 @@ class JobQueue:
             return keys
 
         return retry_on_conflict(attempt)
+
+    def _tuple(self, key: dict) -> tuple:
+        return tuple(key[k] for k in self.pk)
+
+    def _present(self, keys: Sequence[dict]) -> set[tuple]:
+        """Which of ``keys`` are in the key source now (a key claimed may have vanished
+        since it was enqueued: its upstream row was deleted)."""
+        if not keys:
+            return set()
+        # Plain SQL on both sides, so that the values compare as the driver returns them.
+        condition, args = self._keys_condition(keys)
+        cols = ", ".join(self._q(k) for k in self.pk)
+        rows = self.connection.query(
+            f"SELECT {cols} FROM ({self.full_key_source.proj().make_sql(fields=self.pk)}) AS {self._q('_source')} "
+            f"WHERE {condition}", args=args,
+        ).fetchall()
+        return {tuple(row) for row in rows}
+
+    def _drop_vanished(self, keys: Sequence[dict]) -> None:
+        """Remove the rows of claimed keys that have left the key source, as ``refresh()``
+        removes vanished keys: there is nothing to make for them."""
+        q = self._q
+        condition, args = self._keys_condition(keys)
+        self.connection.query(
+            f"DELETE FROM {self.name} WHERE {q('status')} = 'reserved' AND {q('host')} = %s AND {q('pid')} = %s "
+            f"AND {condition}", args=(self.owner.host, self.owner.pid, *args),
+        )
+        logger.info("%s: %d claimed key(s) have left the key source; their rows were removed",
+                    self.table.class_name, len(keys))
+
+    def ignore(self) -> dict[str, int]:
+        """Mark the missing keys of this queue's key source ``ignore``, as DataJoint's
+        ``jobs.ignore(key)`` does: no campaign or ``populate(reserve_jobs=True)`` claims
+        them.  Keys reserved right now are left to their worker.  Returns ``ignored`` and
+        ``reserved`` (left alone)."""
+        q = self._q
+        cols = ", ".join(q(k) for k in self.pk)
+        missing = self.key_source.proj() - self.table.proj()
+        priority = int(self.connection._config.jobs.default_priority)
+        with self.connection.transaction:
+            updated = self.connection.query(
+                f"UPDATE {self.name} SET {q('status')} = 'ignore' WHERE {q('status')} IN ('pending', 'error') "
+                f"AND {self._keys_in(missing)}"
+            ).rowcount
+            select = (f"SELECT {cols}, 'ignore', %s FROM ({missing.make_sql(fields=self.pk)}) "
+                      f"AS {q('_missing')}")
+            target = f"{self.name} ({cols}, {q('status')}, {q('priority')})"
+            if self._is_postgres:
+                inserted = self.connection.query(f"INSERT INTO {target} {select} ON CONFLICT DO NOTHING",
+                                                 args=(priority,)).rowcount
+            else:
+                inserted = self.connection.query(f"INSERT IGNORE INTO {target} {select}", args=(priority,)).rowcount
+            reserved = self.connection.query(
+                f"SELECT COUNT(*) FROM {self.name} WHERE {q('status')} = 'reserved' AND {self._keys_in(missing)}"
+            ).fetchone()[0]
+        return {"ignored": int(updated) + int(inserted), "reserved": int(reserved)}
 
     def complete(self, done: Iterable[tuple[dict, float]]) -> None:
         """Record successes in one statement: delete their rows, or mark them ``success``

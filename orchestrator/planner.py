@@ -22,6 +22,12 @@ class PlanRow:
     depth: int
     total: int
     missing: int
+    reserved: bool = True  # False: no jobs table can hold its keys; it runs unreserved
+    ignored: int = 0  # missing keys marked ``ignore`` in its jobs table: no campaign makes them
+
+    @property
+    def note(self) -> str:
+        return "" if self.reserved else "unreserved (no jobs table)"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,25 +78,45 @@ def parse_restrictions(pairs: Sequence[str], graph: PipelineGraph, tables: dict[
 
 def plan(graph: PipelineGraph, tables: dict[str, type], restriction: dict[str, Any]) -> list[PlanRow]:
     """Count total and missing keys per table, in dependency order; changes nothing."""
+    from .unreserved import has_jobs_table
+
     rows = []
     for info in graph:
         table = tables[info.full_name]()
         names = set(table.key_source.heading.names)
         own = {k: v for k, v in restriction.items() if k in names}
         missing, total = table.progress(own) if own else table.progress()
-        rows.append(PlanRow(info.class_name, info.full_name, info.tier, info.depth, int(total), int(missing)))
+        reserved = has_jobs_table(table)
+        ignored = _ignored_missing(table, own) if reserved else 0
+        rows.append(PlanRow(info.class_name, info.full_name, info.tier, info.depth, int(total), int(missing),
+                            reserved, ignored))
     return rows
+
+
+def _ignored_missing(table: Any, restriction: dict[str, Any]) -> int:
+    """Missing keys of ``table`` whose jobs rows say ``ignore`` (none when it has no jobs table yet)."""
+    from datajoint.jobs import Job
+
+    jobs = Job(table)
+    if not jobs.is_declared:
+        return 0
+    source = table.key_source & restriction if restriction else table.key_source
+    missing = source.proj() - table.proj()
+    return len((jobs & "status = 'ignore'").restrict(missing, semantic_check=False))
 
 
 def table_counts(graph: PipelineGraph, tables: dict[str, type]) -> list[dict[str, Any]]:
     """Per table: rows in the table and jobs by status, read without creating anything."""
     from datajoint.jobs import Job
 
+    from .unreserved import has_jobs_table
+
     out = []
     for info in graph:
         table = tables[info.full_name]()
-        jobs = Job(table)
-        counts = jobs.progress()  # zeros when the jobs table does not exist yet
+        jobs_table = has_jobs_table(table)
+        # zeros when the jobs table does not exist yet, or cannot (the table runs unreserved)
+        counts = Job(table).progress() if jobs_table else dict.fromkeys(("pending", "reserved", "error", "ignore"), 0)
         out.append(
             {
                 "table": info.class_name,
@@ -100,6 +126,7 @@ def table_counts(graph: PipelineGraph, tables: dict[str, type]) -> list[dict[str
                 "reserved": counts["reserved"],
                 "error": counts["error"],
                 "ignore": counts["ignore"],
+                "jobs_table": jobs_table,
             }
         )
     return out
@@ -109,7 +136,11 @@ def existing_jobs(tables: dict[str, type], names: Sequence[str]):
     """``(name, Job)`` for each of ``names`` whose jobs table exists; none is created."""
     from datajoint.jobs import Job
 
+    from .unreserved import has_jobs_table
+
     for name in names:
+        if not has_jobs_table(tables[name]):
+            continue
         jobs = Job(tables[name]())
         if jobs.is_declared:
             yield name, jobs
@@ -164,19 +195,30 @@ class Selection:
     graph: PipelineGraph
     restriction: dict[str, Any]
 
+    @property
+    def connection(self) -> Any:
+        """The pipeline's own DataJoint connection (thread-safe mode has no global one)."""
+        return next(iter(self.tables.values()))().connection
+
 
 def select(module_name: str, targets: Sequence[str] = (), restrictions: Sequence[str] | dict = ()) -> Selection:
     """Load ``module_name``, build its DAG from the database, cut it to ``targets``,
-    and check ``restrictions`` (``ATTR=VALUE`` strings, or an already typed dict)."""
-    from .database import import_datajoint
+    and check ``restrictions`` (``ATTR=VALUE`` strings, or an already typed dict).
+
+    The database is chosen first, as the command line chooses it (DataJoint's
+    settings, else the embedded PostgreSQL), since importing a pipeline connects.
+    """
+    from .database import connect
     from .graph import build_graph
     from .loader import load_pipeline
 
-    dj = import_datajoint()
+    connect()
     loaded = load_pipeline(module_name)
     auto = loaded.auto_populated()
     names = {n: cls.__name__ for n, cls in loaded.tables.items()}
-    graph = build_graph(dj.conn(), loaded.schemas, names).cut(list(targets))
+    # The pipeline's own connection: in DataJoint's thread-safe mode there is no global one.
+    connection = next(iter(loaded.tables.values()))().connection
+    graph = build_graph(connection, loaded.schemas, names).cut(list(targets))
     if isinstance(restrictions, dict):
         restriction = parse_restrictions([f"{k}={v}" for k, v in restrictions.items()], graph, auto)
     else:

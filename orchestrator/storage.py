@@ -22,13 +22,31 @@ The store is written before the row is committed.  If the ``make()`` fails
 afterwards, the transaction rolls back and the Zarr is referenced by no row:
 ``djdask gc`` (DataJoint's garbage collector, which knows Zarr directories)
 removes such orphans.  A write that fails part-way removes what it wrote.
+
+A decoded value hashes by what it is stored as.  DataJoint's tripartite make
+runs ``make_fetch`` twice and compares ``deepdiff.DeepHash`` of the two results
+(``AutoPopulate._populate1``).  DeepHash takes an xarray object for a plain
+iterable: it raises on a DataArray (it recurses down to a 0-d DataArray, which
+cannot be iterated) and hashes a Dataset by its variable names alone, so two
+different arrays would pass the integrity check.  DeepHash has no per-type hook
+that DataJoint's call can reach, so on the first decode in a process the codec
+puts a subclass of it in place as ``deepdiff.DeepHash`` (the name
+``_populate1`` looks up at call time; importing this module changes nothing).
+It hashes an object exactly as the codec decoded it by the row's store, path
+and checksum, without reading the array; any other Dataset, DataArray or
+Variable by its content (:func:`checksum`, block by block); everything else as
+DeepHash does.  This works in any process that decodes, DataJoint's own
+``populate()`` included, since DataJoint finds the codec by its entry point.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
+import threading
 import warnings
+import weakref
 from typing import Any
 
 import numpy as np
@@ -37,7 +55,7 @@ from datajoint.errors import DataJointError
 
 from . import config
 
-__all__ = ["XarrayCodec", "checksum", "collect_garbage", "default_chunks", "verify"]
+__all__ = ["XarrayCodec", "checksum", "collect_garbage", "default_chunks", "install_deephash", "verify"]
 
 logger = logging.getLogger(__name__)
 
@@ -204,11 +222,13 @@ class XarrayCodec(SchemaCodec):
         backend = self._get_backend(stored.get("store") or None, config=cfg)
         ds = xr.open_zarr(backend.get_fsmap(stored["path"]), consolidated=False, zarr_format=3, chunks={})
         if stored.get("kind") == "DataArray":
-            array = ds[stored.get("name") or _DATAARRAY]
+            value = ds[stored.get("name") or _DATAARRAY]
             if stored.get("name") is None:
-                array.name = None
-            return array
-        return ds
+                value.name = None
+        else:
+            value = ds
+        _remember_decoded(value, stored)
+        return value
 
 
 def verify(value: Any, stored: dict) -> bool:
@@ -218,6 +238,136 @@ def verify(value: Any, stored: dict) -> bool:
     ds = value.to_dataset(name=value.name if value.name is not None else _DATAARRAY) \
         if isinstance(value, xr.DataArray) else value
     return checksum(ds) == stored["checksum"]
+
+
+# id(value) -> (weak reference, parts at decode, identity text) of the values decode
+# returned.  Keyed by id because xarray objects are unhashable (they compare element
+# by element); the weak reference drops the entry when the value dies, and is
+# checked at lookup so a reused id never inherits another value's identity.
+_decoded: dict[int, tuple[weakref.ref, tuple, str]] = {}
+_install_lock = threading.Lock()
+_DEEPHASH_PARAMETERS = ("self", "obj", "parent", "parents_ids")
+
+
+def _parts(value) -> tuple:
+    """The names and Variable objects a Dataset or DataArray is made of."""
+    import xarray as xr
+
+    if isinstance(value, xr.DataArray):
+        return ((("name", value.name), value.variable),
+                *((("coord", k), v) for k, v in value.coords.variables.items()))
+    return tuple((("variable", k), v) for k, v in value.variables.items())
+
+
+def _same_parts(a: tuple, b: tuple) -> bool:
+    return len(a) == len(b) and all(ka == kb and va is vb for (ka, va), (kb, vb) in zip(a, b))
+
+
+def _remember_decoded(value, stored: dict) -> None:
+    """Record the identity of a value decode returns, and put the DeepHash that uses it in place."""
+    install_deephash()
+    if not stored.get("checksum") or not stored.get("path"):
+        return  # nothing to name it by: it hashes by content
+    identity = "|".join(["djdask-xarray-stored", str(stored.get("kind")), repr(stored.get("name")),
+                         repr(stored.get("store")), str(stored["path"]), str(stored["checksum"])])
+    key = id(value)
+
+    def forget(ref, key=key):
+        entry = _decoded.get(key)
+        if entry is not None and entry[0] is ref:
+            _decoded.pop(key, None)
+
+    _decoded[key] = (weakref.ref(value, forget), _parts(value), identity)
+
+
+def _stored_identity(value) -> str | None:
+    """The identity of a value exactly as decode returned it, else None.  A value changed in
+    place since (a variable added, replaced or renamed) is no longer what the row names."""
+    entry = _decoded.get(id(value))
+    if entry is None or entry[0]() is not value or not _same_parts(entry[1], _parts(value)):
+        return None
+    return entry[2]
+
+
+def _is_xarray(value) -> bool:
+    import sys
+
+    xr = sys.modules.get("xarray")  # never imported: the value cannot be one
+    return xr is not None and isinstance(value, (xr.Dataset, xr.DataArray, xr.Variable))
+
+
+def _xarray_hash_text(value) -> str:
+    """What DeepHash hashes for an xarray Dataset, DataArray or Variable."""
+    import xarray as xr
+
+    if isinstance(value, xr.Variable):
+        return "xarray.Variable|content|" + checksum(xr.Dataset({_DATAARRAY: value}))
+    identity = _stored_identity(value)
+    if identity is not None:
+        return identity
+    if isinstance(value, xr.DataArray):
+        # a placeholder variable name, so a name that is also a coordinate's cannot clash
+        return f"xarray.DataArray|content|{value.name!r}|" + checksum(value.to_dataset(name=_DATAARRAY))
+    return "xarray.Dataset|content|" + checksum(value)
+
+
+def install_deephash() -> bool:
+    """Put the xarray-aware DeepHash in place as ``deepdiff.DeepHash`` (once per process).
+
+    The codec calls this when it first decodes a value; there is no need to call it
+    otherwise.  A DeepHash another library put there first is kept, as the base.
+
+    Returns
+    -------
+    bool
+        Whether it is in place: not when deepdiff is missing, or when its private
+        ``DeepHash._hash`` no longer has the signature overridden (a warning says so).
+    """
+    try:
+        import deepdiff
+    except ImportError:
+        return False
+    with _install_lock:
+        base = deepdiff.DeepHash
+        if getattr(base, "_djdask_xarray", False):
+            return True
+        if tuple(inspect.signature(base._hash).parameters) != _DEEPHASH_PARAMETERS:
+            logger.warning("deepdiff %s changed DeepHash._hash%s: <xarray@> values keep deepdiff's own hashing, "
+                           "under which a tripartite make() of a DataArray fails and one of a Dataset does "
+                           "not see changed upstream data.", getattr(deepdiff, "__version__", "?"),
+                           inspect.signature(base._hash))
+            return False
+        deepdiff.DeepHash = _xarray_deephash(base)
+        return True
+
+
+def _xarray_deephash(base: type) -> type:
+    """A subclass of ``base`` (deepdiff's DeepHash) that hashes xarray values as above."""
+
+    class XarrayDeepHash(base):
+        __doc__ = base.__doc__
+        _djdask_xarray = True
+
+        def _hash(self, obj, parent, parents_ids=frozenset()):
+            if not _is_xarray(obj):
+                return super()._hash(obj, parent, parents_ids=parents_ids)
+            if self._skip_this(obj, parent):
+                return None, 0
+            text = _xarray_hash_text(obj)
+            result = self.hasher(text) if self.apply_hash else text
+            # Kept where DeepHash's own _hash keeps it, so DeepHash(x)[x] finds it
+            # (xarray objects are unhashable: under their id).
+            try:
+                self.hashes[self._make_hash_key(obj)] = (result, 1)
+            except TypeError:
+                from deepdiff.helper import get_id
+
+                self.hashes[get_id(obj)] = (result, 1)
+            return result, 1
+
+    XarrayDeepHash.__module__ = __name__
+    XarrayDeepHash.__qualname__ = "XarrayDeepHash"
+    return XarrayDeepHash
 
 
 def _object_root(path: str) -> str:

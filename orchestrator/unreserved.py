@@ -1,0 +1,174 @@
+"""Tables that DataJoint's jobs tables cannot hold, run without reservations.
+
+A Computed table whose primary key has no attribute that comes from a foreign
+key (its ``key_source`` is another table, whose key becomes a secondary
+attribute, and ``make()`` invents the new key fields; DataJoint declares it
+only with ``jobs.allow_new_pk_fields_in_computed_tables``) has no jobs table:
+DataJoint refuses to create one ("no FK-derived primary key attributes
+found"), and its own ``populate()`` runs it in direct mode.
+
+djdask does the same.  One campaign at a time runs such a table: it holds a
+database advisory lock named after the table (MySQL ``GET_LOCK``, PostgreSQL
+``pg_try_advisory_lock``) for the campaign's life; a second campaign skips the
+table with a warning.  The keys to make are ``(key_source & restriction) -
+table``, read a batch at a time; each key is made in its own transaction
+after DataJoint's "already made" check (``_populate1``, as for every table).
+Failed keys have no error row to go to: they are logged, counted, and not
+tried again by this campaign.  :class:`UnreservedQueue` offers the part of
+:class:`~orchestrator.jobs.JobQueue`'s interface the campaign uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+__all__ = ["UnreservedQueue", "has_jobs_table"]
+
+logger = logging.getLogger(__name__)
+
+_jobs_possible: dict[str, bool] = {}
+
+
+def has_jobs_table(table: Any) -> bool:
+    """Whether DataJoint can keep a jobs table for ``table`` (an instance or class):
+    False when no primary-key attribute of it comes from a foreign key."""
+    from datajoint.errors import DataJointError
+    from datajoint.jobs import Job
+
+    table = table() if isinstance(table, type) else table
+    name = table.full_table_name
+    if name not in _jobs_possible:
+        try:
+            Job(table)
+            _jobs_possible[name] = True
+        except DataJointError as err:
+            if "no FK-derived primary key" not in str(err):
+                raise
+            _jobs_possible[name] = False
+    return _jobs_possible[name]
+
+
+class UnreservedQueue:
+    """The keys of a table without a jobs table, seen from a campaign.
+
+    Parameters
+    ----------
+    table : datajoint.Table
+        An instance of the auto-populated table.
+    restriction : dict, optional
+        ``attribute -> value`` pairs; attributes its key source lacks are ignored.
+    """
+
+    reserved = False
+
+    def __init__(self, table: Any, restriction: dict | None = None) -> None:
+        self.table = table
+        self.connection = table.connection
+        key_source = table.key_source
+        names = set(key_source.heading.names)
+        self.restriction = {k: v for k, v in (restriction or {}).items() if k in names}
+        self.key_source = key_source & self.restriction if self.restriction else key_source
+        self.pk: list[str] = list(key_source.primary_key)
+        self._in_flight: set[tuple] = set()
+        self._failed: set[tuple] = set()
+        self._locked: bool | None = None
+
+    @property
+    def name(self) -> str:
+        return self.table.full_table_name
+
+    def _missing(self, among: Sequence[dict] | None = None) -> Any:
+        source = self.key_source
+        if among:
+            names = [n for n in self.pk if n in among[0]]
+            if names:
+                source = source & [dict(zip(names, values)) for values in {tuple(k[n] for n in names) for k in among}]
+        return (source - self.table).proj()
+
+    def _tuple(self, key: dict) -> tuple:
+        return tuple(key[k] for k in self.pk)
+
+    # -- the lock ------------------------------------------------------------------
+    def _lock_name(self) -> str:
+        return "djdask:" + hashlib.sha1(self.name.encode()).hexdigest()[:40]
+
+    def lock(self) -> bool:
+        """Take the table's advisory lock for this campaign; False when another holds it."""
+        if self._locked is None:
+            name = self._lock_name()
+            if self.connection.adapter.backend == "postgresql":
+                number = int.from_bytes(hashlib.sha1(name.encode()).digest()[:8], "big", signed=True)
+                self._locked = bool(self.connection.query("SELECT pg_try_advisory_lock(%s)", args=(number,)).fetchone()[0])
+            else:
+                self._locked = bool(self.connection.query("SELECT GET_LOCK(%s, 0)", args=(name,)).fetchone()[0])
+            if not self._locked:
+                logger.warning(
+                    "%s runs without a jobs table and another campaign is running it now (it holds the "
+                    "table's lock): this campaign leaves it alone.", self.table.class_name,
+                )
+        return self._locked
+
+    def unlock(self) -> None:
+        if not self._locked:
+            return
+        name = self._lock_name()
+        try:
+            if self.connection.adapter.backend == "postgresql":
+                number = int.from_bytes(hashlib.sha1(name.encode()).digest()[:8], "big", signed=True)
+                self.connection.query("SELECT pg_advisory_unlock(%s)", args=(number,))
+            else:
+                self.connection.query("SELECT RELEASE_LOCK(%s)", args=(name,))
+        except Exception as err:  # the lock ends with the session anyway
+            logger.debug("Could not release the lock of %s: %s", self.name, err)
+        self._locked = False
+
+    # -- the interface the campaign uses ---------------------------------------------
+    def enqueue(self, priority: int | None = None, *, among: Sequence[dict] | None = None) -> int:
+        """Nothing is enqueued; with ``among``, how many of those keys are now missing."""
+        if not among or not self.lock():
+            return 0
+        return len(self._missing(among))
+
+    def claim(self, limit: int, *, max_priority: int | None = None) -> list[dict]:
+        """Up to ``limit`` missing keys that are not in flight and have not failed."""
+        if not self.lock():
+            return []
+        skip = len(self._in_flight) + len(self._failed)
+        keys = []
+        for key in self._missing().keys(order_by=self.pk, limit=limit + skip):
+            key = {k: key[k] for k in self.pk}
+            t = self._tuple(key)
+            if t in self._in_flight or t in self._failed:
+                continue
+            keys.append(key)
+            self._in_flight.add(t)
+            if len(keys) == limit:
+                break
+        return keys
+
+    def complete(self, done: Iterable[tuple[dict, float]]) -> None:
+        for key, _ in done:
+            self._in_flight.discard(self._tuple(key))
+
+    def fail(self, errors: Sequence[tuple[dict, str, str | None]]) -> None:
+        for key, _message, _stack in errors:
+            t = self._tuple(key)
+            self._in_flight.discard(t)
+            self._failed.add(t)
+
+    def release(self, keys: Sequence[dict]) -> int:
+        for key in keys:
+            self._in_flight.discard(self._tuple(key))
+        return len(keys)
+
+    def counts(self) -> dict[str, int]:
+        """``pending``: missing keys this campaign may still make."""
+        if not self.lock():
+            return {"pending": 0, "reserved": 0, "success": 0, "error": 0, "ignore": 0, "total": 0}
+        missing = len(self._missing())
+        pending = max(0, missing - len(self._in_flight) - len(self._failed))
+        return {"pending": pending, "reserved": len(self._in_flight), "success": 0, "error": len(self._failed),
+                "ignore": 0, "total": missing}
