@@ -199,7 +199,7 @@ def local_cluster(workers: int | None = None, *, dashboard_address: str | None =
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=str(config.get("campaign.dashboard-address", dashboard_address)),
+            dashboard_address=str(config.resolve("campaign.dashboard-address", dashboard_address)),
             memory_limit=config.get("campaign.worker-memory"),
             silence_logs=logging.ERROR,
         )

@@ -144,7 +144,7 @@ def _run_campaign(module: str, args: argparse.Namespace, targets=(), restriction
 
     def stop(signum: int, frame: Any) -> None:
         # The first Ctrl-C or SIGTERM stops gracefully; the second aborts.
-        if campaign._stop.is_set():
+        if campaign.stopping:
             raise KeyboardInterrupt
         print("\ndjdask: stopping: no new keys; running ones may finish (Ctrl-C again to abort).",
               file=sys.stderr, flush=True)
@@ -254,8 +254,9 @@ def _cmd_gc(args: argparse.Namespace) -> int:
     connect()
     configure_store(args.store)
     loaded = load_pipeline(args.module)
-    min_age = parse_timedelta(config.get("storage.gc-min-age", args.min_age))
-    report = collect_garbage(loaded.schemas, dry_run=args.dry_run, min_age=min_age)
+    min_age = parse_timedelta(config.resolve("storage.gc-min-age", args.min_age))
+    connection = next(iter(loaded.tables.values()))().connection
+    report = collect_garbage(loaded.schemas, connection=connection, dry_run=args.dry_run, min_age=min_age)
     verb = "would remove" if args.dry_run else "removed"
     for store, stats in report.items():
         print(f"store {store}: {stats['referenced']} referenced, {stats['orphaned']} unreferenced "

@@ -7,7 +7,7 @@ import os
 import dask.config
 import yaml
 
-__all__ = ["get", "load_defaults"]
+__all__ = ["get", "load_defaults", "resolve"]
 
 
 def load_defaults(path: str) -> None:
@@ -19,17 +19,18 @@ def load_defaults(path: str) -> None:
 load_defaults(os.path.join(os.path.dirname(__file__), "djdask.yaml"))
 
 
-def get(key: str, override: object = None) -> object:
-    """Return ``djdask.<key>`` from dask config; an explicit ``override`` wins.
+def get(key: str) -> object:
+    """Return ``djdask.<key>`` from dask config: the user's setting, else the shipped default.
 
     Parameters
     ----------
     key : str
-        Dotted key below the ``djdask`` namespace, e.g. ``"campaign.batch-size"``.
-    override : object, optional
-        A value given explicitly by the caller (a CLI flag, an argument); used
-        when it is not None.
+        Dotted key below the ``djdask`` namespace, e.g. ``"campaign.max-batch-size"``.
     """
-    if override is not None:
-        return override
     return dask.config.get(f"djdask.{key}")
+
+
+def resolve(key: str, explicit: object = None) -> object:
+    """The value of a setting: ``explicit`` (a CLI flag, a keyword argument) when it is
+    not None, else ``djdask.<key>`` from dask config, else the shipped default."""
+    return get(key) if explicit is None else explicit

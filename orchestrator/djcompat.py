@@ -22,10 +22,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import DataJointCompatibilityError
+
 __all__ = [
     "EXPECTED_POPULATE1_PARAMETERS",
     "check_compatibility",
+    "SCHEMA_CODEC_METHODS",
     "clone_connection",
+    "encode_error_stack",
+    "jobs_settings",
+    "store_full_path",
     "fresh_config",
     "thread_safe_mode",
     "MakeResult",
@@ -39,32 +45,58 @@ __all__ = [
 EXPECTED_POPULATE1_PARAMETERS = ("key", "jobs", "suppress_errors", "return_exception_objects", "make_kwargs")
 
 
-def check_compatibility() -> None:
-    """Raise RuntimeError when the installed DataJoint lacks what djdask uses."""
-    from datajoint.autopopulate import AutoPopulate
-    from datajoint.instance import _create_config, _load_thread_safe  # noqa: F401  (presence is the check)
-    from datajoint.jobs import _get_job_version  # noqa: F401
+def _incompatible(message: str) -> DataJointCompatibilityError:
+    import datajoint
 
+    return DataJointCompatibilityError(
+        f"{message} (DataJoint {getattr(datajoint, '__version__', '?')} is installed). Install a DataJoint "
+        "version djdask supports: pip install 'datajoint>=2.3,<2.4'."
+    )
+
+
+def check_compatibility() -> None:
+    """Check every private DataJoint name djdask uses; raise
+    :class:`~orchestrator.errors.DataJointCompatibilityError` naming the first one missing
+    or changed."""
+    from datajoint.autopopulate import AutoPopulate
+    import datajoint.instance
+    import datajoint.jobs
+    import datajoint.storage
+    from datajoint.builtin_codecs.schema import SchemaCodec
     from datajoint.connection import Connection
+
+    for owner, name in ((datajoint.instance, "_create_config"), (datajoint.instance, "_load_thread_safe"),
+                        (datajoint.jobs, "_get_job_version"), (datajoint.storage.StorageBackend, "_full_path"),
+                        (AutoPopulate, "_has_job_metadata_attrs"), (AutoPopulate, "_update_job_metadata")):
+        if not hasattr(owner, name):
+            raise _incompatible(f"DataJoint's {owner.__name__}.{name} is gone")
+    source = inspect.getsource(Connection)
+    for name in ("_conn", "_config"):  # instance attributes: set in its methods
+        if f"self.{name} =" not in source:
+            raise _incompatible(f"DataJoint's Connection no longer sets self.{name}")
+    if tuple(inspect.signature(datajoint.jobs._get_job_version).parameters) != ("config",):
+        raise _incompatible("DataJoint's jobs._get_job_version no longer takes (config)")
+    for name in SCHEMA_CODEC_METHODS:
+        if not callable(getattr(SchemaCodec, name, None)):
+            raise _incompatible(f"DataJoint's SchemaCodec.{name}, which the <xarray@> codec builds on, is gone")
 
     params = tuple(inspect.signature(AutoPopulate._populate1).parameters)[1:]
     if params != EXPECTED_POPULATE1_PARAMETERS:
-        raise RuntimeError(
+        raise _incompatible(
             f"DataJoint's AutoPopulate._populate1 has parameters {params}, djdask expects "
-            f"{EXPECTED_POPULATE1_PARAMETERS}. Install a DataJoint version djdask supports."
+            f"{EXPECTED_POPULATE1_PARAMETERS}"
         )
     metadata_params = tuple(inspect.signature(AutoPopulate._update_job_metadata).parameters)[1:]
     if metadata_params != ("key", "start_time", "duration", "version"):
-        raise RuntimeError(
+        raise _incompatible(
             f"DataJoint's AutoPopulate._update_job_metadata has parameters {metadata_params}; run_make() "
-            "captures (key, start_time, duration, version). Install a DataJoint version djdask supports."
+            "captures (key, start_time, duration, version)"
         )
     conn_params = set(inspect.signature(Connection.__init__).parameters)
     missing = {"host", "user", "password", "port", "use_tls", "database_name", "backend", "config_override"} - conn_params
     if missing:
-        raise RuntimeError(
-            f"DataJoint's Connection() lacks the parameters {sorted(missing)} that "
-            "clone_connection() passes. Install a DataJoint version djdask supports."
+        raise _incompatible(
+            f"DataJoint's Connection() lacks the parameters {sorted(missing)} that clone_connection() passes"
         )
 
 
@@ -148,6 +180,28 @@ def job_version(version: str | None) -> Iterator[None]:
         yield
     finally:
         dj_jobs._get_job_version = original
+
+
+def jobs_settings(connection: Any) -> Any:
+    """The ``jobs`` settings (``keep_completed``, ``default_priority``, ...) DataJoint
+    applies on ``connection``: its Instance's config, or the global one."""
+    return connection._config.jobs
+
+
+def encode_error_stack(jobs: Any, stack: str) -> Any:
+    """A traceback as DataJoint stores it in a jobs table's ``error_stack`` (``<blob>``),
+    for a set-based UPDATE that ``Job.error`` (one key at a time) cannot do."""
+    return jobs.heading.attributes["error_stack"].codec.encode(stack, key=None)
+
+
+def store_full_path(backend: Any, path: str) -> str:
+    """The path of a stored object as the store's filesystem (fsspec) names it."""
+    return backend._full_path(path)
+
+
+#: The protected methods of ``SchemaCodec`` that the ``<xarray@>`` codec, like
+#: DataJoint's own ``<object@>``, builds on (its subclass interface).
+SCHEMA_CODEC_METHODS = ("_extract_context", "_codec_config", "_build_path", "_get_backend")
 
 
 def thread_safe_mode() -> bool:

@@ -19,6 +19,7 @@ __all__ = [
     "ProfileError",
     "ProfileNotFoundError",
     "InvalidInputError",
+    "DataJointCompatibilityError",
 ]
 
 
@@ -60,3 +61,7 @@ class ProfileNotFoundError(DjdaskError, LookupError):
 
 class InvalidInputError(DjdaskError, ValueError):
     """An argument or setting has a value djdask cannot use (the message says which, and why)."""
+
+
+class DataJointCompatibilityError(DjdaskError, ImportError):
+    """The installed DataJoint lacks, or has changed, an entry point djdask relies on."""

@@ -261,7 +261,7 @@ class JobQueue:
         the table.  ``ignore`` and ``reserved`` rows are kept.
         """
         if priority is None:
-            priority = self.connection._config.jobs.default_priority
+            priority = djcompat.jobs_settings(self.connection).default_priority
         cols = ", ".join(self._q(k) for k in self.pk)
         empty = False
         if not among:
@@ -302,7 +302,7 @@ class JobQueue:
         key source.  Returns the counts: ``re_pended``, ``removed``."""
         q = self._q
         counts = {"re_pended": 0, "removed": 0}
-        if self.connection._config.jobs.keep_completed:
+        if djcompat.jobs_settings(self.connection).keep_completed:
             # Deleted here and enqueued again as pending right after, as refresh() does.
             counts["re_pended"] = self.connection.query(
                 f"DELETE FROM {self.name} WHERE {q('status')} = 'success' AND "
@@ -463,7 +463,7 @@ class JobQueue:
         q = self._q
         cols = ", ".join(q(k) for k in self.pk)
         missing = self.key_source.proj() - self.table.proj()
-        priority = int(self.connection._config.jobs.default_priority)
+        priority = int(djcompat.jobs_settings(self.connection).default_priority)
         with self.connection.transaction:
             updated = self.connection.query(
                 f"UPDATE {self.name} SET {q('status')} = 'ignore' WHERE {q('status')} IN ('pending', 'error') "
@@ -490,7 +490,7 @@ class JobQueue:
             return
         q = self._q
         condition, args = self._keys_condition([key for key, _ in done])
-        if self.connection._config.jobs.keep_completed:
+        if djcompat.jobs_settings(self.connection).keep_completed:
             cases = " ".join(
                 "WHEN " + " AND ".join(f"{q(k)} = %s" for k in self.pk) + " THEN %s" for _ in done
             )
@@ -510,7 +510,6 @@ class JobQueue:
         if not errors:
             return
         q = self._q
-        codec = self.jobs.heading.attributes["error_stack"].codec  # DataJoint's <blob>
 
         def attempt() -> None:
             with self.connection.transaction:
@@ -522,7 +521,7 @@ class JobQueue:
                         f"UPDATE {self.name} SET {q('status')} = 'error', "
                         f"{q('completed_time')} = CURRENT_TIMESTAMP(3), {q('error_message')} = %s, "
                         f"{q('error_stack')} = %s WHERE {condition}",
-                        args=(message, None if stack is None else codec.encode(stack, key=None), *args),
+                        args=(message, None if stack is None else djcompat.encode_error_stack(self.jobs, stack), *args),
                     )
 
         retry_on_conflict(attempt)

@@ -38,9 +38,9 @@ __all__ = ["Heartbeat", "recover_orphans", "renew_leases"]
 logger = logging.getLogger(__name__)
 
 def _key_columns(connection: Any, jobs_table: str) -> list[str]:
-    from datajoint.table import FreeTable
+    from .database import import_datajoint
 
-    return list(FreeTable(connection, jobs_table).primary_key)
+    return list(import_datajoint().FreeTable(connection, jobs_table).primary_key)
 
 
 def _can_see_all_sessions(connection: Any) -> bool:

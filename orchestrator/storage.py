@@ -53,7 +53,7 @@ import numpy as np
 from datajoint.builtin_codecs.schema import SchemaCodec
 from datajoint.errors import DataJointError
 
-from . import config
+from . import config, djcompat
 
 __all__ = ["XarrayCodec", "checksum", "collect_garbage", "default_chunks", "install_deephash", "verify"]
 
@@ -380,7 +380,7 @@ def _age_seconds(backend: Any, path: str) -> float | None:
     """Seconds since a stored file was written (None when the store does not say)."""
     import datetime
 
-    info = backend.fs.info(backend._full_path(path))
+    info = backend.fs.info(djcompat.store_full_path(backend, path))
     stamp = info.get("mtime") or info.get("LastModified") or info.get("created")
     if stamp is None:
         return None
@@ -389,7 +389,8 @@ def _age_seconds(backend: Any, path: str) -> float | None:
     return max(0.0, datetime.datetime.now().timestamp() - float(stamp))
 
 
-def collect_garbage(schema_names, *, dry_run: bool = True, min_age: float = 3600.0) -> dict[str, dict]:
+def collect_garbage(schema_names, *, connection: Any = None, dry_run: bool = True,
+                    min_age: float = 3600.0) -> dict[str, dict]:
     """Remove the schema-addressed objects (Zarr stores of ``<xarray@>``) of these
     schemas that no row references, store by store, with DataJoint's garbage
     collector finding them.  Objects younger than ``min_age`` seconds are kept: a
@@ -400,10 +401,10 @@ def collect_garbage(schema_names, *, dry_run: bool = True, min_age: float = 3600
     """
     from datajoint.gc import GarbageCollector
 
-    from .database import import_datajoint
+    from .database import import_datajoint, settings_view
 
     dj = import_datajoint()
-    conn = dj.conn()
+    conn = connection if connection is not None else dj.conn()
     schemas = [dj.Schema(name, connection=conn, create_schema=False, create_tables=False)
                for name in sorted(schema_names)]
     stores: set[str | None] = set()
@@ -412,7 +413,7 @@ def collect_garbage(schema_names, *, dry_run: bool = True, min_age: float = 3600
             heading = schema.get_table(table_name).heading
             stores.update(heading.attributes[a].store or None for a in heading.schema_objects)
     report = {}
-    configured = dict(dj.config.stores or {})
+    configured = dict(settings_view().stores or {})
     for store in sorted(stores, key=str):
         if store is not None and store not in configured:
             logger.warning("Store %r is named by a table but not configured: nothing can be stored there.", store)
@@ -434,7 +435,7 @@ def collect_garbage(schema_names, *, dry_run: bool = True, min_age: float = 3600
                 for f in files:
                     collector.delete_schema_path(f)
                 removed += 1
-        name = store or dj.config.stores.get("default") or "default"
+        name = store or configured.get("default") or "default"
         report[str(name)] = {
             "referenced": scan["schema_paths_referenced"],
             "orphaned": len(objects),
@@ -470,7 +471,7 @@ def _short(err: BaseException) -> str:
 
 def _remove_quietly(backend: Any, path: str) -> None:
     try:
-        full = backend._full_path(path)
+        full = djcompat.store_full_path(backend, path)
         if backend.fs.exists(full):
             backend.fs.rm(full, recursive=True)
     except Exception as err:  # the store is unreachable: gc finds it later

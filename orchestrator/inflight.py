@@ -1,0 +1,161 @@
+"""The batches a campaign has out: submitted to Dask, or waiting to be retried.
+
+:class:`InFlight` owns them.  It submits a batch to its table's pool and
+counts it on the table and the pool, hands back batches as their futures
+finish (from any pool's client, through one queue), keeps transient failures
+until their backoff has passed, and on the way out cancels what no worker has
+started and gives those keys back to the jobs table.  The campaign holds
+nothing else, so its memory does not grow with the number of missing keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .executor import run_batch
+
+if TYPE_CHECKING:
+    from .campaign import TableState
+
+__all__ = ["Batch", "InFlight"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Batch:
+    """Keys of one table that travel together in one Dask task."""
+
+    table: TableState
+    keys: list[dict]
+    attempt: int = 1
+    ready: float = 0.0  # monotonic time before which a retry waits
+
+
+class InFlight:
+    """Submitted and delayed batches of one campaign.
+
+    Parameters
+    ----------
+    make_kwargs : dict, optional
+        Passed to every ``make()``.
+    version : str, optional
+        The campaign's code version, stamped by the workers on the rows' job metadata.
+    """
+
+    def __init__(self, *, make_kwargs: dict | None = None, version: str | None = None) -> None:
+        self.make_kwargs = make_kwargs
+        self.version = version
+        self.futures: dict[Any, Batch] = {}
+        self.delayed: list[Batch] = []
+        self._done: queue.Queue = queue.Queue()  # futures as they finish, from any pool's client
+
+    def __bool__(self) -> bool:
+        """Whether tasks are out (delayed batches do not count: they wait here)."""
+        return bool(self.futures)
+
+    def __len__(self) -> int:
+        return len(self.futures)
+
+    # -- out -------------------------------------------------------------------------
+    def submit(self, batch: Batch) -> None:
+        """Send a batch to its table's pool as one task; count it in flight."""
+        state = batch.table
+        if state.started is None:
+            state.started = time.monotonic()
+        extra = {"resources": state.resources} if state.resources else {}
+        future = state.pool.client.submit(
+            run_batch, state.info.full_name, batch.keys, self.make_kwargs, self.version,
+            pure=False, priority=state.info.depth, **extra,
+        )
+        self.futures[future] = batch
+        future.add_done_callback(self._done.put)
+        state.pool.tasks += 1
+        state.tasks += 1
+        state.keys += len(batch.keys)
+        state.summary.tasks += 1
+        state.summary.largest_batch = max(state.summary.largest_batch, len(batch.keys))
+
+    def delay(self, batch: Batch) -> None:
+        """Keep a batch until ``batch.ready`` (a retry's backoff)."""
+        self.delayed.append(batch)
+
+    def submit_due(self, now: float) -> None:
+        """Submit the delayed batches whose time has come, where their pool has room."""
+        for batch in [b for b in self.delayed if b.ready <= now and b.table.pool.tasks < b.table.pool.capacity]:
+            self.delayed.remove(batch)
+            self.submit(batch)
+
+    def next_due(self) -> float | None:
+        """When the earliest delayed batch is due (monotonic), or None."""
+        return min((b.ready for b in self.delayed), default=None)
+
+    # -- back ------------------------------------------------------------------------
+    def finished(self, timeout: float) -> Iterator[tuple[Any, Batch]]:
+        """``(future, batch)`` for each task finished since the last call, waiting up to
+        ``timeout`` seconds for the first; each no longer counts as in flight."""
+        try:
+            done = [self._done.get(timeout=timeout)]
+        except queue.Empty:
+            return
+        while True:
+            try:
+                done.append(self._done.get_nowait())
+            except queue.Empty:
+                break
+        for future in done:
+            batch = self.futures.pop(future, None)
+            if batch is not None:  # not one cancelled and forgotten while stopping
+                self.landed(batch)
+                yield future, batch
+
+    @staticmethod
+    def landed(batch: Batch) -> None:
+        """A submitted batch is no longer in flight (finished, cancelled or abandoned):
+        undo what :meth:`submit` counted."""
+        state = batch.table
+        state.pool.tasks -= 1
+        state.tasks -= 1
+        state.keys -= len(batch.keys)
+
+    @staticmethod
+    def release(batch: Batch) -> None:
+        """Give a batch's keys back to the queue: pending again, for this campaign's next
+        claim or another worker's."""
+        batch.table.queue.release(batch.keys)
+        batch.table.pending += len(batch.keys)
+
+    # -- stopping --------------------------------------------------------------------
+    def cancel_queued(self, executing: set[str]) -> int:
+        """Cancel tasks no worker has started (``executing``: the keys of tasks that run)
+        and release their keys and the delayed ones'; return how many tasks were cancelled."""
+        queued = [f for f in self.futures if str(f.key) not in executing]
+        for future in queued:
+            future.cancel()
+            batch = self.futures.pop(future)
+            self.landed(batch)
+            self.release(batch)
+        for batch in self.delayed:
+            self.release(batch)
+        self.delayed.clear()
+        return len(queued)
+
+    def shutdown(self, close_pools) -> None:
+        """Cancel everything, close the pools (``close_pools()``), release every key still held."""
+        for future in self.futures:
+            future.cancel()
+        close_pools()
+        for batch in self.futures.values():
+            self.landed(batch)
+        for batch in [*self.futures.values(), *self.delayed]:
+            try:
+                self.release(batch)
+            except Exception as err:  # keep the error that stopped the campaign
+                logger.error("Could not release %d keys of %s: %s", len(batch.keys), batch.table.summary.table, err)
+        self.futures.clear()
+        self.delayed.clear()

@@ -1,0 +1,141 @@
+"""A campaign's state, for the terminal and for the campaign page of each pool's dashboard.
+
+:class:`StatePublisher` keeps the latest errors, builds the state a campaign
+publishes (see :class:`~orchestrator.progress.CampaignBoard` for its layout),
+feeds the terminal's board a few times a second and sends the state to each
+pool's scheduler every ``djdask.campaign.publish-interval``, never holding up
+the campaign's loop.  Secrets are masked in everything it publishes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from dask.utils import parse_timedelta
+
+from . import config
+from .database import redact
+from .jobs import ERROR_MESSAGE_LENGTH
+from .progress import METADATA_KEY, CampaignBoard, TerminalProgress
+
+if TYPE_CHECKING:
+    from .campaign import TableState
+    from .pools import Pool, Pools
+
+__all__ = ["StatePublisher"]
+
+logger = logging.getLogger(__name__)
+
+
+class StatePublisher:
+    """Publishes one campaign's state.
+
+    Parameters
+    ----------
+    pools : Pools
+        Where the state goes (each pool's scheduler).
+    identity : dict
+        The campaign's id, module, start time, host, pid, user.
+    secrets : list of str
+        Masked in every published message.
+    progress : TerminalProgress
+        The terminal's output.
+    interval : float, optional
+        Seconds between publications; default ``djdask.campaign.publish-interval``.
+    """
+
+    def __init__(self, pools: Pools, identity: dict[str, Any], secrets: list[str], progress: TerminalProgress,
+                 *, interval: float | None = None) -> None:
+        self.pools = pools
+        self.identity = identity
+        self.secrets = secrets
+        self.progress = progress
+        self.interval = parse_timedelta(config.resolve("campaign.publish-interval", interval))
+        self.board_interval = parse_timedelta(config.get("campaign.terminal-interval"))
+        self.line_length = int(config.get("campaign.traceback-line-length"))
+        self.board = CampaignBoard()  # what the terminal shows; the page has its own
+        self.errors: deque[dict[str, Any]] = deque(maxlen=int(config.get("campaign.latest-errors")))
+        self._boarded = self._published = 0.0
+
+    def record_errors(self, table: str, failed: Sequence[tuple[dict, str | None, str | None]]) -> None:
+        """Keep the latest failures (key, message, the last lines of the traceback), masked."""
+        for key, message, stack in list(failed)[-self.errors.maxlen:]:
+            self.errors.append({
+                "table": table, "key": ", ".join(f"{k}={v}" for k, v in key.items()),
+                "message": redact(message or "", self.secrets)[:ERROR_MESSAGE_LENGTH], "time": time.time(),
+                "traceback": redact("\n".join(line[:self.line_length]
+                                              for line in (stack or "").rstrip().splitlines()[-10:]), self.secrets),
+            })
+
+    def state(self, tables: Iterable[TableState], finished: bool = False, cancelled: bool = False) -> dict[str, Any]:
+        """What the campaign publishes: see :class:`~orchestrator.progress.CampaignBoard`."""
+        now = time.monotonic()
+        return {
+            "version": 1,
+            "time": time.time(),
+            "campaign": {**self.identity, "finished": finished, "cancelled": cancelled},
+            "tables": [
+                {
+                    "table": t.summary.table, "full_name": t.info.full_name, "depth": t.info.depth,
+                    "parents": t.parents, "pool": t.pool.name if t.pool else None,
+                    "rows": t.rows_before + t.summary.succeeded, "made": t.summary.succeeded + t.summary.skipped,
+                    "errors": t.summary.errors, "in_flight": t.keys, "pending": t.pending,
+                    # A table with nothing left: its span ends at its last key, so that
+                    # its average rate is not diluted by the rest of the campaign.
+                    "seconds": (t.summary.seconds if t.summary.last_done is not None and not (t.pending or t.keys)
+                                else now - t.started if t.started else 0.0),
+                }
+                for t in tables
+            ],
+            "errors": list(self.errors),
+        }
+
+    def report(self, tables: Iterable[TableState], finished: bool = False, cancelled: bool = False) -> None:
+        """Progress to the terminal and, every publish interval, the state to the schedulers."""
+        now = time.monotonic()
+        if not finished and now - self._boarded < self.board_interval:
+            return
+        self._boarded = now
+        state = self.state(tables, finished, cancelled)
+        self.board.update(state)
+        if not finished:
+            self.progress.update(self.board.rows())
+        if finished or now - self._published >= self.interval:
+            self._published = now
+            for pool in self.pools:
+                self.publish(pool, state, wait=finished)
+
+    def publish(self, pool: Pool, state: dict[str, Any], *, wait: bool) -> None:
+        """Send the state to a pool's scheduler for its campaign page.
+
+        The loop does not wait for the answer (a scheduler that is gone or far
+        away would hold up claiming and completing for the connect timeout);
+        while one publish is unanswered, newer states are not sent.  The final
+        state is sent and waited for, a few seconds at most.
+        """
+        client = pool.client
+        if client is None or client.status != "running":
+            return
+        if wait:
+            try:
+                client.sync(client.scheduler.set_metadata, keys=[METADATA_KEY], value=state, callback_timeout=5)
+            except Exception as err:  # the page misses the last state; the campaign's outcome stands
+                logger.debug("Could not publish the final campaign state to pool %s: %s", pool.name, err)
+            return
+        if pool.publishing:
+            return
+        pool.publishing = True
+
+        async def send() -> None:
+            try:
+                await client.scheduler.set_metadata(keys=[METADATA_KEY], value=state)
+            except Exception as err:  # the page misses an update; the campaign goes on
+                logger.debug("Could not publish the campaign state to pool %s: %s", pool.name, err)
+            finally:
+                pool.publishing = False
+
+        client.loop.add_callback(send)
