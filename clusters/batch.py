@@ -24,6 +24,7 @@ from typing import Any
 import dask.config
 from dask.utils import parse_timedelta
 
+from orchestrator import config
 from orchestrator.errors import ProfileError
 from orchestrator.executor import LIFETIME_ENV, STAGGER_ENV
 
@@ -42,17 +43,6 @@ def _load(spec: str) -> Any:
 
 class SubmitRefused(RuntimeError):
     """The batch system refused a worker job (reported to the campaign, not logged twice)."""
-
-
-class _DropRefusals(logging.Filter):
-    """Distributed logs a refused submission with its traceback from the event loop; the
-    campaign reports it once, in words, instead."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], SubmitRefused))
-
-
-logging.getLogger("tornado.application").addFilter(_DropRefusals())
 
 
 def _reporting_job(job_class: type, demand: Demand) -> type:
@@ -192,11 +182,11 @@ class BatchKind:
                 f"`djdask.clusters.{profile}.scheduler-options` (host, port) and `interface`."
             ) from None
         try:
-            max_jobs = int(raw.get("max-jobs", 10))
+            max_jobs = int(raw.get("max-jobs", config.get("cluster-defaults.max-jobs")))
             if demand is None:
                 cluster.adapt(minimum_jobs=0, maximum_jobs=max_jobs)
             else:
-                after = parse_timedelta(raw.get("scale-down-after", "20s"))
+                after = parse_timedelta(raw.get("scale-down-after", config.get("cluster-defaults.scale-down-after")))
                 cluster.adapt(minimum_jobs=0, maximum_jobs=max_jobs, Adaptive=DemandAdaptive, demand=demand,
                               interval="1s", wait_count=max(1, int(after)))
             return Client(cluster), cluster

