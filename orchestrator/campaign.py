@@ -503,6 +503,8 @@ class Campaign:
             logger.error("%s: %d key(s) failed %d times: %s", state.summary.table, len(decision.failed),
                          batch.attempt, reason)
         if result.requeue:  # not started: its worker is retiring; no attempt charged
+            logger.info("%s: %d key(s) requeued: their worker reached its lifetime", state.summary.table,
+                        len(result.requeue))
             self.inflight.delay(Batch(state, result.requeue, batch.attempt, time.monotonic()))
         state.queue.fail(failed)
         state.summary.errors += len(failed)
