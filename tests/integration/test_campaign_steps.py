@@ -120,5 +120,5 @@ def test_a_retiring_local_worker_hands_its_queued_keys_to_another(djdask, sql, p
     assert len(keys) == n and set(keys.values()) == {1}
     assert len({line[1] for line in ledger_lines(ledger)}) == 2  # both workers made keys
     assert sql.jobs_counts(f"{prefix}_ledger", "_entry") == {}
-    assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_ledger', '_entry')}") == n
+    assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_ledger', '__entry')}") == n
     assert "requeued" in result.stderr  # the path under test ran
