@@ -60,7 +60,11 @@ def _rebind(shared: Any, private: Any) -> int:
         if not isinstance(namespace, dict):
             continue
         for attr, value in list(namespace.items()):
-            if getattr(value, "__self__", None) is not shared or not callable(value):
+            try:
+                bound_to = getattr(value, "__self__", None)
+            except Exception:  # a proxy that refuses every attribute (DataJoint's config in thread-safe mode)
+                continue
+            if bound_to is not shared or not callable(value):
                 continue
             name = getattr(value, "__name__", attr)
             if name not in dispatchers:
