@@ -22,9 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.cases import CASES
-from benchmarks.report import machine, markdown
-from tests.services import start_mariadb, start_postgres
+from benchmarks.cases import CASES  # noqa: E402  (after the path is set)
+from benchmarks.report import machine, markdown  # noqa: E402
+from tests.services import start_mariadb, start_postgres  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STARTERS = {"postgres": start_postgres, "mariadb": start_mariadb}

@@ -48,7 +48,7 @@ def _report(**fields) -> None:
 
 
 def _tables(module_name: str, names: list[str]) -> list[type]:
-    from orchestrator.database import import_datajoint
+    from djdask.database import import_datajoint
 
     import_datajoint()
     logging.getLogger("datajoint").setLevel(logging.WARNING)
@@ -59,7 +59,7 @@ def _tables(module_name: str, names: list[str]) -> list[type]:
 def _declare(args: argparse.Namespace) -> None:
     tables = _tables(args.module, args.tables)
     if args.demo:
-        from pipeline.demo import insert_demo_data
+        from djdask.pipeline.demo import insert_demo_data
 
         insert_demo_data(args.demo)
     for table in tables:

@@ -79,7 +79,7 @@ def row(case: str, *, djdask: str, baseline: str, ratio: float | None, ratio_tex
 
 # -- helpers --------------------------------------------------------------------
 def _prefix() -> str:
-    from orchestrator import config
+    from djdask import config
 
     return str(config.get("demo.schema-prefix"))
 
@@ -171,7 +171,7 @@ class Racers:
             try:
                 line = got.get(timeout=max(0.1, deadline - time.monotonic()))
             except queue.Empty:
-                raise TimeoutError(f"a baseline process did not report {start.strip()!r} in time; see {self.log}")
+                raise TimeoutError(f"a baseline process did not report {start.strip()!r} in time; see {self.log}") from None
             if line is None:
                 raise RuntimeError(f"a baseline process ended before reporting {start.strip()!r}; see {self.log}")
             if line.startswith(start):
@@ -206,8 +206,8 @@ class FirstRow(threading.Thread):
 
 def _warm(module: str) -> int:
     """On a worker: import the pipeline and connect, as the baseline's processes do before the clock."""
-    from orchestrator.database import import_datajoint
-    from orchestrator.loader import load_pipeline
+    from djdask.database import import_datajoint
+    from djdask.loader import load_pipeline
 
     load_pipeline(module)
     import_datajoint().conn()
@@ -219,7 +219,7 @@ def warm_cluster(module: str, workers: int = WORKERS) -> Iterator[Any]:
     """A LocalCluster of single-threaded workers that have imported ``module``; its client."""
     from distributed import Client
 
-    from clusters import local_cluster
+    from djdask.clusters import local_cluster
 
     cluster = local_cluster(workers)
     client = Client(cluster)
@@ -235,7 +235,7 @@ def warm_cluster(module: str, workers: int = WORKERS) -> Iterator[Any]:
 def campaign(module: str, client: Any, **kwargs: Any) -> tuple[float, Any]:
     """Run a campaign on ``client``'s workers; its wall time in seconds (construction
     included: it plans from the database) and its summary."""
-    from orchestrator.campaign import Campaign
+    from djdask.campaign import Campaign
 
     t0 = time.perf_counter()
     summary = Campaign(module, client=client, **kwargs).run()
@@ -415,7 +415,7 @@ def case_enqueue(quick: bool, work: Path) -> list[dict]:
     """Case 3: enqueue every missing key; djdask's one statement vs DataJoint's
     ``jobs.refresh()``, which inserts one row per key: measured on fewer keys and
     extrapolated linearly."""
-    from orchestrator.jobs import JobQueue
+    from djdask.jobs import JobQueue
     from tests.pipelines.simple import declare
     from tests.services import Server
 
@@ -465,38 +465,38 @@ def case_reference(quick: bool, work: Path) -> list[dict]:
     """Case 4: the reference pipeline; time to the first CellStats row and in all.
     djdask's streaming campaign vs two processes each running
     ``populate(reserve_jobs=True)`` table by table in topological order."""
-    from orchestrator.planner import select
-    from pipeline.demo import insert_demo_data
+    from djdask.pipeline.demo import insert_demo_data
+    from djdask.planner import select
 
     scale = sizes(quick)["reference_scale"]
     prefix, log, sql = _prefix(), work / "reference.log", _sql()
     insert_demo_data(scale)
-    selection = select("pipeline")
+    selection = select("djdask.pipeline")
     order = [selection.graph.class_names[name] for name in selection.graph.order]
     for cls in selection.tables.values():
         cls().jobs  # noqa: B018
-    import pipeline
+    import djdask.pipeline as pipeline
 
     expected = len(pipeline.Scan()) * len(pipeline.SegmentationParams())
 
     theirs = f"{prefix}dj"
     env = _env(theirs)
-    _run(["-m", "benchmarks.baseline", "declare", "pipeline", *order, "--demo", scale], env, log)
+    _run(["-m", "benchmarks.baseline", "declare", "djdask.pipeline", *order, "--demo", scale], env, log)
     settle(sql)
     poll = FirstRow(f"{theirs}_imaging", "__cell_stats")
     poll.start()
-    result = Racers([["-m", "benchmarks.baseline", "populate", "pipeline", *order]] * WORKERS, env, log).run()
+    result = Racers([["-m", "benchmarks.baseline", "populate", "djdask.pipeline", *order]] * WORKERS, env, log).run()
     go = max(r["start"] for r in result["reports"])
     poll.stop()
     dj_first, dj_total = poll.seen - go, result["seconds"]
     _check(sql, f"{theirs}_imaging", "__cell_stats", expected, "DataJoint's populate")
 
-    with warm_cluster("pipeline") as client:
+    with warm_cluster("djdask.pipeline") as client:
         settle(sql)
         poll = FirstRow(f"{prefix}_imaging", "__cell_stats")
         poll.start()
         start = time.time()
-        total, summary = campaign("pipeline", client)
+        total, summary = campaign("djdask.pipeline", client)
         poll.stop()
     first = poll.seen - start
     _check(sql, f"{prefix}_imaging", "__cell_stats", expected, "the djdask campaign")
@@ -616,7 +616,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--calls", type=int)
     args = parser.parse_args(argv)
     _quiet()
-    from orchestrator.database import import_datajoint
+    from djdask.database import import_datajoint
 
     import_datajoint()
     if args.case == "memory-run":

@@ -16,7 +16,6 @@ margin) with a random ``lifetime-stagger``, after which a worker starts no new
 from __future__ import annotations
 
 import importlib
-import logging
 import re
 import shutil
 from typing import Any
@@ -24,9 +23,9 @@ from typing import Any
 import dask.config
 from dask.utils import parse_timedelta
 
-from orchestrator import config
-from orchestrator.errors import ProfileError
-from orchestrator.executor import LIFETIME_ENV, STAGGER_ENV
+from djdask import config
+from djdask.errors import ProfileError
+from djdask.executor import LIFETIME_ENV, STAGGER_ENV
 
 from .scaling import Demand, DemandAdaptive
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from dask.utils import parse_timedelta
 
-from orchestrator import config
-from orchestrator.errors import ProfileError
+from djdask import config
+from djdask.errors import ProfileError
 
 from .scaling import Demand
 

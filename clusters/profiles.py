@@ -21,23 +21,23 @@ from typing import Any
 
 import dask.config
 
-from orchestrator.config import load_defaults
-from orchestrator.errors import ProfileError, ProfileNotFoundError
+from djdask.config import load_defaults
+from djdask.errors import ProfileError, ProfileNotFoundError
 
 __all__ = ["KINDS", "Profile", "local_cluster", "profile_names", "resolve"]
 
 load_defaults(os.path.join(os.path.dirname(__file__), "clusters.yaml"))
 
 _KINDS: dict[str, str] = {
-    "local": "clusters.profiles:LocalKind",
-    "address": "clusters.profiles:AddressKind",
-    "scheduler-file": "clusters.profiles:SchedulerFileKind",
-    "slurm": "clusters.slurm:SLURMKind",
-    "pbs": "clusters.pbs:PBSKind",
-    "sge": "clusters.sge:SGEKind",
-    "lsf": "clusters.lsf:LSFKind",
-    "htcondor": "clusters.htcondor:HTCondorKind",
-    "kubernetes": "clusters.kubernetes:KubernetesKind",
+    "local": "djdask.clusters.profiles:LocalKind",
+    "address": "djdask.clusters.profiles:AddressKind",
+    "scheduler-file": "djdask.clusters.profiles:SchedulerFileKind",
+    "slurm": "djdask.clusters.slurm:SLURMKind",
+    "pbs": "djdask.clusters.pbs:PBSKind",
+    "sge": "djdask.clusters.sge:SGEKind",
+    "lsf": "djdask.clusters.lsf:LSFKind",
+    "htcondor": "djdask.clusters.htcondor:HTCondorKind",
+    "kubernetes": "djdask.clusters.kubernetes:KubernetesKind",
 }
 #: The registered kinds (read-only view): name -> "module:Class".
 KINDS: Mapping[str, str] = MappingProxyType(_KINDS)
@@ -76,7 +76,7 @@ class Profile:
             out["resolved"] = _masked(self.kind.settings(self.name, self.raw))
         return out
 
-    def validate(self) -> "Profile":
+    def validate(self) -> Profile:
         """Check the settings (and that the batch system is here) before anything starts."""
         if hasattr(self.kind, "validate"):
             self.kind.validate(self.name, self.raw)
@@ -85,7 +85,7 @@ class Profile:
     def start(self, workers: int | None = None, demand: Any = None):
         """Start (or reach) this profile's workers; return ``(client, cluster)``, where
         ``cluster`` is None when the workers are not djdask's to stop.  ``demand``
-        (:class:`~clusters.scaling.Demand`) drives the scaling of kinds that scale."""
+        (:class:`~djdask.clusters.scaling.Demand`) drives the scaling of kinds that scale."""
         return self.kind.start(self.name, self.raw, workers, demand)
 
 
@@ -182,7 +182,7 @@ def local_cluster(workers: int | None = None, *, dashboard_address: str | None =
     """
     from distributed import LocalCluster
 
-    from orchestrator import config
+    from djdask import config
 
     if workers is None:
         workers = os.cpu_count() or 1

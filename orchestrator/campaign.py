@@ -7,13 +7,13 @@ tables get free worker slots first and higher Dask priorities, so finished
 results appear early.
 
 Each Dask task carries a batch of keys of one table, sized toward a target
-task duration from the durations workers report (:mod:`orchestrator.batching`).
-A bounded window of tasks per worker is in flight (:mod:`orchestrator.inflight`);
+task duration from the durations workers report (:mod:`djdask.batching`).
+A bounded window of tasks per worker is in flight (:mod:`djdask.inflight`);
 the campaign holds nothing else, so its memory does not grow with the number
-of missing keys.  The pieces: the pools of workers (:mod:`orchestrator.pools`),
+of missing keys.  The pieces: the pools of workers (:mod:`djdask.pools`),
 what a finished batch came to and the retry policy for its transient failures
-(:mod:`orchestrator.outcomes`), the published state (:mod:`orchestrator.publisher`),
-reservations (:mod:`orchestrator.jobs`) and their leases (:mod:`orchestrator.leases`).
+(:mod:`djdask.outcomes`), the published state (:mod:`djdask.publisher`),
+reservations (:mod:`djdask.jobs`) and their leases (:mod:`djdask.leases`).
 :class:`Campaign` keeps the loop that ties them together.
 
 :meth:`Campaign.request_stop` (Ctrl-C, SIGTERM) stops claiming, cancels queued
@@ -121,7 +121,7 @@ class TableState:
     sizer: BatchSizer
     summary: TableSummary
     resources: dict[str, float] | None
-    children: list["TableState"] = field(default_factory=list)
+    children: list[TableState] = field(default_factory=list)
     parents: list[str] = field(default_factory=list)  # class names, within the campaign
     rows_before: int = 0  # rows in the table when the campaign started
     pending: int = 0  # estimate: claimable keys in the jobs table
@@ -222,7 +222,7 @@ class Campaign:
     ----------
     pipeline : str or Selection
         The importable pipeline module (``"pipeline"``, ``"mylab.pipeline"``),
-        or a :class:`~orchestrator.planner.Selection` already made from one.
+        or a :class:`~djdask.planner.Selection` already made from one.
     targets : sequence of str, optional
         Tables to populate, with their auto-populated ancestors; default all.
     restrictions : sequence of str or dict, optional

@@ -203,7 +203,7 @@ def _cmd_populate(args: argparse.Namespace) -> int:
     args.make_kwargs = _make_kwargs_arg(args.make_kwargs)
     pools = _pools_arg(args.cluster)
     if pools:
-        from clusters import resolve
+        from djdask.clusters import resolve
 
         for profile in pools.values():  # a bad profile is reported before anything else happens
             resolve(profile).validate()
@@ -247,11 +247,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     connect()
     print(f"Database: {describe()}", flush=True)
     print(f"Arrays: {configure_store(args.store)}", flush=True)
-    from pipeline.demo import insert_demo_data
+    from djdask.pipeline.demo import insert_demo_data
 
     scans = insert_demo_data(args.scale)
     print(f"Reference pipeline ready: {scans} scans at scale {args.scale!r}.", flush=True)
-    return _run_campaign("pipeline", args)
+    return _run_campaign("djdask.pipeline", args)
 
 
 def _selected_tables(selection, names: Sequence[str]) -> list[str]:
@@ -366,7 +366,7 @@ def _cmd_ignore(args: argparse.Namespace) -> int:
 def _cmd_clusters(args: argparse.Namespace) -> int:
     import yaml
 
-    from clusters import profile_names, resolve
+    from djdask.clusters import profile_names, resolve
 
     from .errors import ProfileError
 

@@ -12,7 +12,7 @@ process (LocalCluster, dask-jobqueue) and for one elsewhere (a running
 scheduler, Kubernetes), as long as djdask is installed where the scheduler runs.
 ``/djdask/state.json`` serves the same rows as JSON.
 
-The counts, rates and ETAs come from :class:`~orchestrator.progress.CampaignBoard`,
+The counts, rates and ETAs come from :class:`~djdask.progress.CampaignBoard`,
 the same data source the campaign's terminal progress reads.
 """
 

@@ -56,12 +56,12 @@ def _incompatible(message: str) -> DataJointCompatibilityError:
 
 def check_compatibility() -> None:
     """Check every private DataJoint name djdask uses; raise
-    :class:`~orchestrator.errors.DataJointCompatibilityError` naming the first one missing
+    :class:`~djdask.errors.DataJointCompatibilityError` naming the first one missing
     or changed."""
-    from datajoint.autopopulate import AutoPopulate
     import datajoint.instance
     import datajoint.jobs
     import datajoint.storage
+    from datajoint.autopopulate import AutoPopulate
     from datajoint.builtin_codecs.schema import SchemaCodec
     from datajoint.connection import Connection
 

@@ -115,7 +115,7 @@ class PipelineGraph:
             "Use one of these class names with --target."
         )
 
-    def cut(self, targets: list[str]) -> "PipelineGraph":
+    def cut(self, targets: list[str]) -> PipelineGraph:
         """The subgraph of ``targets`` (any accepted name) and their auto-populated ancestors."""
         if not targets:
             return self

@@ -15,7 +15,7 @@ same queue and every key is computed once.
 
 A campaign owns its reservations by ``(host, pid)``; ``connection_id`` names
 the session that must be alive for them to count as live (see
-:mod:`orchestrator.leases`).
+:mod:`djdask.leases`).
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ class Owner:
     version: str
 
     @classmethod
-    def of(cls, connection: Any) -> "Owner":
+    def of(cls, connection: Any) -> Owner:
         # DataJoint's version column is varchar(64); its job metadata truncates the same way.
         return cls(platform.node(), os.getpid(), connection.get_user(), djcompat.current_job_version(connection)[:64])
 
@@ -191,7 +191,7 @@ class JobQueue:
         When the jobs table lacks columns of DataJoint 2.x's layout.
     """
 
-    reserved = True  # keys are reserved in a jobs table (see orchestrator.unreserved for tables without)
+    reserved = True  # keys are reserved in a jobs table (see djdask.unreserved for tables without)
 
     def __init__(self, table: Any, restriction: dict | None = None, owner: Owner | None = None) -> None:
         self.table = table

@@ -116,7 +116,7 @@ def recover_orphans(connection: Any, jobs_tables: Iterable[str], *, lease_timeou
                 f"WHERE {q('status')} = 'reserved' AND {q('reserved_time')} < %s AND {in_list}"
             )
             args = (snapshot, *key_args)
-            count += retry_on_conflict(lambda: connection.query(sql, args=args)).rowcount
+            count += retry_on_conflict(lambda sql=sql, args=args: connection.query(sql, args=args)).rowcount
         if count:
             logger.warning("Freed %d orphaned reservations in %s", count, table)
         recovered[table] = count
@@ -133,7 +133,7 @@ def renew_leases(connection: Any, jobs_tables: Iterable[str], owner: Owner, conn
             f"WHERE {q('status')} = 'reserved' AND {q('host')} = %s AND {q('pid')} = %s"
         )
         args = (connection_id, owner.host, owner.pid)
-        total += retry_on_conflict(lambda: connection.query(sql, args=args)).rowcount
+        total += retry_on_conflict(lambda sql=sql, args=args: connection.query(sql, args=args)).rowcount
     return total
 
 
@@ -169,7 +169,7 @@ class Heartbeat:
         with self._lock:
             self._tables.add(jobs_table)
 
-    def start(self) -> "Heartbeat":
+    def start(self) -> Heartbeat:
         self._thread = threading.Thread(target=self._run, name="djdask-heartbeat", daemon=True)
         self._thread.start()
         return self

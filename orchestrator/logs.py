@@ -1,5 +1,5 @@
 """How djdask's processes log: one function sets it up, in the CLI, the worker plugin and
-:meth:`Campaign.run <orchestrator.campaign.Campaign.run>`.
+:meth:`Campaign.run <djdask.campaign.Campaign.run>`.
 
 Importing djdask configures nothing.  :func:`setup_logging` masks the secrets
 the process knows in every log record it makes from then on, keeps the
@@ -35,7 +35,7 @@ class _DropRefusals(logging.Filter):
     loop; the campaign reports it once, in words, instead."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from clusters.batch import SubmitRefused
+        from djdask.clusters.batch import SubmitRefused
 
         return not (record.exc_info and isinstance(record.exc_info[1], SubmitRefused))
 

@@ -1,7 +1,7 @@
 """What a finished batch came to, and what to do about its keys: pure, no database.
 
 A batch comes back from a worker as one outcome per key (see
-:func:`orchestrator.executor.run_batch`), or not at all when its worker died
+:func:`djdask.executor.run_batch`), or not at all when its worker died
 or the task was lost.  :func:`classify` sorts the outcomes into keys done
 (made, or found already made), failed (``make()`` raised: an error row at
 once), transient (a lost connection or worker, a timeout: worth another try)
@@ -100,7 +100,7 @@ class RetryPolicy:
     backoff: float
 
     @classmethod
-    def from_config(cls, max_attempts: int | None = None, backoff: str | float | None = None) -> "RetryPolicy":
+    def from_config(cls, max_attempts: int | None = None, backoff: str | float | None = None) -> RetryPolicy:
         """Explicit arguments win over ``djdask.campaign.max-attempts`` and ``retry-backoff``."""
         attempts = config.resolve("campaign.max-attempts", max_attempts)
         return cls(int(attempts), float(parse_timedelta(config.resolve("campaign.retry-backoff", backoff))))

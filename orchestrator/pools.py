@@ -33,10 +33,10 @@ class Pool:
     """A pool of workers: a profile's cluster (or the LocalCluster, or a given client)."""
 
     name: str
-    profile: Any = None  # clusters.Profile, or None for the LocalCluster / a given client
+    profile: Any = None  # djdask.clusters.Profile, or None for the LocalCluster / a given client
     client: Any = None
     cluster: Any = None  # None when the workers are not the campaign's to stop
-    demand: Any = None  # clusters.scaling.Demand
+    demand: Any = None  # djdask.clusters.scaling.Demand
     capacity: int = 0  # tasks in flight at most: workers x window
     tasks: int = 0  # tasks in flight
     link: str | None = None
@@ -90,7 +90,7 @@ class Pools:
         if client is not None or not cluster:
             self.pools = {"default": Pool("default")}
             return
-        from clusters import resolve  # clusters imports orchestrator: import late
+        from djdask.clusters import resolve  # clusters imports orchestrator: import late
 
         named = {"default": cluster} if isinstance(cluster, str) else dict(cluster)
         if "default" not in named:
@@ -128,8 +128,8 @@ class Pools:
         """Start each pool's workers (or reach its scheduler) and register the pipeline."""
         from distributed import Client
 
-        from clusters import local_cluster
-        from clusters.scaling import Demand
+        from djdask.clusters import local_cluster
+        from djdask.clusters.scaling import Demand
 
         for pool in self.pools.values():
             if pool.profile is not None:

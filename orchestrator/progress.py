@@ -2,7 +2,7 @@
 sequence of states into counts, rates and ETAs, and the terminal's lines.
 
 The campaign publishes its state to the schedulers (the dashboard's campaign
-page, :mod:`orchestrator.dashboard`) under :data:`METADATA_KEY`; the page and
+page, :mod:`djdask.dashboard`) under :data:`METADATA_KEY`; the page and
 the terminal read it through a :class:`CampaignBoard` each.
 
 On a terminal the block of lines is redrawn in place a few times a second;

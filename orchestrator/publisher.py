@@ -1,7 +1,7 @@
 """A campaign's state, for the terminal and for the campaign page of each pool's dashboard.
 
 :class:`StatePublisher` keeps the latest errors, builds the state a campaign
-publishes (see :class:`~orchestrator.progress.CampaignBoard` for its layout),
+publishes (see :class:`~djdask.progress.CampaignBoard` for its layout),
 feeds the terminal's board a few times a second and sends the state to each
 pool's scheduler every ``djdask.campaign.publish-interval``, never holding up
 the campaign's loop.  Secrets are masked in everything it publishes.
@@ -72,7 +72,7 @@ class StatePublisher:
             })
 
     def state(self, tables: Iterable[TableState], finished: bool = False, cancelled: bool = False) -> dict[str, Any]:
-        """What the campaign publishes: see :class:`~orchestrator.progress.CampaignBoard`."""
+        """What the campaign publishes: see :class:`~djdask.progress.CampaignBoard`."""
         now = time.monotonic()
         return {
             "version": 1,

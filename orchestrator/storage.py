@@ -426,7 +426,7 @@ def collect_garbage(schema_names, *, connection: Any = None, dry_run: bool = Tru
         for path in scan["orphaned_schema_paths"]:
             objects.setdefault(_object_root(path), []).append(path)
         removed = too_recent = 0
-        for root, files in objects.items():
+        for files in objects.values():
             ages = [_age_seconds(collector.backend, f) for f in files]
             if any(a is not None and a < min_age for a in ages):
                 too_recent += 1

@@ -15,7 +15,7 @@ table``, read a batch at a time; each key is made in its own transaction
 after DataJoint's "already made" check (``_populate1``, as for every table).
 Failed keys have no error row to go to: they are logged, counted, and not
 tried again by this campaign.  :class:`UnreservedQueue` offers the part of
-:class:`~orchestrator.jobs.JobQueue`'s interface the campaign uses.
+:class:`~djdask.jobs.JobQueue`'s interface the campaign uses.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Shaped like the calcium-imaging example in DataJoint's documentation::
 Every ``make()`` is a real numpy computation, deterministic given its key and
 the rows it reads, so two runs of the pipeline, by djdask or by DataJoint's own
 ``populate()``, produce identical rows.  Array sizes come from the ``Scan``
-rows, which :func:`pipeline.demo.insert_demo_data` fills for a chosen scale.
+rows, which :func:`djdask.pipeline.demo.insert_demo_data` fills for a chosen scale.
 
 The schema names start with the dask-config value ``djdask.demo.schema-prefix``
 (``DASK_DJDASK__DEMO__SCHEMA_PREFIX``), so that tests and benchmarks can keep

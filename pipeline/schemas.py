@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from orchestrator import config, storage  # noqa: F401  (storage registers the <xarray@> codec)
-from orchestrator.database import import_datajoint
+from djdask import config, storage  # noqa: F401  (storage registers the <xarray@> codec)
+from djdask.database import import_datajoint
 
 dj = import_datajoint()
 

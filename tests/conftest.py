@@ -126,7 +126,7 @@ class Djdask:
 
     def __call__(self, *args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "orchestrator.cli", *args],
+            [sys.executable, "-m", "djdask.cli", *args],
             env=env or self.env(), cwd=self.cwd, capture_output=True, text=True, timeout=timeout,
         )
 

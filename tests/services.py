@@ -16,9 +16,9 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 __all__ = ["S3", "Server", "ServiceUnavailable", "Slurm", "SqlClient", "start_mariadb", "start_postgres", "start_s3",
            "start_slurm"]
@@ -35,12 +35,12 @@ class Server:
     stop: Callable[[], None] = field(repr=False)
     label: str = ""
 
-    def client(self) -> "SqlClient":
+    def client(self) -> SqlClient:
         return SqlClient(self.env)
 
     def instance(self):
         """A DataJoint Instance (own config and connection) on this server."""
-        from orchestrator.database import import_datajoint
+        from djdask.database import import_datajoint
 
         dj = import_datajoint()
         env = self.env
@@ -72,7 +72,7 @@ def _free_port() -> int:
 
 def start_postgres(base: Path) -> Server:
     """djdask's embedded PostgreSQL in ``base`` (the same code path as `djdask demo`)."""
-    from orchestrator.database import EmbeddedPostgres
+    from djdask.database import EmbeddedPostgres
 
     server = EmbeddedPostgres(base)
     try:

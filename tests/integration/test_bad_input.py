@@ -33,18 +33,18 @@ def assert_clean_error(result, *fragments):
     [
         (["plan", "no_such_pipeline_module"], ["No module named 'no_such_pipeline_module'", "pip install -e ."]),
         (["populate", "notables"], ["defines no DataJoint tables"]),
-        (["populate", "pipeline", "--target", "NoSuchTable"], ["Unknown target table 'NoSuchTable'", "CellStats"]),
-        (["populate", "pipeline", "--target", "Scan"], ["manual table", "no make()"]),
-        (["populate", "pipeline", "-r", "no_such_attr=1"], ["Unknown restriction attribute 'no_such_attr'", "mouse_id"]),
-        (["plan", "pipeline", "-r", "mouse_id"], ["not of the form ATTR=VALUE"]),
-        (["plan", "pipeline", "-r", "mouse_id=abc"], ["is not a number"]),
+        (["populate", "djdask.pipeline", "--target", "NoSuchTable"], ["Unknown target table 'NoSuchTable'", "CellStats"]),
+        (["populate", "djdask.pipeline", "--target", "Scan"], ["manual table", "no make()"]),
+        (["populate", "djdask.pipeline", "-r", "no_such_attr=1"], ["Unknown restriction attribute 'no_such_attr'", "mouse_id"]),
+        (["plan", "djdask.pipeline", "-r", "mouse_id"], ["not of the form ATTR=VALUE"]),
+        (["plan", "djdask.pipeline", "-r", "mouse_id=abc"], ["is not a number"]),
     ],
     ids=["unknown-module", "no-tables", "unknown-target", "manual-target", "unknown-attr", "no-value", "bad-number"],
 )
 def test_bad_input_is_reported_and_changes_nothing(djdask, sql, prefix, args, fragments):
     """Each mistake must name the problem and the fix; a traceback, another exit code or a
     changed table would mean djdask half-ran on input it should have refused."""
-    assert djdask.python("from pipeline.demo import insert_demo_data; insert_demo_data('small')").returncode == 0
+    assert djdask.python("from djdask.pipeline.demo import insert_demo_data; insert_demo_data('small')").returncode == 0
     before = snapshot(sql, prefix)
     assert_clean_error(djdask(*args), *fragments)
     assert snapshot(sql, prefix) == before
@@ -64,7 +64,7 @@ def test_refused_connection(server, tmp_path):
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "populate", "pipeline"],
+        [sys.executable, "-m", "djdask.cli", "populate", "djdask.pipeline"],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )
     assert_clean_error(result, "Could not connect to the database", f"127.0.0.1:{port}", "DJ_HOST")

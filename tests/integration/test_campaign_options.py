@@ -11,8 +11,8 @@ pytestmark = pytest.mark.integration
 RESOURCE_RUN = """
 import json, sys
 from distributed import Client, Nanny, Scheduler, SpecCluster
-from orchestrator import Campaign
-from orchestrator.database import connect
+from djdask import Campaign
+from djdask.database import connect
 
 connect()
 workers = {
@@ -52,8 +52,8 @@ def test_missing_resource_leaves_keys_pending_with_a_warning(djdask, sql, prefix
 
 
 def test_dry_run_prints_the_plan_and_changes_nothing(djdask, sql, prefix):
-    assert djdask.python("from pipeline.demo import insert_demo_data; insert_demo_data('small')").returncode == 0
-    result = djdask("populate", "pipeline", "--dry-run")
+    assert djdask.python("from djdask.pipeline.demo import insert_demo_data; insert_demo_data('small')").returncode == 0
+    result = djdask("populate", "djdask.pipeline", "--dry-run")
     assert result.returncode == 0, result.stderr
     assert "missing" in result.stdout and "ScanMovie" in result.stdout
     for schema in (f"{prefix}_acquisition", f"{prefix}_imaging"):

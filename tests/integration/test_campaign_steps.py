@@ -40,7 +40,7 @@ def test_two_processes_create_the_same_jobs_table_at_once(djdask, sql, prefix, t
     start = time.time() + 3
     code = (
         "import time, ledger\n"
-        "from orchestrator.jobs import JobQueue\n"
+        "from djdask.jobs import JobQueue\n"
         "ledger.Entry.key_source  # imported and connected before the start\n"
         f"time.sleep(max(0, {start} - time.time()))\n"
         "print(JobQueue(ledger.Entry()).enqueue())\n"
@@ -49,7 +49,7 @@ def test_two_processes_create_the_same_jobs_table_at_once(djdask, sql, prefix, t
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=120) for p in procs]
-    for proc, (out, err) in zip(procs, outputs):
+    for proc, (_, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err
     assert sorted(int(out.strip().splitlines()[-1]) for out, _ in outputs)[-1] <= 5
     assert sum(int(out.strip().splitlines()[-1]) for out, _ in outputs) == 5  # each key enqueued once
@@ -87,7 +87,7 @@ RETIRING_RUN = """
 import json, logging, os
 logging.basicConfig(level=logging.INFO)
 from distributed import Client, LocalCluster, Nanny
-from orchestrator import Campaign
+from djdask import Campaign
 
 # One worker with a lifetime of a few seconds, one without: the first retires mid-campaign.
 cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0")

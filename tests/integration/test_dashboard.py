@@ -99,7 +99,7 @@ def test_campaign_page_in_chromium_matches_the_database(djdask, sql, prefix, tmp
             client.wait_for_workers(2, timeout=60)
             run_env = {**env, "DASK_DJDASK__CLUSTERS__REMOTE__KIND": "address",
                        "DASK_DJDASK__CLUSTERS__REMOTE__ADDRESS": address}
-            result = djdask("populate", "pipeline", "--cluster", "remote", env=run_env)
+            result = djdask("populate", "djdask.pipeline", "--cluster", "remote", env=run_env)
             assert result.returncode == 0, result.stdout + result.stderr
             link = re.search(r"Campaign page: +(\S+)", result.stdout)
             assert link and re.search(r"Dask dashboard: http://127\.0\.0\.1:\d+/status", result.stdout)
@@ -159,7 +159,7 @@ def test_secrets_in_error_messages_are_masked(djdask, sql, prefix, tmp_path):
     code = f"""
 import json, sys
 from distributed import Client, LocalCluster
-from orchestrator.campaign import Campaign
+from djdask.campaign import Campaign
 cluster = LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0")
 client = Client(cluster)
 summary = Campaign("leaky", client=client, performance_report={str(report)!r}).run()
@@ -212,7 +212,7 @@ def test_page_without_bokeh_says_how_to_install_it(tmp_path):
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         info = _wait_for_scheduler_file(scheduler_file, proc)
-        from orchestrator.dashboard import DashboardPlugin
+        from djdask.dashboard import DashboardPlugin
 
         with Client(info["address"], timeout=30) as client:
             client.register_plugin(DashboardPlugin(), name=DashboardPlugin.name)

@@ -18,7 +18,7 @@ EXPECTED_ROWS = {"ScanMovie": 8, "MotionCorrection": 8, "Segmentation": 16, "Tra
 
 def run(args, env, cwd, timeout=300):
     return subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", *args], env=env, cwd=cwd,
+        [sys.executable, "-m", "djdask.cli", *args], env=env, cwd=cwd,
         capture_output=True, text=True, timeout=timeout,
     )
 
@@ -47,7 +47,7 @@ def test_demo_populates_every_table_on_the_embedded_database(unconfigured):
     assert summary["errors"] == 0
     assert {t["table"]: t["succeeded"] for t in summary["tables"]} == EXPECTED_ROWS
 
-    status = run(["status", "pipeline", "--json"], env, cwd)
+    status = run(["status", "djdask.pipeline", "--json"], env, cwd)
     assert status.returncode == 0, status.stderr
     rows = {r["table"]: r for r in json.loads(status.stdout)["tables"]}
     assert {name: r["rows"] for name, r in rows.items()} == EXPECTED_ROWS
@@ -105,11 +105,11 @@ def in_a_running_loop(code: str) -> str:
 
 
 def test_python_api_chooses_the_database_as_the_cli_does(unconfigured):
-    """`Campaign("pipeline").run()` in a fresh session with no DJ_* set must start the embedded
+    """`Campaign("djdask.pipeline").run()` in a fresh session with no DJ_* set must start the embedded
     PostgreSQL as the CLI does; before, the pipeline's import failed ("Database user not
     configured") and notebook users had to configure a database by hand first."""
     env, cwd = unconfigured
-    code = "from orchestrator import Campaign\nprint('exit', Campaign('pipeline', workers=1).run().exit_code)\n"
+    code = "from djdask import Campaign\nprint('exit', Campaign('djdask.pipeline', workers=1).run().exit_code)\n"
     result = subprocess.run([sys.executable, "-c", in_a_running_loop(code)], env=env, cwd=cwd,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr

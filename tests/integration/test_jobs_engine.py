@@ -31,7 +31,7 @@ def seed_ledger(djdask, n):
 def start_campaign(env, cwd, *, new_session=False):
     """`djdask populate ledger` in the background, its output captured."""
     return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "populate", "ledger", "--workers", "2"],
+        [sys.executable, "-m", "djdask.cli", "populate", "ledger", "--workers", "2"],
         env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=new_session,
     )
 
@@ -56,7 +56,7 @@ def test_exactly_once_beside_datajoint_workers(djdask, sql, prefix, tmp_path):
     assert djdask.python("import ledger; ledger.Entry.jobs").returncode == 0
     ledger = tmp_path / "ledger.txt"
     env = djdask.env(DJDASK_TEST_LEDGER=str(ledger), DJDASK_TEST_MAKE_SECONDS="0.01")
-    cmd_djdask = [sys.executable, "-m", "orchestrator.cli", "populate", "ledger", "--workers", "2"]
+    cmd_djdask = [sys.executable, "-m", "djdask.cli", "populate", "ledger", "--workers", "2"]
     cmd_dj = [sys.executable, "-c", "import ledger; ledger.Entry.populate(reserve_jobs=True)"]
     procs = [subprocess.Popen(c, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for c in (cmd_djdask, cmd_dj, cmd_djdask, cmd_dj)]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.errors import JobsTableError
-from orchestrator.jobs import JobQueue
-from orchestrator.leases import recover_orphans
+from djdask.errors import JobsTableError
+from djdask.jobs import JobQueue
+from djdask.leases import recover_orphans
 from tests.pipelines.simple import declare
 
 pytestmark = pytest.mark.integration
@@ -30,7 +30,7 @@ def test_enqueue_uses_a_constant_number_of_statements(dj_instance, prefix, n):
     """Enqueueing must not issue one statement per key: the count for 100 keys and for
     100,000 keys is the same small number, and every key arrives as pending."""
     Key, Result = declare(dj_instance, prefix + "_enq")
-    Key.insert(({"k": i} for i in range(n)))
+    Key.insert({"k": i} for i in range(n))
     queue = JobQueue(Result())
     calls, undo = count_statements(dj_instance.connection)
     try:
@@ -214,8 +214,8 @@ def test_jobs_table_of_another_layout_is_refused_untouched(dj_instance, prefix):
 def test_heartbeat_restamps_after_reconnect(dj_instance, prefix):
     """After the campaign's session is lost and re-established, its keys must carry the new
     session id at the next renewal, or they would look orphaned and be taken."""
-    from orchestrator import djcompat
-    from orchestrator.leases import renew_leases
+    from djdask import djcompat
+    from djdask.leases import renew_leases
 
     Key, Result = declare(dj_instance, prefix + "_hb")
     Key.insert({"k": i} for i in range(4))

@@ -38,7 +38,7 @@ def test_errors_are_grouped_by_message(djdask, sql, prefix):
 HOLD = """
 import sys, time
 import ledger
-from orchestrator.jobs import JobQueue
+from djdask.jobs import JobQueue
 q = JobQueue(ledger.Entry())
 q.enqueue()
 keys = q.claim(5)

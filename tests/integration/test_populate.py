@@ -8,7 +8,7 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-INSERT_DEMO = "from pipeline.demo import insert_demo_data; insert_demo_data('small')"
+INSERT_DEMO = "from djdask.pipeline.demo import insert_demo_data; insert_demo_data('small')"
 
 #: Each auto-populated table of the reference pipeline: (table, its key source as SQL
 #: over the schema's tables, the key attributes).
@@ -75,7 +75,7 @@ def test_populate_matches_datajoint_sequential_populate(djdask, sql, prefix):
     """djdask and DataJoint's own populate() must produce the same keys and values in every table;
     a difference means djdask ran make() with other inputs, skipped keys or wrote twice."""
     assert djdask.python(INSERT_DEMO).returncode == 0
-    result = djdask("populate", "pipeline", "--workers", "2")
+    result = djdask("populate", "djdask.pipeline", "--workers", "2")
     assert result.returncode == 0, result.stdout + result.stderr
 
     other = f"{prefix}seq"
@@ -85,7 +85,7 @@ def test_populate_matches_datajoint_sequential_populate(djdask, sql, prefix):
     env = djdask.env(DASK_DJDASK__DEMO__SCHEMA_PREFIX=other, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
                      MKL_NUM_THREADS="1")
     code = (
-        INSERT_DEMO + "\nimport pipeline\n"
+        INSERT_DEMO + "\nimport djdask.pipeline as pipeline\n"
         "for t in (pipeline.ScanMovie, pipeline.MotionCorrection, pipeline.Segmentation, pipeline.Traces, pipeline.CellStats):\n"
         "    t.populate()\n"
     )
@@ -104,12 +104,12 @@ def test_plan_and_status_counts_match_sql(djdask, sql, prefix):
     """plan's missing counts and status's rows/pending/reserved/error must equal what SQL counts;
     a mismatch means users are shown a wrong picture of their pipeline."""
     assert djdask.python(INSERT_DEMO).returncode == 0
-    partial = djdask("populate", "pipeline", "--target", "Segmentation", "-r", "mouse_id=1", "--workers", "1")
+    partial = djdask("populate", "djdask.pipeline", "--target", "Segmentation", "-r", "mouse_id=1", "--workers", "1")
     assert partial.returncode == 0, partial.stderr
     # Pending rows made by DataJoint itself, so that status has something to count.
-    assert djdask.python("import pipeline; pipeline.ScanMovie.jobs.refresh()").returncode == 0
+    assert djdask.python("import djdask.pipeline as pipeline; pipeline.ScanMovie.jobs.refresh()").returncode == 0
 
-    plan = djdask("plan", "pipeline", "--json")
+    plan = djdask("plan", "djdask.pipeline", "--json")
     assert plan.returncode == 0, plan.stderr
     tables = {row["table"]: row for row in json.loads(plan.stdout)["tables"]}
     assert list(tables) == ["ScanMovie", "MotionCorrection", "Segmentation", "Traces", "CellStats"]
@@ -120,11 +120,11 @@ def test_plan_and_status_counts_match_sql(djdask, sql, prefix):
     assert tables["ScanMovie"]["missing"] == 4  # mouse 2's scans
     assert tables["Traces"]["missing"] == 8  # mouse 1's segmentations
 
-    restricted = json.loads(djdask("plan", "pipeline", "--json", "-r", "mouse_id=2", "--target", "MotionCorrection").stdout)
+    restricted = json.loads(djdask("plan", "djdask.pipeline", "--json", "-r", "mouse_id=2", "--target", "MotionCorrection").stdout)
     assert [r["table"] for r in restricted["tables"]] == ["ScanMovie", "MotionCorrection"]
     assert restricted["tables"][0]["missing"] == 4 and restricted["tables"][0]["total"] == 4
 
-    status = djdask("status", "pipeline", "--json")
+    status = djdask("status", "djdask.pipeline", "--json")
     assert status.returncode == 0, status.stderr
     rows = {row["table"]: row for row in json.loads(status.stdout)["tables"]}
     for name, (target, _, _) in sources.items():

@@ -55,7 +55,7 @@ class Watch:
         self.seen: dict[str, set[str]] = {}  # job id -> states seen
         self.most_jobs = 0
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.cli", "populate", "ledger", "--cluster", "testslurm", *args],
+            [sys.executable, "-m", "djdask.cli", "populate", "ledger", "--cluster", "testslurm", *args],
             env=env, cwd=djdask.cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
 
@@ -115,7 +115,7 @@ def test_workers_are_slurm_jobs_and_leave_no_job_behind(server, djdask, sql, pre
 def test_reference_pipeline_on_slurm_matches_a_local_cluster_run(server, djdask, sql, prefix, slurm, tmp_path):
     assert djdask.python(INSERT_DEMO).returncode == 0
     env = djdask.env(**slurm.env, **write_profile(tmp_path))
-    result = djdask("populate", "pipeline", "--cluster", "testslurm", env=env, timeout=300)
+    result = djdask("populate", "djdask.pipeline", "--cluster", "testslurm", env=env, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
 
     other = f"{prefix}loc"
@@ -123,7 +123,7 @@ def test_reference_pipeline_on_slurm_matches_a_local_cluster_run(server, djdask,
     seeded = subprocess.run([sys.executable, "-c", INSERT_DEMO], env=local_env, cwd=djdask.cwd,
                             capture_output=True, text=True, timeout=120)
     assert seeded.returncode == 0, seeded.stderr
-    local = djdask("populate", "pipeline", "--workers", "2", env=local_env)
+    local = djdask("populate", "djdask.pipeline", "--workers", "2", env=local_env)
     assert local.returncode == 0, local.stdout + local.stderr
     assert_same_rows(sql, prefix, other, "the LocalCluster run")
     assert queue_empties(slurm), f"jobs left in the queue: {slurm.queue()}"

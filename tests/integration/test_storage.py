@@ -27,8 +27,8 @@ ARRAYS = [
 READ_BACK = """
 import json, sys
 import numpy as np, xarray as xr
-import pipeline
-from orchestrator.storage import verify
+import djdask.pipeline as pipeline
+from djdask.storage import verify
 opts = json.loads(sys.argv[1])
 out = {"verified": 0, "plain": 0, "lazy": 0}
 for table in (pipeline.ScanMovie, pipeline.MotionCorrection, pipeline.Segmentation, pipeline.Traces):

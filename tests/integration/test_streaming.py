@@ -26,9 +26,9 @@ def summary_of(djdask, tmp_path, *args, env=None, name="summary.json"):
 def test_results_stream_down_the_dag(djdask, sql, prefix, tmp_path):
     """The first CellStats row must be completed before the last ScanMovie row: tables do not
     wait for their parent tables to finish. Checked from the jobs tables' completion times."""
-    assert djdask.python("from pipeline.demo import insert_demo_data; insert_demo_data('small')").returncode == 0
+    assert djdask.python("from djdask.pipeline.demo import insert_demo_data; insert_demo_data('small')").returncode == 0
     env = djdask.env(DJ_JOBS_KEEP_COMPLETED="true")
-    result = djdask("populate", "pipeline", "--workers", "2", env=env)
+    result = djdask("populate", "djdask.pipeline", "--workers", "2", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     img, acq = f"{prefix}_imaging", f"{prefix}_acquisition"
     first_stats = sql.scalar(f"SELECT MIN(completed_time) FROM {sql.table(img, '~~cell_stats')} WHERE status = 'success'")

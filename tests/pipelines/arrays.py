@@ -10,7 +10,7 @@ import datajoint as dj
 import numpy as np
 import xarray as xr
 
-from orchestrator import config, storage  # noqa: F401  (registers <xarray@>)
+from djdask import config, storage  # noqa: F401  (registers <xarray@>)
 
 schema = dj.Schema(f"{config.get('demo.schema-prefix')}_arrays")
 

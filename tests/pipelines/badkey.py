@@ -2,7 +2,7 @@
 
 import datajoint as dj
 
-from orchestrator import config
+from djdask import config
 
 schema = dj.Schema(f"{config.get('demo.schema-prefix')}_badkey")
 

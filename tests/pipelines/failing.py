@@ -3,7 +3,7 @@ that names the item, items leaving 1 modulo 3 with one fixed message."""
 
 import datajoint as dj
 
-from orchestrator import config
+from djdask import config
 
 schema = dj.Schema(f"{config.get('demo.schema-prefix')}_failing")
 

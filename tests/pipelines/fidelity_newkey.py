@@ -12,7 +12,7 @@ runs it without reservations.  ``Area`` (below ``Scan``) and ``DetectionCount``
 
 import datajoint as dj
 
-from orchestrator import config
+from djdask import config
 
 schema = dj.Schema(f"{config.get('demo.schema-prefix')}_fidelity_newkey")
 

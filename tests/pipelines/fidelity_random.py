@@ -13,7 +13,7 @@ import time
 import datajoint as dj
 import numpy as np
 
-from orchestrator import config
+from djdask import config
 
 schema = dj.Schema(f"{config.get('demo.schema-prefix')}_fidelity_random")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import datajoint as dj
 
-from orchestrator import config
+from djdask import config
 
 schema = dj.Schema(f"{config.get('demo.schema-prefix')}_parts")
 

@@ -5,7 +5,7 @@ import os
 
 import datajoint as dj
 
-from orchestrator import config
+from djdask import config
 
 schema = dj.Schema(f"{config.get('demo.schema-prefix')}_unreliable")
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from orchestrator.batching import BatchSizer
+from djdask.batching import BatchSizer
 
 
 def test_first_batch_has_one_key():

@@ -8,9 +8,9 @@ import urllib.request
 
 import pytest
 
-from orchestrator.dashboard import DashboardPlugin, fill_colour, page_link
-from orchestrator.database import redact
-from orchestrator.progress import METADATA_KEY, CampaignBoard
+from djdask.dashboard import DashboardPlugin, fill_colour, page_link
+from djdask.database import redact
+from djdask.progress import METADATA_KEY, CampaignBoard
 
 
 def state(t: float, tables: dict[str, tuple[int, int, int, int]], *, campaign: str = "c1", finished: bool = False,
@@ -136,7 +136,7 @@ def test_log_records_are_redacted_in_every_logger(tmp_path):
         "import logging, os\n"
         "os.environ['DJ_PASS'] = 'hunter-22-pw'\n"
         "os.environ['AWS_SECRET_ACCESS_KEY'] = 'wJalr/XUtn+FEMI'\n"
-        "from orchestrator.database import redact_logs\n"
+        "from djdask.database import redact_logs\n"
         "redact_logs()\n"
         "logging.basicConfig()\n"
         "logging.getLogger('datajoint').error('make failed: mysql://u:%s@h', 'hunter-22-pw')\n"

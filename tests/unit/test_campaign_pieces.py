@@ -6,9 +6,9 @@ from __future__ import annotations
 import dask.config
 import pytest
 
-from orchestrator.errors import DjdaskError
-from orchestrator.outcomes import RetryPolicy, classify, lost
-from orchestrator.pools import Pools, covers
+from djdask.errors import DjdaskError
+from djdask.outcomes import RetryPolicy, classify, lost
+from djdask.pools import Pools, covers
 
 
 def outcome(key: int, status: str, message: str | None = None) -> dict:

@@ -6,8 +6,8 @@ import io
 
 import pytest
 
-from orchestrator.cli import _parser
-from orchestrator.progress import TerminalProgress
+from djdask.cli import _parser
+from djdask.progress import TerminalProgress
 
 
 def test_documented_flags_parse():

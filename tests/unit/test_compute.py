@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import compute
+from djdask.pipeline import compute
 
 SIZE = dict(n_frames=120, height=48, width=48, n_cells=8, drift_px=3, frame_rate=15.0)
 

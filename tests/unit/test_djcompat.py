@@ -1,6 +1,6 @@
 """The private DataJoint API djdask uses must still be there."""
 
-from orchestrator import djcompat
+from djdask import djcompat
 
 
 def test_installed_datajoint_has_what_djdask_uses():
@@ -32,7 +32,7 @@ def test_a_missing_private_name_fails_loudly_with_djdasks_error(monkeypatch):
     with djdask's error naming the name, not somewhere deep in a campaign."""
     import datajoint.jobs
 
-    from orchestrator.errors import DataJointCompatibilityError, DjdaskError
+    from djdask.errors import DataJointCompatibilityError, DjdaskError
 
     monkeypatch.delattr(datajoint.jobs, "_get_job_version")
     try:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import networkx as nx
 import pytest
 
-from orchestrator.errors import UnknownTableError
-from orchestrator.graph import PipelineGraph, _master, table_tier
+from djdask.errors import UnknownTableError
+from djdask.graph import PipelineGraph, _master, table_tier
 
 
 @pytest.mark.parametrize("q", ['"', "`"])

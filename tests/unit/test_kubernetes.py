@@ -7,8 +7,8 @@ import dask.config
 import pytest
 import yaml
 
-from clusters import resolve
-from orchestrator.errors import ProfileError
+from djdask.clusters import resolve
+from djdask.errors import ProfileError
 
 PROFILE = {
     "kind": "kubernetes", "image": "ghcr.io/mylab/pipeline:1.2", "namespace": "lab", "workers": 3,

@@ -55,5 +55,39 @@ def test_required_dependencies_are_declared():
 def test_console_script_and_packages():
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert data["project"]["name"] == "djdask"
-    assert data["project"]["scripts"]["djdask"] == "orchestrator.cli:main"
-    assert set(data["tool"]["setuptools"]["packages"]) == {"orchestrator", "clusters", "pipeline"}
+    assert data["project"]["scripts"]["djdask"] == "djdask.cli:main"
+    assert set(data["tool"]["setuptools"]["packages"]) == {"djdask", "djdask.clusters", "djdask.pipeline"}
+
+
+def test_the_wheel_installs_everything_under_djdask(tmp_path):
+    """Labs often have a top-level package called `pipeline` (or `clusters`): installing
+    djdask must not shadow it. The built wheel holds `djdask` (with its clusters, its
+    reference pipeline and their YAML defaults) and its metadata, nothing else."""
+    import subprocess
+    import sys
+    import zipfile
+
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    wheel = next(tmp_path.glob("djdask-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/", 1)[0] for n in names} == {"djdask", wheel.name.split("-")[0] + "-" +
+                                                   wheel.name.split("-")[1] + ".dist-info"}
+    for expected in ("djdask/campaign.py", "djdask/djdask.yaml", "djdask/clusters/slurm.py",
+                     "djdask/clusters/clusters.yaml", "djdask/pipeline/imaging.py"):
+        assert expected in names
+    entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "djdask = djdask.cli:main" in entry_points and "xarray = djdask.storage:XarrayCodec" in entry_points
+
+
+def test_no_code_imports_the_repository_folders_by_their_own_names():
+    """orchestrator/, clusters/ and pipeline/ are `djdask`, `djdask.clusters` and
+    `djdask.pipeline` once installed; code importing `orchestrator` or `clusters` would work
+    from a checkout and fail from the wheel (or load the modules twice)."""
+    import re
+
+    pattern = re.compile(r"^\s*(from|import)\s+(orchestrator|clusters|pipeline)\b|-m orchestrator\.", re.M)
+    offenders = [str(p.relative_to(ROOT)) for folder in ("orchestrator", "clusters", "pipeline", "tests", "benchmarks")
+                 for p in (ROOT / folder).rglob("*.py") if pattern.search(p.read_text())]
+    assert not offenders

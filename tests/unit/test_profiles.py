@@ -5,8 +5,8 @@ from __future__ import annotations
 import dask.config
 import pytest
 
-from clusters import KINDS, profile_names, resolve
-from orchestrator.errors import ProfileError, ProfileNotFoundError
+from djdask.clusters import KINDS, profile_names, resolve
+from djdask.errors import ProfileError, ProfileNotFoundError
 
 
 def test_shipped_profiles_and_kinds():
@@ -105,7 +105,7 @@ def run_cli(*args, env_extra=None):
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJ_", "DASK_DJDASK"))}
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "djdask.cli", *args], capture_output=True, text=True,
                           env=env, timeout=120)
 
 
@@ -119,7 +119,7 @@ def test_clusters_commands():
         "DASK_DJDASK__CLUSTERS__GPU__KIND": "slurm", "DASK_DJDASK__CLUSTERS__GPU__CORES": "8",
         "DASK_DJDASK__CLUSTERS__GPU__MEMORY": "64GB", "DASK_DJDASK__CLUSTERS__GPU__QUEUE": "gpu"})
     assert shown.returncode == 0 and "queue: gpu" in shown.stdout and "processes: 8" in shown.stdout
-    bad = run_cli("populate", "pipeline", "--cluster", "nope")
+    bad = run_cli("populate", "djdask.pipeline", "--cluster", "nope")
     assert bad.returncode == 2 and "Unknown cluster profile 'nope'" in bad.stderr and "Traceback" not in bad.stderr
     walltime = run_cli("clusters", "script", "w", env_extra={
         "DASK_DJDASK__CLUSTERS__W__KIND": "slurm", "DASK_DJDASK__CLUSTERS__W__CORES": "1",
@@ -130,7 +130,7 @@ def test_clusters_commands():
 def test_workers_retire_before_the_walltime():
     """The job script tells workers when to stop starting make() calls: before the walltime,
     by a margin, with a stagger; an explicit lifetime wins."""
-    from clusters.batch import lifetime_for
+    from djdask.clusters.batch import lifetime_for
 
     lifetime, stagger = lifetime_for(3600)
     assert lifetime + stagger < 3600 - 60 and stagger > 0
@@ -155,8 +155,8 @@ def test_workers_retire_before_the_walltime():
 
 
 def test_pools_on_the_command_line():
-    from orchestrator.cli import _pools_arg
-    from orchestrator.errors import DjdaskError
+    from djdask.cli import _pools_arg
+    from djdask.errors import DjdaskError
 
     assert _pools_arg(["slurm"]) == {"default": "slurm"}
     assert _pools_arg(["default=slurm", "gpu=gpuprofile"]) == {"default": "slurm", "gpu": "gpuprofile"}

@@ -7,8 +7,8 @@ import time
 import pytest
 from distributed import Client, LocalCluster
 
-from clusters.kubernetes import DemandScaler
-from clusters.scaling import Demand, DemandAdaptive
+from djdask.clusters.kubernetes import DemandScaler
+from djdask.clusters.scaling import Demand, DemandAdaptive
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pymysql
 import pytest
 from datajoint.errors import DataJointError, DuplicateError, LostConnectionError
 
-from orchestrator.executor import is_transient
+from djdask.executor import is_transient
 
 TRANSIENT = [
     pymysql.err.OperationalError(2003, "Can't connect to MySQL server on '127.0.0.1'"),
