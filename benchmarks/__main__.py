@@ -37,13 +37,15 @@ def _case_env(server, work: Path) -> dict[str, str]:
     store = work / "store"
     store.mkdir(exist_ok=True)
     env.update(server.env)
-    env.update({
-        "PYTHONPATH": str(ROOT),
-        "DJ_STORES": json.dumps({"default": "local", "local": {"protocol": "file", "location": str(store)}}),
-        "DJ_LOG_STREAM": "stderr",
-        "DASK_DJDASK__CAMPAIGN__DASHBOARD_ADDRESS": "127.0.0.1:0",
-        "DASK_DJDASK__DEMO__SCHEMA_PREFIX": f"b{uuid.uuid4().hex[:8]}",
-    })
+    env.update(
+        {
+            "PYTHONPATH": str(ROOT),
+            "DJ_STORES": json.dumps({"default": "local", "local": {"protocol": "file", "location": str(store)}}),
+            "DJ_LOG_STREAM": "stderr",
+            "DASK_DJDASK__CAMPAIGN__DASHBOARD_ADDRESS": "127.0.0.1:0",
+            "DASK_DJDASK__DEMO__SCHEMA_PREFIX": f"b{uuid.uuid4().hex[:8]}",
+        }
+    )
     return env
 
 
@@ -54,8 +56,15 @@ def run_case(name: str, server, work: Path, quick: bool, timeout: float) -> list
     if quick:
         args.append("--quick")
     with open(work / f"{name}.out", "w") as log:
-        done = subprocess.run(args, env=_case_env(server, work), cwd=work, stdout=log, stderr=subprocess.STDOUT,
-                              timeout=timeout, check=False)
+        done = subprocess.run(
+            args,
+            env=_case_env(server, work),
+            cwd=work,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+            check=False,
+        )
     if done.returncode:
         tail = (work / f"{name}.out").read_text().strip().splitlines()[-1:] or ["no output"]
         raise RuntimeError(f"exit {done.returncode}: {tail[0]} (log: {work / f'{name}.out'})")
@@ -65,8 +74,9 @@ def run_case(name: str, server, work: Path, quick: bool, timeout: float) -> list
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes: under 10 minutes on 2 cores")
-    parser.add_argument("--backend", choices=list(STARTERS), action="append",
-                        help="only this backend (repeatable); default both")
+    parser.add_argument(
+        "--backend", choices=list(STARTERS), action="append", help="only this backend (repeatable); default both"
+    )
     parser.add_argument("--case", choices=list(CASES), action="append", help="only this case (repeatable)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds one case may take")
     args = parser.parse_args(argv)
@@ -93,8 +103,14 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.stop()
     stamp = datetime.date.today().isoformat()
-    run = {"date": stamp, "quick": args.quick, "wall_seconds": round(time.monotonic() - t0, 1),
-           "machine": machine(), "backends": backends, "results": rows}
+    run = {
+        "date": stamp,
+        "quick": args.quick,
+        "wall_seconds": round(time.monotonic() - t0, 1),
+        "machine": machine(),
+        "backends": backends,
+        "results": rows,
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{stamp}.json").write_text(json.dumps(run, indent=2, default=str) + "\n")
     table = markdown(run)

@@ -67,14 +67,33 @@ def sizes(quick: bool) -> dict[str, Any]:
     }
 
 
-def row(case: str, *, djdask: str, baseline: str, ratio: float | None, ratio_text: str, goal: str,
-        met: bool | None, note: str = "", **data: Any) -> dict[str, Any]:
+def row(
+    case: str,
+    *,
+    djdask: str,
+    baseline: str,
+    ratio: float | None,
+    ratio_text: str,
+    goal: str,
+    met: bool | None,
+    note: str = "",
+    **data: Any,
+) -> dict[str, Any]:
     """One line of the results table: djdask's figure, the baseline's, their ratio, the goal.
 
     ``data`` keeps the raw measurements for the JSON file.
     """
-    return {"case": case, "djdask": djdask, "baseline": baseline, "ratio": ratio, "ratio_text": ratio_text,
-            "goal": goal, "met": met, "note": note, "data": data}
+    return {
+        "case": case,
+        "djdask": djdask,
+        "baseline": baseline,
+        "ratio": ratio,
+        "ratio_text": ratio_text,
+        "goal": goal,
+        "met": met,
+        "note": note,
+        "data": data,
+    }
 
 
 # -- helpers --------------------------------------------------------------------
@@ -96,8 +115,9 @@ def _sql():
 
 def _run(args: Sequence[str], env: dict[str, str], log: Path, timeout: float = 900) -> None:
     with open(log, "a") as out:
-        done = subprocess.run([PYTHON, *args], env=env, stdout=out, stderr=subprocess.STDOUT, timeout=timeout,
-                              check=False)
+        done = subprocess.run(
+            [PYTHON, *args], env=env, stdout=out, stderr=subprocess.STDOUT, timeout=timeout, check=False
+        )
     if done.returncode:
         raise RuntimeError(f"{' '.join(args)} failed (exit {done.returncode}); see {log}")
 
@@ -126,8 +146,14 @@ class Racers:
         procs, lines = [], []
         with open(self.log, "a") as log:
             for command in self.commands:
-                proc = subprocess.Popen([PYTHON, *command], env=self.env, stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=log, text=True)
+                proc = subprocess.Popen(
+                    [PYTHON, *command],
+                    env=self.env,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                    text=True,
+                )
                 procs.append(proc)
                 lines.append(self._reader(proc, log))
             try:
@@ -138,7 +164,7 @@ class Racers:
                 for proc in procs:
                     proc.stdin.write("go\n")
                     proc.stdin.flush()
-                reports = [json.loads(self._expect(got, RESULT, deadline)[len(RESULT):]) for got in lines]
+                reports = [json.loads(self._expect(got, RESULT, deadline)[len(RESULT) :]) for got in lines]
                 for proc in procs:
                     proc.wait(timeout=max(1.0, deadline - time.monotonic()))
             finally:
@@ -171,7 +197,9 @@ class Racers:
             try:
                 line = got.get(timeout=max(0.1, deadline - time.monotonic()))
             except queue.Empty:
-                raise TimeoutError(f"a baseline process did not report {start.strip()!r} in time; see {self.log}") from None
+                raise TimeoutError(
+                    f"a baseline process did not report {start.strip()!r} in time; see {self.log}"
+                ) from None
             if line is None:
                 raise RuntimeError(f"a baseline process ended before reporting {start.strip()!r}; see {self.log}")
             if line.startswith(start):
@@ -264,10 +292,13 @@ def settle(sql, timeout: float = 30) -> None:
     if sql.backend == "postgresql":
         sql.query("CHECKPOINT")
         while time.monotonic() < deadline and sql.scalar(
-                "SELECT COUNT(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"):
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+        ):
             time.sleep(0.1)
         return
-    status = "SHOW GLOBAL STATUS WHERE Variable_name IN ('Innodb_buffer_pool_pages_dirty', 'Innodb_history_list_length')"
+    status = (
+        "SHOW GLOBAL STATUS WHERE Variable_name IN ('Innodb_buffer_pool_pages_dirty', 'Innodb_history_list_length')"
+    )
     limit = sql.scalar("SELECT @@GLOBAL.innodb_max_dirty_pages_pct")
     sql.query("SET GLOBAL innodb_max_dirty_pages_pct = 0")
     try:
@@ -320,30 +351,60 @@ def case_throughput(quick: bool, work: Path) -> list[dict]:
     # The ceiling: the same rows (with the same foreign key), no framework at all.
     ceiling = f"{prefix}_ceiling"
     _create_schema(sql, ceiling)
-    sql.query(f"CREATE TABLE {sql.table(ceiling, 'ceiling')} (k int NOT NULL PRIMARY KEY, v int NOT NULL, "
-              f"FOREIGN KEY (k) REFERENCES {sql.table(theirs, 'key')} (k))")
-    ceiling_cmd = [["-m", "benchmarks.baseline", "insert", "--schema", ceiling, "--table", "ceiling", "--keys", str(n),
-                    "--worker", str(i), "--workers", str(WORKERS)] for i in range(WORKERS)]
+    sql.query(
+        f"CREATE TABLE {sql.table(ceiling, 'ceiling')} (k int NOT NULL PRIMARY KEY, v int NOT NULL, "
+        f"FOREIGN KEY (k) REFERENCES {sql.table(theirs, 'key')} (k))"
+    )
+    ceiling_cmd = [
+        [
+            "-m",
+            "benchmarks.baseline",
+            "insert",
+            "--schema",
+            ceiling,
+            "--table",
+            "ceiling",
+            "--keys",
+            str(n),
+            "--worker",
+            str(i),
+            "--workers",
+            str(WORKERS),
+        ]
+        for i in range(WORKERS)
+    ]
     populate = [["-m", "benchmarks.baseline", "populate", THROUGHPUT, "Fast"]] * WORKERS
     # DataJoint's own per-key path on both workers at once, sharing the machine as
     # djdask's workers do: two direct populate() processes, each on half the keys.
     halves_env, halves = copies["d2"]
-    halves_cmd = [["-m", "benchmarks.baseline", "populate", THROUGHPUT, "Fast", "--direct",
-                   "--where", f"MOD(k, {WORKERS}) = {i}"] for i in range(WORKERS)]
+    halves_cmd = [
+        ["-m", "benchmarks.baseline", "populate", THROUGHPUT, "Fast", "--direct", "--where", f"MOD(k, {WORKERS}) = {i}"]
+        for i in range(WORKERS)
+    ]
     direct_env, direct = copies["dd"]
     dd = {}
     for table, keys in (("Fast", n_direct), ("Slow", n_direct // 25)):
         settle(sql)
-        dd[table] = Racers([["-m", "benchmarks.baseline", "populate", THROUGHPUT, table, "--direct"]],
-                           direct_env, log).run()["seconds"] / keys
+        dd[table] = (
+            Racers([["-m", "benchmarks.baseline", "populate", THROUGHPUT, table, "--direct"]], direct_env, log).run()[
+                "seconds"
+            ]
+            / keys
+        )
         _check(sql, direct, f"__{table.lower()}", keys, "DataJoint's direct populate")
 
     # Case 1 is a couple of seconds a side, where a shared two-core machine varies by a
     # fifth from one run to the next: each side runs ROUNDS times, the sides taking
     # turns, and the median counts.
     runs: dict[str, list[float]] = {"ceiling": [], "datajoint": [], "halves": [], "djdask": []}
-    emptied = [(ceiling, "ceiling"), (theirs, "__fast"), (theirs, "~~fast"), (halves, "__fast"), (ours, "__fast"),
-               (ours, "~~fast")]  # what the sides wrote, emptied before the next round
+    emptied = [
+        (ceiling, "ceiling"),
+        (theirs, "__fast"),
+        (theirs, "~~fast"),
+        (halves, "__fast"),
+        (ours, "__fast"),
+        (ours, "~~fast"),
+    ]  # what the sides wrote, emptied before the next round
     with warm_cluster(THROUGHPUT) as client:
         for round_ in range(ROUNDS):
             if round_:
@@ -377,36 +438,67 @@ def case_throughput(quick: bool, work: Path) -> list[dict]:
     ideal = n_slow * tp.SLOW_SECONDS / WORKERS
     achievable = n_slow * dd["Slow"] / WORKERS
     fast_table, slow_table = fast.tables[0], slow.tables[0]
-    common = {"keys": n, "djdask_s": round(median["djdask"], 3), "tasks": fast_table.tasks, "rounds": ROUNDS,
-              "runs_s": {side: [round(x, 3) for x in seconds] for side, seconds in runs.items()},
-              "largest_batch": fast_table.largest_batch,
-              "direct_keys_per_s_one_process": round(1 / dd["Fast"], 1),
-              "direct_keys_per_s_two_processes": round(direct_rate, 1)}
-    direct_note = (f"DataJoint's populate() direct (no jobs table): one process {1 / dd['Fast']:,.0f} keys/s; "
-                   f"{WORKERS} processes at once, each on half the keys, {direct_rate:,.0f} keys/s: DataJoint's "
-                   f"own per-key transaction, which djdask's workers run, reaches {direct_rate / raw_rate:.0%} "
-                   f"of the ceiling, and djdask {rate / direct_rate:.0%} of that")
+    common = {
+        "keys": n,
+        "djdask_s": round(median["djdask"], 3),
+        "tasks": fast_table.tasks,
+        "rounds": ROUNDS,
+        "runs_s": {side: [round(x, 3) for x in seconds] for side, seconds in runs.items()},
+        "largest_batch": fast_table.largest_batch,
+        "direct_keys_per_s_one_process": round(1 / dd["Fast"], 1),
+        "direct_keys_per_s_two_processes": round(direct_rate, 1),
+    }
+    direct_note = (
+        f"DataJoint's populate() direct (no jobs table): one process {1 / dd['Fast']:,.0f} keys/s; "
+        f"{WORKERS} processes at once, each on half the keys, {direct_rate:,.0f} keys/s: DataJoint's "
+        f"own per-key transaction, which djdask's workers run, reaches {direct_rate / raw_rate:.0%} "
+        f"of the ceiling, and djdask {rate / direct_rate:.0%} of that"
+    )
     return [
-        row(f"1 throughput: {n:,} keys, make() inserts one row, {WORKERS} workers",
-            djdask=f"{rate:,.0f} keys/s", baseline=f"{WORKERS} x populate(reserve_jobs=True): {dj_rate:,.0f} keys/s",
-            ratio=rate / dj_rate, ratio_text=f"{rate / dj_rate:.2f}x", goal=">= 3x", met=rate / dj_rate >= 3,
-            baseline_s=round(median["datajoint"], 3), **common),
-        row(f"1 throughput vs the ceiling: {n:,} keys",
+        row(
+            f"1 throughput: {n:,} keys, make() inserts one row, {WORKERS} workers",
+            djdask=f"{rate:,.0f} keys/s",
+            baseline=f"{WORKERS} x populate(reserve_jobs=True): {dj_rate:,.0f} keys/s",
+            ratio=rate / dj_rate,
+            ratio_text=f"{rate / dj_rate:.2f}x",
+            goal=">= 3x",
+            met=rate / dj_rate >= 3,
+            baseline_s=round(median["datajoint"], 3),
+            **common,
+        ),
+        row(
+            f"1 throughput vs the ceiling: {n:,} keys",
             djdask=f"{rate:,.0f} keys/s",
             baseline=f"{WORKERS} connections, INSERT + COMMIT per key: {raw_rate:,.0f} keys/s",
-            ratio=rate / raw_rate, ratio_text=f"{rate / raw_rate:.1%}", goal=">= 50%", met=rate / raw_rate >= 0.5,
-            note=direct_note, ceiling_s=round(median["ceiling"], 3), **common),
-        row(f"2 efficiency: {n_slow:,} keys, {tp.SLOW_SECONDS * 1000:.0f} ms make(), {WORKERS} workers",
+            ratio=rate / raw_rate,
+            ratio_text=f"{rate / raw_rate:.1%}",
+            goal=">= 50%",
+            met=rate / raw_rate >= 0.5,
+            note=direct_note,
+            ceiling_s=round(median["ceiling"], 3),
+            **common,
+        ),
+        row(
+            f"2 efficiency: {n_slow:,} keys, {tp.SLOW_SECONDS * 1000:.0f} ms make(), {WORKERS} workers",
             djdask=f"{slow_s:.2f} s",
             baseline=f"ideal {n_slow:,} x {tp.SLOW_SECONDS * 1000:.0f} ms / {WORKERS}: {ideal:.2f} s",
-            ratio=ideal / slow_s, ratio_text=f"{ideal / slow_s:.1%}", goal=">= 90%", met=ideal / slow_s >= 0.9,
+            ratio=ideal / slow_s,
+            ratio_text=f"{ideal / slow_s:.1%}",
+            goal=">= 90%",
+            met=ideal / slow_s >= 0.9,
             note=f"a key costs {dd['Slow'] * 1000:.1f} ms through DataJoint's populate() (direct, one process), "
-                 f"so {achievable:.2f} s is the most any DataJoint-based tool can do: djdask reaches "
-                 f"{achievable / slow_s:.0%} of that; DataJoint's {WORKERS} x populate(reserve_jobs=True): "
-                 f"{dj_slow['seconds']:.2f} s ({ideal / dj_slow['seconds']:.0%} of ideal)",
-            keys=n_slow, djdask_s=round(slow_s, 3), ideal_s=ideal, achievable_s=round(achievable, 3),
-            direct_ms_per_key=round(dd["Slow"] * 1000, 2), datajoint_s=round(dj_slow["seconds"], 3),
-            tasks=slow_table.tasks, largest_batch=slow_table.largest_batch),
+            f"so {achievable:.2f} s is the most any DataJoint-based tool can do: djdask reaches "
+            f"{achievable / slow_s:.0%} of that; DataJoint's {WORKERS} x populate(reserve_jobs=True): "
+            f"{dj_slow['seconds']:.2f} s ({ideal / dj_slow['seconds']:.0%} of ideal)",
+            keys=n_slow,
+            djdask_s=round(slow_s, 3),
+            ideal_s=ideal,
+            achievable_s=round(achievable, 3),
+            direct_ms_per_key=round(dd["Slow"] * 1000, 2),
+            datajoint_s=round(dj_slow["seconds"], 3),
+            tasks=slow_table.tasks,
+            largest_batch=slow_table.largest_batch,
+        ),
     ]
 
 
@@ -446,14 +538,23 @@ def case_enqueue(quick: bool, work: Path) -> list[dict]:
             if added != n:
                 raise RuntimeError(f"djdask enqueued {added} keys, expected {n}")
             baseline_s = per_key * n
-            rows.append(row(
-                f"3 enqueue {n:,} missing keys", djdask=f"{seconds:.2f} s",
-                baseline=f"jobs.refresh(): {baseline_s:,.0f} s (extrapolated)",
-                ratio=baseline_s / seconds, ratio_text=f"{baseline_s / seconds:,.0f}x", goal=">= 100x",
-                met=baseline_s / seconds >= 100,
-                note=f"refresh() measured on {m:,} keys ({m / (per_key * m):,.0f} keys/s), extrapolated linearly",
-                keys=n, djdask_s=round(seconds, 3), baseline_s=round(baseline_s, 3), refresh_keys=m,
-                refresh_s=round(per_key * m, 3)))
+            rows.append(
+                row(
+                    f"3 enqueue {n:,} missing keys",
+                    djdask=f"{seconds:.2f} s",
+                    baseline=f"jobs.refresh(): {baseline_s:,.0f} s (extrapolated)",
+                    ratio=baseline_s / seconds,
+                    ratio_text=f"{baseline_s / seconds:,.0f}x",
+                    goal=">= 100x",
+                    met=baseline_s / seconds >= 100,
+                    note=f"refresh() measured on {m:,} keys ({m / (per_key * m):,.0f} keys/s), extrapolated linearly",
+                    keys=n,
+                    djdask_s=round(seconds, 3),
+                    baseline_s=round(baseline_s, 3),
+                    refresh_keys=m,
+                    refresh_s=round(per_key * m, 3),
+                )
+            )
         return rows
     finally:
         inst.connection.close()
@@ -503,16 +604,32 @@ def case_reference(quick: bool, work: Path) -> list[dict]:
     sql.close()
     label = f"{WORKERS} x populate(reserve_jobs=True), table by table"
     return [
-        row(f"4 reference pipeline ({scale}, {expected} CellStats keys): first CellStats row",
-            djdask=f"{first:.2f} s", baseline=f"{label}: {dj_first:.2f} s", ratio=dj_first / first,
-            ratio_text=f"{dj_first / first:.1f}x sooner", goal=">= 3x sooner", met=dj_first / first >= 3,
-            djdask_s=round(first, 3), baseline_s=round(dj_first, 3)),
-        row(f"4 reference pipeline ({scale}): all tables",
-            djdask=f"{total:.2f} s", baseline=f"{label}: {dj_total:.2f} s", ratio=dj_total / total,
-            ratio_text=f"{dj_total / total:.2f}x", goal="(none)", met=None,
-            djdask_s=round(total, 3), baseline_s=round(dj_total, 3),
-            tables={t.table: {"keys": t.succeeded, "tasks": t.tasks, "first_done": t.first_done,
-                              "last_done": t.last_done} for t in summary.tables}),
+        row(
+            f"4 reference pipeline ({scale}, {expected} CellStats keys): first CellStats row",
+            djdask=f"{first:.2f} s",
+            baseline=f"{label}: {dj_first:.2f} s",
+            ratio=dj_first / first,
+            ratio_text=f"{dj_first / first:.1f}x sooner",
+            goal=">= 3x sooner",
+            met=dj_first / first >= 3,
+            djdask_s=round(first, 3),
+            baseline_s=round(dj_first, 3),
+        ),
+        row(
+            f"4 reference pipeline ({scale}): all tables",
+            djdask=f"{total:.2f} s",
+            baseline=f"{label}: {dj_total:.2f} s",
+            ratio=dj_total / total,
+            ratio_text=f"{dj_total / total:.2f}x",
+            goal="(none)",
+            met=None,
+            djdask_s=round(total, 3),
+            baseline_s=round(dj_total, 3),
+            tables={
+                t.table: {"keys": t.succeeded, "tasks": t.tasks, "first_done": t.first_done, "last_done": t.last_done}
+                for t in summary.tables
+            },
+        ),
     ]
 
 
@@ -560,10 +677,17 @@ def memory_run(keys: int, calls: int) -> dict[str, Any]:
             _, traced = campaign(THROUGHPUT, client, targets=["Fast"], max_calls=calls)
     pending = sql.jobs_counts(f"{_prefix()}_throughput", "__fast").get("pending", 0)
     sql.close()
-    return {"keys": keys, "calls": calls, "made": summary.tables[0].succeeded + traced.tables[0].succeeded,
-            "pending_after": pending, "rss_before": before, "rss_peak": peak,
-            "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "traced_peak": traced.traced_peak_bytes, "seconds": round(seconds, 3)}
+    return {
+        "keys": keys,
+        "calls": calls,
+        "made": summary.tables[0].succeeded + traced.tables[0].succeeded,
+        "pending_after": pending,
+        "rss_before": before,
+        "rss_peak": peak,
+        "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "traced_peak": traced.traced_peak_bytes,
+        "seconds": round(seconds, 3),
+    }
 
 
 def case_memory(quick: bool, work: Path) -> list[dict]:
@@ -574,22 +698,43 @@ def case_memory(quick: bool, work: Path) -> list[dict]:
     runs = {}
     for n in size["memory_keys"]:
         out = work / f"memory-{n}.json"
-        _run(["-m", "benchmarks.cases", "memory-run", "--keys", str(n), "--calls", str(calls), "--out", str(out),
-              "--work", str(work)], _env(f"{_prefix()}m{n}"), work / "memory.log")
+        _run(
+            [
+                "-m",
+                "benchmarks.cases",
+                "memory-run",
+                "--keys",
+                str(n),
+                "--calls",
+                str(calls),
+                "--out",
+                str(out),
+                "--work",
+                str(work),
+            ],
+            _env(f"{_prefix()}m{n}"),
+            work / "memory.log",
+        )
         runs[n] = json.loads(out.read_text())
     small, big = (runs[n] for n in size["memory_keys"])
     mb = 1024 * 1024
     growth = (big["rss_peak"] - small["rss_peak"]) / mb
     traced_growth = (big["traced_peak"] - small["traced_peak"]) / mb
-    return [row(
-        f"5 campaign memory: {small['keys']:,} vs {big['keys']:,} keys pending",
-        djdask=f"peak RSS {big['rss_peak'] / mb:.1f} MB at {big['keys']:,}",
-        baseline=f"peak RSS {small['rss_peak'] / mb:.1f} MB at {small['keys']:,}",
-        ratio=growth, ratio_text=f"{growth:+.1f} MB", goal="<= +50 MB", met=growth <= 50,
-        note=f"traced (tracemalloc) peak of the loop: {small['traced_peak'] / mb:.2f} MB vs "
-             f"{big['traced_peak'] / mb:.2f} MB ({traced_growth:+.2f} MB); each campaign made {calls:,} keys "
-             f"(max_calls) with the rest pending",
-        runs=runs)]
+    return [
+        row(
+            f"5 campaign memory: {small['keys']:,} vs {big['keys']:,} keys pending",
+            djdask=f"peak RSS {big['rss_peak'] / mb:.1f} MB at {big['keys']:,}",
+            baseline=f"peak RSS {small['rss_peak'] / mb:.1f} MB at {small['keys']:,}",
+            ratio=growth,
+            ratio_text=f"{growth:+.1f} MB",
+            goal="<= +50 MB",
+            met=growth <= 50,
+            note=f"traced (tracemalloc) peak of the loop: {small['traced_peak'] / mb:.2f} MB vs "
+            f"{big['traced_peak'] / mb:.2f} MB ({traced_growth:+.2f} MB); each campaign made {calls:,} keys "
+            f"(max_calls) with the rest pending",
+            runs=runs,
+        )
+    ]
 
 
 CASES: dict[str, Callable[[bool, Path], list[dict]]] = {

@@ -41,8 +41,10 @@ def machine() -> dict[str, str]:
 
 
 def describe(info: dict[str, str]) -> str:
-    return (f"{info['cpu']}, {info['cores']} cores, {info['memory']} RAM, {info['os']}, Python {info['python']}, "
-            f"DataJoint {info['datajoint']}, Dask {info['dask']}")
+    return (
+        f"{info['cpu']}, {info['cores']} cores, {info['memory']} RAM, {info['os']}, Python {info['python']}, "
+        f"DataJoint {info['datajoint']}, Dask {info['dask']}"
+    )
 
 
 def _met(value: bool | None) -> str:
@@ -52,8 +54,10 @@ def _met(value: bool | None) -> str:
 def markdown(run: dict[str, Any]) -> str:
     """The results table of a run, with its date, machine and notes."""
     mode = "quick" if run["quick"] else "full"
-    title = (f"Benchmarks of {run['date']} ({mode} run, {run['wall_seconds'] / 60:.1f} min, "
-             f"{' and '.join(run['backends'])}) on {describe(run['machine'])}.")
+    title = (
+        f"Benchmarks of {run['date']} ({mode} run, {run['wall_seconds'] / 60:.1f} min, "
+        f"{' and '.join(run['backends'])}) on {describe(run['machine'])}."
+    )
     lines = [
         title,
         "",
@@ -66,8 +70,10 @@ def markdown(run: dict[str, Any]) -> str:
             lines.append(f"| {r['case']} | {r['backend']} | failed | | | | **no** |")
             notes.append(f"{r['case']} on {r['backend']} failed: {r['error']}")
             continue
-        lines.append(f"| {r['case']} | {r['backend']} | {r['djdask']} | {r['baseline']} | {r['ratio_text']} | "
-                     f"{r['goal']} | {_met(r['met'])} |")
+        lines.append(
+            f"| {r['case']} | {r['backend']} | {r['djdask']} | {r['baseline']} | {r['ratio_text']} | "
+            f"{r['goal']} | {_met(r['met'])} |"
+        )
         if r["note"]:
             notes.append(f"{r['case'].split(':')[0]} ({r['backend']}): {r['note']}")
     if notes:

@@ -137,7 +137,7 @@ class BatchKind:
         except (ValueError, KeyError, TypeError):
             raise ProfileError(
                 f"Profile {profile!r} has lifetime {raw.get('lifetime')!r} or lifetime-stagger "
-                f"{raw.get('lifetime-stagger')!r}, which are not durations. Write them like \"55m\" or \"30s\"."
+                f'{raw.get("lifetime-stagger")!r}, which are not durations. Write them like "55m" or "30s".'
             ) from None
         if walltime is None:
             return None
@@ -186,8 +186,14 @@ class BatchKind:
                 cluster.adapt(minimum_jobs=0, maximum_jobs=max_jobs)
             else:
                 after = parse_timedelta(raw.get("scale-down-after", config.get("cluster-defaults.scale-down-after")))
-                cluster.adapt(minimum_jobs=0, maximum_jobs=max_jobs, Adaptive=DemandAdaptive, demand=demand,
-                              interval="1s", wait_count=max(1, int(after)))
+                cluster.adapt(
+                    minimum_jobs=0,
+                    maximum_jobs=max_jobs,
+                    Adaptive=DemandAdaptive,
+                    demand=demand,
+                    interval="1s",
+                    wait_count=max(1, int(after)),
+                )
             return Client(cluster), cluster
         except BaseException:
             cluster.close()

@@ -27,8 +27,23 @@ __all__ = ["KubernetesKind"]
 
 logger = logging.getLogger(__name__)
 
-_OWN = ("kind", "image", "namespace", "workers", "max-workers", "scale-down-after", "cores", "memory", "gpus", "env", "secret",
-        "resources", "name", "scheduler-service-type", "connect-timeout")
+_OWN = (
+    "kind",
+    "image",
+    "namespace",
+    "workers",
+    "max-workers",
+    "scale-down-after",
+    "cores",
+    "memory",
+    "gpus",
+    "env",
+    "secret",
+    "resources",
+    "name",
+    "scheduler-service-type",
+    "connect-timeout",
+)
 
 
 class KubernetesKind:
@@ -103,8 +118,12 @@ class KubernetesKind:
     def settings(self, profile: str, raw: dict[str, Any]) -> dict[str, Any]:
         worker = self.manifest(profile, raw)["spec"]["worker"]
         container = worker["spec"]["containers"][0]
-        return {"image": container["image"], "replicas": worker["replicas"], "args": container["args"],
-                "resources": container["resources"]}
+        return {
+            "image": container["image"],
+            "replicas": worker["replicas"],
+            "args": container["args"],
+            "resources": container["resources"],
+        }
 
     def start(self, profile: str, raw: dict[str, Any], workers: int | None = None, demand: Demand | None = None):
         from dask_kubernetes.operator import KubeCluster
@@ -120,8 +139,9 @@ class KubernetesKind:
             ) from None
         if demand is not None:
             after = parse_timedelta(raw.get("scale-down-after", config.get("cluster-defaults.scale-down-after")))
-            DemandScaler(cluster, demand, int(raw.get("max-workers", config.get("cluster-defaults.max-workers"))),
-                         after=after).start()
+            DemandScaler(
+                cluster, demand, int(raw.get("max-workers", config.get("cluster-defaults.max-workers"))), after=after
+            ).start()
         else:
             cluster.adapt(minimum=0, maximum=int(raw.get("max-workers", config.get("cluster-defaults.max-workers"))))
         return Client(cluster), cluster
@@ -131,8 +151,7 @@ class DemandScaler(threading.Thread):
     """Scales a cluster that has its own ``scale(n)`` (KubeCluster) to ``demand.workers``,
     at most ``maximum``; scales down only after the demand stayed lower for ``after`` s."""
 
-    def __init__(self, cluster: Any, demand: Demand, maximum: int, interval: float = 2.0,
-                 after: float = 20.0) -> None:
+    def __init__(self, cluster: Any, demand: Demand, maximum: int, interval: float = 2.0, after: float = 20.0) -> None:
         super().__init__(name="djdask-scaler", daemon=True)
         self.cluster, self.demand, self.maximum = cluster, demand, maximum
         self.interval, self.after = interval, after

@@ -105,8 +105,7 @@ def resolve(name: str) -> Profile:
     raw = {str(k).replace("_", "-"): v for k, v in dict(raw).items()}
     if "kind" not in raw:
         raise ProfileError(
-            f"Profile {name!r} has no `kind`. Set `djdask.clusters.{name}.kind` to one of: "
-            f"{', '.join(sorted(_KINDS))}."
+            f"Profile {name!r} has no `kind`. Set `djdask.clusters.{name}.kind` to one of: {', '.join(sorted(_KINDS))}."
         )
     return Profile(name, _kind(str(raw["kind"])), raw)
 
@@ -134,8 +133,13 @@ class AddressKind:
                 f"Profile {profile!r} (address) has no `address`. Set `djdask.clusters.{profile}.address` "
                 "to the scheduler's address, for example tcp://10.0.0.5:8786."
             )
-        return _connect(profile, raw, f"the scheduler at {raw['address']}", f"djdask.clusters.{profile}.address",
-                        address=str(raw["address"])), None
+        return _connect(
+            profile,
+            raw,
+            f"the scheduler at {raw['address']}",
+            f"djdask.clusters.{profile}.address",
+            address=str(raw["address"]),
+        ), None
 
 
 class SchedulerFileKind:
@@ -150,8 +154,13 @@ class SchedulerFileKind:
                 f"Profile {profile!r} (scheduler-file) needs `scheduler-file`, the path a scheduler "
                 f"wrote with `dask scheduler --scheduler-file PATH`; got {path!r}."
             )
-        return _connect(profile, raw, f"the scheduler named in {path}", f"djdask.clusters.{profile}.scheduler-file",
-                        scheduler_file=os.path.expanduser(str(path))), None
+        return _connect(
+            profile,
+            raw,
+            f"the scheduler named in {path}",
+            f"djdask.clusters.{profile}.scheduler-file",
+            scheduler_file=os.path.expanduser(str(path)),
+        ), None
 
 
 def _connect(profile: str, raw: dict[str, Any], what: str, setting: str, **where: Any):

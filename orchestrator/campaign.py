@@ -51,8 +51,16 @@ from .progress import TerminalProgress
 from .publisher import StatePublisher
 from .unreserved import UnreservedQueue, has_jobs_table
 
-__all__ = ["Campaign", "CampaignSummary", "TableState", "TableSummary", "performance_report", "stream", "sweep",
-           "table_states"]
+__all__ = [
+    "Campaign",
+    "CampaignSummary",
+    "TableState",
+    "TableSummary",
+    "performance_report",
+    "stream",
+    "sweep",
+    "table_states",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -147,8 +155,9 @@ def stream(state: TableState, made: Sequence[dict], priority: int | None) -> int
     return total
 
 
-def table_states(selection: Selection, owner: Owner, pools: Pools, *, target_duration: float,
-                 max_batch: int) -> list[TableState]:
+def table_states(
+    selection: Selection, owner: Owner, pools: Pools, *, target_duration: float, max_batch: int
+) -> list[TableState]:
     """One state per table of ``selection``, routed to its pool; DataJoint creates missing
     jobs tables on the way, and a table that cannot have one runs unreserved."""
     classes = selection.tables
@@ -160,8 +169,11 @@ def table_states(selection: Selection, owner: Owner, pools: Pools, *, target_dur
         if has_jobs_table(table):
             jobs_queue: JobQueue | UnreservedQueue = JobQueue(table, selection.restriction, owner)
         else:
-            logger.info("%s has no jobs table (no primary-key attribute comes from a foreign key): "
-                        "it runs unreserved, as DataJoint's populate() runs it.", info.class_name)
+            logger.info(
+                "%s has no jobs table (no primary-key attribute comes from a foreign key): "
+                "it runs unreserved, as DataJoint's populate() runs it.",
+                info.class_name,
+            )
             jobs_queue = UnreservedQueue(table, selection.restriction)
         states[info.full_name] = TableState(
             info=info,
@@ -211,8 +223,12 @@ def performance_report(client: Any, filename: str | None, secrets: list[str]) ->
         try:
             stack.close()
         except Exception as err:
-            logger.warning("The performance report %s could not be written: %s: %s", filename,
-                           type(err).__name__, redact(str(err), secrets))
+            logger.warning(
+                "The performance report %s could not be written: %s: %s",
+                filename,
+                type(err).__name__,
+                redact(str(err), secrets),
+            )
 
 
 class Campaign:
@@ -293,8 +309,11 @@ class Campaign:
         self.page_link: str | None = None  # the campaign page of the dashboard
         self.performance_report = performance_report
         # host, pid and user are added from the jobs tables' Owner, as `djdask status` shows them
-        self._identity: dict[str, Any] = {"id": uuid.uuid4().hex, "module": self.selection.module_name,
-                                          "started": time.time()}
+        self._identity: dict[str, Any] = {
+            "id": uuid.uuid4().hex,
+            "module": self.selection.module_name,
+            "started": time.time(),
+        }
         self._secrets: list[str] = []  # masked in everything published and logged; known at run()
         self.publisher = StatePublisher(self.pools, self._identity, self._secrets, self.progress)
         self.owner: Owner | None = None
@@ -316,8 +335,12 @@ class Campaign:
 
     # -- set-up ----------------------------------------------------------------
     def _start_pools(self) -> None:
-        self.pools.start(self.workers, DashboardPlugin(),
-                         PipelinePlugin(self.selection.module_name), lambda text: redact(text, self._secrets))
+        self.pools.start(
+            self.workers,
+            DashboardPlugin(),
+            PipelinePlugin(self.selection.module_name),
+            lambda text: redact(text, self._secrets),
+        )
         self.dashboard_link = self.pools.default.link
         self.page_link = page_link(self.dashboard_link)
 
@@ -340,8 +363,9 @@ class Campaign:
         self.owner = Owner.of(connection)
         self.inflight.version = self.owner.version  # on jobs rows and, by the workers, on job metadata
         self._identity.update(host=self.owner.host, pid=self.owner.pid, user=self.owner.user)
-        tables = table_states(self.selection, self.owner, self.pools, target_duration=self.target_duration,
-                              max_batch=self.max_batch)
+        tables = table_states(
+            self.selection, self.owner, self.pools, target_duration=self.target_duration, max_batch=self.max_batch
+        )
         summary.tables = [t.summary for t in tables]
         reserved = [t for t in tables if t.queue.reserved]
         # Keys left reserved by campaigns or workers that died go back to pending
@@ -374,8 +398,9 @@ class Campaign:
             self._finish(tables, summary, heartbeat, cancelled=summary.cancelled or failed, t0=t0)
         return summary
 
-    def _finish(self, tables: list[TableState], summary: CampaignSummary, heartbeat: Heartbeat, *,
-                cancelled: bool, t0: float) -> None:
+    def _finish(
+        self, tables: list[TableState], summary: CampaignSummary, heartbeat: Heartbeat, *, cancelled: bool, t0: float
+    ) -> None:
         """The finish step: cancel what is left, close the pools, release the keys still
         held, publish the final state, stop the heartbeat, sum up."""
         self.inflight.shutdown(self.pools.close)
@@ -408,7 +433,10 @@ class Campaign:
                 cancelled = inflight.cancel_queued(self.pools.executing())
                 logger.warning(
                     "Stopping: %d queued task(s) cancelled and their keys released; waiting up to %.0f s for %d "
-                    "running.", cancelled, self.grace, len(inflight),
+                    "running.",
+                    cancelled,
+                    self.grace,
+                    len(inflight),
                 )
             if stop_deadline is None:
                 if now - sized_at > self.resize_interval:
@@ -450,11 +478,16 @@ class Campaign:
                 self._warned.add(state.summary.table)
                 logger.warning(
                     "No worker offers the resources %s that %s needs; its keys stay pending.",
-                    state.resources, state.summary.table,
+                    state.resources,
+                    state.summary.table,
                 )
             pool = state.pool
-            while (pool.tasks < pool.capacity and state.tasks < state.slots and state.pending > 0
-                   and not self._out_of_calls()):
+            while (
+                pool.tasks < pool.capacity
+                and state.tasks < state.slots
+                and state.pending > 0
+                and not self._out_of_calls()
+            ):
                 free = min(pool.capacity - pool.tasks, state.slots - state.tasks)
                 n = state.sizer.size(pending=state.pending, slots=free)
                 if self.max_calls is not None:
@@ -493,18 +526,25 @@ class Campaign:
         reason = result.transient[-1]["error_message"] if result.transient else None
         if decision.retry:
             logger.warning(
-                "%s: %d key(s) failed transiently (%s); retry %d/%d in %.1f s", state.summary.table,
-                len(decision.retry), reason, decision.attempt, self.retry.max_attempts, decision.wait,
+                "%s: %d key(s) failed transiently (%s); retry %d/%d in %.1f s",
+                state.summary.table,
+                len(decision.retry),
+                reason,
+                decision.attempt,
+                self.retry.max_attempts,
+                decision.wait,
             )
             state.summary.retries += len(decision.retry)
             self.inflight.delay(Batch(state, decision.retry, decision.attempt, time.monotonic() + decision.wait))
         if decision.failed:
             failed.extend(decision.failed)
-            logger.error("%s: %d key(s) failed %d times: %s", state.summary.table, len(decision.failed),
-                         batch.attempt, reason)
+            logger.error(
+                "%s: %d key(s) failed %d times: %s", state.summary.table, len(decision.failed), batch.attempt, reason
+            )
         if result.requeue:  # not started: its worker is retiring; no attempt charged
-            logger.info("%s: %d key(s) requeued: their worker reached its lifetime", state.summary.table,
-                        len(result.requeue))
+            logger.info(
+                "%s: %d key(s) requeued: their worker reached its lifetime", state.summary.table, len(result.requeue)
+            )
             self.inflight.delay(Batch(state, result.requeue, batch.attempt, time.monotonic()))
         state.queue.fail(failed)
         state.summary.errors += len(failed)

@@ -43,12 +43,16 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"module": args.module, "restriction": selection.restriction, "tables": rows}, default=str))
     else:
-        _print_table([{**r.as_dict(), "note": r.note} for r in planned],
-                     ["table", "tier", "depth", "total", "missing", "ignored", "note"])
+        _print_table(
+            [{**r.as_dict(), "note": r.note} for r in planned],
+            ["table", "tier", "depth", "total", "missing", "ignored", "note"],
+        )
         if any(not r.reserved for r in planned):
-            print("\nUnreserved tables have no jobs table (no primary-key attribute comes from a foreign key, "
-                  "so DataJoint cannot create one): one campaign at a time makes their keys, each after "
-                  "DataJoint's 'already made' check, as DataJoint's populate() does.")
+            print(
+                "\nUnreserved tables have no jobs table (no primary-key attribute comes from a foreign key, "
+                "so DataJoint cannot create one): one campaign at a time makes their keys, each after "
+                "DataJoint's 'already made' check, as DataJoint's populate() does."
+            )
     return 0
 
 
@@ -63,12 +67,16 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"module": args.module, "tables": rows, "holders": holders}, default=str))
         return 0
-    _print_table([{**r, "note": "" if r["jobs_table"] else "unreserved (no jobs table)"} for r in rows],
-                 ["table", "rows", "pending", "reserved", "error", "ignore", "note"])
+    _print_table(
+        [{**r, "note": "" if r["jobs_table"] else "unreserved (no jobs table)"} for r in rows],
+        ["table", "rows", "pending", "reserved", "error", "ignore", "note"],
+    )
     if holders:
         print("\nReservations held by:")
-        _print_table([{**h, "tables": ", ".join(h["tables"])} for h in holders],
-                     ["host", "pid", "user", "keys", "since", "tables"])
+        _print_table(
+            [{**h, "tables": ", ".join(h["tables"])} for h in holders],
+            ["host", "pid", "user", "keys", "since", "tables"],
+        )
     else:
         print("\nNo key is reserved: no campaign or worker is running.")
     return 0
@@ -92,8 +100,10 @@ def _cmd_errors(args: argparse.Namespace) -> int:
         key = ", ".join(f"{k}={v}" for k, v in g["example_key"].items())
         print(f"{g['table']}: {g['count']} x {g['message'].splitlines()[0][:200] if g['message'] else ''}")
         print(f"    e.g. {key}")
-    print(f"\n{sum(g['count'] for g in groups)} error row(s). Details: djdask jobs {args.module} --status error; "
-          f"retry: djdask retry {args.module}")
+    print(
+        f"\n{sum(g['count'] for g in groups)} error row(s). Details: djdask jobs {args.module} --status error; "
+        f"retry: djdask retry {args.module}"
+    )
     return 0
 
 
@@ -120,8 +130,11 @@ def _run_campaign(module: str, args: argparse.Namespace, targets=(), restriction
         # The first Ctrl-C or SIGTERM stops gracefully; the second aborts.
         if campaign.stopping:
             raise KeyboardInterrupt
-        print("\ndjdask: stopping: no new keys; running ones may finish (Ctrl-C again to abort).",
-              file=sys.stderr, flush=True)
+        print(
+            "\ndjdask: stopping: no new keys; running ones may finish (Ctrl-C again to abort).",
+            file=sys.stderr,
+            flush=True,
+        )
         campaign.request_stop()
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -233,9 +246,11 @@ def _cmd_gc(args: argparse.Namespace) -> int:
     report = collect_garbage(loaded.schemas, connection=connection, dry_run=args.dry_run, min_age=min_age)
     verb = "would remove" if args.dry_run else "removed"
     for store, stats in report.items():
-        print(f"store {store}: {stats['referenced']} referenced, {stats['orphaned']} unreferenced "
-              f"({stats['orphaned_bytes']} bytes); {verb} {stats['removed']}; "
-              f"{stats['too_recent']} kept as younger than {min_age:.0f} s")
+        print(
+            f"store {store}: {stats['referenced']} referenced, {stats['orphaned']} unreferenced "
+            f"({stats['orphaned_bytes']} bytes); {verb} {stats['removed']}; "
+            f"{stats['too_recent']} kept as younger than {min_age:.0f} s"
+        )
         for path in stats["paths"]:
             print(f"  {path}")
     return 0
@@ -356,8 +371,10 @@ def _cmd_ignore(args: argparse.Namespace) -> int:
             f"{', '.join(sorted(own))}."
         )
     counts = JobQueue(cls(), restriction).ignore()
-    print(f"{class_name}: {counts['ignored']} missing key(s) marked ignore; no campaign or populate(reserve_jobs=True) "
-          f"makes them until their rows are deleted from {cls().jobs.full_table_name}.")
+    print(
+        f"{class_name}: {counts['ignored']} missing key(s) marked ignore; no campaign or populate(reserve_jobs=True) "
+        f"makes them until their rows are deleted from {cls().jobs.full_table_name}."
+    )
     if counts["reserved"]:
         print(f"{counts['reserved']} matching key(s) are reserved by a running worker and were left to it.")
     return 0
@@ -416,20 +433,34 @@ def _parser() -> argparse.ArgumentParser:
 
     def selection_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("module", help="importable pipeline package or module, e.g. pipeline or mylab.pipeline")
-        p.add_argument("--target", action="append", default=[], metavar="TABLE",
-                       help="populate this table and its auto-populated ancestors (repeatable)")
-        p.add_argument("-r", "--restrict", action="append", default=[], metavar="ATTR=VALUE",
-                       help="only keys with this attribute value (repeatable)")
+        p.add_argument(
+            "--target",
+            action="append",
+            default=[],
+            metavar="TABLE",
+            help="populate this table and its auto-populated ancestors (repeatable)",
+        )
+        p.add_argument(
+            "-r",
+            "--restrict",
+            action="append",
+            default=[],
+            metavar="ATTR=VALUE",
+            help="only keys with this attribute value (repeatable)",
+        )
 
-    store_help = ("where <xarray@> arrays go: s3://BUCKET/PREFIX (AWS_* variables), a directory, or a "
-                  "DataJoint store name; default DataJoint's stores.default, else a local store")
+    store_help = (
+        "where <xarray@> arrays go: s3://BUCKET/PREFIX (AWS_* variables), a directory, or a "
+        "DataJoint store name; default DataJoint's stores.default, else a local store"
+    )
     p = sub.add_parser("demo", help="run the reference pipeline on a LocalCluster")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--store", metavar="STORE", help=store_help)
     p.add_argument("--scale", choices=["small", "medium"], default="small")
     p.add_argument("--json-summary", metavar="FILE", help="write the campaign summary as JSON")
-    p.add_argument("--performance-report", metavar="FILE",
-                   help="write Dask's performance report of the campaign (HTML)")
+    p.add_argument(
+        "--performance-report", metavar="FILE", help="write Dask's performance report of the campaign (HTML)"
+    )
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("plan", help="tables in order with their missing-key counts; changes nothing")
@@ -441,20 +472,33 @@ def _parser() -> argparse.ArgumentParser:
     selection_args(p)
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU cores)")
     p.add_argument("--json-summary", metavar="FILE", help="write the campaign summary as JSON")
-    p.add_argument("--performance-report", metavar="FILE",
-                   help="write Dask's performance report of the campaign (HTML)")
+    p.add_argument(
+        "--performance-report", metavar="FILE", help="write Dask's performance report of the campaign (HTML)"
+    )
     p.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     p.add_argument("--max-calls", type=int, metavar="N", help="make() at most N keys in all")
-    p.add_argument("--make-kwargs", metavar="JSON",
-                   help="keyword arguments for every make(), as a JSON object, as populate(make_kwargs=...)")
-    p.add_argument("--priority", type=int, metavar="P",
-                   help="new jobs get priority P; only jobs of priority <= P run (lower runs first)")
+    p.add_argument(
+        "--make-kwargs",
+        metavar="JSON",
+        help="keyword arguments for every make(), as a JSON object, as populate(make_kwargs=...)",
+    )
+    p.add_argument(
+        "--priority",
+        type=int,
+        metavar="P",
+        help="new jobs get priority P; only jobs of priority <= P run (lower runs first)",
+    )
     p.add_argument("--store", metavar="STORE", help=store_help)
-    p.add_argument("--target-duration", metavar="DURATION",
-                   help="how long one Dask task should take, e.g. 5s (default 2s)")
-    p.add_argument("--cluster", metavar="[POOL=]PROFILE", action="append",
-                   help="where workers run (djdask clusters list); default local. Repeat with POOL=PROFILE "
-                        "for several pools: tables go to the pool offering their resources, else `default`")
+    p.add_argument(
+        "--target-duration", metavar="DURATION", help="how long one Dask task should take, e.g. 5s (default 2s)"
+    )
+    p.add_argument(
+        "--cluster",
+        metavar="[POOL=]PROFILE",
+        action="append",
+        help="where workers run (djdask clusters list); default local. Repeat with POOL=PROFILE "
+        "for several pools: tables go to the pool offering their resources, else `default`",
+    )
     p.set_defaults(func=_cmd_populate)
 
     p = sub.add_parser("errors", help="error rows grouped by message, with counts and an example key")
@@ -466,8 +510,11 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gc", help="remove Zarr stores of <xarray@> results that no row references")
     p.add_argument("module", help="importable pipeline package or module")
     p.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
-    p.add_argument("--min-age", metavar="DURATION",
-                   help="only remove stores older than this (default djdask.storage.gc-min-age, 1h)")
+    p.add_argument(
+        "--min-age",
+        metavar="DURATION",
+        help="only remove stores older than this (default djdask.storage.gc-min-age, 1h)",
+    )
     p.add_argument("--store", metavar="STORE", help=store_help)
     p.set_defaults(func=_cmd_gc)
 
@@ -497,8 +544,14 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ignore", help="mark missing keys of a table `ignore`, as DataJoint's jobs.ignore(key)")
     p.add_argument("module", help="importable pipeline package or module")
     p.add_argument("--table", required=True, metavar="TABLE", help="the table (its class name)")
-    p.add_argument("-r", "--restrict", action="append", default=[], metavar="ATTR=VALUE",
-                   help="only keys with this attribute value (repeatable); default every missing key")
+    p.add_argument(
+        "-r",
+        "--restrict",
+        action="append",
+        default=[],
+        metavar="ATTR=VALUE",
+        help="only keys with this attribute value (repeatable); default every missing key",
+    )
     p.set_defaults(func=_cmd_ignore)
 
     p = sub.add_parser("release", help="free orphaned reservations now")

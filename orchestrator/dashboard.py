@@ -62,32 +62,52 @@ def fill_colour(fraction: float) -> str:
 
 def _header_html(board: CampaignBoard) -> str:
     if board.state is None:
-        return ("<h2>djdask</h2><p>No djdask campaign has published to this scheduler yet. Start one with "
-                "<code>djdask populate MODULE</code> (with <code>--cluster</code> for this scheduler's workers); "
-                "its tables appear here within a second.</p>")
+        return (
+            "<h2>djdask</h2><p>No djdask campaign has published to this scheduler yet. Start one with "
+            "<code>djdask populate MODULE</code> (with <code>--cluster</code> for this scheduler's workers); "
+            "its tables appear here within a second.</p>"
+        )
     c = board.state["campaign"]
     status = "stopped" if c.get("cancelled") else "finished" if c.get("finished") else "running"
     elapsed = board.state["time"] - c.get("started", board.state["time"])
     e = html.escape
-    return (f"<h2>djdask campaign: {e(str(c.get('module')))} <small>({status})</small></h2>"
-            f"<p>{e(str(c.get('user')))}@{e(str(c.get('host')))}, pid {e(str(c.get('pid')))}, "
-            f"{'ran' if status != 'running' else 'running'} for {format_eta(elapsed)}. Same counts from the database: "
-            f"<code>djdask status {e(str(c.get('module')))}</code>.</p>")
+    return (
+        f"<h2>djdask campaign: {e(str(c.get('module')))} <small>({status})</small></h2>"
+        f"<p>{e(str(c.get('user')))}@{e(str(c.get('host')))}, pid {e(str(c.get('pid')))}, "
+        f"{'ran' if status != 'running' else 'running'} for {format_eta(elapsed)}. Same counts from the database: "
+        f"<code>djdask status {e(str(c.get('module')))}</code>.</p>"
+    )
 
 
 def _counts_html(rows: list[dict[str, Any]]) -> str:
     e = html.escape
     head = ["table", "rows", "made", "in flight", "pending", "errors", "keys/s", "ETA", "progress"]
-    lines = ['<table class="djdask-counts" style="border-collapse:collapse;font-size:14px">',
-             "<tr>" + "".join(f'<th style="text-align:left;padding:2px 10px">{h}</th>' for h in head) + "</tr>"]
+    lines = [
+        '<table class="djdask-counts" style="border-collapse:collapse;font-size:14px">',
+        "<tr>" + "".join(f'<th style="text-align:left;padding:2px 10px">{h}</th>' for h in head) + "</tr>",
+    ]
     for r in rows:
-        bar = (f'<div style="width:120px;height:10px;background:#eee"><div style="width:{r["fraction"] * 100:.0f}%;'
-               f'height:10px;background:{fill_colour(1.0)}"></div></div>')
-        cells = [e(r["table"]), r["rows"], r["done"], r["in_flight"], r["pending"], r["errors"],
-                 f"{r['rate']:.1f}", format_eta(r["eta"]), bar]
+        bar = (
+            f'<div style="width:120px;height:10px;background:#eee"><div style="width:{r["fraction"] * 100:.0f}%;'
+            f'height:10px;background:{fill_colour(1.0)}"></div></div>'
+        )
+        cells = [
+            e(r["table"]),
+            r["rows"],
+            r["done"],
+            r["in_flight"],
+            r["pending"],
+            r["errors"],
+            f"{r['rate']:.1f}",
+            format_eta(r["eta"]),
+            bar,
+        ]
         style = ' style="color:#d62728"' if r["errors"] else ""
-        lines.append(f'<tr data-table="{e(r["table"])}"{style}>'
-                     + "".join(f'<td style="padding:2px 10px">{c}</td>' for c in cells) + "</tr>")
+        lines.append(
+            f'<tr data-table="{e(r["table"])}"{style}>'
+            + "".join(f'<td style="padding:2px 10px">{c}</td>' for c in cells)
+            + "</tr>"
+        )
     lines.append("</table>")
     return "".join(lines)
 
@@ -100,9 +120,11 @@ def _errors_html(board: CampaignBoard, shown: int = 10) -> str:
     module = e(str(board.state["campaign"].get("module")))
     parts = [f"<h3>Latest errors</h3><p>Newest first; all of them: <code>djdask errors {module}</code>.</p>"]
     for err in errors[:shown]:
-        parts.append(f'<div class="djdask-error"><b>{e(err["table"])}</b> <code>{e(err["key"])}</code>: '
-                     f'{e(err["message"])}<pre style="font-size:12px;margin:2px 0 10px 0">'
-                     f'{e(err.get("traceback") or "")}</pre></div>')
+        parts.append(
+            f'<div class="djdask-error"><b>{e(err["table"])}</b> <code>{e(err["key"])}</code>: '
+            f'{e(err["message"])}<pre style="font-size:12px;margin:2px 0 10px 0">'
+            f"{e(err.get('traceback') or '')}</pre></div>"
+        )
     return "".join(parts)
 
 
@@ -113,23 +135,46 @@ def campaign_doc(plugin: DashboardPlugin, scheduler: Any, extra: dict, doc: Any)
     from bokeh.plotting import figure
 
     board = plugin.board
-    header, counts, errors = Div(sizing_mode="stretch_width"), Div(sizing_mode="stretch_width"), \
-        Div(sizing_mode="stretch_width")
-    nodes = ColumnDataSource({k: [] for k in ("x", "y", "table", "label", "fill", "line", "made", "pending",
-                                              "in_flight", "errors", "eta")})
+    header, counts, errors = (
+        Div(sizing_mode="stretch_width"),
+        Div(sizing_mode="stretch_width"),
+        Div(sizing_mode="stretch_width"),
+    )
+    nodes = ColumnDataSource(
+        {k: [] for k in ("x", "y", "table", "label", "fill", "line", "made", "pending", "in_flight", "errors", "eta")}
+    )
     links = ColumnDataSource({"xs": [], "ys": []})
-    fig = figure(height=260, sizing_mode="stretch_width", toolbar_location=None, tools="",
-                 x_range=Range1d(-0.6, 0.6), y_range=Range1d(-0.6, 0.6), title="Pipeline")
+    fig = figure(
+        height=260,
+        sizing_mode="stretch_width",
+        toolbar_location=None,
+        tools="",
+        x_range=Range1d(-0.6, 0.6),
+        y_range=Range1d(-0.6, 0.6),
+        title="Pipeline",
+    )
     fig.axis.visible = False
     fig.grid.visible = False
     fig.multi_line("xs", "ys", source=links, line_color="#999999", line_width=1.5)
-    boxes = fig.rect("x", "y", width=0.8, height=0.6, source=nodes, fill_color="fill", line_color="line",
-                     line_width=2)
-    fig.add_layout(LabelSet(x="x", y="y", text="label", source=nodes, text_align="center",
-                            text_baseline="middle", text_font_size="11px"))
-    fig.add_tools(HoverTool(renderers=[boxes], tooltips=[
-        ("table", "@table"), ("made", "@made"), ("in flight", "@in_flight"), ("pending", "@pending"),
-        ("errors", "@errors"), ("ETA", "@eta")]))
+    boxes = fig.rect("x", "y", width=0.8, height=0.6, source=nodes, fill_color="fill", line_color="line", line_width=2)
+    fig.add_layout(
+        LabelSet(
+            x="x", y="y", text="label", source=nodes, text_align="center", text_baseline="middle", text_font_size="11px"
+        )
+    )
+    fig.add_tools(
+        HoverTool(
+            renderers=[boxes],
+            tooltips=[
+                ("table", "@table"),
+                ("made", "@made"),
+                ("in flight", "@in_flight"),
+                ("pending", "@pending"),
+                ("errors", "@errors"),
+                ("ETA", "@eta"),
+            ],
+        )
+    )
 
     def update() -> None:
         plugin.poll(scheduler)
@@ -144,16 +189,21 @@ def campaign_doc(plugin: DashboardPlugin, scheduler: Any, extra: dict, doc: Any)
             "x": [pos[r["table"]][0] for r in rows],
             "y": [pos[r["table"]][1] for r in rows],
             "table": [r["table"] for r in rows],
-            "label": [f"{r['table']}\n{r['done']}/{r['done'] + r['in_flight'] + r['pending'] + r['errors']}"
-                      for r in rows],
+            "label": [
+                f"{r['table']}\n{r['done']}/{r['done'] + r['in_flight'] + r['pending'] + r['errors']}" for r in rows
+            ],
             "fill": [fill_colour(r["fraction"]) for r in rows],
             "line": [_ERROR_LINE if r["errors"] else _RUNNING_LINE if r["in_flight"] else "#777777" for r in rows],
-            "made": [r["done"] for r in rows], "pending": [r["pending"] for r in rows],
-            "in_flight": [r["in_flight"] for r in rows], "errors": [r["errors"] for r in rows],
+            "made": [r["done"] for r in rows],
+            "pending": [r["pending"] for r in rows],
+            "in_flight": [r["in_flight"] for r in rows],
+            "errors": [r["errors"] for r in rows],
             "eta": [format_eta(r["eta"]) for r in rows],
         }
-        links.data = {"xs": [[pos[a][0] + 0.4, pos[b][0] - 0.4] for a, b in board.edges()],
-                      "ys": [[pos[a][1], pos[b][1]] for a, b in board.edges()]}
+        links.data = {
+            "xs": [[pos[a][0] + 0.4, pos[b][0] - 0.4] for a, b in board.edges()],
+            "ys": [[pos[a][1], pos[b][1]] for a, b in board.edges()],
+        }
         xs = [p[0] for p in pos.values()]
         ys = [p[1] for p in pos.values()]
         fig.x_range.start, fig.x_range.end = min(xs) - 0.6, max(xs) + 0.6
@@ -242,8 +292,12 @@ class DashboardPlugin(SchedulerPlugin):
         variables = template_variables(scheduler)
         if PAGE not in variables["pages"]:
             variables["pages"].append(PAGE)  # the dashboard's navigation bar links to the page
-        app = BokehApplication({f"/{PAGE}": lambda s, extra, doc: campaign_doc(plugin, s, extra, doc)},
-                               scheduler, prefix=prefix, template_variables=variables)
+        app = BokehApplication(
+            {f"/{PAGE}": lambda s, extra, doc: campaign_doc(plugin, s, extra, doc)},
+            scheduler,
+            prefix=prefix,
+            template_variables=variables,
+        )
         from tornado.ioloop import IOLoop
 
         scheduler.http_application.add_application(app)
@@ -267,8 +321,8 @@ class _MissingBokeh(_Handler):  # type: ignore[misc,valid-type]
             "<h2>djdask campaign page</h2>"
             "<p>This page, like the rest of the Dask dashboard, needs Bokeh, which the Python that runs "
             "this scheduler does not have (or not in a version Dask supports).</p>"
-            f"<p>Install it where the scheduler runs: <code>pip install \"{BOKEH_REQUIREMENT}\"</code> "
-            f"(or <code>conda install \"{BOKEH_REQUIREMENT}\"</code>), then restart the scheduler.</p>"
-            f"<p>Meanwhile the campaign's counts are at <a href=\"{state_link}\">{PAGE}/state.json</a>, "
+            f'<p>Install it where the scheduler runs: <code>pip install "{BOKEH_REQUIREMENT}"</code> '
+            f'(or <code>conda install "{BOKEH_REQUIREMENT}"</code>), then restart the scheduler.</p>'
+            f'<p>Meanwhile the campaign\'s counts are at <a href="{state_link}">{PAGE}/state.json</a>, '
             "and <code>djdask status MODULE</code> reads them from the database.</p>"
         )

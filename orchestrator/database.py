@@ -220,8 +220,7 @@ class EmbeddedPostgres:
         status = self.status()
         if not status.running:
             raise DatabaseUnavailableError(
-                f"The embedded PostgreSQL server in {self.pgdata} is not running. "
-                "Start it with `djdask db start`."
+                f"The embedded PostgreSQL server in {self.pgdata} is not running. Start it with `djdask db start`."
             )
         return {
             "DJ_BACKEND": "postgresql",
@@ -302,16 +301,22 @@ def configure_store(store: str | None = None) -> str:
     elif store is not None and store in stores and store != "default":
         name = store
     elif store is not None and store.startswith("s3://"):
-        bucket, _, prefix = store[len("s3://"):].partition("/")
+        bucket, _, prefix = store[len("s3://") :].partition("/")
         if not bucket:
             raise DjdaskError(f"--store {store!r} names no bucket: write s3://BUCKET/PREFIX.")
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") \
-            or "https://s3.amazonaws.com"
+        endpoint = (
+            os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "https://s3.amazonaws.com"
+        )
         name = "djdask-s3"
-        stores[name] = {"protocol": "s3", "endpoint": endpoint, "bucket": bucket, "location": prefix.strip("/"),
-                        "secure": endpoint.startswith("https://"),
-                        "access_key": os.environ.get("AWS_ACCESS_KEY_ID") or None,
-                        "secret_key": os.environ.get("AWS_SECRET_ACCESS_KEY") or None}
+        stores[name] = {
+            "protocol": "s3",
+            "endpoint": endpoint,
+            "bucket": bucket,
+            "location": prefix.strip("/"),
+            "secure": endpoint.startswith("https://"),
+            "access_key": os.environ.get("AWS_ACCESS_KEY_ID") or None,
+            "secret_key": os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
+        }
         stores[name] = {k: v for k, v in stores[name].items() if v is not None}
     else:
         if store is not None and "://" in store and not store.startswith("file://"):
@@ -395,8 +400,11 @@ def secrets(connections: Sequence[Any] = ()) -> list[str]:
     found += [os.environ.get(v) for v in ("DJ_PASS", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "PGPASSWORD")]
     for spec in dict(settings.stores or {}).values():
         if isinstance(spec, dict):
-            found += [v.get_secret_value() if hasattr(v, "get_secret_value") else v
-                      for k, v in spec.items() if "secret" in k or "token" in k or "password" in k]
+            found += [
+                v.get_secret_value() if hasattr(v, "get_secret_value") else v
+                for k, v in spec.items()
+                if "secret" in k or "token" in k or "password" in k
+            ]
     # Very short values would mask ordinary words; nobody's secret is that short.
     return sorted({str(s) for s in found if s and len(str(s)) >= 4}, key=len, reverse=True)
 

@@ -65,9 +65,14 @@ def check_compatibility() -> None:
     from datajoint.builtin_codecs.schema import SchemaCodec
     from datajoint.connection import Connection
 
-    for owner, name in ((datajoint.instance, "_create_config"), (datajoint.instance, "_load_thread_safe"),
-                        (datajoint.jobs, "_get_job_version"), (datajoint.storage.StorageBackend, "_full_path"),
-                        (AutoPopulate, "_has_job_metadata_attrs"), (AutoPopulate, "_update_job_metadata")):
+    for owner, name in (
+        (datajoint.instance, "_create_config"),
+        (datajoint.instance, "_load_thread_safe"),
+        (datajoint.jobs, "_get_job_version"),
+        (datajoint.storage.StorageBackend, "_full_path"),
+        (AutoPopulate, "_has_job_metadata_attrs"),
+        (AutoPopulate, "_update_job_metadata"),
+    ):
         if not hasattr(owner, name):
             raise _incompatible(f"DataJoint's {owner.__name__}.{name} is gone")
     source = inspect.getsource(Connection)
@@ -93,7 +98,16 @@ def check_compatibility() -> None:
             "captures (key, start_time, duration, version)"
         )
     conn_params = set(inspect.signature(Connection.__init__).parameters)
-    missing = {"host", "user", "password", "port", "use_tls", "database_name", "backend", "config_override"} - conn_params
+    missing = {
+        "host",
+        "user",
+        "password",
+        "port",
+        "use_tls",
+        "database_name",
+        "backend",
+        "config_override",
+    } - conn_params
     if missing:
         raise _incompatible(
             f"DataJoint's Connection() lacks the parameters {sorted(missing)} that clone_connection() passes"
@@ -148,8 +162,9 @@ def run_make(table: Any, key: dict, *, make_kwargs: dict | None = None, version:
     table._update_job_metadata = capture  # on this instance only
     try:
         with job_version(version):
-            result = table._populate1(key, None, suppress_errors=True, return_exception_objects=True,
-                                      make_kwargs=make_kwargs or None)
+            result = table._populate1(
+                key, None, suppress_errors=True, return_exception_objects=True, make_kwargs=make_kwargs or None
+            )
     finally:
         del table._update_job_metadata
     if result is True:

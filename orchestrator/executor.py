@@ -165,8 +165,9 @@ def _reconnect_if_lost(connection: Any) -> None:
         connection.connect()
 
 
-def run_batch(table_name: str, keys: list[dict], make_kwargs: dict | None = None,
-              version: str | None = None) -> list[dict[str, Any]]:
+def run_batch(
+    table_name: str, keys: list[dict], make_kwargs: dict | None = None, version: str | None = None
+) -> list[dict[str, Any]]:
     """Run ``make()`` for each key of ``keys`` in ``table_name``; one outcome per key.
 
     Each outcome is a dict with ``key``, ``status`` (success, skipped, error,
@@ -188,14 +189,16 @@ def run_batch(table_name: str, keys: list[dict], make_kwargs: dict | None = None
         return _run_keys(plugin, table, keys, make_kwargs, version)
 
 
-def _run_keys(plugin: PipelinePlugin, table: Any, keys: list[dict], make_kwargs: dict | None,
-              version: str | None) -> list[dict[str, Any]]:
+def _run_keys(
+    plugin: PipelinePlugin, table: Any, keys: list[dict], make_kwargs: dict | None, version: str | None
+) -> list[dict[str, Any]]:
     outcomes = []
     lost = False
     for key in keys:
         if plugin.past_deadline():
-            outcomes.append({"key": key, "status": "requeue", "duration": 0.0,
-                             "error_message": None, "error_stack": None})
+            outcomes.append(
+                {"key": key, "status": "requeue", "duration": 0.0, "error_message": None, "error_stack": None}
+            )
             continue
         if lost:
             _reconnect_if_lost(table.connection)
@@ -204,8 +207,7 @@ def _run_keys(plugin: PipelinePlugin, table: Any, keys: list[dict], make_kwargs:
         status, message, stack, error = result.status, result.error_message, result.error_stack, result.error
         if status == "error" and error is not None and is_transient(error):
             status, lost = "transient", True
-        if status not in ("success", "skipped") and table.connection.is_connected \
-                and table.connection.in_transaction:
+        if status not in ("success", "skipped") and table.connection.is_connected and table.connection.in_transaction:
             table.connection.cancel_transaction()  # the next key starts clean
         outcomes.append(
             {

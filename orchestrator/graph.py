@@ -80,9 +80,7 @@ class PipelineGraph:
         self.order: list[str] = list(nx.lexicographical_topological_sort(dag, key=lambda n: class_names.get(n, n)))
         for node in self.order:
             depth[node] = max((depth[p] + 1 for p in dag.predecessors(node)), default=0)
-        self.info = {
-            n: TableInfo(n, class_names.get(n, n), table_tier(n), depth[n]) for n in self.order
-        }
+        self.info = {n: TableInfo(n, class_names.get(n, n), table_tier(n), depth[n]) for n in self.order}
 
     def __iter__(self):
         return iter(self.info[n] for n in self.order)
@@ -101,8 +99,7 @@ class PipelineGraph:
         known = ", ".join(sorted(self.class_names[n] for n in self.order)) or "(none)"
         if len(matches) > 1:
             raise UnknownTableError(
-                f"Target {name!r} matches several tables ({', '.join(matches)}). "
-                "Give its full table name instead."
+                f"Target {name!r} matches several tables ({', '.join(matches)}). Give its full table name instead."
             )
         other = [n for n, cls in self.class_names.items() if cls == leaf and n not in self.info]
         if other:

@@ -70,8 +70,14 @@ class InFlight:
             state.started = time.monotonic()
         extra = {"resources": state.resources} if state.resources else {}
         future = state.pool.client.submit(
-            run_batch, state.info.full_name, batch.keys, self.make_kwargs, self.version,
-            pure=False, priority=state.info.depth, **extra,
+            run_batch,
+            state.info.full_name,
+            batch.keys,
+            self.make_kwargs,
+            self.version,
+            pure=False,
+            priority=state.info.depth,
+            **extra,
         )
         self.futures[future] = batch
         future.add_done_callback(self._done.put)

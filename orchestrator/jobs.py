@@ -49,8 +49,20 @@ logger = logging.getLogger(__name__)
 
 #: The columns of a DataJoint 2.x jobs table besides the key.
 JOBS_COLUMNS = (
-    "status", "priority", "created_time", "scheduled_time", "reserved_time", "completed_time", "duration",
-    "error_message", "error_stack", "user", "host", "pid", "connection_id", "version",
+    "status",
+    "priority",
+    "created_time",
+    "scheduled_time",
+    "reserved_time",
+    "completed_time",
+    "duration",
+    "error_message",
+    "error_stack",
+    "user",
+    "host",
+    "pid",
+    "connection_id",
+    "version",
 )
 
 ERROR_MESSAGE_LENGTH = 2047  # DataJoint's varchar(2047)
@@ -135,7 +147,9 @@ class Owner:
         return cls(platform.node(), os.getpid(), connection.get_user(), djcompat.current_job_version(connection)[:64])
 
 
-def keys_condition(quote: Callable[[str], str], pk: Sequence[str], keys: Sequence[Sequence[Any] | dict]) -> tuple[str, list]:
+def keys_condition(
+    quote: Callable[[str], str], pk: Sequence[str], keys: Sequence[Sequence[Any] | dict]
+) -> tuple[str, list]:
     """SQL matching exactly ``keys`` (dicts or value tuples in ``pk`` order), with its arguments."""
     rows = [[key[k] for k in pk] if isinstance(key, dict) else list(key) for key in keys]
     if len(pk) == 1:
@@ -284,7 +298,9 @@ class JobQueue:
             added = self._insert_into_empty(f"INSERT INTO {target} {select}", args)
         if added is None:
             if self._is_postgres:
-                added = self.connection.query(f"INSERT INTO {target} {select} ON CONFLICT DO NOTHING", args=args).rowcount
+                added = self.connection.query(
+                    f"INSERT INTO {target} {select} ON CONFLICT DO NOTHING", args=args
+                ).rowcount
             else:
                 added = self.connection.query(f"INSERT IGNORE INTO {target} {select}", args=args).rowcount
         logger.debug("Enqueued %d keys of %s", added, self.table.class_name)
@@ -317,8 +333,12 @@ class JobQueue:
             f"AND NOT {self._keys_in(self.full_key_source)} AND NOT {self._keys_in(self.table)}"
         ).rowcount
         if counts["re_pended"] or counts["removed"]:
-            logger.info("%s: %d completed key(s) to make again, %d row(s) of vanished keys removed",
-                        self.table.class_name, counts["re_pended"], counts["removed"])
+            logger.info(
+                "%s: %d completed key(s) to make again, %d row(s) of vanished keys removed",
+                self.table.class_name,
+                counts["re_pended"],
+                counts["removed"],
+            )
         return counts
 
     def _is_empty(self) -> bool:
@@ -344,7 +364,9 @@ class JobQueue:
             with self._bulk_load():
                 return self.connection.query(sql, args=args).rowcount
         except DuplicateError as err:
-            logger.debug("Keys of %s enqueued concurrently (%s); enqueueing them one by one", self.table.class_name, err)
+            logger.debug(
+                "Keys of %s enqueued concurrently (%s); enqueueing them one by one", self.table.class_name, err
+            )
             return None
 
     @contextlib.contextmanager
@@ -354,14 +376,18 @@ class JobQueue:
             yield
             return
         query = self.connection.query
-        query("SET @djdask_unique_checks = @@SESSION.unique_checks, @djdask_fk_checks = @@SESSION.foreign_key_checks, "
-              "SESSION unique_checks = 0, SESSION foreign_key_checks = 0")
+        query(
+            "SET @djdask_unique_checks = @@SESSION.unique_checks, @djdask_fk_checks = @@SESSION.foreign_key_checks, "
+            "SESSION unique_checks = 0, SESSION foreign_key_checks = 0"
+        )
         try:
             yield
         finally:
             # IFNULL: a session DataJoint opened anew (a reconnect) lacks the saved values.
-            query("SET SESSION unique_checks = IFNULL(@djdask_unique_checks, 1), "
-                  "SESSION foreign_key_checks = IFNULL(@djdask_fk_checks, 1)")
+            query(
+                "SET SESSION unique_checks = IFNULL(@djdask_unique_checks, 1), "
+                "SESSION foreign_key_checks = IFNULL(@djdask_fk_checks, 1)"
+            )
 
     def claim(self, limit: int, *, max_priority: int | None = None) -> list[dict]:
         """Reserve up to ``limit`` pending keys, lowest priority value first, in one transaction.
@@ -439,7 +465,8 @@ class JobQueue:
         cols = ", ".join(self._q(k) for k in self.pk)
         rows = self.connection.query(
             f"SELECT {cols} FROM ({self.full_key_source.proj().make_sql(fields=self.pk)}) AS {self._q('_source')} "
-            f"WHERE {condition}", args=args,
+            f"WHERE {condition}",
+            args=args,
         ).fetchall()
         return {tuple(row) for row in rows}
 
@@ -450,10 +477,12 @@ class JobQueue:
         condition, args = self._keys_condition(keys)
         self.connection.query(
             f"DELETE FROM {self.name} WHERE {q('status')} = 'reserved' AND {q('host')} = %s AND {q('pid')} = %s "
-            f"AND {condition}", args=(self.owner.host, self.owner.pid, *args),
+            f"AND {condition}",
+            args=(self.owner.host, self.owner.pid, *args),
         )
-        logger.info("%s: %d claimed key(s) have left the key source; their rows were removed",
-                    self.table.class_name, len(keys))
+        logger.info(
+            "%s: %d claimed key(s) have left the key source; their rows were removed", self.table.class_name, len(keys)
+        )
 
     def ignore(self) -> dict[str, int]:
         """Mark the missing keys of this queue's key source ``ignore``, as DataJoint's
@@ -469,12 +498,12 @@ class JobQueue:
                 f"UPDATE {self.name} SET {q('status')} = 'ignore' WHERE {q('status')} IN ('pending', 'error') "
                 f"AND {self._keys_in(missing)}"
             ).rowcount
-            select = (f"SELECT {cols}, 'ignore', %s FROM ({missing.make_sql(fields=self.pk)}) "
-                      f"AS {q('_missing')}")
+            select = f"SELECT {cols}, 'ignore', %s FROM ({missing.make_sql(fields=self.pk)}) AS {q('_missing')}"
             target = f"{self.name} ({cols}, {q('status')}, {q('priority')})"
             if self._is_postgres:
-                inserted = self.connection.query(f"INSERT INTO {target} {select} ON CONFLICT DO NOTHING",
-                                                 args=(priority,)).rowcount
+                inserted = self.connection.query(
+                    f"INSERT INTO {target} {select} ON CONFLICT DO NOTHING", args=(priority,)
+                ).rowcount
             else:
                 inserted = self.connection.query(f"INSERT IGNORE INTO {target} {select}", args=(priority,)).rowcount
             reserved = self.connection.query(
@@ -491,9 +520,7 @@ class JobQueue:
         q = self._q
         condition, args = self._keys_condition([key for key, _ in done])
         if djcompat.jobs_settings(self.connection).keep_completed:
-            cases = " ".join(
-                "WHEN " + " AND ".join(f"{q(k)} = %s" for k in self.pk) + " THEN %s" for _ in done
-            )
+            cases = " ".join("WHEN " + " AND ".join(f"{q(k)} = %s" for k in self.pk) + " THEN %s" for _ in done)
             case_args = [v for key, duration in done for v in (*(key[k] for k in self.pk), float(duration))]
             sql = (
                 f"UPDATE {self.name} SET {q('status')} = 'success', "
@@ -537,9 +564,7 @@ class JobQueue:
             f"{q('host')} = '', {q('pid')} = 0, {q('connection_id')} = 0, {q('user')} = '' "
             f"WHERE {q('status')} = 'reserved' AND {q('host')} = %s AND {q('pid')} = %s AND {condition}"
         )
-        cursor = retry_on_conflict(
-            lambda: self.connection.query(sql, args=(self.owner.host, self.owner.pid, *args))
-        )
+        cursor = retry_on_conflict(lambda: self.connection.query(sql, args=(self.owner.host, self.owner.pid, *args)))
         return cursor.rowcount
 
     def retry_errors(self) -> int:
@@ -572,7 +597,11 @@ def legacy_jobs_tables(connection: Any, schemas: Iterable[str]) -> list[dict[str
         ).fetchone()[0]
         if not exists:
             continue
-        counts = dict(connection.query(f"SELECT {q('status')}, COUNT(*) FROM {q(schema)}.{q('~jobs')} GROUP BY {q('status')}").fetchall())
+        counts = dict(
+            connection.query(
+                f"SELECT {q('status')}, COUNT(*) FROM {q(schema)}.{q('~jobs')} GROUP BY {q('status')}"
+            ).fetchall()
+        )
         found.append({"schema": schema, "rows": int(sum(counts.values())), "reserved": int(counts.get("reserved", 0))})
     return found
 

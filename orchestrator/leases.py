@@ -37,6 +37,7 @@ __all__ = ["Heartbeat", "lease_timeout", "recover_orphans", "renew_leases"]
 
 logger = logging.getLogger(__name__)
 
+
 def lease_timeout() -> float | None:
     """``djdask.jobs.lease-timeout`` in seconds, or None when off (the default)."""
     timeout = config.get("jobs.lease-timeout")
@@ -78,7 +79,9 @@ def _orphan_condition(connection: Any) -> tuple[str, list]:
     return condition, args
 
 
-def recover_orphans(connection: Any, jobs_tables: Iterable[str], *, lease_timeout: float | None = None) -> dict[str, int]:
+def recover_orphans(
+    connection: Any, jobs_tables: Iterable[str], *, lease_timeout: float | None = None
+) -> dict[str, int]:
     """Put orphaned reservations back to ``pending``; return how many per jobs table.
 
     Parameters

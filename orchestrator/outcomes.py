@@ -52,8 +52,9 @@ class Classified:
 def lost(keys: Sequence[dict], reason: str) -> list[dict[str, Any]]:
     """The outcomes of a batch whose task failed as a whole (its worker died, or it was
     lost): every key transient, with the reason."""
-    return [{"key": k, "status": "transient", "duration": 0.0, "error_message": reason, "error_stack": None}
-            for k in keys]
+    return [
+        {"key": k, "status": "transient", "duration": 0.0, "error_message": reason, "error_stack": None} for k in keys
+    ]
 
 
 def classify(outcomes: Sequence[dict[str, Any]]) -> Classified:
@@ -115,5 +116,6 @@ class RetryPolicy:
             return Decision()
         if attempt < self.max_attempts:
             return Decision(retry=[o["key"] for o in transient], attempt=attempt + 1, wait=self.delay(attempt + 1))
-        return Decision(failed=[(o["key"], f"{o['error_message']} (after {attempt} attempts)", o["error_stack"])
-                                for o in transient])
+        return Decision(
+            failed=[(o["key"], f"{o['error_message']} (after {attempt} attempts)", o["error_stack"]) for o in transient]
+        )

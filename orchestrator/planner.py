@@ -63,9 +63,7 @@ def parse_restrictions(pairs: Sequence[str], graph: PipelineGraph, tables: dict[
         name, sep, value = pair.partition("=")
         name = name.strip()
         if not sep or not name:
-            raise RestrictionError(
-                f"Restriction {pair!r} is not of the form ATTR=VALUE. Write it like -r mouse_id=3."
-            )
+            raise RestrictionError(f"Restriction {pair!r} is not of the form ATTR=VALUE. Write it like -r mouse_id=3.")
         if name not in known:
             listing = ", ".join(sorted(known)) or "(none)"
             raise RestrictionError(
@@ -88,8 +86,9 @@ def plan(graph: PipelineGraph, tables: dict[str, type], restriction: dict[str, A
         missing, total = table.progress(own) if own else table.progress()
         reserved = has_jobs_table(table)
         ignored = _ignored_missing(table, own) if reserved else 0
-        rows.append(PlanRow(info.class_name, info.full_name, info.tier, info.depth, int(total), int(missing),
-                            reserved, ignored))
+        rows.append(
+            PlanRow(info.class_name, info.full_name, info.tier, info.depth, int(total), int(missing), reserved, ignored)
+        )
     return rows
 
 
@@ -153,9 +152,17 @@ def reservation_holders(graph: PipelineGraph, tables: dict[str, type]) -> list[d
     for name, jobs in existing_jobs(tables, graph.order):
         table = graph.class_names[name]
         for row in (jobs & {"status": "reserved"}).proj("host", "pid", "user", "reserved_time").to_dicts():
-            holder = holders.setdefault((row["host"], int(row["pid"] or 0)), {
-                "host": row["host"], "pid": int(row["pid"] or 0), "user": row["user"], "keys": 0,
-                "tables": [], "since": row["reserved_time"]})
+            holder = holders.setdefault(
+                (row["host"], int(row["pid"] or 0)),
+                {
+                    "host": row["host"],
+                    "pid": int(row["pid"] or 0),
+                    "user": row["user"],
+                    "keys": 0,
+                    "tables": [],
+                    "since": row["reserved_time"],
+                },
+            )
             holder["keys"] += 1
             if table not in holder["tables"]:
                 holder["tables"].append(table)
@@ -179,9 +186,10 @@ def error_groups(graph: PipelineGraph, tables: dict[str, type], names: Sequence[
         for row in rows:
             message = redact((row["error_message"] or "").strip(), known)
             shape = re.sub(r"\d+(\.\d+)?", "N", message.splitlines()[0] if message else "")
-            group = groups.setdefault((table, shape), {
-                "table": table, "count": 0, "message": message,
-                "example_key": {k: row[k] for k in jobs.primary_key}})
+            group = groups.setdefault(
+                (table, shape),
+                {"table": table, "count": 0, "message": message, "example_key": {k: row[k] for k in jobs.primary_key}},
+            )
             group["count"] += 1
     return sorted(groups.values(), key=lambda g: (g["table"], -g["count"]))
 

@@ -146,7 +146,9 @@ class Pools:
             except Exception as err:  # the campaign runs without its page
                 logger.warning(
                     "Pool %s: the campaign page could not be added to the Dask dashboard (%s). Install djdask "
-                    "where the scheduler runs to have it.", pool.name, redact(str(err)),
+                    "where the scheduler runs to have it.",
+                    pool.name,
+                    redact(str(err)),
                 )
             pool.link = pool.client.dashboard_link
         for pool in self.pools.values():

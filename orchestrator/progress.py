@@ -96,12 +96,19 @@ class CampaignBoard:
                 rate = finished_keys / t["seconds"] if t["seconds"] > 0 else 0.0
             left = t["pending"] + t["in_flight"]
             total = finished_keys + left
-            rows.append({
-                "table": t["table"], "rows": t["rows"], "done": t["made"], "in_flight": t["in_flight"],
-                "pending": t["pending"], "errors": t["errors"], "rate": rate,
-                "eta": left / rate if rate > 0 and left and not self.finished else None,
-                "fraction": t["made"] / total if total else (1.0 if self.finished else 0.0),
-            })
+            rows.append(
+                {
+                    "table": t["table"],
+                    "rows": t["rows"],
+                    "done": t["made"],
+                    "in_flight": t["in_flight"],
+                    "pending": t["pending"],
+                    "errors": t["errors"],
+                    "rate": rate,
+                    "eta": left / rate if rate > 0 and left and not self.finished else None,
+                    "fraction": t["made"] / total if total else (1.0 if self.finished else 0.0),
+                }
+            )
         return rows
 
     def layout(self) -> dict[str, tuple[float, float]]:
@@ -127,8 +134,12 @@ class CampaignBoard:
         return list(reversed(self.state.get("errors", []))) if self.state else []
 
     def json(self) -> dict[str, Any]:
-        return {"campaign": self.state["campaign"] if self.state else None, "tables": self.rows(),
-                "edges": self.edges(), "errors": self.errors()}
+        return {
+            "campaign": self.state["campaign"] if self.state else None,
+            "tables": self.rows(),
+            "edges": self.edges(),
+            "errors": self.errors(),
+        }
 
 
 def format_rows(rows: list[dict[str, Any]]) -> list[str]:

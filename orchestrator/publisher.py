@@ -48,8 +48,15 @@ class StatePublisher:
         Seconds between publications; default ``djdask.campaign.publish-interval``.
     """
 
-    def __init__(self, pools: Pools, identity: dict[str, Any], secrets: list[str], progress: TerminalProgress,
-                 *, interval: float | None = None) -> None:
+    def __init__(
+        self,
+        pools: Pools,
+        identity: dict[str, Any],
+        secrets: list[str],
+        progress: TerminalProgress,
+        *,
+        interval: float | None = None,
+    ) -> None:
         self.pools = pools
         self.identity = identity
         self.secrets = secrets
@@ -63,13 +70,19 @@ class StatePublisher:
 
     def record_errors(self, table: str, failed: Sequence[tuple[dict, str | None, str | None]]) -> None:
         """Keep the latest failures (key, message, the last lines of the traceback), masked."""
-        for key, message, stack in list(failed)[-self.errors.maxlen:]:
-            self.errors.append({
-                "table": table, "key": ", ".join(f"{k}={v}" for k, v in key.items()),
-                "message": redact(message or "", self.secrets)[:ERROR_MESSAGE_LENGTH], "time": time.time(),
-                "traceback": redact("\n".join(line[:self.line_length]
-                                              for line in (stack or "").rstrip().splitlines()[-10:]), self.secrets),
-            })
+        for key, message, stack in list(failed)[-self.errors.maxlen :]:
+            self.errors.append(
+                {
+                    "table": table,
+                    "key": ", ".join(f"{k}={v}" for k, v in key.items()),
+                    "message": redact(message or "", self.secrets)[:ERROR_MESSAGE_LENGTH],
+                    "time": time.time(),
+                    "traceback": redact(
+                        "\n".join(line[: self.line_length] for line in (stack or "").rstrip().splitlines()[-10:]),
+                        self.secrets,
+                    ),
+                }
+            )
 
     def state(self, tables: Iterable[TableState], finished: bool = False, cancelled: bool = False) -> dict[str, Any]:
         """What the campaign publishes: see :class:`~djdask.progress.CampaignBoard`."""
@@ -80,14 +93,25 @@ class StatePublisher:
             "campaign": {**self.identity, "finished": finished, "cancelled": cancelled},
             "tables": [
                 {
-                    "table": t.summary.table, "full_name": t.info.full_name, "depth": t.info.depth,
-                    "parents": t.parents, "pool": t.pool.name if t.pool else None,
-                    "rows": t.rows_before + t.summary.succeeded, "made": t.summary.succeeded + t.summary.skipped,
-                    "errors": t.summary.errors, "in_flight": t.keys, "pending": t.pending,
+                    "table": t.summary.table,
+                    "full_name": t.info.full_name,
+                    "depth": t.info.depth,
+                    "parents": t.parents,
+                    "pool": t.pool.name if t.pool else None,
+                    "rows": t.rows_before + t.summary.succeeded,
+                    "made": t.summary.succeeded + t.summary.skipped,
+                    "errors": t.summary.errors,
+                    "in_flight": t.keys,
+                    "pending": t.pending,
                     # A table with nothing left: its span ends at its last key, so that
                     # its average rate is not diluted by the rest of the campaign.
-                    "seconds": (t.summary.seconds if t.summary.last_done is not None and not (t.pending or t.keys)
-                                else now - t.started if t.started else 0.0),
+                    "seconds": (
+                        t.summary.seconds
+                        if t.summary.last_done is not None and not (t.pending or t.keys)
+                        else now - t.started
+                        if t.started
+                        else 0.0
+                    ),
                 }
                 for t in tables
             ],

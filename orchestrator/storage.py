@@ -129,8 +129,9 @@ class XarrayCodec(SchemaCodec):
                 "Wrap a numpy array with its dimension names: xarray.DataArray(array, dims=('time', 'y', 'x'))."
             )
 
-    def encode(self, value: Any, *, key: dict | None = None, context: dict | None = None,
-               store_name: str | None = None) -> dict:
+    def encode(
+        self, value: Any, *, key: dict | None = None, context: dict | None = None, store_name: str | None = None
+    ) -> dict:
         import xarray as xr
 
         if isinstance(value, dict) and "path" in value:
@@ -143,8 +144,9 @@ class XarrayCodec(SchemaCodec):
         cfg = self._codec_config(key, context)
         store_label = store_name or _default_store(cfg)
         try:
-            path, _token = self._build_path(schema, table, field, primary_key, ext=".zarr",
-                                            store_name=store_name, config=cfg)
+            path, _token = self._build_path(
+                schema, table, field, primary_key, ext=".zarr", store_name=store_name, config=cfg
+            )
             backend = self._get_backend(store_name, config=cfg)
         except DataJointError as err:
             raise DataJointError(
@@ -155,8 +157,12 @@ class XarrayCodec(SchemaCodec):
             ) from None
         ds = self._chunked(ds, field)
         variables = {
-            str(name): {"dims": list(map(str, var.dims)), "shape": list(var.shape), "dtype": var.dtype.str,
-                        "chunks": list(var.encoding["chunks"]) if "chunks" in var.encoding else None}
+            str(name): {
+                "dims": list(map(str, var.dims)),
+                "shape": list(var.shape),
+                "dtype": var.dtype.str,
+                "chunks": list(var.encoding["chunks"]) if "chunks" in var.encoding else None,
+            }
             for name, var in ds.variables.items()
         }
         digest = checksum(ds)
@@ -177,8 +183,7 @@ class XarrayCodec(SchemaCodec):
                 f"credentials are right (DataJoint stores.{store_label}: endpoint, bucket, access_key, "
                 "secret_key; or the AWS_* variables)."
             ) from None
-        size = sum(int(np.prod(v["shape"], dtype=np.int64)) * np.dtype(v["dtype"]).itemsize
-                   for v in variables.values())
+        size = sum(int(np.prod(v["shape"], dtype=np.int64)) * np.dtype(v["dtype"]).itemsize for v in variables.values())
         return {
             "path": path,
             "store": store_name,
@@ -235,8 +240,11 @@ def verify(value: Any, stored: dict) -> bool:
     """Whether a fetched value's content matches the checksum recorded at insert."""
     import xarray as xr
 
-    ds = value.to_dataset(name=value.name if value.name is not None else _DATAARRAY) \
-        if isinstance(value, xr.DataArray) else value
+    ds = (
+        value.to_dataset(name=value.name if value.name is not None else _DATAARRAY)
+        if isinstance(value, xr.DataArray)
+        else value
+    )
     return checksum(ds) == stored["checksum"]
 
 
@@ -254,8 +262,7 @@ def _parts(value) -> tuple:
     import xarray as xr
 
     if isinstance(value, xr.DataArray):
-        return ((("name", value.name), value.variable),
-                *((("coord", k), v) for k, v in value.coords.variables.items()))
+        return ((("name", value.name), value.variable), *((("coord", k), v) for k, v in value.coords.variables.items()))
     return tuple((("variable", k), v) for k, v in value.variables.items())
 
 
@@ -268,8 +275,16 @@ def _remember_decoded(value, stored: dict) -> None:
     install_deephash()
     if not stored.get("checksum") or not stored.get("path"):
         return  # nothing to name it by: it hashes by content
-    identity = "|".join(["djdask-xarray-stored", str(stored.get("kind")), repr(stored.get("name")),
-                         repr(stored.get("store")), str(stored["path"]), str(stored["checksum"])])
+    identity = "|".join(
+        [
+            "djdask-xarray-stored",
+            str(stored.get("kind")),
+            repr(stored.get("name")),
+            repr(stored.get("store")),
+            str(stored["path"]),
+            str(stored["checksum"]),
+        ]
+    )
     key = id(value)
 
     def forget(ref, key=key):
@@ -332,10 +347,13 @@ def install_deephash() -> bool:
         if getattr(base, "_djdask_xarray", False):
             return True
         if tuple(inspect.signature(base._hash).parameters) != _DEEPHASH_PARAMETERS:
-            logger.warning("deepdiff %s changed DeepHash._hash%s: <xarray@> values keep deepdiff's own hashing, "
-                           "under which a tripartite make() of a DataArray fails and one of a Dataset does "
-                           "not see changed upstream data.", getattr(deepdiff, "__version__", "?"),
-                           inspect.signature(base._hash))
+            logger.warning(
+                "deepdiff %s changed DeepHash._hash%s: <xarray@> values keep deepdiff's own hashing, "
+                "under which a tripartite make() of a DataArray fails and one of a Dataset does "
+                "not see changed upstream data.",
+                getattr(deepdiff, "__version__", "?"),
+                inspect.signature(base._hash),
+            )
             return False
         deepdiff.DeepHash = _xarray_deephash(base)
         return True
@@ -389,8 +407,9 @@ def _age_seconds(backend: Any, path: str) -> float | None:
     return max(0.0, datetime.datetime.now().timestamp() - float(stamp))
 
 
-def collect_garbage(schema_names, *, connection: Any = None, dry_run: bool = True,
-                    min_age: float = 3600.0) -> dict[str, dict]:
+def collect_garbage(
+    schema_names, *, connection: Any = None, dry_run: bool = True, min_age: float = 3600.0
+) -> dict[str, dict]:
     """Remove the schema-addressed objects (Zarr stores of ``<xarray@>``) of these
     schemas that no row references, store by store, with DataJoint's garbage
     collector finding them.  Objects younger than ``min_age`` seconds are kept: a
@@ -405,8 +424,9 @@ def collect_garbage(schema_names, *, connection: Any = None, dry_run: bool = Tru
 
     dj = import_datajoint()
     conn = connection if connection is not None else dj.conn()
-    schemas = [dj.Schema(name, connection=conn, create_schema=False, create_tables=False)
-               for name in sorted(schema_names)]
+    schemas = [
+        dj.Schema(name, connection=conn, create_schema=False, create_tables=False) for name in sorted(schema_names)
+    ]
     stores: set[str | None] = set()
     for schema in schemas:
         for table_name in schema.list_tables():

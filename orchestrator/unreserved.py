@@ -101,13 +101,16 @@ class UnreservedQueue:
             name = self._lock_name()
             if self.connection.adapter.backend == "postgresql":
                 number = int.from_bytes(hashlib.sha1(name.encode()).digest()[:8], "big", signed=True)
-                self._locked = bool(self.connection.query("SELECT pg_try_advisory_lock(%s)", args=(number,)).fetchone()[0])
+                self._locked = bool(
+                    self.connection.query("SELECT pg_try_advisory_lock(%s)", args=(number,)).fetchone()[0]
+                )
             else:
                 self._locked = bool(self.connection.query("SELECT GET_LOCK(%s, 0)", args=(name,)).fetchone()[0])
             if not self._locked:
                 logger.warning(
                     "%s runs without a jobs table and another campaign is running it now (it holds the "
-                    "table's lock): this campaign leaves it alone.", self.table.class_name,
+                    "table's lock): this campaign leaves it alone.",
+                    self.table.class_name,
                 )
         return self._locked
 
@@ -170,5 +173,11 @@ class UnreservedQueue:
             return {"pending": 0, "reserved": 0, "success": 0, "error": 0, "ignore": 0, "total": 0}
         missing = len(self._missing())
         pending = max(0, missing - len(self._in_flight) - len(self._failed))
-        return {"pending": pending, "reserved": len(self._in_flight), "success": 0, "error": len(self._failed),
-                "ignore": 0, "total": missing}
+        return {
+            "pending": pending,
+            "reserved": len(self._in_flight),
+            "success": 0,
+            "error": len(self._failed),
+            "ignore": 0,
+            "total": missing,
+        }

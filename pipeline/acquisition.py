@@ -72,10 +72,22 @@ class ScanMovie(dj.Imported):
             frame_rate=float(scan["frame_rate"]),
         )
         time = np.arange(len(movie)) / float(scan["frame_rate"])
-        self.insert1({
-            **key,
-            "movie": xr.DataArray(movie, dims=("time", "y", "x"), coords={"time": time}, name="movie",
-                                  attrs={"units": "a.u.", "frame_rate_hz": float(scan["frame_rate"])}),
-            "true_shifts": xr.DataArray(shifts, dims=("time", "axis"), coords={"time": time, "axis": ["y", "x"]},
-                                        name="true_shifts", attrs={"units": "pixels"}),
-        })
+        self.insert1(
+            {
+                **key,
+                "movie": xr.DataArray(
+                    movie,
+                    dims=("time", "y", "x"),
+                    coords={"time": time},
+                    name="movie",
+                    attrs={"units": "a.u.", "frame_rate_hz": float(scan["frame_rate"])},
+                ),
+                "true_shifts": xr.DataArray(
+                    shifts,
+                    dims=("time", "axis"),
+                    coords={"time": time, "axis": ["y", "x"]},
+                    name="true_shifts",
+                    attrs={"units": "pixels"},
+                ),
+            }
+        )

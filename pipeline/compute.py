@@ -114,9 +114,9 @@ def label_regions(mask: np.ndarray) -> tuple[np.ndarray, int]:
     labels = np.where(mask, np.arange(1, h * w + 1).reshape(h, w), 0)
     while True:
         padded = np.pad(labels, 1)
-        neighbours = np.stack(
-            [labels, padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:]]
-        ).max(axis=0)
+        neighbours = np.stack([labels, padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:]]).max(
+            axis=0
+        )
         spread = np.where(mask, neighbours, 0)
         if np.array_equal(spread, labels):
             break

@@ -45,8 +45,12 @@ class MotionCorrection(dj.Computed):
         self.insert1(
             {
                 **key,
-                "shifts": xr.DataArray(shifts, dims=("time", "axis"),
-                                       coords={"time": movie["time"].values, "axis": ["y", "x"]}, name="shifts"),
+                "shifts": xr.DataArray(
+                    shifts,
+                    dims=("time", "axis"),
+                    coords={"time": movie["time"].values, "axis": ["y", "x"]},
+                    name="shifts",
+                ),
                 "max_shift": int(np.abs(shifts).max()),
                 "mean_image": _image(corrected.mean(axis=0).astype(np.float32), "mean_image"),
             }
@@ -96,13 +100,19 @@ class Segmentation(dj.Computed):
         )
         height, width = summary.shape
         stack = np.array(masks, dtype=bool).reshape(len(masks), height, width)
-        self.insert1({
-            **key,
-            "n_cells": len(masks),
-            "summary_image": _image(summary, "summary_image"),
-            "masks": xr.DataArray(stack, dims=("cell", "y", "x"),
-                                  coords={"cell": np.arange(1, len(masks) + 1, dtype=np.int16)}, name="masks"),
-        })
+        self.insert1(
+            {
+                **key,
+                "n_cells": len(masks),
+                "summary_image": _image(summary, "summary_image"),
+                "masks": xr.DataArray(
+                    stack,
+                    dims=("cell", "y", "x"),
+                    coords={"cell": np.arange(1, len(masks) + 1, dtype=np.int16)},
+                    name="masks",
+                ),
+            }
+        )
         cells = []
         for cell_id, mask in enumerate(masks, start=1):
             rows, cols = np.nonzero(mask)
@@ -141,12 +151,18 @@ class Traces(dj.Computed):
         time = (ScanMovie & key).fetch1("movie")["time"].values
         traces = compute.extract_traces(corrected, list(masks.values))
         cells = masks["cell"].values
-        self.insert1({
-            **key,
-            "n_traces": len(cells),
-            "traces": xr.DataArray(traces.astype(np.float32), dims=("cell", "time"),
-                                   coords={"cell": cells, "time": time}, name="traces"),
-        })
+        self.insert1(
+            {
+                **key,
+                "n_traces": len(cells),
+                "traces": xr.DataArray(
+                    traces.astype(np.float32),
+                    dims=("cell", "time"),
+                    coords={"cell": cells, "time": time},
+                    name="traces",
+                ),
+            }
+        )
         self.Trace.insert(
             {**key, "cell_id": int(c), "mean_f": float(trace.mean()) if trace.size else 0.0}
             for c, trace in zip(cells, traces)

@@ -114,8 +114,14 @@ class Djdask:
         self.cwd = cwd
 
     def env(self, **extra: str) -> dict[str, str]:
-        return clean_env({**self.server.env, "DASK_DJDASK__DEMO__SCHEMA_PREFIX": self.prefix,
-                          "DJ_STORES": json.dumps(self.stores), **extra})
+        return clean_env(
+            {
+                **self.server.env,
+                "DASK_DJDASK__DEMO__SCHEMA_PREFIX": self.prefix,
+                "DJ_STORES": json.dumps(self.stores),
+                **extra,
+            }
+        )
 
     @property
     def stores(self) -> dict:
@@ -127,14 +133,22 @@ class Djdask:
     def __call__(self, *args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "djdask.cli", *args],
-            env=env or self.env(), cwd=self.cwd, capture_output=True, text=True, timeout=timeout,
+            env=env or self.env(),
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     def python(self, code: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
         """Run Python code with the same environment (for DataJoint's own populate)."""
         return subprocess.run(
-            [sys.executable, "-c", code], env=env or self.env(), cwd=self.cwd,
-            capture_output=True, text=True, timeout=timeout,
+            [sys.executable, "-c", code],
+            env=env or self.env(),
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
 

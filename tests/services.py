@@ -20,8 +20,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["S3", "Server", "ServiceUnavailable", "Slurm", "SqlClient", "start_mariadb", "start_postgres", "start_s3",
-           "start_slurm"]
+__all__ = [
+    "S3",
+    "Server",
+    "ServiceUnavailable",
+    "Slurm",
+    "SqlClient",
+    "start_mariadb",
+    "start_postgres",
+    "start_s3",
+    "start_slurm",
+]
 
 
 class ServiceUnavailable(RuntimeError):
@@ -45,8 +54,15 @@ class Server:
         dj = import_datajoint()
         env = self.env
         extra = {"database__name": env["DJ_DATABASE_NAME"]} if env["DJ_BACKEND"] == "postgresql" else {}
-        return dj.Instance(env["DJ_HOST"], env["DJ_USER"], env["DJ_PASS"], int(env["DJ_PORT"]),
-                           use_tls=False, backend=env["DJ_BACKEND"], **extra)
+        return dj.Instance(
+            env["DJ_HOST"],
+            env["DJ_USER"],
+            env["DJ_PASS"],
+            int(env["DJ_PORT"]),
+            use_tls=False,
+            backend=env["DJ_BACKEND"],
+            **extra,
+        )
 
 
 def _stopper(proc: subprocess.Popen, log, timeout: float) -> Callable[[], None]:
@@ -90,16 +106,24 @@ def _install_mariadb_datadir(install_db: str, datadir: Path, log: Path, attempts
     error carries the tail of what the installer and its ``mariadbd --bootstrap``
     printed, so the cause can be read from the test report alone.
     """
-    command = [install_db, "--no-defaults", f"--datadir={datadir}", "--user=root",
-               "--auth-root-authentication-method=socket", "--skip-test-db", "--skip-name-resolve"]
+    command = [
+        install_db,
+        "--no-defaults",
+        f"--datadir={datadir}",
+        "--user=root",
+        "--auth-root-authentication-method=socket",
+        "--skip-test-db",
+        "--skip-name-resolve",
+    ]
     with open(log, "w") as out:
         for attempt in range(1, attempts + 1):
             shutil.rmtree(datadir, ignore_errors=True)
             out.write(f"--- attempt {attempt}: {' '.join(command)}\n")
             out.flush()
             # Its own session: a bootstrap that hangs is killed with the script that started it.
-            proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
             try:
                 if proc.wait(timeout=120) == 0:
                     return
@@ -128,10 +152,23 @@ def start_mariadb(base: Path) -> Server:
     _install_mariadb_datadir(install_db, datadir, base / "install-db.log")
     log = open(base / "mysqld.log", "w")
     proc = subprocess.Popen(
-        [mariadbd, "--no-defaults", f"--datadir={datadir}", f"--socket={sock}", f"--port={port}",
-         "--bind-address=127.0.0.1", f"--pid-file={pidfile}", "--user=root", "--skip-name-resolve",
-         "--skip-log-bin", "--innodb-buffer-pool-size=256M", "--max-connections=500"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            mariadbd,
+            "--no-defaults",
+            f"--datadir={datadir}",
+            f"--socket={sock}",
+            f"--port={port}",
+            "--bind-address=127.0.0.1",
+            f"--pid-file={pidfile}",
+            "--user=root",
+            "--skip-name-resolve",
+            "--skip-log-bin",
+            "--innodb-buffer-pool-size=256M",
+            "--max-connections=500",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     stop = _stopper(proc, log, 30)
 
@@ -227,12 +264,16 @@ def start_slurm(base: Path, cpus: int = 8, memory_mb: int = 16000) -> Slurm:
     """A single-node SLURM (slurmctld + slurmd on 127.0.0.1, own ports and state in
     ``base``), with munge started if it is not running.  Needs root, as SLURM's
     daemons do, and Debian's ``slurmctld slurmd slurm-client munge``."""
-    binaries = {name: shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
-                for name in ("slurmctld", "slurmd", "munged", "sinfo", "sbatch")}
+    binaries = {
+        name: shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+        for name in ("slurmctld", "slurmd", "munged", "sinfo", "sbatch")
+    }
     missing = [name for name, path in binaries.items() if path is None]
     if missing:
-        raise ServiceUnavailable(f"SLURM is not installed ({', '.join(missing)} missing): "
-                                 "apt-get install slurmctld slurmd slurm-client munge")
+        raise ServiceUnavailable(
+            f"SLURM is not installed ({', '.join(missing)} missing): "
+            "apt-get install slurmctld slurmd slurm-client munge"
+        )
     if os.geteuid() != 0:
         raise ServiceUnavailable("SLURM's daemons need root")
     base.mkdir(parents=True, exist_ok=True)
@@ -253,17 +294,18 @@ def start_slurm(base: Path, cpus: int = 8, memory_mb: int = 16000) -> Slurm:
                 raise ServiceUnavailable("munged did not start")
             time.sleep(0.1)
     conf = base / "slurm.conf"
-    conf.write_text(_SLURM_CONF.format(base=base, ctld_port=_free_port(), d_port=_free_port(),
-                                       cpus=cpus, memory=memory_mb))
+    conf.write_text(
+        _SLURM_CONF.format(base=base, ctld_port=_free_port(), d_port=_free_port(), cpus=cpus, memory=memory_mb)
+    )
     env = {"SLURM_CONF": str(conf)}
     full_env = {**os.environ, **env}
     subprocess.run([binaries["slurmctld"], "-c", "-f", str(conf)], env=full_env, check=True, capture_output=True)
-    subprocess.run([binaries["slurmd"], "-N", "localhost", "-f", str(conf)], env=full_env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [binaries["slurmd"], "-N", "localhost", "-f", str(conf)], env=full_env, check=True, capture_output=True
+    )
 
     def stop() -> None:
-        subprocess.run(["scancel", "--full", "-u", os.environ.get("USER") or "root"], env=full_env,
-                       capture_output=True)
+        subprocess.run(["scancel", "--full", "-u", os.environ.get("USER") or "root"], env=full_env, capture_output=True)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             out = subprocess.run(["squeue", "-h"], env=full_env, capture_output=True, text=True)
@@ -285,8 +327,10 @@ def start_slurm(base: Path, cpus: int = 8, memory_mb: int = 16000) -> Slurm:
             return slurm
         if time.monotonic() > deadline:
             stop()
-            raise ServiceUnavailable(f"SLURM did not come up (sinfo: {out.stdout.strip() or out.stderr.strip()}); "
-                                     f"see {base}/slurmctld.log and slurmd.log")
+            raise ServiceUnavailable(
+                f"SLURM did not come up (sinfo: {out.stdout.strip() or out.stderr.strip()}); "
+                f"see {base}/slurmctld.log and slurmd.log"
+            )
         time.sleep(0.2)
 
 
@@ -305,8 +349,9 @@ class S3:
     def fs(self):
         import s3fs
 
-        return s3fs.S3FileSystem(key=self.key, secret=self.secret, client_kwargs={"endpoint_url": self.endpoint},
-                                 skip_instance_cache=True)
+        return s3fs.S3FileSystem(
+            key=self.key, secret=self.secret, client_kwargs={"endpoint_url": self.endpoint}, skip_instance_cache=True
+        )
 
     def bucket(self, name: str) -> str:
         self.fs().mkdir(name)
@@ -314,8 +359,14 @@ class S3:
 
     def store_spec(self, bucket: str, location: str = "") -> dict:
         """A DataJoint store (``stores.<name>``) on this server."""
-        return {"protocol": "s3", "endpoint": self.endpoint, "bucket": bucket, "location": location,
-                "access_key": self.key, "secret_key": self.secret}
+        return {
+            "protocol": "s3",
+            "endpoint": self.endpoint,
+            "bucket": bucket,
+            "location": location,
+            "access_key": self.key,
+            "secret_key": self.secret,
+        }
 
 
 def start_s3(base: Path, auth: bool = False) -> S3:
@@ -330,9 +381,13 @@ def start_s3(base: Path, auth: bool = False) -> S3:
     base.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     log = open(base / "moto.log", "w")
-    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, **({"INITIAL_NO_AUTH_ACTION_COUNT": "3"} if auth else {})},
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [server, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **({"INITIAL_NO_AUTH_ACTION_COUNT": "3"} if auth else {})},
+        start_new_session=True,
+    )
     stop = _stopper(proc, log, 10)
 
     deadline = time.monotonic() + 30
@@ -350,8 +405,13 @@ def start_s3(base: Path, auth: bool = False) -> S3:
     endpoint = f"http://127.0.0.1:{port}"
     if not auth:
         return S3(endpoint, "testing", "testing-secret", stop)
-    iam = boto3.client("iam", endpoint_url=endpoint, aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap",
-                       region_name="us-east-1")
+    iam = boto3.client(
+        "iam",
+        endpoint_url=endpoint,
+        aws_access_key_id="bootstrap",
+        aws_secret_access_key="bootstrap",
+        region_name="us-east-1",
+    )
     iam.create_user(UserName="djdask")
     key = iam.create_access_key(UserName="djdask")["AccessKey"]
     policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
@@ -368,7 +428,9 @@ class SqlClient:
             import psycopg2
 
             self.conn = psycopg2.connect(
-                host=env["DJ_HOST"], port=int(env["DJ_PORT"]), user=env["DJ_USER"],
+                host=env["DJ_HOST"],
+                port=int(env["DJ_PORT"]),
+                user=env["DJ_USER"],
                 dbname=env.get("DJ_DATABASE_NAME", "postgres"),
             )
             self.conn.autocommit = True
@@ -376,8 +438,11 @@ class SqlClient:
             import pymysql
 
             self.conn = pymysql.connect(
-                host=env["DJ_HOST"], port=int(env["DJ_PORT"]), user=env["DJ_USER"],
-                password=env["DJ_PASS"], autocommit=True,
+                host=env["DJ_HOST"],
+                port=int(env["DJ_PORT"]),
+                user=env["DJ_USER"],
+                password=env["DJ_PASS"],
+                autocommit=True,
             )
 
     def table(self, schema: str, table: str) -> str:
@@ -394,14 +459,15 @@ class SqlClient:
 
     def fill_integers(self, schema: str, table: str, column: str, n: int) -> None:
         """Insert ``column`` = 0 .. n-1 into a table in one statement (fast seeding)."""
-        numbers = f"SELECT g FROM generate_series(0, {n - 1}) g" if self.backend == "postgresql" \
+        numbers = (
+            f"SELECT g FROM generate_series(0, {n - 1}) g"
+            if self.backend == "postgresql"
             else f"SELECT seq FROM `{schema}`.seq_0_to_{n - 1}"
+        )
         self.query(f"INSERT INTO {self.table(schema, table)} ({column}) {numbers}")
 
     def tables(self, schema: str) -> set[str]:
-        rows = self.query(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
-        )
+        rows = self.query("SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,))
         return {r[0] for r in rows}
 
     def jobs_counts(self, schema: str, table: str) -> dict[str, int]:
@@ -428,7 +494,12 @@ def start_chromium(width: int = 1280, height: int = 1100):
         raise ServiceUnavailable(f"selenium is not installed (pip install -e '.[test]'): {err}") from None
     options = webdriver.ChromeOptions()
     options.binary_location = binary
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                f"--window-size={width},{height}"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        f"--window-size={width},{height}",
+    ):
         options.add_argument(arg)
     return webdriver.Chrome(service=Service(driver), options=options)

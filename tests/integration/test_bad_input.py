@@ -33,9 +33,15 @@ def assert_clean_error(result, *fragments):
     [
         (["plan", "no_such_pipeline_module"], ["No module named 'no_such_pipeline_module'", "pip install -e ."]),
         (["populate", "notables"], ["defines no DataJoint tables"]),
-        (["populate", "djdask.pipeline", "--target", "NoSuchTable"], ["Unknown target table 'NoSuchTable'", "CellStats"]),
+        (
+            ["populate", "djdask.pipeline", "--target", "NoSuchTable"],
+            ["Unknown target table 'NoSuchTable'", "CellStats"],
+        ),
         (["populate", "djdask.pipeline", "--target", "Scan"], ["manual table", "no make()"]),
-        (["populate", "djdask.pipeline", "-r", "no_such_attr=1"], ["Unknown restriction attribute 'no_such_attr'", "mouse_id"]),
+        (
+            ["populate", "djdask.pipeline", "-r", "no_such_attr=1"],
+            ["Unknown restriction attribute 'no_such_attr'", "mouse_id"],
+        ),
         (["plan", "djdask.pipeline", "-r", "mouse_id"], ["not of the form ATTR=VALUE"]),
         (["plan", "djdask.pipeline", "-r", "mouse_id=abc"], ["is not a number"]),
     ],
@@ -57,15 +63,25 @@ def test_refused_connection(server, tmp_path):
         port = s.getsockname()[1]  # nothing listens here once the socket closes
     secret = "s3cret-Pa55word-xyz"
     env = clean_env(
-        {"DJ_BACKEND": server.backend, "DJ_HOST": "127.0.0.1", "DJ_PORT": str(port), "DJ_USER": "alice",
-         "DJ_PASS": secret, "DJ_USE_TLS": "false"}
+        {
+            "DJ_BACKEND": server.backend,
+            "DJ_HOST": "127.0.0.1",
+            "DJ_PORT": str(port),
+            "DJ_USER": "alice",
+            "DJ_PASS": secret,
+            "DJ_USE_TLS": "false",
+        }
     )
     import subprocess
     import sys
 
     result = subprocess.run(
         [sys.executable, "-m", "djdask.cli", "populate", "djdask.pipeline"],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert_clean_error(result, "Could not connect to the database", f"127.0.0.1:{port}", "DJ_HOST")
     assert secret not in result.stdout + result.stderr

@@ -62,10 +62,13 @@ def test_dry_run_prints_the_plan_and_changes_nothing(djdask, sql, prefix):
 
 def test_priority_limits_what_is_claimed(djdask, sql, prefix):
     """--priority P runs only jobs of priority <= P; more urgent-first, as DataJoint defines it."""
-    assert djdask.python(
-        "import badkey; badkey.Item.insert({'item_id': i} for i in (1, 2, 4, 5)); "
-        "badkey.Square.jobs.refresh(priority=8)"
-    ).returncode == 0
+    assert (
+        djdask.python(
+            "import badkey; badkey.Item.insert({'item_id': i} for i in (1, 2, 4, 5)); "
+            "badkey.Square.jobs.refresh(priority=8)"
+        ).returncode
+        == 0
+    )
     jobs = sql.table(f"{prefix}_badkey", "~~square")
     sql.query(f"UPDATE {jobs} SET priority = 2 WHERE item_id IN (1, 2)")
     result = djdask("populate", "badkey", "--priority", "3", "--workers", "1")

@@ -19,17 +19,20 @@ pytestmark = pytest.mark.integration
 def test_transient_failures_use_up_max_attempts_then_become_error_rows(djdask, sql, prefix, tmp_path):
     """A make() that always loses its connection is tried max-attempts times, then its key is
     an error row saying so; more calls would loop forever, fewer would give up on a blip."""
-    assert djdask.python("import unreliable; unreliable.Sample.insert({'sample_id': i} for i in range(3))"
-                         ).returncode == 0
+    assert (
+        djdask.python("import unreliable; unreliable.Sample.insert({'sample_id': i} for i in range(3))").returncode == 0
+    )
     ledger = tmp_path / "ledger.txt"
-    env = djdask.env(DJDASK_TEST_LEDGER=str(ledger), DASK_DJDASK__CAMPAIGN__MAX_ATTEMPTS="2",
-                     DASK_DJDASK__CAMPAIGN__RETRY_BACKOFF="100ms")
+    env = djdask.env(
+        DJDASK_TEST_LEDGER=str(ledger),
+        DASK_DJDASK__CAMPAIGN__MAX_ATTEMPTS="2",
+        DASK_DJDASK__CAMPAIGN__RETRY_BACKOFF="100ms",
+    )
     result = djdask("populate", "unreliable", "--workers", "1", env=env)
     assert result.returncode == 1, result.stdout + result.stderr
     assert Counter(ledger.read_text().split()) == {"0": 2, "1": 2, "2": 2}
     assert sql.jobs_counts(f"{prefix}_unreliable", "__upload") == {"error": 3}
-    messages = [r[0] for r in sql.query(
-        f"SELECT error_message FROM {sql.table(prefix + '_unreliable', '~~upload')}")]
+    messages = [r[0] for r in sql.query(f"SELECT error_message FROM {sql.table(prefix + '_unreliable', '~~upload')}")]
     assert all("connection to the archive reset" in m and "(after 2 attempts)" in m for m in messages), messages
 
 
@@ -46,8 +49,17 @@ def test_two_processes_create_the_same_jobs_table_at_once(djdask, sql, prefix, t
         "print(JobQueue(ledger.Entry()).enqueue())\n"
     )
     env = djdask.env()
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=120) for p in procs]
     for proc, (_, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err
@@ -70,8 +82,11 @@ def test_lease_timeout_frees_reservations_that_are_not_renewed(djdask, sql, pref
     user = djdask.server.env["DJ_USER"]
     user_column = '"user"' if sql.backend == "postgresql" else "`user`"
     # Reserved now, by this test's own (live) session, and never renewed.
-    sql.query(f"UPDATE {jobs} SET status = 'reserved', reserved_time = CURRENT_TIMESTAMP(3), host = 'elsewhere', "
-              f"pid = 4242, connection_id = %s, {user_column} = %s", (own_session_id(sql), user))
+    sql.query(
+        f"UPDATE {jobs} SET status = 'reserved', reserved_time = CURRENT_TIMESTAMP(3), host = 'elsewhere', "
+        f"pid = 4242, connection_id = %s, {user_column} = %s",
+        (own_session_id(sql), user),
+    )
     time.sleep(3)
     kept = djdask("release", "ledger")
     assert kept.returncode == 0, kept.stderr

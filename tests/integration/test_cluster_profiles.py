@@ -30,8 +30,9 @@ def test_populate_on_a_running_scheduler(djdask, sql, prefix, tmp_path):
         while not address_file.exists() or not address_file.read_text():
             assert time.monotonic() < deadline and scheduler.poll() is None, "scheduler did not start"
             time.sleep(0.2)
-        env = djdask.env(DASK_DJDASK__CLUSTERS__HERE__KIND="address",
-                         DASK_DJDASK__CLUSTERS__HERE__ADDRESS=address_file.read_text())
+        env = djdask.env(
+            DASK_DJDASK__CLUSTERS__HERE__KIND="address", DASK_DJDASK__CLUSTERS__HERE__ADDRESS=address_file.read_text()
+        )
         result = djdask("populate", "badkey", "--cluster", "here", env=env)
         assert result.returncode == 0, result.stdout + result.stderr
         assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_badkey', '__square')}") == 4
@@ -57,9 +58,11 @@ def test_unreachable_scheduler_is_a_clear_error(djdask, sql, prefix):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens here once the socket closes
-    env = djdask.env(DASK_DJDASK__CLUSTERS__GONE__KIND="address",
-                     DASK_DJDASK__CLUSTERS__GONE__ADDRESS=f"tcp://127.0.0.1:{port}",
-                     DASK_DJDASK__CLUSTERS__GONE__CONNECT_TIMEOUT="3s")
+    env = djdask.env(
+        DASK_DJDASK__CLUSTERS__GONE__KIND="address",
+        DASK_DJDASK__CLUSTERS__GONE__ADDRESS=f"tcp://127.0.0.1:{port}",
+        DASK_DJDASK__CLUSTERS__GONE__CONNECT_TIMEOUT="3s",
+    )
     start = time.monotonic()
     result = djdask("populate", "badkey", "--cluster", "gone", env=env)
     assert result.returncode == 2, result.stdout + result.stderr

@@ -19,9 +19,13 @@ from tests.integration.test_populate import INSERT_DEMO
 pytestmark = pytest.mark.integration
 
 #: The reference pipeline's auto-populated tables: (schema suffix, table name in the database).
-REFERENCE_TABLES = {"ScanMovie": ("acquisition", "_scan_movie"), "MotionCorrection": ("imaging", "__motion_correction"),
-                    "Segmentation": ("imaging", "__segmentation"), "Traces": ("imaging", "__traces"),
-                    "CellStats": ("imaging", "__cell_stats")}
+REFERENCE_TABLES = {
+    "ScanMovie": ("acquisition", "_scan_movie"),
+    "MotionCorrection": ("imaging", "__motion_correction"),
+    "Segmentation": ("imaging", "__segmentation"),
+    "Traces": ("imaging", "__traces"),
+    "CellStats": ("imaging", "__cell_stats"),
+}
 
 #: Text of the page as a person sees it: Bokeh draws each component in a shadow DOM.
 PAGE_TEXT = """
@@ -65,13 +69,45 @@ def _start_remote_cluster(djdask, tmp_path, env) -> tuple[list[subprocess.Popen]
     scheduler_file = tmp_path / "scheduler.json"
     logs = [open(tmp_path / "scheduler.log", "w"), open(tmp_path / "workers.log", "w")]
     dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
-    procs = [subprocess.Popen([*dask, "--host", "127.0.0.1", "--port", "0", "--dashboard-address", "127.0.0.1:0",
-                               "--scheduler-file", str(scheduler_file)], env=env, cwd=tmp_path,
-                              stdout=logs[0], stderr=subprocess.STDOUT)]
+    procs = [
+        subprocess.Popen(
+            [
+                *dask,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--dashboard-address",
+                "127.0.0.1:0",
+                "--scheduler-file",
+                str(scheduler_file),
+            ],
+            env=env,
+            cwd=tmp_path,
+            stdout=logs[0],
+            stderr=subprocess.STDOUT,
+        )
+    ]
     address = _wait_for_scheduler_file(scheduler_file, procs[0])["address"]
-    procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nworkers", "2",
-                                   "--nthreads", "1", "--no-dashboard"], env=env, cwd=tmp_path,
-                                  stdout=logs[1], stderr=subprocess.STDOUT))
+    procs.append(
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "distributed.cli.dask_worker",
+                address,
+                "--nworkers",
+                "2",
+                "--nthreads",
+                "1",
+                "--no-dashboard",
+            ],
+            env=env,
+            cwd=tmp_path,
+            stdout=logs[1],
+            stderr=subprocess.STDOUT,
+        )
+    )
     return procs, address, logs
 
 
@@ -88,17 +124,30 @@ def test_campaign_page_in_chromium_matches_the_database(djdask, sql, prefix, tmp
     s3_secret = "Sx9-very+secret/key-" + prefix
     # Arrays go to the local store (moto's S3 is slow); the S3 store the lab also has
     # configured carries the secret into the campaign's and the workers' settings.
-    stores = {**djdask.stores, "archive": {"protocol": "s3", "endpoint": "http://127.0.0.1:9", "bucket": "lab",
-                                           "location": "arrays", "access_key": "AKIALAB", "secret_key": s3_secret}}
-    env = djdask.env(DJ_STORES=json.dumps(stores), AWS_SECRET_ACCESS_KEY=s3_secret,
-                     DASK_DISTRIBUTED__SCHEDULER__PICKLE="True")
+    stores = {
+        **djdask.stores,
+        "archive": {
+            "protocol": "s3",
+            "endpoint": "http://127.0.0.1:9",
+            "bucket": "lab",
+            "location": "arrays",
+            "access_key": "AKIALAB",
+            "secret_key": s3_secret,
+        },
+    }
+    env = djdask.env(
+        DJ_STORES=json.dumps(stores), AWS_SECRET_ACCESS_KEY=s3_secret, DASK_DISTRIBUTED__SCHEDULER__PICKLE="True"
+    )
     assert djdask.python(INSERT_DEMO, env=env).returncode == 0
     procs, address, logs = _start_remote_cluster(djdask, tmp_path, env)
     try:
         with Client(address, timeout=30) as client:
             client.wait_for_workers(2, timeout=60)
-            run_env = {**env, "DASK_DJDASK__CLUSTERS__REMOTE__KIND": "address",
-                       "DASK_DJDASK__CLUSTERS__REMOTE__ADDRESS": address}
+            run_env = {
+                **env,
+                "DASK_DJDASK__CLUSTERS__REMOTE__KIND": "address",
+                "DASK_DJDASK__CLUSTERS__REMOTE__ADDRESS": address,
+            }
             result = djdask("populate", "djdask.pipeline", "--cluster", "remote", env=run_env)
             assert result.returncode == 0, result.stdout + result.stderr
             link = re.search(r"Campaign page: +(\S+)", result.stdout)
@@ -127,11 +176,15 @@ def test_campaign_page_in_chromium_matches_the_database(djdask, sql, prefix, tmp
             published = json.dumps(client.get_metadata("djdask"))
             assert '"finished": true' in published
             page_json = urllib.request.urlopen(link.group(1) + "/state.json").read().decode()
-            places = {"page text": text, "page source": chromium.page_source, "page JSON": page_json,
-                      "published state": published,
-                      "campaign output": result.stdout + result.stderr,
-                      "scheduler log (Dask)": json.dumps(client.get_scheduler_logs()),
-                      "worker logs (Dask)": json.dumps(client.get_worker_logs())}
+            places = {
+                "page text": text,
+                "page source": chromium.page_source,
+                "page JSON": page_json,
+                "published state": published,
+                "campaign output": result.stdout + result.stderr,
+                "scheduler log (Dask)": json.dumps(client.get_scheduler_logs()),
+                "worker logs (Dask)": json.dumps(client.get_worker_logs()),
+            }
     finally:
         for proc in procs:
             proc.terminate()
@@ -181,8 +234,11 @@ print("SUMMARY", summary.errors)
     assert "Copy: 3 x RuntimeError: cannot open" in errors.stdout and '"src_id": 1' in jobs.stdout
     # The performance report (asked for here) is Dask's, covering the campaign's tasks.
     assert "run_batch" in report.read_text()
-    for where, content in {"campaign": result.stdout + result.stderr, "errors": errors.stdout,
-                           "jobs": jobs.stdout}.items():
+    for where, content in {
+        "campaign": result.stdout + result.stderr,
+        "errors": errors.stdout,
+        "jobs": jobs.stdout,
+    }.items():
         for value in (password, secret):
             assert value not in content, f"a secret appears in the {where} output"
 
@@ -205,11 +261,28 @@ def test_page_without_bokeh_says_how_to_install_it(tmp_path):
     from distributed import Client
 
     scheduler_file = tmp_path / "scheduler.json"
-    code = ("import sys; sys.modules['bokeh'] = None; sys.argv[0] = 'dask-scheduler'; "
-            "from distributed.cli.dask_scheduler import main; main()")
-    proc = subprocess.Popen([sys.executable, "-c", code, "--host", "127.0.0.1", "--port", "0",
-                             "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(scheduler_file)],
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    code = (
+        "import sys; sys.modules['bokeh'] = None; sys.argv[0] = 'dask-scheduler'; "
+        "from distributed.cli.dask_scheduler import main; main()"
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--dashboard-address",
+            "127.0.0.1:0",
+            "--scheduler-file",
+            str(scheduler_file),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         info = _wait_for_scheduler_file(scheduler_file, proc)
         from djdask.dashboard import DashboardPlugin

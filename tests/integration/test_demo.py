@@ -18,8 +18,12 @@ EXPECTED_ROWS = {"ScanMovie": 8, "MotionCorrection": 8, "Segmentation": 16, "Tra
 
 def run(args, env, cwd, timeout=300):
     return subprocess.run(
-        [sys.executable, "-m", "djdask.cli", *args], env=env, cwd=cwd,
-        capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "djdask.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -110,8 +114,9 @@ def test_python_api_chooses_the_database_as_the_cli_does(unconfigured):
     configured") and notebook users had to configure a database by hand first."""
     env, cwd = unconfigured
     code = "from djdask import Campaign\nprint('exit', Campaign('djdask.pipeline', workers=1).run().exit_code)\n"
-    result = subprocess.run([sys.executable, "-c", in_a_running_loop(code)], env=env, cwd=cwd,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", in_a_running_loop(code)], env=env, cwd=cwd, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "exit 0" in result.stdout
 
@@ -121,8 +126,14 @@ def test_readme_python_block_runs_verbatim_in_a_fresh_notebook_session(unconfigu
     must populate the reference pipeline; if it fails, the first thing a notebook user
     tries does not work."""
     env, cwd = unconfigured
-    result = subprocess.run([sys.executable, "-c", in_a_running_loop(readme_python())], env=env, cwd=cwd,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", in_a_running_loop(readme_python())],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     made = dict(re.findall(r"\('(\w+)', (\d+), 0\)", result.stdout))
     assert {k: int(v) for k, v in made.items()} == EXPECTED_ROWS, result.stdout

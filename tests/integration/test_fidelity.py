@@ -88,8 +88,13 @@ class Runs:
         self.other = djdask.prefix + "seq"
         self.ours_env = djdask.env(**env)
         # One BLAS thread, as distributed gives its worker processes (see test_populate).
-        self.theirs_env = djdask.env(DASK_DJDASK__DEMO__SCHEMA_PREFIX=self.other, OMP_NUM_THREADS="1",
-                                     OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", **env)
+        self.theirs_env = djdask.env(
+            DASK_DJDASK__DEMO__SCHEMA_PREFIX=self.other,
+            OMP_NUM_THREADS="1",
+            OPENBLAS_NUM_THREADS="1",
+            MKL_NUM_THREADS="1",
+            **env,
+        )
 
     def ours(self, code: str) -> subprocess.CompletedProcess:
         return self.djdask.python(f"import {self.module} as m\n{code}", env=self.ours_env)
@@ -105,8 +110,9 @@ class Runs:
     def cli(self, *args: str, expect: int | None = 0) -> subprocess.CompletedProcess:
         result = self.djdask(*args, env=self.ours_env)
         if expect is not None:
-            assert result.returncode == expect, f"djdask {' '.join(args)}: exit {result.returncode}\n" \
-                                                f"{result.stdout}\n{result.stderr}"
+            assert result.returncode == expect, (
+                f"djdask {' '.join(args)}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+            )
         return result
 
     def populate(self, *args: str, expect: int | None = 0) -> subprocess.CompletedProcess:
@@ -125,7 +131,7 @@ class Runs:
         result = self.theirs(code)
         assert result.returncode == 0, "DataJoint's own populate() failed: " + result.stdout + result.stderr
         line = next(ln for ln in result.stdout.splitlines() if ln.startswith("ERRORS="))
-        return json.loads(line[len("ERRORS="):])
+        return json.loads(line[len("ERRORS=") :])
 
     def same(self, sql, nonempty=()) -> dict:
         return assert_same(sql, self.module, self.djdask.prefix, self.other, nonempty)
@@ -204,8 +210,9 @@ def test_keep_completed_remakes_deleted_rows(djdask, sql):
     holes in the results."""
     runs = Runs(djdask, "fidelity", DJ_JOBS_KEEP_COMPLETED="true")
     runs.both("m.seed()")
-    delete = ("(m.Segmentation & 'subject_id = 2').delete(prompt=False)\n"
-              "(m.Pairing & 'first_id = 1').delete(prompt=False)\n")
+    delete = (
+        "(m.Segmentation & 'subject_id = 2').delete(prompt=False)\n(m.Pairing & 'first_id = 1').delete(prompt=False)\n"
+    )
     runs.populate()
     result = runs.ours(delete)
     assert result.returncode == 0, result.stderr
@@ -235,11 +242,14 @@ def test_deleted_upstream_rows_leave_no_errors_or_stale_pending(djdask, sql):
     missing upstream rows) or leaves dead pending rows that other workers will pick up."""
     runs = Runs(djdask, "fidelity")
     runs.both("m.seed()")
-    delete = ("(m.Subject & 'subject_id = 3').delete(prompt=False)\n"
-              "(m.Session & {'subject_id': 1, 'session_id': 2}).delete(prompt=False)\n")
+    delete = (
+        "(m.Subject & 'subject_id = 3').delete(prompt=False)\n"
+        "(m.Session & {'subject_id': 1, 'session_id': 2}).delete(prompt=False)\n"
+    )
     runs.populate("--target", "Segmentation")
-    enqueue = runs.ours("for t in m.AUTO:\n    t.jobs.refresh()\n"
-                        "m.Traces.jobs.ignore({'subject_id': 3, 'session_id': 1})\n")
+    enqueue = runs.ours(
+        "for t in m.AUTO:\n    t.jobs.refresh()\nm.Traces.jobs.ignore({'subject_id': 3, 'session_id': 1})\n"
+    )
     assert enqueue.returncode == 0, enqueue.stderr
     assert sql.jobs_counts(runs.schema(), "__traces").get("pending") == 11
     assert sql.jobs_counts(runs.schema(), "__pairing").get("pending") == 16
@@ -274,9 +284,10 @@ def test_ignore_marks_keys_as_datajoint_does(djdask, sql):
     rows_by_table = {r["table"]: r for r in status["tables"]}
     assert rows_by_table["Preprocessed"]["ignore"] == 3, (status, marked.stdout)
 
-    runs.sequential("display_progress=False, reserve_jobs=True",
-                    before="for k in (m.Preprocessed.key_source & 'subject_id = 2').keys():\n"
-                           "    m.Preprocessed.jobs.ignore(k)\n")
+    runs.sequential(
+        "display_progress=False, reserve_jobs=True",
+        before="for k in (m.Preprocessed.key_source & 'subject_id = 2').keys():\n    m.Preprocessed.jobs.ignore(k)\n",
+    )
     rows = runs.same(sql, nonempty=[t for t, _ in FIDELITY_TABLES.values()])
     assert not [r for r in rows["__preprocessed"] if r[0] == 2]
     columns = "subject_id, session_id, status, priority"
@@ -308,10 +319,12 @@ def test_job_metadata_and_version_stamped_from_one_place(djdask, sql):
     (cwd / "README").write_text("fidelity\n")
     subprocess.run([*git, "add", "README"], cwd=cwd, check=True)
     subprocess.run([*git, "commit", "-q", "-m", "one"], cwd=cwd, check=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd, check=True, capture_output=True,
-                            text=True).stdout.strip()
-    runs = Runs(djdask, "fidelity", DJ_JOBS_ADD_JOB_METADATA="true", DJ_JOBS_KEEP_COMPLETED="true",
-                DJ_JOBS_VERSION_METHOD="git")
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    runs = Runs(
+        djdask, "fidelity", DJ_JOBS_ADD_JOB_METADATA="true", DJ_JOBS_KEEP_COMPLETED="true", DJ_JOBS_VERSION_METHOD="git"
+    )
     runs.both("m.seed()")
     runs.populate()
     runs.sequential("display_progress=False, reserve_jobs=True")

@@ -30,11 +30,15 @@ def test_jobs_retry_and_release(djdask, sql, prefix):
     jobs_table = sql.table(f"{prefix}_badkey", "~~square")
     retried = djdask("retry", "badkey", "--table", "Square")
     assert retried.returncode == 0 and "1 key(s)" in retried.stdout
-    assert sql.query(f"SELECT item_id, status, error_message FROM {jobs_table}") in ([(3, "pending", "")], ((3, "pending", ""),))
+    assert sql.query(f"SELECT item_id, status, error_message FROM {jobs_table}") in (
+        [(3, "pending", "")],
+        ((3, "pending", ""),),
+    )
 
     # A reservation by a session that no longer exists, and one by this test's live session.
     sql.query(f"INSERT INTO {sql.table(f'{prefix}_badkey', 'item')} (item_id) VALUES (10), (11)")
     live_id = sql.scalar("SELECT pg_backend_pid()" if sql.backend == "postgresql" else "SELECT CONNECTION_ID()")
+
     def ago(seconds):
         if sql.backend == "postgresql":
             return f"CURRENT_TIMESTAMP(3) - INTERVAL '{seconds} second'"
@@ -43,7 +47,8 @@ def test_jobs_retry_and_release(djdask, sql, prefix):
     # The live row is younger than this test's session (which connected before populate ran).
     sql.query(
         f"INSERT INTO {jobs_table} (item_id, status, priority, reserved_time, connection_id) VALUES "
-        f"(10, 'reserved', 5, {ago(30)}, 999999), (11, 'reserved', 5, {ago(2)}, %s)", (live_id,)
+        f"(10, 'reserved', 5, {ago(30)}, 999999), (11, 'reserved', 5, {ago(2)}, %s)",
+        (live_id,),
     )
     released = djdask("release", "badkey")
     assert released.returncode == 0, released.stderr
@@ -76,8 +81,10 @@ def test_legacy_jobs_table_is_reported_and_left_alone(djdask, sql, prefix):
     seed_badkey(djdask)
     legacy = sql.table(f"{prefix}_badkey", "~jobs")
     sql.query(LEGACY_DDL[sql.backend].format(t=legacy))
-    sql.query(f"INSERT INTO {legacy} (table_name, key_hash, status) VALUES ('__square', 'abc', 'reserved'), "
-              "('__square', 'def', 'error')")
+    sql.query(
+        f"INSERT INTO {legacy} (table_name, key_hash, status) VALUES ('__square', 'abc', 'reserved'), "
+        "('__square', 'def', 'error')"
+    )
     before = sorted(sql.query(f"SELECT table_name, key_hash, status FROM {legacy}"))
 
     refused = djdask("populate", "badkey")

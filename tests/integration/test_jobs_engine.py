@@ -26,13 +26,16 @@ def seed_ledger(djdask, n):
     assert result.returncode == 0, result.stderr
 
 
-
-
 def start_campaign(env, cwd, *, new_session=False):
     """`djdask populate ledger` in the background, its output captured."""
     return subprocess.Popen(
         [sys.executable, "-m", "djdask.cli", "populate", "ledger", "--workers", "2"],
-        env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=new_session,
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=new_session,
     )
 
 
@@ -58,8 +61,10 @@ def test_exactly_once_beside_datajoint_workers(djdask, sql, prefix, tmp_path):
     env = djdask.env(DJDASK_TEST_LEDGER=str(ledger), DJDASK_TEST_MAKE_SECONDS="0.01")
     cmd_djdask = [sys.executable, "-m", "djdask.cli", "populate", "ledger", "--workers", "2"]
     cmd_dj = [sys.executable, "-c", "import ledger; ledger.Entry.populate(reserve_jobs=True)"]
-    procs = [subprocess.Popen(c, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for c in (cmd_djdask, cmd_dj, cmd_djdask, cmd_dj)]
+    procs = [
+        subprocess.Popen(c, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for c in (cmd_djdask, cmd_dj, cmd_djdask, cmd_dj)
+    ]
     outputs = [p.communicate(timeout=600) for p in procs]
     for proc, (out, err) in zip(procs, outputs):
         assert proc.returncode == 0, out + err
@@ -79,7 +84,9 @@ def test_exactly_once_beside_datajoint_workers(djdask, sql, prefix, tmp_path):
 def test_worker_killed_mid_make_leaves_no_partial_rows(djdask, sql, prefix, tmp_path):
     """SIGKILL in the middle of a make() that inserted a master row and parts: the transaction
     dies with the worker, the campaign finishes the key, and every master has all its parts."""
-    assert djdask.python("import parts; parts.Recording.insert([{'recording_id': i} for i in range(6)])").returncode == 0
+    assert (
+        djdask.python("import parts; parts.Recording.insert([{'recording_id': i} for i in range(6)])").returncode == 0
+    )
     marker = tmp_path / "killed"
     env = djdask.env(DJDASK_TEST_MARKER=str(marker), DJDASK_TEST_KILL_KEY="2")
     result = djdask("populate", "parts", "--workers", "2", env=env)
@@ -107,8 +114,14 @@ def test_killed_campaign_is_recovered_by_the_next_one(djdask, sql, prefix, tmp_p
     schema = prefix + "_ledger"
     target = sql.table(schema, "__entry")
     try:
-        wait_for(lambda: sql.scalar(f"SELECT COUNT(*) FROM {target}") >= 4
-                 and sql.jobs_counts(schema, "__entry").get("reserved", 0) > 0, 120, "a campaign in flight")
+        wait_for(
+            lambda: (
+                sql.scalar(f"SELECT COUNT(*) FROM {target}") >= 4
+                and sql.jobs_counts(schema, "__entry").get("reserved", 0) > 0
+            ),
+            120,
+            "a campaign in flight",
+        )
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
@@ -132,19 +145,25 @@ def test_live_long_make_survives_datajoint_orphan_timeout(djdask, sql, prefix, t
     be taken from a live campaign: the heartbeat keeps its reserved_time fresh."""
     seed_ledger(djdask, 2)
     ledger = tmp_path / "ledger.txt"
-    env = djdask.env(DJDASK_TEST_LEDGER=str(ledger), DJDASK_TEST_MAKE_SECONDS="6",
-                     DASK_DJDASK__JOBS__HEARTBEAT="0.5s")
+    env = djdask.env(DJDASK_TEST_LEDGER=str(ledger), DJDASK_TEST_MAKE_SECONDS="6", DASK_DJDASK__JOBS__HEARTBEAT="0.5s")
     proc = start_campaign(env, tmp_path)
     schema = prefix + "_ledger"
     wait_for(lambda: sql.jobs_counts(schema, "__entry").get("reserved", 0) == 2, 120, "both keys reserved")
     refresher = subprocess.run(
-        [sys.executable, "-c",
-         "import json, time, ledger\n"
-         "out = []\n"
-         "for _ in range(6):\n"
-         "    out.append(ledger.Entry.jobs.refresh(orphan_timeout=2)['orphaned']); time.sleep(0.5)\n"
-         "print(json.dumps(out))"],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            "import json, time, ledger\n"
+            "out = []\n"
+            "for _ in range(6):\n"
+            "    out.append(ledger.Entry.jobs.refresh(orphan_timeout=2)['orphaned']); time.sleep(0.5)\n"
+            "print(json.dumps(out))",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     out, err = proc.communicate(timeout=300)
     assert refresher.returncode == 0, refresher.stderr

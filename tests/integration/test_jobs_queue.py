@@ -174,7 +174,8 @@ def test_release_and_orphan_recovery(dj_instance, prefix):
     conn.query(
         f"UPDATE {queue.name} SET {q('connection_id')} = 987654, "
         f"{q('reserved_time')} = CURRENT_TIMESTAMP(3) - {conn.adapter.interval_expr(30, 'second')} "
-        f"WHERE {q('k')} IN (%s, %s)", args=(held[1]["k"], held[2]["k"])
+        f"WHERE {q('k')} IN (%s, %s)",
+        args=(held[1]["k"], held[2]["k"]),
     )
     freed = recover_orphans(conn, [queue.name])
     assert freed == {queue.name: 2}
@@ -207,8 +208,9 @@ def test_jobs_table_of_another_layout_is_refused_untouched(dj_instance, prefix):
     Result._jobs = None
     with pytest.raises(JobsTableError, match="lacks the columns .*priority"):
         JobQueue(Result())
-    assert conn.query(f"SELECT * FROM {name}").fetchall() == ((1, "reserved"),) or \
-        conn.query(f"SELECT * FROM {name}").fetchall() == [(1, "reserved")]
+    assert conn.query(f"SELECT * FROM {name}").fetchall() == ((1, "reserved"),) or conn.query(
+        f"SELECT * FROM {name}"
+    ).fetchall() == [(1, "reserved")]
 
 
 def test_heartbeat_restamps_after_reconnect(dj_instance, prefix):

@@ -20,10 +20,14 @@ def test_errors_are_grouped_by_message(djdask, sql, prefix):
     groups = json.loads(result.stdout)["errors"]
     jobs = sql.table(f"{prefix}_failing", "~~outcome")
     total = sql.scalar(f"SELECT COUNT(*) FROM {jobs} WHERE status = 'error'")
-    divisible = sql.scalar(f"SELECT COUNT(*) FROM {jobs} WHERE status = 'error' AND error_message LIKE "
-                           "'ValueError: value % is divisible by 3%'")
-    detector = sql.scalar(f"SELECT COUNT(*) FROM {jobs} WHERE status = 'error' AND error_message LIKE "
-                          "'RuntimeError: the detector was off%'")
+    divisible = sql.scalar(
+        f"SELECT COUNT(*) FROM {jobs} WHERE status = 'error' AND error_message LIKE "
+        "'ValueError: value % is divisible by 3%'"
+    )
+    detector = sql.scalar(
+        f"SELECT COUNT(*) FROM {jobs} WHERE status = 'error' AND error_message LIKE "
+        "'RuntimeError: the detector was off%'"
+    )
     assert (total, divisible, detector) == (8, 4, 4)
     assert sorted((g["table"], g["count"]) for g in groups) == [("Outcome", divisible), ("Outcome", detector)]
     for g in groups:
@@ -51,8 +55,9 @@ def test_status_shows_who_holds_reservations(djdask, sql, prefix):
     """A process holding 5 reserved keys: `djdask status` names its host and pid with the
     count and the oldest reservation time, as the jobs table has them."""
     assert djdask.python("import ledger; ledger.Source.insert({'source_id': i} for i in range(9))").returncode == 0
-    holder = subprocess.Popen([sys.executable, "-c", HOLD], env=djdask.env(), cwd=djdask.cwd,
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD], env=djdask.env(), cwd=djdask.cwd, stdout=subprocess.PIPE, text=True
+    )
     try:
         line = holder.stdout.readline()
         while line and not line.strip().isdigit():  # DataJoint says it connected
@@ -62,8 +67,9 @@ def test_status_shows_who_holds_reservations(djdask, sql, prefix):
         assert result.returncode == 0, result.stderr
         status = json.loads(result.stdout)
         jobs = sql.table(f"{prefix}_ledger", "~~entry")
-        expected = sql.query(f"SELECT host, pid, COUNT(*), MIN(reserved_time) FROM {jobs} "
-                             "WHERE status = 'reserved' GROUP BY host, pid")
+        expected = sql.query(
+            f"SELECT host, pid, COUNT(*), MIN(reserved_time) FROM {jobs} WHERE status = 'reserved' GROUP BY host, pid"
+        )
         assert len(expected) == 1 and expected[0][1] == holder.pid
         (h,) = status["holders"]
         assert (h["host"], h["pid"], h["keys"], h["tables"]) == (expected[0][0], holder.pid, 5, ["Entry"])

@@ -21,15 +21,27 @@ def key_sources(sql, prefix):
     t = sql.table
     return {
         "ScanMovie": (t(acq, "_scan_movie"), f"SELECT mouse_id, session_id, scan_id FROM {t(acq, 'scan')}", SCAN_KEY),
-        "MotionCorrection": (t(img, "__motion_correction"), f"SELECT mouse_id, session_id, scan_id FROM {t(acq, '_scan_movie')}", SCAN_KEY),
+        "MotionCorrection": (
+            t(img, "__motion_correction"),
+            f"SELECT mouse_id, session_id, scan_id FROM {t(acq, '_scan_movie')}",
+            SCAN_KEY,
+        ),
         "Segmentation": (
             t(img, "__segmentation"),
             f"SELECT m.mouse_id, m.session_id, m.scan_id, p.seg_param_id FROM {t(img, '__motion_correction')} m "
             f"CROSS JOIN {t(img, '#segmentation_params')} p",
             SEG_KEY,
         ),
-        "Traces": (t(img, "__traces"), f"SELECT mouse_id, session_id, scan_id, seg_param_id FROM {t(img, '__segmentation')}", SEG_KEY),
-        "CellStats": (t(img, "__cell_stats"), f"SELECT mouse_id, session_id, scan_id, seg_param_id FROM {t(img, '__traces')}", SEG_KEY),
+        "Traces": (
+            t(img, "__traces"),
+            f"SELECT mouse_id, session_id, scan_id, seg_param_id FROM {t(img, '__segmentation')}",
+            SEG_KEY,
+        ),
+        "CellStats": (
+            t(img, "__cell_stats"),
+            f"SELECT mouse_id, session_id, scan_id, seg_param_id FROM {t(img, '__traces')}",
+            SEG_KEY,
+        ),
     }
 
 
@@ -82,8 +94,9 @@ def test_populate_matches_datajoint_sequential_populate(djdask, sql, prefix):
     # One BLAS thread, as distributed gives its worker processes (nanny's pre-spawn
     # environment): OpenBLAS splits a matrix product differently across threads, which
     # changes float32 sums in their last bits (seen: CellStats 8.7131055 vs 8.7131034).
-    env = djdask.env(DASK_DJDASK__DEMO__SCHEMA_PREFIX=other, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-                     MKL_NUM_THREADS="1")
+    env = djdask.env(
+        DASK_DJDASK__DEMO__SCHEMA_PREFIX=other, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1"
+    )
     code = (
         INSERT_DEMO + "\nimport djdask.pipeline as pipeline\n"
         "for t in (pipeline.ScanMovie, pipeline.MotionCorrection, pipeline.Segmentation, pipeline.Traces, pipeline.CellStats):\n"
@@ -92,7 +105,9 @@ def test_populate_matches_datajoint_sequential_populate(djdask, sql, prefix):
     import subprocess
     import sys
 
-    seq = subprocess.run([sys.executable, "-c", code], env=env, cwd=djdask.cwd, capture_output=True, text=True, timeout=300)
+    seq = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=djdask.cwd, capture_output=True, text=True, timeout=300
+    )
     assert seq.returncode == 0, seq.stderr
 
     assert_same_rows(sql, prefix, other, "DataJoint's populate")
@@ -120,7 +135,9 @@ def test_plan_and_status_counts_match_sql(djdask, sql, prefix):
     assert tables["ScanMovie"]["missing"] == 4  # mouse 2's scans
     assert tables["Traces"]["missing"] == 8  # mouse 1's segmentations
 
-    restricted = json.loads(djdask("plan", "djdask.pipeline", "--json", "-r", "mouse_id=2", "--target", "MotionCorrection").stdout)
+    restricted = json.loads(
+        djdask("plan", "djdask.pipeline", "--json", "-r", "mouse_id=2", "--target", "MotionCorrection").stdout
+    )
     assert [r["table"] for r in restricted["tables"]] == ["ScanMovie", "MotionCorrection"]
     assert restricted["tables"][0]["missing"] == 4 and restricted["tables"][0]["total"] == 4
 

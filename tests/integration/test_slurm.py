@@ -30,14 +30,25 @@ JOB_NAME = "djdask-test"
 
 def write_profile(tmp_path: Path, **settings) -> dict[str, str]:
     """A `testslurm` profile in a dask config directory; the environment that uses it."""
-    profile = {"kind": "slurm", "queue": "debug", "cores": 1, "memory": "1GB", "walltime": "00:10:00",
-               "max-jobs": 2, "job-name": JOB_NAME, "scheduler-options": {"host": "127.0.0.1"},
-               "log-directory": str(tmp_path / "slurm-logs"), **settings}
+    profile = {
+        "kind": "slurm",
+        "queue": "debug",
+        "cores": 1,
+        "memory": "1GB",
+        "walltime": "00:10:00",
+        "max-jobs": 2,
+        "job-name": JOB_NAME,
+        "scheduler-options": {"host": "127.0.0.1"},
+        "log-directory": str(tmp_path / "slurm-logs"),
+        **settings,
+    }
     config_dir = tmp_path / "dask"
     config_dir.mkdir(exist_ok=True)
     lines = ["djdask:", "  clusters:", "    testslurm:"]
-    lines += [f"      {key}: {value!r}" if isinstance(value, str) else f"      {key}: {value}"
-              for key, value in profile.items()]
+    lines += [
+        f"      {key}: {value!r}" if isinstance(value, str) else f"      {key}: {value}"
+        for key, value in profile.items()
+    ]
     (config_dir / "djdask.yaml").write_text("\n".join(lines).replace("'", '"') + "\n")
     return {"DASK_CONFIG": str(config_dir)}
 
@@ -56,7 +67,11 @@ class Watch:
         self.most_jobs = 0
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "djdask.cli", "populate", "ledger", "--cluster", "testslurm", *args],
-            env=env, cwd=djdask.cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env,
+            cwd=djdask.cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
 
     def poll(self) -> list[dict[str, str]]:
@@ -96,8 +111,12 @@ def test_workers_are_slurm_jobs_and_leave_no_job_behind(server, djdask, sql, pre
     no more jobs than its keys can use (3 keys, cap 6), and cancels its jobs at the end."""
     seed(djdask, 3)
     ledger = tmp_path / "ledger.txt"
-    env = djdask.env(**slurm.env, **write_profile(tmp_path, **{"max-jobs": 6}),
-                     DJDASK_TEST_LEDGER=str(ledger), DJDASK_TEST_MAKE_SECONDS="1")
+    env = djdask.env(
+        **slurm.env,
+        **write_profile(tmp_path, **{"max-jobs": 6}),
+        DJDASK_TEST_LEDGER=str(ledger),
+        DJDASK_TEST_MAKE_SECONDS="1",
+    )
     watch = Watch(djdask, slurm, env)
     code, out, err = watch.wait(180)
     assert code == 0, out + err
@@ -120,8 +139,9 @@ def test_reference_pipeline_on_slurm_matches_a_local_cluster_run(server, djdask,
 
     other = f"{prefix}loc"
     local_env = djdask.env(DASK_DJDASK__DEMO__SCHEMA_PREFIX=other)
-    seeded = subprocess.run([sys.executable, "-c", INSERT_DEMO], env=local_env, cwd=djdask.cwd,
-                            capture_output=True, text=True, timeout=120)
+    seeded = subprocess.run(
+        [sys.executable, "-c", INSERT_DEMO], env=local_env, cwd=djdask.cwd, capture_output=True, text=True, timeout=120
+    )
     assert seeded.returncode == 0, seeded.stderr
     local = djdask("populate", "djdask.pipeline", "--workers", "2", env=local_env)
     assert local.returncode == 0, local.stdout + local.stderr
@@ -135,8 +155,9 @@ def test_a_cancelled_worker_job_is_replaced(server, djdask, sql, prefix, slurm, 
     n = 30
     seed(djdask, n)
     ledger = tmp_path / "ledger.txt"
-    env = djdask.env(**slurm.env, **write_profile(tmp_path), DJDASK_TEST_LEDGER=str(ledger),
-                     DJDASK_TEST_MAKE_SECONDS="0.5")
+    env = djdask.env(
+        **slurm.env, **write_profile(tmp_path), DJDASK_TEST_LEDGER=str(ledger), DJDASK_TEST_MAKE_SECONDS="0.5"
+    )
     watch = Watch(djdask, slurm, env)
     deadline = time.monotonic() + 120
     while len(watch.running()) < 2 or len(ledger_lines(ledger)) < 4:
@@ -164,9 +185,12 @@ def test_walltime_workers_retire_and_are_replaced(server, djdask, sql, prefix, s
     n = 24
     seed(djdask, n)
     ledger = tmp_path / "ledger.txt"
-    env = djdask.env(**slurm.env, **write_profile(tmp_path, walltime="00:01:00", lifetime="20s",
-                                                  **{"max-jobs": 1, "lifetime-stagger": "2s"}),
-                     DJDASK_TEST_LEDGER=str(ledger), DJDASK_TEST_MAKE_SECONDS="1.3")
+    env = djdask.env(
+        **slurm.env,
+        **write_profile(tmp_path, walltime="00:01:00", lifetime="20s", **{"max-jobs": 1, "lifetime-stagger": "2s"}),
+        DJDASK_TEST_LEDGER=str(ledger),
+        DJDASK_TEST_MAKE_SECONDS="1.3",
+    )
     watch = Watch(djdask, slurm, env)
     code, out, err = watch.wait(300)
     assert code == 0, out + err
@@ -186,8 +210,9 @@ def test_a_refused_job_submission_stops_the_campaign(server, djdask, sql, prefix
     forever: exit 2 with sbatch's reason and the profile key to fix; nothing left reserved
     or queued."""
     seed(djdask, 3)
-    env = djdask.env(**slurm.env, **write_profile(tmp_path, queue="nosuch"),
-                     DJDASK_TEST_LEDGER=str(tmp_path / "ledger.txt"))
+    env = djdask.env(
+        **slurm.env, **write_profile(tmp_path, queue="nosuch"), DJDASK_TEST_LEDGER=str(tmp_path / "ledger.txt")
+    )
     result = djdask("populate", "ledger", "--cluster", "testslurm", env=env, timeout=120)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Profile 'testslurm' could not submit a worker job" in result.stderr
@@ -202,12 +227,25 @@ def test_two_pools_route_tables_by_their_resources(server, djdask, sql, prefix, 
     OnGpu (declares GPU: 1) must run only on SLURM workers, OnAny only on the local pool."""
     assert djdask.python("import gpu; gpu.Frame.insert({'frame_id': i} for i in range(6))").returncode == 0
     env = djdask.env(**slurm.env, **write_profile(tmp_path, resources={"GPU": 1}))
-    result = djdask("populate", "gpu", "--cluster", "default=local", "--cluster", "gpu=testslurm",
-                    "--workers", "1", env=env, timeout=240)
+    result = djdask(
+        "populate",
+        "gpu",
+        "--cluster",
+        "default=local",
+        "--cluster",
+        "gpu=testslurm",
+        "--workers",
+        "1",
+        env=env,
+        timeout=240,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     schema = f"{prefix}_gpu"
     on_gpu = [w for (w,) in sql.query(f"SELECT worker FROM {sql.table(schema, '__on_gpu')}")]
     on_any = [w for (w,) in sql.query(f"SELECT worker FROM {sql.table(schema, '__on_any')}")]
-    assert len(on_gpu) == 6 and all(w.startswith("SLURMCluster") for w in on_gpu), (on_gpu, result.stdout + result.stderr)
+    assert len(on_gpu) == 6 and all(w.startswith("SLURMCluster") for w in on_gpu), (
+        on_gpu,
+        result.stdout + result.stderr,
+    )
     assert len(on_any) == 6 and not any(w.startswith("SLURMCluster") for w in on_any), on_any
     assert queue_empties(slurm), f"jobs left in the queue: {slurm.queue()}"

@@ -55,8 +55,13 @@ print(json.dumps(out))
 
 def s3_env(djdask, s3, bucket, prefix, **extra):
     stores = {"default": "djdask-s3", "djdask-s3": s3.store_spec(bucket, prefix)}
-    return djdask.env(AWS_ENDPOINT_URL=s3.endpoint, AWS_ACCESS_KEY_ID=s3.key, AWS_SECRET_ACCESS_KEY=s3.secret,
-                      DJ_STORES=json.dumps(stores), **extra)
+    return djdask.env(
+        AWS_ENDPOINT_URL=s3.endpoint,
+        AWS_ACCESS_KEY_ID=s3.key,
+        AWS_SECRET_ACCESS_KEY=s3.secret,
+        DJ_STORES=json.dumps(stores),
+        **extra,
+    )
 
 
 @postgres_only
@@ -81,18 +86,32 @@ def test_reference_pipeline_writes_every_array_to_s3(djdask, sql, prefix, s3_ser
                 assert ref["path"].endswith(".zarr") and ref["checksum"]
                 assert fs.exists(f"{bucket}/lab/arrays/{ref['path']}/zarr.json"), ref["path"]
                 n_refs += 1
-    opts = {"bucket": bucket, "prefix": "lab/arrays",
-            "storage": {"key": s3_server.key, "secret": s3_server.secret,
-                        "client_kwargs": {"endpoint_url": s3_server.endpoint}}}
+    opts = {
+        "bucket": bucket,
+        "prefix": "lab/arrays",
+        "storage": {
+            "key": s3_server.key,
+            "secret": s3_server.secret,
+            "client_kwargs": {"endpoint_url": s3_server.endpoint},
+        },
+    }
     import subprocess
     import sys
 
-    read = subprocess.run([sys.executable, "-c", READ_BACK, json.dumps(opts)], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    read = subprocess.run(
+        [sys.executable, "-c", READ_BACK, json.dumps(opts)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert read.returncode == 0, read.stderr
     counts = json.loads(read.stdout.strip().splitlines()[-1])
-    plain = sum(min(2, len(sql.query(f"SELECT 1 FROM {sql.table(f'{prefix}_{schema}', table)}"))) * len(attrs)
-                for schema, table, attrs in ARRAYS)
+    plain = sum(
+        min(2, len(sql.query(f"SELECT 1 FROM {sql.table(f'{prefix}_{schema}', table)}"))) * len(attrs)
+        for schema, table, attrs in ARRAYS
+    )
     assert counts == {"verified": n_refs, "plain": plain, "lazy": n_refs}
 
 
@@ -184,18 +203,27 @@ def test_bad_storage_input_is_an_error_row_naming_the_store(djdask, sql, prefix,
     elif case == "not-xarray":
         target, fragments = "NotXarray", ["xarray.Dataset or xarray.DataArray, got ndarray", "dims="]
     elif case == "unreachable-s3":
-        stores = {"default": "far", "far": {**s3_server.store_spec(bucket), "endpoint":
-                                            f"http://127.0.0.1:{closed_port()}"}}
+        stores = {
+            "default": "far",
+            "far": {**s3_server.store_spec(bucket), "endpoint": f"http://127.0.0.1:{closed_port()}"},
+        }
         env = djdask.env(DJ_STORES=json.dumps(stores), AWS_MAX_ATTEMPTS="2")
         fragments = ["could not write", "store 'far'", "reachable"]
     else:
         s3_server = s3_auth_server  # checks credentials: the access key below does not exist
         bucket = s3_server.bucket(bucket)
-        stores = {"default": "s3", "s3": {**s3_server.store_spec(bucket), "access_key": "AKIANOSUCHKEY",
-                                          "secret_key": "not-the-secret"}}
+        stores = {
+            "default": "s3",
+            "s3": {**s3_server.store_spec(bucket), "access_key": "AKIANOSUCHKEY", "secret_key": "not-the-secret"},
+        }
         env = djdask.env(DJ_STORES=json.dumps(stores))
         fragments = ["could not write", "store 's3'", "credentials", "Access Key Id"]
-    assert djdask.python("import arrays; arrays.Source.insert1({'source_id': 1})", ).returncode == 0
+    assert (
+        djdask.python(
+            "import arrays; arrays.Source.insert1({'source_id': 1})",
+        ).returncode
+        == 0
+    )
     result = djdask("populate", "arrays", "--target", target, "--workers", "1", env=env, timeout=300)
     assert result.returncode == 1, result.stdout + result.stderr
     schema = f"{prefix}_arrays"

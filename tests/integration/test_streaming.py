@@ -31,8 +31,12 @@ def test_results_stream_down_the_dag(djdask, sql, prefix, tmp_path):
     result = djdask("populate", "djdask.pipeline", "--workers", "2", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     img, acq = f"{prefix}_imaging", f"{prefix}_acquisition"
-    first_stats = sql.scalar(f"SELECT MIN(completed_time) FROM {sql.table(img, '~~cell_stats')} WHERE status = 'success'")
-    last_movie = sql.scalar(f"SELECT MAX(completed_time) FROM {sql.table(acq, '~~scan_movie')} WHERE status = 'success'")
+    first_stats = sql.scalar(
+        f"SELECT MIN(completed_time) FROM {sql.table(img, '~~cell_stats')} WHERE status = 'success'"
+    )
+    last_movie = sql.scalar(
+        f"SELECT MAX(completed_time) FROM {sql.table(acq, '~~scan_movie')} WHERE status = 'success'"
+    )
     assert first_stats is not None and last_movie is not None
     assert first_stats < last_movie, (first_stats, last_movie)
     assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(img, '__cell_stats')}") == 16
@@ -69,15 +73,24 @@ def test_memory_does_not_grow_with_pending_keys(djdask, sql, prefix, tmp_path):
     peaks = {}
     for n in (2_000, 200_000):
         run_prefix = f"{prefix}m{n}"
-        env = djdask.env(DASK_DJDASK__DEMO__SCHEMA_PREFIX=run_prefix, DJDASK_TEST_LEDGER=str(tmp_path / f"l{n}"),
-                         DASK_DJDASK__CAMPAIGN__TRACE_MEMORY="true")
-        seed = subprocess.run([sys.executable, "-c", "import ledger"],  # declares the tables
-                              env=env, cwd=tmp_path, capture_output=True, text=True,
-                              timeout=300)
+        env = djdask.env(
+            DASK_DJDASK__DEMO__SCHEMA_PREFIX=run_prefix,
+            DJDASK_TEST_LEDGER=str(tmp_path / f"l{n}"),
+            DASK_DJDASK__CAMPAIGN__TRACE_MEMORY="true",
+        )
+        seed = subprocess.run(
+            [sys.executable, "-c", "import ledger"],  # declares the tables
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert seed.returncode == 0, seed.stderr
         sql.fill_integers(f"{run_prefix}_ledger", "source", "source_id", n)
-        result, summary = summary_of(djdask, tmp_path, "ledger", "--workers", "1", "--max-calls", "100",
-                                     env=env, name=f"s{n}.json")
+        result, summary = summary_of(
+            djdask, tmp_path, "ledger", "--workers", "1", "--max-calls", "100", env=env, name=f"s{n}.json"
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         assert summary["tables"][0]["succeeded"] == 100
         peaks[n] = summary["traced_peak_bytes"]
@@ -91,8 +104,9 @@ def test_transient_failures_are_retried_user_errors_are_not(djdask, sql, prefix,
     ledger = tmp_path / "broken.txt"
     markers = tmp_path / "markers"
     markers.mkdir()
-    env = djdask.env(DJDASK_TEST_LEDGER=str(ledger), DJDASK_TEST_MARKER_DIR=str(markers),
-                     DASK_DJDASK__CAMPAIGN__RETRY_BACKOFF="0.2s")
+    env = djdask.env(
+        DJDASK_TEST_LEDGER=str(ledger), DJDASK_TEST_MARKER_DIR=str(markers), DASK_DJDASK__CAMPAIGN__RETRY_BACKOFF="0.2s"
+    )
     result, summary = summary_of(djdask, tmp_path, "flaky", "--workers", "2", env=env)
     assert result.returncode == 1, result.stdout + result.stderr
     tables = {t["table"]: t for t in summary["tables"]}
@@ -112,8 +126,9 @@ def test_sigint_stops_gracefully_and_the_next_run_resumes(djdask, sql, prefix, t
     n = 30
     seed_ledger(djdask, n)
     ledger = tmp_path / "ledger.txt"
-    env = djdask.env(DJDASK_TEST_LEDGER=str(ledger), DJDASK_TEST_MAKE_SECONDS="0.5",
-                     DASK_DJDASK__CAMPAIGN__GRACE_PERIOD="10s")
+    env = djdask.env(
+        DJDASK_TEST_LEDGER=str(ledger), DJDASK_TEST_MAKE_SECONDS="0.5", DASK_DJDASK__CAMPAIGN__GRACE_PERIOD="10s"
+    )
     proc = start_campaign(env, tmp_path, new_session=True)
     schema = prefix + "_ledger"
     target = sql.table(schema, "__entry")

@@ -17,8 +17,12 @@ schema = dj.Schema(f"{config.get('demo.schema-prefix')}_arrays")
 
 def small(key) -> xr.DataArray:
     n = key["source_id"]
-    return xr.DataArray(np.arange(60, dtype=np.float32).reshape(3, 20) * (n + 1), dims=("cell", "time"),
-                        coords={"time": np.arange(20) * 0.5}, name="traces")
+    return xr.DataArray(
+        np.arange(60, dtype=np.float32).reshape(3, 20) * (n + 1),
+        dims=("cell", "time"),
+        coords={"time": np.arange(20) * 0.5},
+        name="traces",
+    )
 
 
 @schema
@@ -98,7 +102,8 @@ class Big(dj.Computed):
         rng = da.random.default_rng(key["source_id"])
         movie = rng.standard_normal((frames, 512, 512), chunks=(16, 512, 512), dtype=np.float32)
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        self.insert1({**key, "data": xr.DataArray(movie, dims=("time", "y", "x"), name="movie"),
-                      "nbytes": int(movie.nbytes)})
+        self.insert1(
+            {**key, "data": xr.DataArray(movie, dims=("time", "y", "x"), name="movie"), "nbytes": int(movie.nbytes)}
+        )
         after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         self.Memory.insert1({**key, "peak_growth": max(0, after - before)})

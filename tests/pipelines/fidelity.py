@@ -68,8 +68,12 @@ class Preprocessed(dj.Computed):
         weight = (Subject & key).fetch1("weight")
         t = np.arange(n, dtype=np.float64)
         signal = np.sin(t * (key["session_id"] + 1) / 7.0) * weight + key["subject_id"]
-        info = {"n": int(n), "peaks": np.flatnonzero(signal > signal.mean()).astype(np.int32),
-                "label": f"s{key['subject_id']}-{key['session_id']}", "nested": {"w": float(weight)}}
+        info = {
+            "n": int(n),
+            "peaks": np.flatnonzero(signal > signal.mean()).astype(np.int32),
+            "label": f"s{key['subject_id']}-{key['session_id']}",
+            "nested": {"w": float(weight)},
+        }
         self.insert1({**key, "signal": signal, "info": info, "mean": float(signal.mean())})
 
 
@@ -121,8 +125,7 @@ class Segmentation(dj.Computed):
         n_cells = 2 + (key["subject_id"] + key["session_id"]) % 3
         self.insert1({**key, "n_cells": n_cells})
         self.Cell.insert(
-            {**key, "cell_id": c, "center": float(signal[c % len(signal)]),
-             "mask": (np.arange(8) % (c + 2) == 0)}
+            {**key, "cell_id": c, "center": float(signal[c % len(signal)]), "mask": (np.arange(8) % (c + 2) == 0)}
             for c in range(n_cells)
         )
 
@@ -184,8 +187,13 @@ class Pairing(dj.Computed):
     def make(self, key):
         first = (Subject & {"subject_id": key["first_id"]}).fetch1()
         second = (Subject & {"subject_id": key["second_id"]}).fetch1()
-        self.insert1({**key, "weight_ratio": first["weight"] / second["weight"],
-                      "same_species": first["species"] == second["species"]})
+        self.insert1(
+            {
+                **key,
+                "weight_ratio": first["weight"] / second["weight"],
+                "same_species": first["species"] == second["species"],
+            }
+        )
 
 
 #: The auto-populated tables in dependency order, as a sequential populate() runs them.
@@ -194,8 +202,21 @@ AUTO = (Preprocessed, Filtered, Segmentation, Traces, Summary, Pairing)
 
 def seed(subjects: int = 4, sessions: int = 3) -> None:
     """The manual data: ``subjects`` subjects with ``sessions`` sessions each."""
-    Subject.insert([{"subject_id": s, "species": "mouse" if s % 2 else "rat", "weight": 20.0 + 3.5 * s}
-                    for s in range(1, subjects + 1)])
-    Session.insert([{"subject_id": s, "session_id": k, "quality": "bad" if (s + k) % 4 == 0 else "good",
-                     "n_samples": 30 + 5 * k}
-                    for s in range(1, subjects + 1) for k in range(1, sessions + 1)])
+    Subject.insert(
+        [
+            {"subject_id": s, "species": "mouse" if s % 2 else "rat", "weight": 20.0 + 3.5 * s}
+            for s in range(1, subjects + 1)
+        ]
+    )
+    Session.insert(
+        [
+            {
+                "subject_id": s,
+                "session_id": k,
+                "quality": "bad" if (s + k) % 4 == 0 else "good",
+                "n_samples": 30 + 5 * k,
+            }
+            for s in range(1, subjects + 1)
+            for k in range(1, sessions + 1)
+        ]
+    )

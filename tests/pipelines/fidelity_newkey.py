@@ -51,8 +51,16 @@ class Detection(dj.Computed):
 
     def make(self, key):
         n_spots = (Scan & key).fetch1("n_spots")
-        self.insert([{"detection_id": key["scan_id"] * 100 + i, "scan_id": key["scan_id"],
-                      "amplitude": key["scan_id"] + i / 10} for i in range(n_spots)])
+        self.insert(
+            [
+                {
+                    "detection_id": key["scan_id"] * 100 + i,
+                    "scan_id": key["scan_id"],
+                    "amplitude": key["scan_id"] + i / 10,
+                }
+                for i in range(n_spots)
+            ]
+        )
 
 
 @schema

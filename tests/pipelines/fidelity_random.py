@@ -54,8 +54,9 @@ class Simulation(dj.Computed):
             time.sleep(WAIT)
             py_draws.append(random.random())
             np_total += float(np.random.standard_normal(n_draws).sum())
-        self.insert1({**key, "py_draws": np.array(py_draws), "np_total": np_total,
-                      "choice": random.choice(range(1000))})
+        self.insert1(
+            {**key, "py_draws": np.array(py_draws), "np_total": np_total, "choice": random.choice(range(1000))}
+        )
 
 
 AUTO = (Simulation,)

@@ -11,8 +11,15 @@ from djdask import config
 
 _env = os.environ
 _extra = {"database__name": _env["DJ_DATABASE_NAME"]} if _env.get("DJ_BACKEND") == "postgresql" else {}
-inst = dj.Instance(host=_env["DJ_HOST"], user=_env["DJ_USER"], password=_env.get("DJ_PASS", ""),
-                   port=int(_env["DJ_PORT"]), use_tls=False, backend=_env["DJ_BACKEND"], **_extra)
+inst = dj.Instance(
+    host=_env["DJ_HOST"],
+    user=_env["DJ_USER"],
+    password=_env.get("DJ_PASS", ""),
+    port=int(_env["DJ_PORT"]),
+    use_tls=False,
+    backend=_env["DJ_BACKEND"],
+    **_extra,
+)
 
 schema = inst.Schema(f"{config.get('demo.schema-prefix')}_threadsafe")
 

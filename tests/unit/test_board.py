@@ -13,17 +13,43 @@ from djdask.database import redact
 from djdask.progress import METADATA_KEY, CampaignBoard
 
 
-def state(t: float, tables: dict[str, tuple[int, int, int, int]], *, campaign: str = "c1", finished: bool = False,
-          seconds: float | None = None, errors=()) -> dict:
+def state(
+    t: float,
+    tables: dict[str, tuple[int, int, int, int]],
+    *,
+    campaign: str = "c1",
+    finished: bool = False,
+    seconds: float | None = None,
+    errors=(),
+) -> dict:
     """A published state at time ``t``: per table (made, errors, in_flight, pending)."""
     return {
-        "version": 1, "time": t,
-        "campaign": {"id": campaign, "module": "pipeline", "host": "h", "pid": 1, "user": "u", "started": 0.0,
-                     "finished": finished, "cancelled": False},
-        "tables": [{"table": name, "depth": i, "parents": [list(tables)[i - 1]] if i else [], "rows": made + 5,
-                    "made": made, "errors": err, "in_flight": fl, "pending": pend,
-                    "seconds": t if seconds is None else seconds}
-                   for i, (name, (made, err, fl, pend)) in enumerate(tables.items())],
+        "version": 1,
+        "time": t,
+        "campaign": {
+            "id": campaign,
+            "module": "pipeline",
+            "host": "h",
+            "pid": 1,
+            "user": "u",
+            "started": 0.0,
+            "finished": finished,
+            "cancelled": False,
+        },
+        "tables": [
+            {
+                "table": name,
+                "depth": i,
+                "parents": [list(tables)[i - 1]] if i else [],
+                "rows": made + 5,
+                "made": made,
+                "errors": err,
+                "in_flight": fl,
+                "pending": pend,
+                "seconds": t if seconds is None else seconds,
+            }
+            for i, (name, (made, err, fl, pend)) in enumerate(tables.items())
+        ],
         "errors": list(errors),
     }
 
@@ -84,8 +110,9 @@ def test_a_finished_campaign_reports_average_rates_and_no_eta():
 
 def test_page_link_honours_the_configured_dashboard_link():
     assert page_link("http://127.0.0.1:8787/status") == "http://127.0.0.1:8787/djdask"
-    assert page_link("https://hub.example/user/ana/proxy/8787/status") == \
-        "https://hub.example/user/ana/proxy/8787/djdask"
+    assert (
+        page_link("https://hub.example/user/ana/proxy/8787/status") == "https://hub.example/user/ana/proxy/8787/djdask"
+    )
     assert page_link("http://localhost:9000/dask/") == "http://localhost:9000/dask/djdask"
     assert page_link("http://h:1/status?token=x") == "http://h:1/djdask?token=x"
     assert page_link(None) is None
@@ -106,19 +133,28 @@ def test_the_page_and_its_json_are_served_by_a_real_scheduler():
     the navigation bar."""
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=0, processes=False, dashboard_address="127.0.0.1:0") as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(n_workers=0, processes=False, dashboard_address="127.0.0.1:0") as cluster,
+        Client(cluster) as client,
+    ):
         client.register_plugin(DashboardPlugin(), name=DashboardPlugin.name)
         client.register_plugin(DashboardPlugin(), name=DashboardPlugin.name)  # idempotent: one page
         base = f"http://127.0.0.1:{cluster.scheduler.http_server.port}"
         empty = json.load(urllib.request.urlopen(f"{base}/djdask/state.json"))
         assert empty["campaign"] is None and empty["tables"] == []
-        client.set_metadata(METADATA_KEY, state(100.0, {"ScanMovie": (3, 1, 2, 4), "Traces": (0, 0, 0, 0)},
-                                                errors=[{"table": "ScanMovie", "key": "scan_id=2",
-                                                         "message": "ValueError: bad", "traceback": "tb"}]))
+        client.set_metadata(
+            METADATA_KEY,
+            state(
+                100.0,
+                {"ScanMovie": (3, 1, 2, 4), "Traces": (0, 0, 0, 0)},
+                errors=[{"table": "ScanMovie", "key": "scan_id=2", "message": "ValueError: bad", "traceback": "tb"}],
+            ),
+        )
         served = json.load(urllib.request.urlopen(f"{base}/djdask/state.json"))
-        assert [(r["table"], r["done"], r["errors"], r["in_flight"], r["pending"]) for r in served["tables"]] == \
-            [("ScanMovie", 3, 1, 2, 4), ("Traces", 0, 0, 0, 0)]
+        assert [(r["table"], r["done"], r["errors"], r["in_flight"], r["pending"]) for r in served["tables"]] == [
+            ("ScanMovie", 3, 1, 2, 4),
+            ("Traces", 0, 0, 0, 0),
+        ]
         assert served["errors"][0]["key"] == "scan_id=2"
         page = urllib.request.urlopen(f"{base}/djdask").read().decode()
         assert "Bokeh" in page and 'href="djdask"' in page

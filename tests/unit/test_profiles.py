@@ -25,17 +25,33 @@ def test_unknown_profile_and_kind_list_the_known_ones():
 
 
 SCRIPT_CASES = {
-    "slurm": ({"queue": "gpu", "account": "lab42", "walltime": "04:00:00", "job-extra-directives": ["--gres=gpu:1"]},
-              ["#SBATCH -p gpu", "#SBATCH -A lab42", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=", "#SBATCH -t 04:00:00",
-               "#SBATCH --gres=gpu:1"]),
-    "pbs": ({"queue": "long", "account": "lab42", "walltime": "04:00:00", "job-extra-directives": ["-m abe"]},
-            ["#PBS -q long", "#PBS -A lab42", "ncpus=8", "mem=", "walltime=04:00:00", "#PBS -m abe"]),
-    "sge": ({"queue": "all.q", "project": "lab42", "walltime": "04:00:00", "job-extra-directives": ["-pe smp 8"]},
-            ["#$ -q all.q", "#$ -P lab42", "h_rt=04:00:00", "#$ -pe smp 8"]),
-    "lsf": ({"queue": "normal", "project": "lab42", "walltime": "04:00", "job-extra-directives": ["-R select[gpu]"]},
-            ["#BSUB -q normal", "#BSUB -P \"lab42\"", "#BSUB -n 8", "#BSUB -M", "#BSUB -W 04:00", "#BSUB -R select[gpu]"]),
-    "htcondor": ({"disk": "10GB", "job-extra-directives": {"+ProjectName": '"lab42"'}},
-                 ["MY.DaskWorkerCores = 8", "MY.DaskWorkerMemory = 24000000000", '+ProjectName = "lab42"']),
+    "slurm": (
+        {"queue": "gpu", "account": "lab42", "walltime": "04:00:00", "job-extra-directives": ["--gres=gpu:1"]},
+        [
+            "#SBATCH -p gpu",
+            "#SBATCH -A lab42",
+            "#SBATCH --cpus-per-task=8",
+            "#SBATCH --mem=",
+            "#SBATCH -t 04:00:00",
+            "#SBATCH --gres=gpu:1",
+        ],
+    ),
+    "pbs": (
+        {"queue": "long", "account": "lab42", "walltime": "04:00:00", "job-extra-directives": ["-m abe"]},
+        ["#PBS -q long", "#PBS -A lab42", "ncpus=8", "mem=", "walltime=04:00:00", "#PBS -m abe"],
+    ),
+    "sge": (
+        {"queue": "all.q", "project": "lab42", "walltime": "04:00:00", "job-extra-directives": ["-pe smp 8"]},
+        ["#$ -q all.q", "#$ -P lab42", "h_rt=04:00:00", "#$ -pe smp 8"],
+    ),
+    "lsf": (
+        {"queue": "normal", "project": "lab42", "walltime": "04:00", "job-extra-directives": ["-R select[gpu]"]},
+        ["#BSUB -q normal", '#BSUB -P "lab42"', "#BSUB -n 8", "#BSUB -M", "#BSUB -W 04:00", "#BSUB -R select[gpu]"],
+    ),
+    "htcondor": (
+        {"disk": "10GB", "job-extra-directives": {"+ProjectName": '"lab42"'}},
+        ["MY.DaskWorkerCores = 8", "MY.DaskWorkerMemory = 24000000000", '+ProjectName = "lab42"'],
+    ),
 }
 
 
@@ -55,8 +71,12 @@ def test_job_scripts_carry_the_profile(kind):
 
 
 def test_a_site_jobqueue_section_is_reused():
-    with dask.config.set({"jobqueue.mysite": {"queue": "sitequeue", "account": "siteacct", "cores": 2, "memory": "4GB"},
-                          "djdask.clusters.mine": {"kind": "slurm", "jobqueue": "mysite", "cores": 4}}):
+    with dask.config.set(
+        {
+            "jobqueue.mysite": {"queue": "sitequeue", "account": "siteacct", "cores": 2, "memory": "4GB"},
+            "djdask.clusters.mine": {"kind": "slurm", "jobqueue": "mysite", "cores": 4},
+        }
+    ):
         p = resolve("mine")
         script = p.kind.script("mine", p.raw)
     assert "#SBATCH -p sitequeue" in script and "#SBATCH -A siteacct" in script
@@ -105,8 +125,9 @@ def run_cli(*args, env_extra=None):
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJ_", "DASK_DJDASK"))}
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "djdask.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "djdask.cli", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_clusters_commands():
@@ -115,15 +136,31 @@ def test_clusters_commands():
     assert listing.returncode == 0 and "slurm" in listing.stdout and "htcondor" in listing.stdout
     script = run_cli("clusters", "script", "slurm")
     assert script.returncode == 0 and "#SBATCH --cpus-per-task=1" in script.stdout
-    shown = run_cli("clusters", "show", "gpu", env_extra={
-        "DASK_DJDASK__CLUSTERS__GPU__KIND": "slurm", "DASK_DJDASK__CLUSTERS__GPU__CORES": "8",
-        "DASK_DJDASK__CLUSTERS__GPU__MEMORY": "64GB", "DASK_DJDASK__CLUSTERS__GPU__QUEUE": "gpu"})
+    shown = run_cli(
+        "clusters",
+        "show",
+        "gpu",
+        env_extra={
+            "DASK_DJDASK__CLUSTERS__GPU__KIND": "slurm",
+            "DASK_DJDASK__CLUSTERS__GPU__CORES": "8",
+            "DASK_DJDASK__CLUSTERS__GPU__MEMORY": "64GB",
+            "DASK_DJDASK__CLUSTERS__GPU__QUEUE": "gpu",
+        },
+    )
     assert shown.returncode == 0 and "queue: gpu" in shown.stdout and "processes: 8" in shown.stdout
     bad = run_cli("populate", "djdask.pipeline", "--cluster", "nope")
     assert bad.returncode == 2 and "Unknown cluster profile 'nope'" in bad.stderr and "Traceback" not in bad.stderr
-    walltime = run_cli("clusters", "script", "w", env_extra={
-        "DASK_DJDASK__CLUSTERS__W__KIND": "slurm", "DASK_DJDASK__CLUSTERS__W__CORES": "1",
-        "DASK_DJDASK__CLUSTERS__W__MEMORY": "1GB", "DASK_DJDASK__CLUSTERS__W__WALLTIME": "one hour"})
+    walltime = run_cli(
+        "clusters",
+        "script",
+        "w",
+        env_extra={
+            "DASK_DJDASK__CLUSTERS__W__KIND": "slurm",
+            "DASK_DJDASK__CLUSTERS__W__CORES": "1",
+            "DASK_DJDASK__CLUSTERS__W__MEMORY": "1GB",
+            "DASK_DJDASK__CLUSTERS__W__WALLTIME": "one hour",
+        },
+    )
     assert walltime.returncode == 2 and "djdask.clusters.w.walltime" in walltime.stderr
 
 
@@ -143,8 +180,18 @@ def test_workers_retire_before_the_walltime():
     assert f"export DJDASK_WORKER_LIFETIME={expected[0]:.0f}" in script
     assert f"export DJDASK_WORKER_LIFETIME_STAGGER={expected[1]:.0f}" in script
     assert "--lifetime" not in script  # distributed's lifetime would reschedule running tasks
-    with dask.config.set({"djdask.clusters.l": {"kind": "lsf", "cores": 1, "memory": "1GB", "walltime": "02:00",
-                                                "lifetime": "30m", "lifetime-stagger": "1m"}}):
+    with dask.config.set(
+        {
+            "djdask.clusters.l": {
+                "kind": "lsf",
+                "cores": 1,
+                "memory": "1GB",
+                "walltime": "02:00",
+                "lifetime": "30m",
+                "lifetime-stagger": "1m",
+            }
+        }
+    ):
         p = resolve("l")
         script = p.kind.script("l", p.raw)
     assert "export DJDASK_WORKER_LIFETIME=1800" in script and "DJDASK_WORKER_LIFETIME_STAGGER=60" in script

@@ -39,8 +39,18 @@ def test_code_map_names_exist():
     for line in table[1:]:
         cells = [c.strip() for c in line.strip("|").split("|")]
         steps[cells[0]] = re.findall(r"`(djdask\.[\w.]+)`", cells[2])
-    assert list(steps) == ["load", "graph", "plan", "claim", "dispatch", "execute", "complete", "stream", "lease",
-                           "finish"]
+    assert list(steps) == [
+        "load",
+        "graph",
+        "plan",
+        "claim",
+        "dispatch",
+        "execute",
+        "complete",
+        "stream",
+        "lease",
+        "finish",
+    ]
     for step, names in steps.items():
         assert names, step
         for name in names:

@@ -49,6 +49,7 @@ def test_checksum_is_of_the_content_and_the_same_lazily():
 # --- DeepHash of decoded values: DataJoint's tripartite make() compares two fetches with
 # deepdiff.DeepHash(fetched, ignore_iterable_order=False)[fetched] (AutoPopulate._populate1).
 
+
 def _deephash(value):
     import deepdiff
 
@@ -65,8 +66,7 @@ def store(tmp_path):
     codec = XarrayCodec()
 
     def encode(value, key):
-        return codec.encode(value, key=key, context={"schema": "s", "table": "t", "field": "result",
-                                                      "config": cfg})
+        return codec.encode(value, key=key, context={"schema": "s", "table": "t", "field": "result", "config": cfg})
 
     def decode(stored):
         return codec.decode(stored, key={"_config": cfg}, context={"config": cfg})
@@ -166,9 +166,20 @@ def test_deephash_of_other_values_is_deepdiffs_own(store, monkeypatch):
     decode(row)  # the first decode puts the xarray-aware DeepHash in place
     assert deepdiff.DeepHash is not original and issubclass(deepdiff.DeepHash, original)
     values = [
-        None, 1, 1.0, True, "text", b"bytes", (1, "a", 2.5), [3, 1, 2], {"a": [1, 2], "b": {"c": None}},
-        np.arange(12).reshape(3, 4), np.float32(1.5), ({"id": 1}, np.zeros(3), ["x"]),
-        pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}), {1, 2, 3},
+        None,
+        1,
+        1.0,
+        True,
+        "text",
+        b"bytes",
+        (1, "a", 2.5),
+        [3, 1, 2],
+        {"a": [1, 2], "b": {"c": None}},
+        np.arange(12).reshape(3, 4),
+        np.float32(1.5),
+        ({"id": 1}, np.zeros(3), ["x"]),
+        pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}),
+        {1, 2, 3},
     ]
     for value in values:
         for options in ({"ignore_iterable_order": False}, {}, {"apply_hash": False}):
