@@ -37,14 +37,16 @@ from dask.utils import parse_timedelta
 
 from . import config
 from .batching import BatchSizer
+from .checks import check_make_kwargs, check_priority
 from .dashboard import DashboardPlugin, page_link
 from .database import redact, secrets
 from .executor import PipelinePlugin
 from .inflight import Batch, InFlight
-from .jobs import JobQueue, Owner, check_legacy_jobs, check_make_kwargs, check_priority
+from .jobs import JobQueue, Owner
 from .leases import Heartbeat, lease_timeout, recover_orphans
+from .legacy import check_legacy_jobs
 from .logs import setup_logging
-from .outcomes import RetryPolicy, classify, lost
+from .outcomes import RetryPolicy, classify, outcomes_of
 from .planner import Selection, select
 from .pools import Pool, Pools, resources_of
 from .progress import TerminalProgress
@@ -136,8 +138,31 @@ class TableState:
     tasks: int = 0  # tasks in flight
     keys: int = 0  # keys in flight
     slots: int = 0  # most tasks in flight at once (eligible workers x window)
+    warned: bool = False  # that no worker offers its resources
     started: float | None = None
     pool: Pool | None = None
+
+    def record(self, succeeded: int, skipped: int, failed: int, t0: float) -> None:
+        """Count a finished batch's keys in the summary, with when they finished."""
+        self.summary.succeeded += succeeded
+        self.summary.skipped += skipped
+        self.summary.errors += failed
+        if succeeded or skipped or failed:
+            now = time.monotonic()
+            if self.summary.first_done is None:
+                self.summary.first_done = now - t0
+            self.summary.last_done = now - t0
+            self.summary.seconds = now - (self.started or t0)
+
+    def warn_unserved(self) -> None:
+        """Say once that no worker offers the resources this table's keys wait for."""
+        if self.slots == 0 and self.pending and not self.warned:
+            self.warned = True
+            logger.warning(
+                "No worker offers the resources %s that %s needs; its keys stay pending.",
+                self.resources,
+                self.summary.table,
+            )
 
 
 def stream(state: TableState, made: Sequence[dict], priority: int | None) -> int:
@@ -309,21 +334,14 @@ class Campaign:
         self.page_link: str | None = None  # the campaign page of the dashboard
         self.performance_report = performance_report
         # host, pid and user are added from the jobs tables' Owner, as `djdask status` shows them
-        self._identity: dict[str, Any] = {
-            "id": uuid.uuid4().hex,
-            "module": self.selection.module_name,
-            "started": time.time(),
-        }
+        self._identity: dict[str, Any] = dict(
+            id=uuid.uuid4().hex, module=self.selection.module_name, started=time.time()
+        )
         self._secrets: list[str] = []  # masked in everything published and logged; known at run()
         self.publisher = StatePublisher(self.pools, self._identity, self._secrets, self.progress)
         self.owner: Owner | None = None
         self.inflight = InFlight(make_kwargs=self.make_kwargs)
         self._stop = threading.Event()
-
-    @property
-    def board(self):
-        """The board the terminal's progress reads (counts, rates, ETAs)."""
-        return self.publisher.board
 
     def request_stop(self) -> None:
         """Ask the running campaign to stop (safe from a signal handler or another thread)."""
@@ -411,7 +429,7 @@ class Campaign:
         summary.waiting_for_resources = [
             t.summary.table for t in tables if t.resources is not None and t.slots == 0 and t.pending
         ]
-        self.progress.finish(self.board.rows())
+        self.progress.finish(self.publisher.board.rows())
         for state in tables:
             if not state.queue.reserved:
                 state.queue.unlock()
@@ -422,7 +440,6 @@ class Campaign:
         self.calls = 0
         self.pools.size(tables)
         sized_at = time.monotonic()
-        self._warned: set[str] = set()
         stop_deadline: float | None = None
         swept = False  # a sweep found keys, but none has been claimed since
         while True:
@@ -474,13 +491,7 @@ class Campaign:
         batches claimed from their jobs tables; True when a key was claimed."""
         claimed = False
         for state in deepest_first:
-            if state.slots == 0 and state.pending and state.summary.table not in self._warned:
-                self._warned.add(state.summary.table)
-                logger.warning(
-                    "No worker offers the resources %s that %s needs; its keys stay pending.",
-                    state.resources,
-                    state.summary.table,
-                )
+            state.warn_unserved()
             pool = state.pool
             while (
                 pool.tasks < pool.capacity
@@ -506,21 +517,11 @@ class Campaign:
         """The complete step: record a finished batch's outcomes in the jobs table, retry or
         fail its transient keys, and stream the keys it made to the child tables."""
         state = batch.table
-        if future.status == "finished":
-            outcomes = future.result()
-        else:  # the task failed as a whole: its worker died, or it was lost
-            try:
-                reason = f"{type(future.exception()).__name__}: {future.exception()}"
-            except Exception as err:  # a cancelled future has no exception to fetch
-                reason = f"{type(err).__name__}: {err}"
-            outcomes = lost(batch.keys, reason)
-        result = classify(outcomes)
+        result = classify(outcomes_of(future, batch.keys))
         for key, message, _ in result.failed:
             logger.error("%s %s: %s", state.summary.table, key, redact(message or "", self._secrets))
         state.queue.complete((o["key"], o["duration"]) for o in result.done)
         state.sizer.observe([o["duration"] for o in result.done if o["status"] == "success"])
-        state.summary.succeeded += result.succeeded
-        state.summary.skipped += result.skipped
         failed = list(result.failed)
         decision = self.retry.decide(batch.attempt, result.transient)
         reason = result.transient[-1]["error_message"] if result.transient else None
@@ -547,11 +548,6 @@ class Campaign:
             )
             self.inflight.delay(Batch(state, result.requeue, batch.attempt, time.monotonic()))
         state.queue.fail(failed)
-        state.summary.errors += len(failed)
         self.publisher.record_errors(state.summary.table, failed)
-        if result.done or failed:
-            elapsed = time.monotonic() - t0
-            state.summary.first_done = state.summary.first_done if state.summary.first_done is not None else elapsed
-            state.summary.last_done = elapsed
-            state.summary.seconds = time.monotonic() - (state.started or t0)
+        state.record(result.succeeded, result.skipped, len(failed), t0)
         stream(state, result.made, self.priority)

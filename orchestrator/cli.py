@@ -194,7 +194,7 @@ def _pools_arg(values: list[str] | None) -> dict[str, str] | None:
 
 def _make_kwargs_arg(value: str | None) -> dict | None:
     """``--make-kwargs JSON``: a JSON object of keyword arguments for every make()."""
-    from .jobs import check_make_kwargs
+    from .checks import check_make_kwargs
 
     if value is None:
         return None
@@ -209,8 +209,8 @@ def _make_kwargs_arg(value: str | None) -> dict | None:
 
 
 def _cmd_populate(args: argparse.Namespace) -> int:
+    from .checks import check_priority
     from .database import connect
-    from .jobs import check_priority
 
     check_priority(args.priority)  # before anything reaches the database
     args.make_kwargs = _make_kwargs_arg(args.make_kwargs)

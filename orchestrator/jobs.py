@@ -20,28 +20,26 @@ the session that must be alive for them to count as live (see
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import platform
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from . import djcompat
-from .errors import InvalidInputError, JobsTableError
+from . import djcompat, enqueue
+from .checks import PRIORITY_RANGE, check_make_kwargs, check_priority  # noqa: F401  (re-exported)
+from .errors import JobsTableError
 
 __all__ = [
     "JOBS_COLUMNS",
     "JobQueue",
     "Owner",
     "PRIORITY_RANGE",
-    "check_legacy_jobs",
     "check_make_kwargs",
     "check_priority",
     "keys_condition",
-    "legacy_jobs_tables",
     "retry_on_conflict",
 ]
 
@@ -68,46 +66,6 @@ JOBS_COLUMNS = (
 ERROR_MESSAGE_LENGTH = 2047  # DataJoint's varchar(2047)
 
 T = TypeVar("T")
-
-#: Priorities both backends store alike: DataJoint's ``int8`` is MySQL's signed
-#: ``tinyint`` (-128..127) and PostgreSQL's ``smallint``; DataJoint's own setting
-#: (``jobs.default_priority``) starts at 0.
-PRIORITY_RANGE = (0, 127)
-
-
-def check_priority(priority: Any, what: str = "--priority") -> int | None:
-    """``priority`` as an int in :data:`PRIORITY_RANGE` (None stays None), else a clear error."""
-    if priority is None:
-        return None
-    low, high = PRIORITY_RANGE
-    if isinstance(priority, bool) or not isinstance(priority, int) or not low <= priority <= high:
-        raise InvalidInputError(
-            f"{what} {priority!r} is outside {low}..{high}, the priorities DataJoint's jobs tables hold alike on "
-            f"MySQL and PostgreSQL (lower runs first; DataJoint's default is 5). Give a whole number from {low} "
-            f"to {high}, e.g. {what} 3."
-        )
-    return priority
-
-
-def check_make_kwargs(make_kwargs: Any, what: str = "make_kwargs") -> dict | None:
-    """``make_kwargs`` as a dict of keyword arguments for ``make()`` (None stays None), else a clear error."""
-    if make_kwargs is None:
-        return None
-    if not isinstance(make_kwargs, dict) or not all(isinstance(k, str) and k.isidentifier() for k in make_kwargs):
-        raise InvalidInputError(
-            f"{what} must map argument names to values, like populate(make_kwargs={{'scale': 3}}); got "
-            f"{make_kwargs!r}. On the command line: --make-kwargs '{{\"scale\": 3}}'."
-        )
-    try:
-        import cloudpickle
-
-        cloudpickle.dumps(make_kwargs)
-    except Exception as err:
-        raise InvalidInputError(
-            f"{what} must be picklable to reach the workers: {type(err).__name__}: {err}. Pass plain values "
-            "(numbers, strings, lists, dicts, numpy arrays)."
-        ) from None
-    return dict(make_kwargs)
 
 
 def _is_conflict(err: Exception) -> bool:
@@ -254,140 +212,16 @@ class JobQueue:
 
     # -- queue operations --------------------------------------------------------
     def enqueue(self, priority: int | None = None, *, among: Sequence[dict] | None = None) -> int:
-        """Add missing keys as ``pending`` in one statement; return how many were added.
-
-        Parameters
-        ----------
-        priority : int, optional
-            Priority of the new rows; default DataJoint's ``jobs.default_priority``.
-        among : sequence of dict, optional
-            Only keys matching one of these (for example the keys a parent
-            table just finished: the streaming campaign enqueues what they made
-            ready).  Attributes the key source lacks are ignored; when none
-            remain, every missing key is enqueued.
-
-        Rows that already exist (pending, reserved, error, ignore) are left alone.
-        A full sweep first tidies the table as DataJoint's ``refresh()`` does:
-        with ``jobs.keep_completed``, a ``success`` row whose key is missing from
-        the table again (its rows were deleted to have them remade) becomes
-        pending; pending rows whose key has left the key source are removed, and
-        so are success and error rows whose key is in neither the key source nor
-        the table.  ``ignore`` and ``reserved`` rows are kept.
-        """
-        if priority is None:
-            priority = djcompat.jobs_settings(self.connection).default_priority
-        cols = ", ".join(self._q(k) for k in self.pk)
-        empty = False
-        if not among:
-            empty = self._is_empty()
-            if not empty:  # a table that was empty has nothing to tidy
-                self.tidy()
-        source = self.key_source
-        if among:
-            names = [n for n in source.heading.names if n in among[0]]
-            if names:
-                unique = {tuple(key[n] for n in names) for key in among}
-                source = source & [dict(zip(names, values)) for values in unique]
-        missing = (source.proj() - self.table.proj()).make_sql(fields=self.pk)
-        select = f"SELECT {cols}, 'pending', %s FROM ({missing}) AS {self._q('_missing')}"
-        target = f"{self.name} ({cols}, {self._q('status')}, {self._q('priority')})"
-        args = (int(priority),)
-        added = None
-        # A full sweep into an empty jobs table (a campaign's first) is a bulk load.
-        if not among and not self.connection.in_transaction and empty:
-            added = self._insert_into_empty(f"INSERT INTO {target} {select}", args)
-        if added is None:
-            if self._is_postgres:
-                added = self.connection.query(
-                    f"INSERT INTO {target} {select} ON CONFLICT DO NOTHING", args=args
-                ).rowcount
-            else:
-                added = self.connection.query(f"INSERT IGNORE INTO {target} {select}", args=args).rowcount
-        logger.debug("Enqueued %d keys of %s", added, self.table.class_name)
-        return added
-
-    def _keys_in(self, expression: Any) -> str:
-        """``(pk) IN (SELECT pk FROM expression)``, for a WHERE clause over the jobs table."""
-        cols = ", ".join(self._q(k) for k in self.pk)
-        inner = f"SELECT {cols} FROM ({expression.proj().make_sql(fields=self.pk)}) AS {self._q('_keys')}"
-        return f"({cols}) IN ({inner})"
+        """Add missing keys as ``pending``; return how many (see :func:`djdask.enqueue.enqueue`)."""
+        return enqueue.enqueue(self, priority, among=among)
 
     def tidy(self) -> dict[str, int]:
-        """What ``refresh()`` does besides adding keys: re-pend ``success`` rows whose key is
-        missing again (``jobs.keep_completed``), remove rows whose key has vanished from the
-        key source.  Returns the counts: ``re_pended``, ``removed``."""
-        q = self._q
-        counts = {"re_pended": 0, "removed": 0}
-        if djcompat.jobs_settings(self.connection).keep_completed:
-            # Deleted here and enqueued again as pending right after, as refresh() does.
-            counts["re_pended"] = self.connection.query(
-                f"DELETE FROM {self.name} WHERE {q('status')} = 'success' AND "
-                f"{self._keys_in(self.key_source.proj() - self.table.proj())}"
-            ).rowcount
-        # Judged against the unrestricted key source: rows outside a restriction are not vanished.
-        counts["removed"] += self.connection.query(
-            f"DELETE FROM {self.name} WHERE {q('status')} = 'pending' AND NOT {self._keys_in(self.full_key_source)}"
-        ).rowcount
-        counts["removed"] += self.connection.query(
-            f"DELETE FROM {self.name} WHERE {q('status')} IN ('success', 'error') "
-            f"AND NOT {self._keys_in(self.full_key_source)} AND NOT {self._keys_in(self.table)}"
-        ).rowcount
-        if counts["re_pended"] or counts["removed"]:
-            logger.info(
-                "%s: %d completed key(s) to make again, %d row(s) of vanished keys removed",
-                self.table.class_name,
-                counts["re_pended"],
-                counts["removed"],
-            )
-        return counts
+        """Re-pend completed keys to make again, remove vanished ones (:func:`djdask.enqueue.tidy`)."""
+        return enqueue.tidy(self)
 
-    def _is_empty(self) -> bool:
-        return not self.connection.query(f"SELECT 1 FROM {self.name} LIMIT 1").fetchall()
-
-    def _insert_into_empty(self, sql: str, args: tuple) -> int | None:
-        """A plain ``INSERT`` into a jobs table that was empty a moment ago; None when a row
-        that another process enqueued meanwhile conflicts (nothing is inserted then).
-
-        No row can conflict with an empty table.  PostgreSQL's ``ON CONFLICT`` costs a
-        speculative insertion per row: a million keys took 5.0-5.3 s this way and 7.7-8.9 s
-        with ``ON CONFLICT DO NOTHING`` (PostgreSQL 18, two cores).  InnoDB (MariaDB
-        10.6+) bulk-loads an empty table when the session turns off ``unique_checks`` and
-        ``foreign_key_checks``: it sorts the rows into each index and logs one undo record
-        instead of one per row (a million keys: 1.8 s instead of 2.4 s with ``INSERT
-        IGNORE``, MariaDB 10.11, two cores).  The primary key is still checked, so a key
-        that another process enqueued in between is a duplicate error, not a second row;
-        jobs tables have no foreign keys.
-        """
-        from datajoint.errors import DuplicateError
-
-        try:
-            with self._bulk_load():
-                return self.connection.query(sql, args=args).rowcount
-        except DuplicateError as err:
-            logger.debug(
-                "Keys of %s enqueued concurrently (%s); enqueueing them one by one", self.table.class_name, err
-            )
-            return None
-
-    @contextlib.contextmanager
-    def _bulk_load(self) -> Iterator[None]:
-        """On MySQL/MariaDB, the session settings under which InnoDB bulk-loads an empty table."""
-        if self._is_postgres:
-            yield
-            return
-        query = self.connection.query
-        query(
-            "SET @djdask_unique_checks = @@SESSION.unique_checks, @djdask_fk_checks = @@SESSION.foreign_key_checks, "
-            "SESSION unique_checks = 0, SESSION foreign_key_checks = 0"
-        )
-        try:
-            yield
-        finally:
-            # IFNULL: a session DataJoint opened anew (a reconnect) lacks the saved values.
-            query(
-                "SET SESSION unique_checks = IFNULL(@djdask_unique_checks, 1), "
-                "SESSION foreign_key_checks = IFNULL(@djdask_fk_checks, 1)"
-            )
+    def ignore(self) -> dict[str, int]:
+        """Mark this queue's missing keys ``ignore`` (:func:`djdask.enqueue.ignore`)."""
+        return enqueue.ignore(self)
 
     def claim(self, limit: int, *, max_priority: int | None = None) -> list[dict]:
         """Reserve up to ``limit`` pending keys, lowest priority value first, in one transaction.
@@ -484,33 +318,6 @@ class JobQueue:
             "%s: %d claimed key(s) have left the key source; their rows were removed", self.table.class_name, len(keys)
         )
 
-    def ignore(self) -> dict[str, int]:
-        """Mark the missing keys of this queue's key source ``ignore``, as DataJoint's
-        ``jobs.ignore(key)`` does: no campaign or ``populate(reserve_jobs=True)`` claims
-        them.  Keys reserved right now are left to their worker.  Returns ``ignored`` and
-        ``reserved`` (left alone)."""
-        q = self._q
-        cols = ", ".join(q(k) for k in self.pk)
-        missing = self.key_source.proj() - self.table.proj()
-        priority = int(djcompat.jobs_settings(self.connection).default_priority)
-        with self.connection.transaction:
-            updated = self.connection.query(
-                f"UPDATE {self.name} SET {q('status')} = 'ignore' WHERE {q('status')} IN ('pending', 'error') "
-                f"AND {self._keys_in(missing)}"
-            ).rowcount
-            select = f"SELECT {cols}, 'ignore', %s FROM ({missing.make_sql(fields=self.pk)}) AS {q('_missing')}"
-            target = f"{self.name} ({cols}, {q('status')}, {q('priority')})"
-            if self._is_postgres:
-                inserted = self.connection.query(
-                    f"INSERT INTO {target} {select} ON CONFLICT DO NOTHING", args=(priority,)
-                ).rowcount
-            else:
-                inserted = self.connection.query(f"INSERT IGNORE INTO {target} {select}", args=(priority,)).rowcount
-            reserved = self.connection.query(
-                f"SELECT COUNT(*) FROM {self.name} WHERE {q('status')} = 'reserved' AND {self._keys_in(missing)}"
-            ).fetchone()[0]
-        return {"ignored": int(updated) + int(inserted), "reserved": int(reserved)}
-
     def complete(self, done: Iterable[tuple[dict, float]]) -> None:
         """Record successes in one statement: delete their rows, or mark them ``success``
         with completion time and duration when DataJoint's ``jobs.keep_completed`` is set."""
@@ -580,52 +387,3 @@ class JobQueue:
     def counts(self) -> dict[str, int]:
         """Jobs by status: pending, reserved, success, error, ignore, total."""
         return self.jobs.progress()
-
-
-def legacy_jobs_tables(connection: Any, schemas: Iterable[str]) -> list[dict[str, Any]]:
-    """Find DataJoint 0.x schema-wide ``~jobs`` tables in ``schemas``, without changing them.
-
-    Returns one dict per table found: ``schema``, ``rows`` and ``reserved``
-    (rows its old-style workers hold right now).
-    """
-    q = connection.adapter.quote_identifier
-    found = []
-    for schema in sorted(schemas):
-        exists = connection.query(
-            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = %s AND table_name = '~jobs'",
-            args=(schema,),
-        ).fetchone()[0]
-        if not exists:
-            continue
-        counts = dict(
-            connection.query(
-                f"SELECT {q('status')}, COUNT(*) FROM {q(schema)}.{q('~jobs')} GROUP BY {q('status')}"
-            ).fetchall()
-        )
-        found.append({"schema": schema, "rows": int(sum(counts.values())), "reserved": int(counts.get("reserved", 0))})
-    return found
-
-
-def check_legacy_jobs(connection: Any, schemas: Iterable[str]) -> list[str]:
-    """Refuse to run beside live DataJoint 0.x workers; return warnings for idle legacy tables.
-
-    A legacy ``~jobs`` table is never read or written by djdask.  Workers of
-    DataJoint < 2 reserve keys there and would not see djdask's reservations,
-    so reserved rows in it stop the campaign.
-    """
-    warnings_ = []
-    for found in legacy_jobs_tables(connection, schemas):
-        where = f"{found['schema']}.~jobs"
-        if found["reserved"]:
-            raise JobsTableError(
-                f"Schema {found['schema']!r} has a legacy DataJoint 0.x jobs table `~jobs` with "
-                f"{found['reserved']} reserved row(s): workers of an older DataJoint are running and do "
-                "not see the per-table jobs tables (~~table) that DataJoint 2.x and djdask use. Stop "
-                f"them, or clear their reservations in {where}, then retry; djdask has not changed it."
-            )
-        warnings_.append(
-            f"Schema {found['schema']!r} still has a legacy DataJoint 0.x jobs table `~jobs` "
-            f"({found['rows']} rows). djdask ignores it and leaves it unchanged; drop it once no "
-            "DataJoint < 2 worker uses it."
-        )
-    return warnings_

@@ -20,7 +20,7 @@ from dask.utils import parse_timedelta
 
 from . import config
 
-__all__ = ["Classified", "Decision", "RetryPolicy", "classify", "lost"]
+__all__ = ["Classified", "Decision", "RetryPolicy", "classify", "lost", "outcomes_of"]
 
 #: One key's failure: (key, error message, error stack or None).
 Failure = tuple[dict, str, "str | None"]
@@ -55,6 +55,18 @@ def lost(keys: Sequence[dict], reason: str) -> list[dict[str, Any]]:
     return [
         {"key": k, "status": "transient", "duration": 0.0, "error_message": reason, "error_stack": None} for k in keys
     ]
+
+
+def outcomes_of(future: Any, keys: Sequence[dict]) -> list[dict[str, Any]]:
+    """A finished task's outcomes: what ``run_batch`` returned, or, when the task failed as
+    a whole (its worker died, or it was lost), every key transient with the reason."""
+    if future.status == "finished":
+        return future.result()
+    try:
+        reason = f"{type(future.exception()).__name__}: {future.exception()}"
+    except Exception as err:  # a cancelled future has no exception to fetch
+        reason = f"{type(err).__name__}: {err}"
+    return lost(keys, reason)
 
 
 def classify(outcomes: Sequence[dict[str, Any]]) -> Classified:

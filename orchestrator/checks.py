@@ -1,0 +1,49 @@
+"""Checks of a campaign's arguments, made before anything reaches the database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import InvalidInputError
+
+__all__ = ["PRIORITY_RANGE", "check_make_kwargs", "check_priority"]
+
+#: Priorities both backends store alike: DataJoint's ``int8`` is MySQL's signed
+#: ``tinyint`` (-128..127) and PostgreSQL's ``smallint``; DataJoint's own setting
+#: (``jobs.default_priority``) starts at 0.
+PRIORITY_RANGE = (0, 127)
+
+
+def check_priority(priority: Any, what: str = "--priority") -> int | None:
+    """``priority`` as an int in :data:`PRIORITY_RANGE` (None stays None), else a clear error."""
+    if priority is None:
+        return None
+    low, high = PRIORITY_RANGE
+    if isinstance(priority, bool) or not isinstance(priority, int) or not low <= priority <= high:
+        raise InvalidInputError(
+            f"{what} {priority!r} is outside {low}..{high}, the priorities DataJoint's jobs tables hold alike on "
+            f"MySQL and PostgreSQL (lower runs first; DataJoint's default is 5). Give a whole number from {low} "
+            f"to {high}, e.g. {what} 3."
+        )
+    return priority
+
+
+def check_make_kwargs(make_kwargs: Any, what: str = "make_kwargs") -> dict | None:
+    """``make_kwargs`` as a dict of keyword arguments for ``make()`` (None stays None), else a clear error."""
+    if make_kwargs is None:
+        return None
+    if not isinstance(make_kwargs, dict) or not all(isinstance(k, str) and k.isidentifier() for k in make_kwargs):
+        raise InvalidInputError(
+            f"{what} must map argument names to values, like populate(make_kwargs={{'scale': 3}}); got "
+            f"{make_kwargs!r}. On the command line: --make-kwargs '{{\"scale\": 3}}'."
+        )
+    try:
+        import cloudpickle
+
+        cloudpickle.dumps(make_kwargs)
+    except Exception as err:
+        raise InvalidInputError(
+            f"{what} must be picklable to reach the workers: {type(err).__name__}: {err}. Pass plain values "
+            "(numbers, strings, lists, dicts, numpy arrays)."
+        ) from None
+    return dict(make_kwargs)
