@@ -115,8 +115,10 @@ class Runs:
             )
         return result
 
-    def populate(self, *args: str, expect: int | None = 0) -> subprocess.CompletedProcess:
-        return self.cli("populate", self.module, "--workers", "2", *args, expect=expect)
+    def populate(self, *args: str, expect: int | None = 0, workers: int = 1) -> subprocess.CompletedProcess:
+        """``djdask populate``; one worker unless the test needs more (the suite is CPU-bound,
+        and a worker process costs two seconds of CPU to start)."""
+        return self.cli("populate", self.module, "--workers", str(workers), *args, expect=expect)
 
     def sequential(self, populate_args: str = "display_progress=False", before: str = "") -> dict:
         """DataJoint's populate() of every auto-populated table in dependency order;
@@ -194,7 +196,7 @@ def test_global_random_seeding_on_busy_worker(djdask, sql):
     runs = Runs(djdask, "fidelity_random")
     runs.both("m.seed(200)")
     summary = djdask.cwd / "random-summary.json"
-    runs.populate("--json-summary", str(summary))
+    runs.populate("--json-summary", str(summary), workers=2)
     assert runs.sequential() == {"Simulation": []}
     runs.same(sql, nonempty=["__simulation"])
     # The premise: the worker was busy, with batches of more than 10 keys (what dask's
@@ -203,12 +205,26 @@ def test_global_random_seeding_on_busy_worker(djdask, sql):
     assert table["largest_batch"] > 10 and table["tasks"] > 4, table
 
 
-def test_keep_completed_remakes_deleted_rows(djdask, sql):
+def test_keep_completed_remakes_deleted_rows_with_metadata_from_one_place(djdask, sql):
     """With jobs.keep_completed, a key whose result rows were deleted still has its
     `success` jobs row; a later campaign must make it again, as DataJoint's refresh()
-    re-pends such keys. A failure means djdask trusts stale success rows and leaves
-    holes in the results."""
-    runs = Runs(djdask, "fidelity", DJ_JOBS_KEEP_COMPLETED="true")
+    re-pends such keys. With jobs.add_job_metadata and version_method=git, each made row's
+    hidden `_job_version` must equal its jobs row's `version` (the short commit) and
+    `_job_duration` its jobs row's `duration`, as DataJoint stamps both from one
+    measurement. A failure means djdask trusts stale success rows and leaves holes in
+    the results, or stamps the jobs table from its own clock or version."""
+    cwd = djdask.cwd
+    git = ["git", "-c", "user.name=djdask-test", "-c", "user.email=test@example.com"]
+    subprocess.run([*git, "init", "-q"], cwd=cwd, check=True)
+    (cwd / "README").write_text("fidelity\n")
+    subprocess.run([*git, "add", "README"], cwd=cwd, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "one"], cwd=cwd, check=True)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    runs = Runs(
+        djdask, "fidelity", DJ_JOBS_KEEP_COMPLETED="true", DJ_JOBS_ADD_JOB_METADATA="true", DJ_JOBS_VERSION_METHOD="git"
+    )
     runs.both("m.seed()")
     delete = (
         "(m.Segmentation & 'subject_id = 2').delete(prompt=False)\n(m.Pairing & 'first_id = 1').delete(prompt=False)\n"
@@ -234,101 +250,6 @@ def test_keep_completed_remakes_deleted_rows(djdask, sql):
         theirs = sql.jobs_counts(runs.schema(runs.other), table)
         assert ours == theirs == {"success": len(rows[table])}, (name, ours, theirs)
 
-
-def test_deleted_upstream_rows_leave_no_errors_or_stale_pending(djdask, sql):
-    """Keys enqueued (pending) whose upstream rows are then deleted must not be made (no
-    error rows) nor left pending; ignore rows stay; results equal populate() on the final
-    data. A failure means djdask runs keys that left the key source (make() fails on
-    missing upstream rows) or leaves dead pending rows that other workers will pick up."""
-    runs = Runs(djdask, "fidelity")
-    runs.both("m.seed()")
-    delete = (
-        "(m.Subject & 'subject_id = 3').delete(prompt=False)\n"
-        "(m.Session & {'subject_id': 1, 'session_id': 2}).delete(prompt=False)\n"
-    )
-    runs.populate("--target", "Segmentation")
-    enqueue = runs.ours(
-        "for t in m.AUTO:\n    t.jobs.refresh()\nm.Traces.jobs.ignore({'subject_id': 3, 'session_id': 1})\n"
-    )
-    assert enqueue.returncode == 0, enqueue.stderr
-    assert sql.jobs_counts(runs.schema(), "__traces").get("pending") == 11
-    assert sql.jobs_counts(runs.schema(), "__pairing").get("pending") == 16
-    result = runs.ours(delete)
-    assert result.returncode == 0, result.stderr
-    runs.populate()
-
-    for name, (table, _) in FIDELITY_TABLES.items():
-        counts = sql.jobs_counts(runs.schema(), table)
-        assert counts.get("error", 0) == 0, (name, jobs_rows(sql, runs.schema(), table))
-        assert counts.get("pending", 0) == 0, (name, counts)
-    ignored = jobs_rows(sql, runs.schema(), "__traces", "subject_id, session_id, status")
-    assert ignored == [(3, 1, "ignore")], ignored
-
-    result = runs.theirs(delete)
-    assert result.returncode == 0, result.stderr
-    runs.sequential()
-    rows = runs.same(sql, nonempty=[t for t, _ in FIDELITY_TABLES.values()])
-    assert not [r for r in rows["__preprocessed"] if r[0] == 3 or r[:2] == (1, 2)]
-
-
-def test_ignore_marks_keys_as_datajoint_does(djdask, sql):
-    """`djdask ignore -r` must mark the matching missing keys `ignore` as
-    `jobs.ignore(key)` does; populate must then skip them (and what depends on them) and
-    status count them. A failure means ignored keys get made, or the mark differs from
-    DataJoint's, so DataJoint's populate(reserve_jobs=True) would see another queue."""
-    runs = Runs(djdask, "fidelity")
-    runs.both("m.seed()")
-    marked = runs.cli("ignore", "fidelity", "--table", "Preprocessed", "-r", "subject_id=2")
-    runs.populate()
-    status = json.loads(runs.cli("status", "fidelity", "--json").stdout)
-    rows_by_table = {r["table"]: r for r in status["tables"]}
-    assert rows_by_table["Preprocessed"]["ignore"] == 3, (status, marked.stdout)
-
-    runs.sequential(
-        "display_progress=False, reserve_jobs=True",
-        before="for k in (m.Preprocessed.key_source & 'subject_id = 2').keys():\n    m.Preprocessed.jobs.ignore(k)\n",
-    )
-    rows = runs.same(sql, nonempty=[t for t, _ in FIDELITY_TABLES.values()])
-    assert not [r for r in rows["__preprocessed"] if r[0] == 2]
-    columns = "subject_id, session_id, status, priority"
-    ours = sorted(jobs_rows(sql, runs.schema(), "__preprocessed", columns))
-    theirs = sorted(jobs_rows(sql, runs.schema(runs.other), "__preprocessed", columns))
-    assert ours == theirs and len(ours) == 3, (ours, theirs)
-
-
-def test_make_kwargs_reach_every_make(djdask, sql):
-    """`--make-kwargs` must reach make() (and a tripartite make_fetch) as
-    populate(make_kwargs=...) passes them. A failure means make() ran with its defaults."""
-    runs = Runs(djdask, "fidelity_kwargs")
-    runs.both("m.seed()")
-    runs.populate("--target", "Offset", "--make-kwargs", '{"scale": 3}')
-    runs.sequential("display_progress=False, make_kwargs={'scale': 3}")
-    rows = runs.same(sql, nonempty=["__scaled", "__offset"])
-    assert {r[-1] for r in rows["__scaled"]} == {3} and {r[-1] for r in rows["__offset"]} == {"scale=3"}
-
-
-def test_job_metadata_and_version_stamped_from_one_place(djdask, sql):
-    """With jobs.add_job_metadata, keep_completed and version_method=git, each made row's
-    hidden `_job_version` must equal its jobs row's `version` (the short commit) and
-    `_job_duration` its jobs row's `duration`, as DataJoint stamps both from one
-    measurement. A failure means djdask stamps the jobs table from its own clock or its
-    own version, so the two disagree."""
-    cwd = djdask.cwd
-    git = ["git", "-c", "user.name=djdask-test", "-c", "user.email=test@example.com"]
-    subprocess.run([*git, "init", "-q"], cwd=cwd, check=True)
-    (cwd / "README").write_text("fidelity\n")
-    subprocess.run([*git, "add", "README"], cwd=cwd, check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "one"], cwd=cwd, check=True)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=cwd, check=True, capture_output=True, text=True
-    ).stdout.strip()
-    runs = Runs(
-        djdask, "fidelity", DJ_JOBS_ADD_JOB_METADATA="true", DJ_JOBS_KEEP_COMPLETED="true", DJ_JOBS_VERSION_METHOD="git"
-    )
-    runs.both("m.seed()")
-    runs.populate()
-    runs.sequential("display_progress=False, reserve_jobs=True")
-
     for prefix, who in ((runs.other, "DataJoint's populate"), (djdask.prefix, "djdask")):
         schema = runs.schema(prefix)
         for name, (table, pk) in FIDELITY_TABLES.items():
@@ -344,7 +265,69 @@ def test_job_metadata_and_version_stamped_from_one_place(djdask, sql):
                 assert version == job_version == commit, (who, name, version, job_version, commit)
                 assert duration is not None and job_duration is not None, (who, name)
                 assert abs(float(duration) - float(job_duration)) <= 1e-6, (who, name, duration, job_duration)
-    runs.same(sql)
+
+
+def test_deleted_upstream_rows_and_ignored_keys(djdask, sql):
+    """Keys enqueued (pending) whose upstream rows are then deleted must not be made (no
+    error rows) nor left pending; ignore rows stay; results equal populate() on the final
+    data. `djdask ignore -r` must mark the matching missing keys `ignore` as
+    `jobs.ignore(key)` does, populate skip them (and what depends on them) and status
+    count them. A failure means djdask runs keys that left the key source (make() fails
+    on missing upstream rows), leaves dead pending rows that other workers will pick up,
+    makes ignored keys, or marks them otherwise than DataJoint."""
+    runs = Runs(djdask, "fidelity")
+    runs.both("m.seed()")
+    marked = runs.cli("ignore", "fidelity", "--table", "Preprocessed", "-r", "subject_id=2")
+    delete = (
+        "(m.Subject & 'subject_id = 3').delete(prompt=False)\n"
+        "(m.Session & {'subject_id': 1, 'session_id': 2}).delete(prompt=False)\n"
+    )
+    runs.populate("--target", "Segmentation")
+    enqueue = runs.ours(
+        "for t in m.AUTO:\n    t.jobs.refresh()\nm.Traces.jobs.ignore({'subject_id': 3, 'session_id': 1})\n"
+    )
+    assert enqueue.returncode == 0, enqueue.stderr
+    assert sql.jobs_counts(runs.schema(), "__traces").get("pending") == 8  # 12 sessions, 3 ignored, 1 ignore row
+    assert sql.jobs_counts(runs.schema(), "__pairing").get("pending") == 16
+    result = runs.ours(delete)
+    assert result.returncode == 0, result.stderr
+    runs.populate()
+
+    for name, (table, _) in FIDELITY_TABLES.items():
+        counts = sql.jobs_counts(runs.schema(), table)
+        assert counts.get("error", 0) == 0, (name, jobs_rows(sql, runs.schema(), table))
+        assert counts.get("pending", 0) == 0, (name, counts)
+    ignored = jobs_rows(sql, runs.schema(), "__traces", "subject_id, session_id, status")
+    assert ignored == [(3, 1, "ignore")], ignored
+    status = json.loads(runs.cli("status", "fidelity", "--json").stdout)
+    rows_by_table = {r["table"]: r for r in status["tables"]}
+    assert rows_by_table["Preprocessed"]["ignore"] == 3, (status, marked.stdout)
+
+    result = runs.theirs(delete)
+    assert result.returncode == 0, result.stderr
+    runs.sequential(
+        "display_progress=False, reserve_jobs=True",
+        before="for k in (m.Preprocessed.key_source & 'subject_id = 2').keys():\n    m.Preprocessed.jobs.ignore(k)\n"
+        "m.Traces.jobs.ignore({'subject_id': 3, 'session_id': 1})\n",
+    )
+    rows = runs.same(sql, nonempty=[t for t, _ in FIDELITY_TABLES.values()])
+    assert not [r for r in rows["__preprocessed"] if r[0] in (2, 3) or r[:2] == (1, 2)]
+    columns = "subject_id, session_id, status, priority"
+    ours = sorted(jobs_rows(sql, runs.schema(), "__preprocessed", columns))
+    theirs = sorted(jobs_rows(sql, runs.schema(runs.other), "__preprocessed", columns))
+    assert [r for r in ours if r[2] == "ignore"] == [r for r in theirs if r[2] == "ignore"], (ours, theirs)
+    assert len([r for r in ours if r[2] == "ignore"]) == 3, ours
+
+
+def test_make_kwargs_reach_every_make(djdask, sql):
+    """`--make-kwargs` must reach make() (and a tripartite make_fetch) as
+    populate(make_kwargs=...) passes them. A failure means make() ran with its defaults."""
+    runs = Runs(djdask, "fidelity_kwargs")
+    runs.both("m.seed()")
+    runs.populate("--target", "Offset", "--make-kwargs", '{"scale": 3}')
+    runs.sequential("display_progress=False, make_kwargs={'scale': 3}")
+    rows = runs.same(sql, nonempty=["__scaled", "__offset"])
+    assert {r[-1] for r in rows["__scaled"]} == {3} and {r[-1] for r in rows["__offset"]} == {"scale=3"}
 
 
 def test_priority_outside_jobs_range_is_refused(djdask, sql):
@@ -362,8 +345,8 @@ def test_priority_outside_jobs_range_is_refused(djdask, sql):
         assert not [t for t in sql.tables(schema) if t.startswith("~~")], sql.tables(schema)
         assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(schema, '__scaled')}") == 0
     runs.populate("--priority", "127")
-    runs.sequential()
-    runs.same(sql, nonempty=["__scaled", "__offset"])
+    assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(schema, '__scaled')}") > 0
+    assert sql.jobs_counts(schema, "__scaled") == {}  # every key made, none left pending
 
 
 def test_thread_safe_mode_pipeline(djdask, sql):
