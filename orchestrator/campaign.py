@@ -215,15 +215,24 @@ def table_states(
     return list(states.values())
 
 
-def sweep(tables: Sequence[TableState], priority: int | None) -> bool:
+def sweep(tables: Sequence[TableState], priority: int | None, *, first: bool = False) -> bool:
     """The plan step's enqueue: every table in full, at the start and when idle (keys that
-    other workers made ready); True when something is claimable."""
+    other workers made ready); True when something is claimable.  Only the first sweep
+    tidies the jobs tables as ``refresh()`` does (a key whose make() inserts no row would
+    otherwise be re-pended, and made, at every idle sweep)."""
     found = False
     for state in tables:
-        state.summary.enqueued += state.queue.enqueue(priority)
+        state.summary.enqueued += state.queue.enqueue(priority, tidy_first=first)
         state.pending = state.queue.counts()["pending"]
         found = found or (state.pending > 0 and state.slots > 0)
     return found
+
+
+def unlock(tables: Sequence[TableState]) -> None:
+    """Release the advisory locks of the tables that run unreserved."""
+    for state in tables:
+        if not state.queue.reserved:
+            state.queue.unlock()
 
 
 @contextlib.contextmanager
@@ -369,13 +378,12 @@ class Campaign:
 
         t0 = time.monotonic()
         summary = CampaignSummary()
-        configure_store(self.store)  # before any worker starts: they inherit it
-        self._secrets[:] = secrets([self.selection.connection])
-        setup_logging(connections=[self.selection.connection])
-        graph = self.selection.graph
-        if not len(graph):
+        if not len(self.selection.graph):
             return summary
         connection = self.selection.connection
+        configure_store(self.store)  # before any worker starts: they inherit it
+        self._secrets[:] = secrets([connection])
+        setup_logging(connections=[connection])
         for warning in check_legacy_jobs(connection, {cls.database for cls in self.selection.tables.values()}):
             logger.warning(warning)
         self.owner = Owner.of(connection)
@@ -386,17 +394,18 @@ class Campaign:
         )
         summary.tables = [t.summary for t in tables]
         reserved = [t for t in tables if t.queue.reserved]
-        # Keys left reserved by campaigns or workers that died go back to pending
-        # now, without waiting for any timeout.
-        recover_orphans(connection, [t.queue.name for t in reserved], lease_timeout=lease_timeout())
-        sweep(tables, self.priority)
-        heartbeat = Heartbeat(connection, self.owner)
-        for state in reserved:
-            heartbeat.watch(state.queue.name)
         try:
+            # Keys left reserved by campaigns or workers that died go back to pending
+            # now, without waiting for any timeout.
+            recover_orphans(connection, [t.queue.name for t in reserved], lease_timeout=lease_timeout())
+            sweep(tables, self.priority, first=True)
+            heartbeat = Heartbeat(connection, self.owner)
+            for state in reserved:
+                heartbeat.watch(state.queue.name)
             self._start_pools()
         except BaseException:
             self.pools.close()
+            unlock(tables)  # the unreserved tables' locks, taken by the sweep
             raise
         summary.dashboard_link = self.dashboard_link
         self.progress.started(self.dashboard_link, self.page_link)
@@ -430,9 +439,7 @@ class Campaign:
             t.summary.table for t in tables if t.resources is not None and t.slots == 0 and t.pending
         ]
         self.progress.finish(self.publisher.board.rows())
-        for state in tables:
-            if not state.queue.reserved:
-                state.queue.unlock()
+        unlock(tables)
 
     def _loop(self, tables: list[TableState], summary: CampaignSummary, t0: float) -> None:
         deepest_first = sorted(tables, key=lambda t: -t.info.depth)

@@ -342,9 +342,10 @@ def connect(*, embedded: bool | None = None):
     """Connect DataJoint and return its connection.
 
     In DataJoint's thread-safe mode there is no global connection: the
-    pipeline's ``dj.Instance`` makes its own when it is imported.  Then this
-    only chooses the database (the embedded one when none is configured,
-    exported as ``DJ_*`` for the pipeline to read) and returns None.
+    pipeline's ``dj.Instance`` makes its own, from settings it may well hold in
+    code, when it is imported.  Then this changes nothing (unless ``embedded``
+    is True: the embedded server, exported as ``DJ_*`` for the pipeline to
+    read) and returns None.
 
     Parameters
     ----------
@@ -362,6 +363,11 @@ def connect(*, embedded: bool | None = None):
     from . import djcompat
 
     dj = import_datajoint()
+    if djcompat.thread_safe_mode() and not embedded:
+        # The pipeline's dj.Instance brings its own settings (often in code, which no
+        # configuration shows): starting the embedded server, and exporting its DJ_*
+        # for the Instance to pick up, would point it at the wrong server.
+        return None
     if embedded or (embedded is None and not is_configured()):
         server = EmbeddedPostgres()
         server.start()
@@ -374,7 +380,7 @@ def connect(*, embedded: bool | None = None):
             "or leave them all unset to use djdask's embedded PostgreSQL."
         )
     if djcompat.thread_safe_mode():
-        return None
+        return None  # the embedded server, asked for: the pipeline's Instances read its DJ_*
     try:
         return dj.conn()
     except Exception as err:  # the drivers raise many kinds; all mean the same here

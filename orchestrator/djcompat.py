@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import threading
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -177,24 +178,47 @@ def run_make(table: Any, key: dict, *, make_kwargs: dict | None = None, version:
     return MakeResult("error", message, stack, error)
 
 
+_versions: dict[int, str] = {}  # thread -> the campaign's version, while it runs a batch
+_version_lock = threading.Lock()
+_original_get_job_version: Any = None
+
+
 @contextlib.contextmanager
 def job_version(version: str | None) -> Iterator[None]:
-    """While inside, DataJoint's ``_get_job_version`` returns ``version`` (unchanged when None).
+    """While inside, DataJoint's ``_get_job_version`` returns ``version`` in this thread
+    (unchanged when None, and in other threads).
 
-    ``_populate1`` imports it from ``datajoint.jobs`` at each call, so replacing
-    the module attribute reaches it; one ``make()`` runs at a time per worker.
+    ``_populate1`` imports it from ``datajoint.jobs`` at each call, so replacing the
+    module attribute reaches it.  It is replaced once per process, by a function that
+    looks up the calling thread, so that batches in overlapping threads cannot undo
+    each other's replacement.
     """
+    global _original_get_job_version
     if version is None:
         yield
         return
     import datajoint.jobs as dj_jobs
 
-    original = dj_jobs._get_job_version
-    dj_jobs._get_job_version = lambda config=None: version
+    with _version_lock:
+        if _original_get_job_version is None:
+            original = dj_jobs._get_job_version
+            _original_get_job_version = original
+
+            def campaign_version(config=None):
+                found = _versions.get(threading.get_ident())
+                return found if found is not None else original(config)
+
+            dj_jobs._get_job_version = campaign_version
+    me = threading.get_ident()
+    previous = _versions.get(me)
+    _versions[me] = version
     try:
         yield
     finally:
-        dj_jobs._get_job_version = original
+        if previous is None:
+            _versions.pop(me, None)
+        else:
+            _versions[me] = previous
 
 
 def jobs_settings(connection: Any) -> Any:

@@ -25,7 +25,9 @@ __all__ = ["enqueue", "ignore", "keys_in", "tidy"]
 logger = logging.getLogger(__name__)
 
 
-def enqueue(queue: JobQueue, priority: int | None = None, *, among: Sequence[dict] | None = None) -> int:
+def enqueue(
+    queue: JobQueue, priority: int | None = None, *, among: Sequence[dict] | None = None, tidy_first: bool = True
+) -> int:
     """Add missing keys as ``pending`` in one statement; return how many were added.
 
     Parameters
@@ -52,7 +54,7 @@ def enqueue(queue: JobQueue, priority: int | None = None, *, among: Sequence[dic
     empty = False
     if not among:
         empty = _is_empty(queue)
-        if not empty:  # a table that was empty has nothing to tidy
+        if not empty and tidy_first:  # a table that was empty has nothing to tidy
             tidy(queue)
     source = queue.key_source
     if among:
@@ -84,6 +86,29 @@ def keys_in(queue: JobQueue, expression: Any) -> str:
     return f"({cols}) IN ({inner})"
 
 
+def exists_in(queue: JobQueue, expression: Any) -> str:
+    """``EXISTS`` a row of ``expression`` with the jobs row's key: correlated, so that both
+    backends plan it as a (anti-)join, where ``NOT IN`` over a large subquery is a scan per
+    row on PostgreSQL."""
+    q = queue._q
+    alias = q("_keys")
+    match = " AND ".join(f"{alias}.{q(k)} = {queue.name}.{q(k)}" for k in queue.pk)
+    return f"EXISTS (SELECT 1 FROM ({expression.proj().make_sql(fields=queue.pk)}) AS {alias} WHERE {match})"
+
+
+def _delete(queue: JobQueue, where: str) -> int:
+    """``DELETE`` jobs rows, retried on a lock conflict; on MySQL under READ COMMITTED, so
+    that reading the key source takes no shared locks on the tables other workers insert into."""
+    from .jobs import retry_on_conflict
+
+    def attempt() -> int:
+        if not queue._is_postgres:
+            queue.connection.query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        return queue.connection.query(f"DELETE FROM {queue.name} WHERE {where}").rowcount
+
+    return retry_on_conflict(attempt)
+
+
 def tidy(queue: JobQueue) -> dict[str, int]:
     """What ``refresh()`` does besides adding keys: re-pend ``success`` rows whose key is
     missing again (``jobs.keep_completed``), remove rows whose key has vanished from the
@@ -92,18 +117,17 @@ def tidy(queue: JobQueue) -> dict[str, int]:
     counts = {"re_pended": 0, "removed": 0}
     if djcompat.jobs_settings(queue.connection).keep_completed:
         # Deleted here and enqueued again as pending right after, as refresh() does.
-        counts["re_pended"] = queue.connection.query(
-            f"DELETE FROM {queue.name} WHERE {q('status')} = 'success' AND "
-            f"{keys_in(queue, queue.key_source.proj() - queue.table.proj())}"
-        ).rowcount
+        counts["re_pended"] = _delete(
+            queue,
+            f"{q('status')} = 'success' AND {exists_in(queue, queue.key_source.proj() - queue.table.proj())}",
+        )
     # Judged against the unrestricted key source: rows outside a restriction are not vanished.
-    counts["removed"] += queue.connection.query(
-        f"DELETE FROM {queue.name} WHERE {q('status')} = 'pending' AND NOT {keys_in(queue, queue.full_key_source)}"
-    ).rowcount
-    counts["removed"] += queue.connection.query(
-        f"DELETE FROM {queue.name} WHERE {q('status')} IN ('success', 'error') "
-        f"AND NOT {keys_in(queue, queue.full_key_source)} AND NOT {keys_in(queue, queue.table)}"
-    ).rowcount
+    counts["removed"] += _delete(queue, f"{q('status')} = 'pending' AND NOT {exists_in(queue, queue.full_key_source)}")
+    counts["removed"] += _delete(
+        queue,
+        f"{q('status')} IN ('success', 'error') AND NOT {exists_in(queue, queue.full_key_source)} "
+        f"AND NOT {exists_in(queue, queue.table)}",
+    )
     if counts["re_pended"] or counts["removed"]:
         logger.info(
             "%s: %d completed key(s) to make again, %d row(s) of vanished keys removed",
@@ -174,7 +198,7 @@ def ignore(queue: JobQueue) -> dict[str, int]:
     priority = int(djcompat.jobs_settings(queue.connection).default_priority)
     with queue.connection.transaction:
         updated = queue.connection.query(
-            f"UPDATE {queue.name} SET {q('status')} = 'ignore' WHERE {q('status')} IN ('pending', 'error') "
+            f"UPDATE {queue.name} SET {q('status')} = 'ignore' WHERE {q('status')} IN ('pending', 'error', 'success') "
             f"AND {keys_in(queue, missing)}"
         ).rowcount
         select = f"SELECT {cols}, 'ignore', %s FROM ({missing.make_sql(fields=queue.pk)}) AS {q('_missing')}"

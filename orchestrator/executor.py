@@ -62,6 +62,7 @@ class PipelinePlugin(WorkerPlugin):
         from .logs import setup_logging
 
         import_datajoint()
+        setup_logging(worker=True)  # masking from the start: importing the pipeline may log
         # Before the pipeline is imported, so that its `from random import ...` take
         # the functions that keep other threads off the generators make() seeds.
         randomness.isolate()

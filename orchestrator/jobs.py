@@ -20,6 +20,7 @@ the session that must be alive for them to count as live (see
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -211,9 +212,11 @@ class JobQueue:
             )
 
     # -- queue operations --------------------------------------------------------
-    def enqueue(self, priority: int | None = None, *, among: Sequence[dict] | None = None) -> int:
+    def enqueue(
+        self, priority: int | None = None, *, among: Sequence[dict] | None = None, tidy_first: bool = True
+    ) -> int:
         """Add missing keys as ``pending``; return how many (see :func:`djdask.enqueue.enqueue`)."""
-        return enqueue.enqueue(self, priority, among=among)
+        return enqueue.enqueue(self, priority, among=among, tidy_first=tidy_first)
 
     def tidy(self) -> dict[str, int]:
         """Re-pend completed keys to make again, remove vanished ones (:func:`djdask.enqueue.tidy`)."""
@@ -245,17 +248,6 @@ class JobQueue:
         )
         args.append(int(limit))
 
-        def attempt() -> list[dict]:
-            while True:
-                keys = claim_once()
-                present = self._present(keys)
-                if len(present) == len(keys):
-                    return keys
-                self._drop_vanished([k for k in keys if self._tuple(k) not in present])
-                keys = [k for k in keys if self._tuple(k) in present]
-                if keys:
-                    return keys
-
         def claim_once() -> list[dict]:
             if not self._is_postgres:
                 # Under InnoDB's default REPEATABLE READ the claim's UPDATE, which
@@ -284,7 +276,21 @@ class JobQueue:
                     )
             return keys
 
-        return retry_on_conflict(attempt)
+        while True:
+            keys = retry_on_conflict(claim_once)
+            # The reservations are committed: whatever goes wrong from here, give them back.
+            try:
+                present = self._present(keys)
+                if len(present) == len(keys):
+                    return keys
+                self._drop_vanished([k for k in keys if self._tuple(k) not in present])
+            except BaseException:
+                with contextlib.suppress(Exception):  # the error that stopped us is the one to see
+                    self.release(keys)
+                raise
+            keys = [k for k in keys if self._tuple(k) in present]
+            if keys:
+                return keys
 
     def _tuple(self, key: dict) -> tuple:
         return tuple(key[k] for k in self.pk)

@@ -34,21 +34,42 @@ from typing import Any
 
 __all__ = ["isolate", "is_isolated", "owned_by_this_thread"]
 
-_owner: int | None = None  # threading.get_ident() of the thread running make(), while it does
+_owners: set[int] = set()  # threading.get_ident() of the threads running make(), while they do
 _isolated: list[Any] = []  # the global generators whose functions are dispatched
 
 
-def _dispatcher(name: str, shared: Any, private: Any, original: Callable) -> Callable:
-    def dispatch(*args: Any, **kwargs: Any) -> Any:
-        generator = shared if threading.get_ident() == _owner else private
-        return getattr(generator, name)(*args, **kwargs)
+class _Dispatch:
+    """Stands for one function of a global generator (``random.random``): the thread that
+    runs ``make()`` draws from the global generator, any other from a private one."""
 
-    dispatch.__name__ = getattr(original, "__name__", name)
-    dispatch.__qualname__ = getattr(original, "__qualname__", name)
-    dispatch.__doc__ = getattr(original, "__doc__", None)
-    dispatch.__wrapped__ = original  # type: ignore[attr-defined]
-    dispatch.djdask_dispatches = shared  # type: ignore[attr-defined]
-    return dispatch
+    __slots__ = ("__name__", "__wrapped__", "_shared", "_private", "_module")
+
+    def __init__(self, name: str, shared: Any, private: Any, original: Callable) -> None:
+        self.__name__ = getattr(original, "__name__", name)
+        self.__wrapped__ = original
+        self._shared, self._private = shared, private
+        self._module = "random" if isinstance(shared, random.Random) else "numpy.random"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        generator = self._shared if threading.get_ident() in _owners else self._private
+        return getattr(generator, self.__name__)(*args, **kwargs)
+
+    def __reduce__(self) -> tuple:
+        # Pickled as the module's function by name, as the original pickles.
+        return (_module_function, (self._module, self.__name__))
+
+    def __repr__(self) -> str:
+        return f"<djdask dispatch of {self._module}.{self.__name__}>"
+
+
+def _module_function(module: str, name: str) -> Callable:
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+def _dispatcher(name: str, shared: Any, private: Any, original: Callable) -> Callable:
+    return _Dispatch(name, shared, private, original)
 
 
 def _rebind(shared: Any, private: Any) -> int:
@@ -101,10 +122,15 @@ def is_isolated() -> bool:
 
 @contextlib.contextmanager
 def owned_by_this_thread() -> Iterator[None]:
-    """While inside, this thread draws from the global generators; others from their own."""
-    global _owner
-    previous, _owner = _owner, threading.get_ident()
+    """While inside, this thread draws from the global generators; threads that run no
+    ``make()`` draw from their own.  (A worker runs one ``make()`` at a time; should one
+    have several threads, those running ``make()`` share the global ones, as threads of a
+    plain process would.)"""
+    me = threading.get_ident()
+    already = me in _owners
+    _owners.add(me)
     try:
         yield
     finally:
-        _owner = previous
+        if not already:
+            _owners.discard(me)

@@ -74,7 +74,9 @@ class UnreservedQueue:
         self.pk: list[str] = list(key_source.primary_key)
         self._in_flight: set[tuple] = set()
         self._failed: set[tuple] = set()
-        self._locked: bool | None = None
+        self._empty: set[tuple] = set()  # made, committed, and still missing: make() inserts nothing
+        self._holds = 0  # times this session holds the table's lock (re-entrant on both backends)
+        self._refused = False
 
     @property
     def name(self) -> str:
@@ -95,41 +97,51 @@ class UnreservedQueue:
     def _lock_name(self) -> str:
         return "djdask:" + hashlib.sha1(self.name.encode()).hexdigest()[:40]
 
+    def _lock_number(self) -> int:
+        return int.from_bytes(hashlib.sha1(self._lock_name().encode()).digest()[:8], "big", signed=True)
+
     def lock(self) -> bool:
-        """Take the table's advisory lock for this campaign; False when another holds it."""
-        if self._locked is None:
-            name = self._lock_name()
-            if self.connection.adapter.backend == "postgresql":
-                number = int.from_bytes(hashlib.sha1(name.encode()).digest()[:8], "big", signed=True)
-                self._locked = bool(
-                    self.connection.query("SELECT pg_try_advisory_lock(%s)", args=(number,)).fetchone()[0]
-                )
-            else:
-                self._locked = bool(self.connection.query("SELECT GET_LOCK(%s, 0)", args=(name,)).fetchone()[0])
-            if not self._locked:
-                logger.warning(
-                    "%s runs without a jobs table and another campaign is running it now (it holds the "
-                    "table's lock): this campaign leaves it alone.",
-                    self.table.class_name,
-                )
-        return self._locked
+        """Hold the table's advisory lock for this campaign; False when another campaign holds it.
+
+        Asked again before every claim: a connection that DataJoint re-opened has lost the
+        lock, and another campaign may have taken it since; then this one stops making the
+        table's keys (the "already made" check keeps a key from being made twice meanwhile).
+        """
+        if self._refused:
+            return False
+        if self.connection.adapter.backend == "postgresql":
+            sql, arg = "SELECT pg_try_advisory_lock(%s)", self._lock_number()
+        else:
+            sql, arg = "SELECT GET_LOCK(%s, 0)", self._lock_name()
+        if self.connection.query(sql, args=(arg,)).fetchone()[0]:
+            self._holds += 1
+            return True
+        self._refused = True
+        logger.warning(
+            "%s runs without a jobs table and another campaign is running it now (it holds the table's "
+            "lock%s): this campaign leaves it alone.",
+            self.table.class_name,
+            "; this campaign's connection was re-opened and lost it" if self._holds else "",
+        )
+        return False
 
     def unlock(self) -> None:
-        if not self._locked:
-            return
-        name = self._lock_name()
+        """Release every hold of the lock (a lock of a session that ended is gone already)."""
+        if self.connection.adapter.backend == "postgresql":
+            sql, arg = "SELECT pg_advisory_unlock(%s)", self._lock_number()
+        else:
+            sql, arg = "SELECT RELEASE_LOCK(%s)", self._lock_name()
         try:
-            if self.connection.adapter.backend == "postgresql":
-                number = int.from_bytes(hashlib.sha1(name.encode()).digest()[:8], "big", signed=True)
-                self.connection.query("SELECT pg_advisory_unlock(%s)", args=(number,))
-            else:
-                self.connection.query("SELECT RELEASE_LOCK(%s)", args=(name,))
+            for _ in range(self._holds):
+                self.connection.query(sql, args=(arg,))
         except Exception as err:  # the lock ends with the session anyway
             logger.debug("Could not release the lock of %s: %s", self.name, err)
-        self._locked = False
+        self._holds = 0
 
     # -- the interface the campaign uses ---------------------------------------------
-    def enqueue(self, priority: int | None = None, *, among: Sequence[dict] | None = None) -> int:
+    def enqueue(
+        self, priority: int | None = None, *, among: Sequence[dict] | None = None, tidy_first: bool = True
+    ) -> int:
         """Nothing is enqueued; with ``among``, how many of those keys are now missing."""
         if not among or not self.lock():
             return 0
@@ -139,12 +151,12 @@ class UnreservedQueue:
         """Up to ``limit`` missing keys that are not in flight and have not failed."""
         if not self.lock():
             return []
-        skip = len(self._in_flight) + len(self._failed)
+        skip = len(self._in_flight) + len(self._failed) + len(self._empty)
         keys = []
         for key in self._missing().keys(order_by=self.pk, limit=limit + skip):
             key = {k: key[k] for k in self.pk}
             t = self._tuple(key)
-            if t in self._in_flight or t in self._failed:
+            if t in self._in_flight or t in self._failed or t in self._empty:
                 continue
             keys.append(key)
             self._in_flight.add(t)
@@ -153,8 +165,11 @@ class UnreservedQueue:
         return keys
 
     def complete(self, done: Iterable[tuple[dict, float]]) -> None:
-        for key, _ in done:
+        keys = [key for key, _ in done]
+        for key in keys:
             self._in_flight.discard(self._tuple(key))
+        if keys:  # a make() that inserted nothing leaves its key missing: made once per campaign
+            self._empty |= {self._tuple(k) for k in self._missing(keys).keys()}
 
     def fail(self, errors: Sequence[tuple[dict, str, str | None]]) -> None:
         for key, _message, _stack in errors:
@@ -172,7 +187,7 @@ class UnreservedQueue:
         if not self.lock():
             return {"pending": 0, "reserved": 0, "success": 0, "error": 0, "ignore": 0, "total": 0}
         missing = len(self._missing())
-        pending = max(0, missing - len(self._in_flight) - len(self._failed))
+        pending = max(0, missing - len(self._in_flight) - len(self._failed) - len(self._empty))
         return {
             "pending": pending,
             "reserved": len(self._in_flight),

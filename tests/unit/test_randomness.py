@@ -42,6 +42,8 @@ SCRIPT = textwrap.dedent(
     with randomness.owned_by_this_thread():
         np.random.seed(3)
         assert np.random.mtrand._rand.rand() == np.random.RandomState(3).rand()
+    import pickle  # the replaced functions pickle by name, as the originals do
+    assert pickle.loads(pickle.dumps(random.random)) is random.random
     print("ok")
     """
 )
