@@ -68,6 +68,8 @@ def setup_logging(*, verbose: int | None = None, connections: Sequence[Any] = ()
         djcompat.quiet_make_errors()  # the campaign reports each failure, with its key
     if verbose is None:
         return
+    import distributed  # noqa: F401  (it sets its loggers' levels when first imported: ours come after)
+
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
