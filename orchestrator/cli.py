@@ -424,6 +424,11 @@ def _cmd_db(args: argparse.Namespace) -> int:
 
 
 # -- parser ---------------------------------------------------------------------------
+def restrict_option(p: argparse.ArgumentParser, help: str) -> None:
+    """``-r ATTR=VALUE``, repeatable: checked against the tables' headings, never raw SQL."""
+    p.add_argument("-r", "--restrict", action="append", default=[], metavar="ATTR=VALUE", help=help)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="djdask", description="Run DataJoint pipelines on Dask: one command, every table, any cluster."
@@ -440,14 +445,7 @@ def _parser() -> argparse.ArgumentParser:
             metavar="TABLE",
             help="populate this table and its auto-populated ancestors (repeatable)",
         )
-        p.add_argument(
-            "-r",
-            "--restrict",
-            action="append",
-            default=[],
-            metavar="ATTR=VALUE",
-            help="only keys with this attribute value (repeatable)",
-        )
+        restrict_option(p, "only keys with this attribute value (repeatable)")
 
     store_help = (
         "where <xarray@> arrays go: s3://BUCKET/PREFIX (AWS_* variables), a directory, or a "
@@ -544,14 +542,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ignore", help="mark missing keys of a table `ignore`, as DataJoint's jobs.ignore(key)")
     p.add_argument("module", help="importable pipeline package or module")
     p.add_argument("--table", required=True, metavar="TABLE", help="the table (its class name)")
-    p.add_argument(
-        "-r",
-        "--restrict",
-        action="append",
-        default=[],
-        metavar="ATTR=VALUE",
-        help="only keys with this attribute value (repeatable); default every missing key",
-    )
+    restrict_option(p, "only keys with this attribute value (repeatable); default every missing key")
     p.set_defaults(func=_cmd_ignore)
 
     p = sub.add_parser("release", help="free orphaned reservations now")

@@ -20,7 +20,7 @@ from . import djcompat
 if TYPE_CHECKING:
     from .jobs import JobQueue
 
-__all__ = ["enqueue", "ignore", "keys_in", "tidy"]
+__all__ = ["among_keys", "enqueue", "ignore", "keys_in", "tidy"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,33 +50,53 @@ def enqueue(
     """
     if priority is None:
         priority = djcompat.jobs_settings(queue.connection).default_priority
-    cols = ", ".join(queue._q(k) for k in queue.pk)
     empty = False
     if not among:
         empty = _is_empty(queue)
         if not empty and tidy_first:  # a table that was empty has nothing to tidy
             tidy(queue)
-    source = queue.key_source
-    if among:
-        names = [n for n in source.heading.names if n in among[0]]
-        if names:
-            unique = {tuple(key[n] for n in names) for key in among}
-            source = source & [dict(zip(names, values)) for values in unique]
-    missing = (source.proj() - queue.table.proj()).make_sql(fields=queue.pk)
-    select = f"SELECT {cols}, 'pending', %s FROM ({missing}) AS {queue._q('_missing')}"
-    target = f"{queue.name} ({cols}, {queue._q('status')}, {queue._q('priority')})"
-    args = (int(priority),)
+    source = among_keys(queue.key_source, among)
+    missing = source.proj() - queue.table.proj()
     added = None
     # A full sweep into an empty jobs table (a campaign's first) is a bulk load.
     if not among and not queue.connection.in_transaction and empty:
-        added = _insert_into_empty(queue, f"INSERT INTO {target} {select}", args)
+        target, select = _insert_parts(queue, missing, "pending")
+        added = _insert_into_empty(queue, f"INSERT INTO {target} {select}", (int(priority),))
     if added is None:
-        if queue._is_postgres:
-            added = queue.connection.query(f"INSERT INTO {target} {select} ON CONFLICT DO NOTHING", args=args).rowcount
-        else:
-            added = queue.connection.query(f"INSERT IGNORE INTO {target} {select}", args=args).rowcount
+        added = _insert_new(queue, missing, "pending", int(priority))
     logger.debug("Enqueued %d keys of %s", added, queue.table.class_name)
     return added
+
+
+def among_keys(source: Any, among: Sequence[dict] | None) -> Any:
+    """``source`` restricted to the keys matching one of ``among`` (on the attributes they
+    share; all of ``source`` when they share none or ``among`` is empty)."""
+    if not among:
+        return source
+    names = [n for n in source.heading.names if n in among[0]]
+    if not names:
+        return source
+    unique = {tuple(key[n] for n in names) for key in among}
+    return source & [dict(zip(names, values)) for values in unique]
+
+
+def _insert_parts(queue: JobQueue, keys: Any, status: str) -> tuple[str, str]:
+    """The target and the ``SELECT`` of an ``INSERT`` of ``keys`` as rows of ``status``
+    (the priority an argument)."""
+    q = queue._q
+    cols = ", ".join(q(k) for k in queue.pk)
+    select = f"SELECT {cols}, '{status}', %s FROM ({keys.make_sql(fields=queue.pk)}) AS {q('_missing')}"
+    return f"{queue.name} ({cols}, {q('status')}, {q('priority')})", select
+
+
+def _insert_new(queue: JobQueue, keys: Any, status: str, priority: int) -> int:
+    """Insert ``keys`` as rows of ``status``, leaving the keys that have a row alone."""
+    target, select = _insert_parts(queue, keys, status)
+    if queue._is_postgres:
+        sql = f"INSERT INTO {target} {select} ON CONFLICT DO NOTHING"
+    else:
+        sql = f"INSERT IGNORE INTO {target} {select}"
+    return queue.connection.query(sql, args=(priority,)).rowcount
 
 
 def keys_in(queue: JobQueue, expression: Any) -> str:
@@ -193,7 +213,6 @@ def ignore(queue: JobQueue) -> dict[str, int]:
     them.  Keys reserved right now are left to their worker.  Returns ``ignored`` and
     ``reserved`` (left alone)."""
     q = queue._q
-    cols = ", ".join(q(k) for k in queue.pk)
     missing = queue.key_source.proj() - queue.table.proj()
     priority = int(djcompat.jobs_settings(queue.connection).default_priority)
     with queue.connection.transaction:
@@ -201,14 +220,7 @@ def ignore(queue: JobQueue) -> dict[str, int]:
             f"UPDATE {queue.name} SET {q('status')} = 'ignore' WHERE {q('status')} IN ('pending', 'error', 'success') "
             f"AND {keys_in(queue, missing)}"
         ).rowcount
-        select = f"SELECT {cols}, 'ignore', %s FROM ({missing.make_sql(fields=queue.pk)}) AS {q('_missing')}"
-        target = f"{queue.name} ({cols}, {q('status')}, {q('priority')})"
-        if queue._is_postgres:
-            inserted = queue.connection.query(
-                f"INSERT INTO {target} {select} ON CONFLICT DO NOTHING", args=(priority,)
-            ).rowcount
-        else:
-            inserted = queue.connection.query(f"INSERT IGNORE INTO {target} {select}", args=(priority,)).rowcount
+        inserted = _insert_new(queue, missing, "ignore", priority)
         reserved = queue.connection.query(
             f"SELECT COUNT(*) FROM {queue.name} WHERE {q('status')} = 'reserved' AND {keys_in(queue, missing)}"
         ).fetchone()[0]

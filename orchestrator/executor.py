@@ -67,14 +67,15 @@ class PipelinePlugin(WorkerPlugin):
         # the functions that keep other threads off the generators make() seeds.
         randomness.isolate()
         self.tables = load_pipeline(self.module_name).auto_populated()
+        connections = self.connections()
         # DataJoint logs a failing make()'s message, which may hold a secret.
-        setup_logging(connections=self.connections(), worker=True)
+        setup_logging(connections=connections, worker=True)
         # Fail here, at worker start, rather than in the first task. A plugin
         # registered again (a second campaign on the same workers) finds the
         # connections its predecessor's teardown closed: open them again.  The
         # tables' own connections, not dj.conn(): a pipeline in DataJoint's
         # thread-safe mode has no global one.
-        for connection in self.connections():
+        for connection in connections:
             _reconnect_if_lost(connection)
         _warm_up()
         self.deadline = _deadline()

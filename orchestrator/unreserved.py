@@ -83,12 +83,9 @@ class UnreservedQueue:
         return self.table.full_table_name
 
     def _missing(self, among: Sequence[dict] | None = None) -> Any:
-        source = self.key_source
-        if among:
-            names = [n for n in self.pk if n in among[0]]
-            if names:
-                source = source & [dict(zip(names, values)) for values in {tuple(k[n] for n in names) for k in among}]
-        return (source - self.table).proj()
+        from .enqueue import among_keys
+
+        return (among_keys(self.key_source, among) - self.table).proj()
 
     def _tuple(self, key: dict) -> tuple:
         return tuple(key[k] for k in self.pk)
