@@ -37,7 +37,8 @@ from dask.utils import parse_timedelta
 
 from . import config
 from .batching import BatchSizer
-from .checks import check_make_kwargs, check_priority
+from .checks import check_make_kwargs, check_priority, table_timeout
+from .complete import Completion, stream
 from .dashboard import DashboardPlugin, page_link
 from .database import redact, secrets
 from .executor import PipelinePlugin
@@ -46,7 +47,8 @@ from .jobs import JobQueue, Owner
 from .leases import Heartbeat, lease_timeout, recover_orphans
 from .legacy import check_legacy_jobs
 from .logs import setup_logging
-from .outcomes import RetryPolicy, classify, outcomes_of
+from .losses import Losses
+from .outcomes import RetryPolicy
 from .planner import Selection, select
 from .pools import Pool, Pools, resources_of
 from .progress import TerminalProgress
@@ -131,6 +133,7 @@ class TableState:
     sizer: BatchSizer
     summary: TableSummary
     resources: dict[str, float] | None
+    timeout: float | None = None  # seconds one make() may run
     children: list[TableState] = field(default_factory=list)
     parents: list[str] = field(default_factory=list)  # class names, within the campaign
     rows_before: int = 0  # rows in the table when the campaign started
@@ -165,26 +168,18 @@ class TableState:
             )
 
 
-def stream(state: TableState, made: Sequence[dict], priority: int | None) -> int:
-    """The streaming step: keys just made in ``state``'s table make keys of its child
-    tables ready; enqueue those now (``(child.key_source & made) - child``), so the
-    children's keys run without waiting for this table to finish.  Returns how many."""
-    total = 0
-    if not made:
-        return total
-    for child in state.children:
-        added = child.queue.enqueue(priority, among=made)
-        child.summary.enqueued += added
-        child.pending += added
-        total += added
-    return total
-
-
 def table_states(
-    selection: Selection, owner: Owner, pools: Pools, *, target_duration: float, max_batch: int
+    selection: Selection,
+    owner: Owner,
+    pools: Pools,
+    *,
+    target_duration: float,
+    max_batch: int,
+    timeouts: Mapping[str, float | None] | None = None,
 ) -> list[TableState]:
-    """One state per table of ``selection``, routed to its pool; DataJoint creates missing
-    jobs tables on the way, and a table that cannot have one runs unreserved."""
+    """One state per table of ``selection``, routed to its pool, with its time limit from
+    ``timeouts`` (by class name); DataJoint creates missing jobs tables on the way, and a
+    table that cannot have one runs unreserved."""
     classes = selection.tables
     graph = selection.graph
     states = {}
@@ -206,6 +201,7 @@ def table_states(
             sizer=BatchSizer(target_duration, max_batch),
             summary=TableSummary(info.class_name),
             resources=resources_of(cls),
+            timeout=(timeouts or {}).get(info.class_name),
         )
     for name, state in states.items():
         state.children = [states[c] for c in graph.dag.successors(name) if c in states]
@@ -329,12 +325,14 @@ class Campaign:
         self.make_kwargs = check_make_kwargs(make_kwargs)
         self.store = store
         self.selection = pipeline if isinstance(pipeline, Selection) else select(pipeline, targets, restrictions)
+        self.timeouts = {cls.__name__: table_timeout(cls) for cls in self.selection.tables.values()}
         self.workers = workers
         self.progress = progress or TerminalProgress(enabled=False)
         self.target_duration = parse_timedelta(config.resolve("campaign.target-duration", target_duration))
         self.max_batch = int(config.get("campaign.max-batch-size"))
         self.window = int(config.get("campaign.batches-per-worker"))
         self.retry = RetryPolicy.from_config()
+        self.losses = Losses(wait=parse_timedelta(config.get("campaign.worker-exit-wait")))
         self.grace = parse_timedelta(config.get("campaign.grace-period"))
         self.resize_interval = parse_timedelta(config.get("campaign.resize-interval"))
         self.max_calls = max_calls
@@ -350,6 +348,15 @@ class Campaign:
         self.publisher = StatePublisher(self.pools, self._identity, self._secrets, self.progress)
         self.owner: Owner | None = None
         self.inflight = InFlight(make_kwargs=self.make_kwargs)
+        self.completion = Completion(
+            self.inflight,
+            self.losses,
+            self.retry,
+            self.publisher,
+            self._secrets,
+            priority=self.priority,
+            max_lost=int(config.get("campaign.max-lost")),
+        )
         self._stop = threading.Event()
 
     def request_stop(self) -> None:
@@ -367,6 +374,7 @@ class Campaign:
             DashboardPlugin(),
             PipelinePlugin(self.selection.module_name),
             lambda text: redact(text, self._secrets),
+            self.losses,
         )
         self.dashboard_link = self.pools.default.link
         self.page_link = page_link(self.dashboard_link)
@@ -390,7 +398,12 @@ class Campaign:
         self.inflight.version = self.owner.version  # on jobs rows and, by the workers, on job metadata
         self._identity.update(host=self.owner.host, pid=self.owner.pid, user=self.owner.user)
         tables = table_states(
-            self.selection, self.owner, self.pools, target_duration=self.target_duration, max_batch=self.max_batch
+            self.selection,
+            self.owner,
+            self.pools,
+            target_duration=self.target_duration,
+            max_batch=self.max_batch,
+            timeouts=self.timeouts,
         )
         summary.tables = [t.summary for t in tables]
         reserved = [t for t in tables if t.queue.reserved]
@@ -430,6 +443,8 @@ class Campaign:
     ) -> None:
         """The finish step: cancel what is left, close the pools, release the keys still
         held, publish the final state, stop the heartbeat, sum up."""
+        for batch in self.losses.drain():
+            self.inflight.delay(batch)  # released with the rest
         self.inflight.shutdown(self.pools.close)
         # After the shutdown: released keys count as pending, none as in flight.
         self.publisher.report(tables, finished=True, cancelled=cancelled)
@@ -454,6 +469,8 @@ class Campaign:
             if stop_deadline is None and self._stop.is_set():
                 stop_deadline = now + self.grace
                 summary.cancelled = True
+                for batch in self.losses.drain():
+                    inflight.delay(batch)  # released with the queued ones
                 cancelled = inflight.cancel_queued(self.pools.executing())
                 logger.warning(
                     "Stopping: %d queued task(s) cancelled and their keys released; waiting up to %.0f s for %d "
@@ -470,6 +487,11 @@ class Campaign:
                 if self._dispatch(deepest_first):
                     swept = False
                 self.pools.update_demand(tables)
+            for batch, verdict in self.losses.ready():
+                self.completion.judged(batch, verdict, t0)
+            if not inflight and self.losses:  # a dead worker's report is on its way
+                time.sleep(0.1)
+                continue
             if not inflight:
                 if stop_deadline is not None or self._out_of_calls():
                     return
@@ -487,7 +509,7 @@ class Campaign:
                 logger.warning("Grace period over: %d task(s) still running are stopped.", len(inflight))
                 return
             for future, batch in inflight.finished(timeout=0.5):
-                self._complete(future, batch, t0)
+                self.completion.batch(future, batch, t0)
             self.publisher.report(tables)
 
     def _out_of_calls(self) -> bool:
@@ -519,42 +541,3 @@ class Campaign:
                 claimed = True
                 self.inflight.submit(Batch(state, keys))
         return claimed
-
-    def _complete(self, future: Any, batch: Batch, t0: float) -> None:
-        """The complete step: record a finished batch's outcomes in the jobs table, retry or
-        fail its transient keys, and stream the keys it made to the child tables."""
-        state = batch.table
-        result = classify(outcomes_of(future, batch.keys))
-        for key, message, _ in result.failed:
-            logger.error("%s %s: %s", state.summary.table, key, redact(message or "", self._secrets))
-        state.queue.complete((o["key"], o["duration"]) for o in result.done)
-        state.sizer.observe([o["duration"] for o in result.done if o["status"] == "success"])
-        failed = list(result.failed)
-        decision = self.retry.decide(batch.attempt, result.transient)
-        reason = result.transient[-1]["error_message"] if result.transient else None
-        if decision.retry:
-            logger.warning(
-                "%s: %d key(s) failed transiently (%s); retry %d/%d in %.1f s",
-                state.summary.table,
-                len(decision.retry),
-                reason,
-                decision.attempt,
-                self.retry.max_attempts,
-                decision.wait,
-            )
-            state.summary.retries += len(decision.retry)
-            self.inflight.delay(Batch(state, decision.retry, decision.attempt, time.monotonic() + decision.wait))
-        if decision.failed:
-            failed.extend(decision.failed)
-            logger.error(
-                "%s: %d key(s) failed %d times: %s", state.summary.table, len(decision.failed), batch.attempt, reason
-            )
-        if result.requeue:  # not started: its worker is retiring; no attempt charged
-            logger.info(
-                "%s: %d key(s) requeued: their worker reached its lifetime", state.summary.table, len(result.requeue)
-            )
-            self.inflight.delay(Batch(state, result.requeue, batch.attempt, time.monotonic()))
-        state.queue.fail(failed)
-        self.publisher.record_errors(state.summary.table, failed)
-        state.record(result.succeeded, result.skipped, len(failed), t0)
-        stream(state, result.made, self.priority)

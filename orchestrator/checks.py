@@ -6,7 +6,7 @@ from typing import Any
 
 from .errors import InvalidInputError
 
-__all__ = ["PRIORITY_RANGE", "check_make_kwargs", "check_priority"]
+__all__ = ["PRIORITY_RANGE", "check_make_kwargs", "check_priority", "table_timeout"]
 
 #: Priorities both backends store alike: DataJoint's ``int8`` is MySQL's signed
 #: ``tinyint`` (-128..127) and PostgreSQL's ``smallint``; DataJoint's own setting
@@ -47,3 +47,27 @@ def check_make_kwargs(make_kwargs: Any, what: str = "make_kwargs") -> dict | Non
             "(numbers, strings, lists, dicts, numpy arrays)."
         ) from None
     return dict(make_kwargs)
+
+
+def table_timeout(cls: type) -> float | None:
+    """Seconds one ``make()`` of table ``cls`` may run: ``djdask.campaign.timeouts.<Class>``,
+    else the class attribute ``djdask_timeout`` (``"2h"``, ``"90s"``, seconds); None: no limit."""
+    from dask.utils import parse_timedelta
+
+    from . import config
+
+    configured = (config.get("campaign.timeouts") or {}).get(cls.__name__)
+    value = configured if configured is not None else getattr(cls, "djdask_timeout", None)
+    if value is None:
+        return None
+    where = f"djdask.campaign.timeouts.{cls.__name__}" if configured is not None else f"{cls.__name__}.djdask_timeout"
+    try:
+        seconds = float(parse_timedelta(value))
+    except (TypeError, ValueError, KeyError):
+        seconds = -1.0
+    if isinstance(value, bool) or seconds <= 0:
+        raise InvalidInputError(
+            f'{where} is {value!r}, which is not a positive duration. Write it like "2h", "90s" or 600 '
+            "(seconds), or remove it for no limit."
+        )
+    return seconds

@@ -28,6 +28,7 @@ from typing import Any
 from distributed import WorkerPlugin, get_worker
 
 from . import djcompat, randomness
+from .watchdog import Beacon
 
 __all__ = ["LIFETIME_ENV", "PLUGIN_NAME", "STAGGER_ENV", "PipelinePlugin", "is_transient", "run_batch"]
 
@@ -54,6 +55,7 @@ class PipelinePlugin(WorkerPlugin):
         self.module_name = module_name
         self.tables: dict[str, type] = {}
         self.deadline: float | None = None  # time.time() after which no make() starts
+        self.beacon: Beacon | None = None  # what runs now, for the nanny's watchdog
         self._retiring = False
 
     def setup(self, worker: Any) -> None:
@@ -78,6 +80,7 @@ class PipelinePlugin(WorkerPlugin):
         for connection in connections:
             _reconnect_if_lost(connection)
         _warm_up()
+        self.beacon = Beacon.open(worker.nanny)
         self.deadline = _deadline()
         if self.deadline is not None:
             from tornado.ioloop import PeriodicCallback
@@ -107,6 +110,8 @@ class PipelinePlugin(WorkerPlugin):
         return list(found.values())
 
     def teardown(self, worker: Any) -> None:
+        if self.beacon is not None:
+            self.beacon.close()
         for connection in self.connections():
             try:
                 connection.close()
@@ -168,7 +173,11 @@ def _reconnect_if_lost(connection: Any) -> None:
 
 
 def run_batch(
-    table_name: str, keys: list[dict], make_kwargs: dict | None = None, version: str | None = None
+    table_name: str,
+    keys: list[dict],
+    make_kwargs: dict | None = None,
+    version: str | None = None,
+    timeout: float | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``make()`` for each key of ``keys`` in ``table_name``; one outcome per key.
 
@@ -179,24 +188,53 @@ def run_batch(
 
     ``make_kwargs`` go to each ``make()`` as ``populate(make_kwargs=...)`` passes
     them; ``version`` is the campaign's code version, stamped on the rows' job
-    metadata as on the keys' jobs rows.
+    metadata as on the keys' jobs rows.  ``timeout`` is the table's time limit of
+    one ``make()`` in seconds, enforced by the nanny's watchdog (:mod:`djdask.watchdog`),
+    which reads what runs from the beacon written here before each key.
     """
     import dask
 
-    plugin = get_worker().plugins[PLUGIN_NAME]
+    worker = get_worker()
+    plugin = worker.plugins[PLUGIN_NAME]
     table = plugin.tables[table_name]()
+    if plugin.beacon is None:  # the nanny's watchdog was registered after this worker started
+        plugin.beacon = Beacon.open(worker.nanny)
+    running = _Running(plugin.beacon, str(worker.get_current_task()), table_name, timeout)
     # Lazy arrays a make() fetches (<xarray@>) compute here, in this thread: on the
     # cluster's scheduler they would wait for this very worker.
-    with dask.config.set(scheduler="synchronous"), randomness.owned_by_this_thread():
-        return _run_keys(plugin, table, keys, make_kwargs, version)
+    try:
+        with dask.config.set(scheduler="synchronous"), randomness.owned_by_this_thread():
+            return _run_keys(plugin, table, keys, make_kwargs, version, running)
+    finally:
+        running.done()
+
+
+class _Running:
+    """Tells the beacon which key of the batch runs (nothing without a watching nanny)."""
+
+    def __init__(self, beacon: Beacon | None, task: str, table: str, timeout: float | None) -> None:
+        self.beacon, self.task, self.table, self.timeout = beacon, task, table, timeout
+
+    def key(self, index: int, key: dict) -> None:
+        if self.beacon is not None:
+            self.beacon.running(self.task, self.table, index, key, self.timeout)
+
+    def done(self) -> None:
+        if self.beacon is not None:
+            self.beacon.idle()
 
 
 def _run_keys(
-    plugin: PipelinePlugin, table: Any, keys: list[dict], make_kwargs: dict | None, version: str | None
+    plugin: PipelinePlugin,
+    table: Any,
+    keys: list[dict],
+    make_kwargs: dict | None,
+    version: str | None,
+    running: _Running,
 ) -> list[dict[str, Any]]:
     outcomes = []
     lost = False
-    for key in keys:
+    for index, key in enumerate(keys):
         if plugin.past_deadline():
             outcomes.append(
                 {"key": key, "status": "requeue", "duration": 0.0, "error_message": None, "error_stack": None}
@@ -204,6 +242,7 @@ def _run_keys(
             continue
         if lost:
             _reconnect_if_lost(table.connection)
+        running.key(index, key)
         start = time.perf_counter()
         result = djcompat.run_make(table, key, make_kwargs=make_kwargs, version=version)
         status, message, stack, error = result.status, result.error_message, result.error_stack, result.error

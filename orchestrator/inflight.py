@@ -35,6 +35,7 @@ class Batch:
     keys: list[dict]
     attempt: int = 1
     ready: float = 0.0  # monotonic time before which a retry waits
+    lost: int = 0  # times its keys were lost with a worker, no culprit charged (djdask.losses)
 
 
 class InFlight:
@@ -75,6 +76,7 @@ class InFlight:
             batch.keys,
             self.make_kwargs,
             self.version,
+            state.timeout,
             pure=False,
             priority=state.info.depth,
             **extra,

@@ -4,7 +4,8 @@
 Importing djdask configures nothing.  :func:`setup_logging` masks the secrets
 the process knows in every log record it makes from then on, keeps the
 batch system's refusals (which the campaign reports once, in words) out of
-distributed's event-loop log, and on a worker keeps DataJoint's key-less copy
+distributed's event-loop log, and the scheduler's lines about tasks lost with a
+dead worker (the campaign names the key to blame instead), and on a worker keeps DataJoint's key-less copy
 of each failing ``make()`` to itself.  Given a verbosity (the CLI), it also
 sends log records to standard error at that level, with DataJoint's and
 Dask's chatter kept off the terminal.
@@ -40,6 +41,17 @@ class _DropRefusals(logging.Filter):
         return not (record.exc_info and isinstance(record.exc_info[1], SubmitRefused))
 
 
+class _WorkerLossNoise(logging.Filter):
+    """The scheduler's own lines about a task given up with its dead worker, or a result lost
+    with it: the campaign says which key was to blame, and why, instead."""
+
+    _NOISE = ("workers died while trying to run it", "Couldn't gather keys")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(n in message for n in self._NOISE)
+
+
 def _add_once(logger: logging.Logger, kind: type) -> None:
     if not any(isinstance(f, kind) for f in logger.filters):
         logger.addFilter(kind())
@@ -63,6 +75,7 @@ def setup_logging(*, verbose: int | None = None, connections: Sequence[Any] = ()
 
     redact_logs(connections)
     _add_once(logging.getLogger("tornado.application"), _DropRefusals)
+    _add_once(logging.getLogger("distributed.scheduler"), _WorkerLossNoise)
     if worker:
         logging.getLogger("datajoint").setLevel(logging.WARNING)
         djcompat.quiet_make_errors()  # the campaign reports each failure, with its key

@@ -1,8 +1,8 @@
 """What a finished batch came to, and what to do about its keys: pure, no database.
 
 A batch comes back from a worker as one outcome per key (see
-:func:`djdask.executor.run_batch`), or not at all when its worker died
-or the task was lost.  :func:`classify` sorts the outcomes into keys done
+:func:`djdask.executor.run_batch`); a task that failed as a whole (its worker
+died) is :mod:`djdask.losses`'s to judge.  :func:`classify` sorts the outcomes into keys done
 (made, or found already made), failed (``make()`` raised: an error row at
 once), transient (a lost connection or worker, a timeout: worth another try)
 and requeued (not started because the worker retires: another worker takes
@@ -20,7 +20,7 @@ from dask.utils import parse_timedelta
 
 from . import config
 
-__all__ = ["Classified", "Decision", "RetryPolicy", "classify", "lost", "outcomes_of"]
+__all__ = ["Classified", "Decision", "RetryPolicy", "classify"]
 
 #: One key's failure: (key, error message, error stack or None).
 Failure = tuple[dict, str, "str | None"]
@@ -47,26 +47,6 @@ class Classified:
     @property
     def skipped(self) -> int:
         return sum(1 for o in self.done if o["status"] == "skipped")
-
-
-def lost(keys: Sequence[dict], reason: str) -> list[dict[str, Any]]:
-    """The outcomes of a batch whose task failed as a whole (its worker died, or it was
-    lost): every key transient, with the reason."""
-    return [
-        {"key": k, "status": "transient", "duration": 0.0, "error_message": reason, "error_stack": None} for k in keys
-    ]
-
-
-def outcomes_of(future: Any, keys: Sequence[dict]) -> list[dict[str, Any]]:
-    """A finished task's outcomes: what ``run_batch`` returned, or, when the task failed as
-    a whole (its worker died, or it was lost), every key transient with the reason."""
-    if future.status == "finished":
-        return future.result()
-    try:
-        reason = f"{type(future.exception()).__name__}: {future.exception()}"
-    except Exception as err:  # a cancelled future has no exception to fetch
-        reason = f"{type(err).__name__}: {err}"
-    return lost(keys, reason)
 
 
 def classify(outcomes: Sequence[dict[str, Any]]) -> Classified:

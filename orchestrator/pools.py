@@ -22,6 +22,7 @@ from .errors import DjdaskError, ProfileError
 
 if TYPE_CHECKING:
     from .campaign import TableState
+    from .losses import Losses
 
 __all__ = ["Pool", "Pools", "covers", "resources_of"]
 
@@ -124,22 +125,36 @@ class Pools:
                     return pool
         return self.default
 
-    def start(self, workers: int | None, scheduler_plugin: Any, worker_plugin: Any, redact) -> None:
-        """Start each pool's workers (or reach its scheduler) and register the pipeline."""
+    def start(
+        self, workers: int | None, scheduler_plugin: Any, worker_plugin: Any, redact, losses: Losses | None = None
+    ) -> None:
+        """Start each pool's workers (or reach its scheduler), register the pipeline and the
+        nannies' watchdog, and send the workers' exit reports to ``losses``."""
+        import dask
         from distributed import Client
 
         from djdask.clusters import local_cluster
         from djdask.clusters.scaling import Demand
 
+        from .watchdog import WatchdogPlugin
+
         for pool in self.pools.values():
-            if pool.profile is not None:
-                pool.demand = Demand()
-                pool.client, pool.cluster = pool.profile.start(workers, pool.demand)
-            elif self.client is not None:
-                pool.client = self.client
-            else:
-                pool.cluster = local_cluster(workers)
-                pool.client = Client(pool.cluster)
+            # A task whose worker dies is given up at once, not run on more workers
+            # (Dask's default, 3): the campaign decides which of its keys is to blame
+            # (djdask.losses). Only the schedulers the campaign starts; a given one keeps its own.
+            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+                if pool.profile is not None:
+                    pool.demand = Demand()
+                    pool.client, pool.cluster = pool.profile.start(workers, pool.demand)
+                elif self.client is not None:
+                    pool.client = self.client
+                else:
+                    pool.cluster = local_cluster(workers)
+                    pool.client = Client(pool.cluster)
+            if losses is not None:
+                losses.subscribe(pool.client)
+            # The nannies first: the workers' beacons are the files their nannies create.
+            pool.client.register_plugin(WatchdogPlugin(), name=WatchdogPlugin.name)
             pool.client.register_plugin(worker_plugin, name=worker_plugin.name)
             try:
                 pool.client.register_plugin(scheduler_plugin, name=scheduler_plugin.name)

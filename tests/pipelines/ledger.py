@@ -4,9 +4,14 @@ Each make() appends one line, ``<key> <pid> <SLURM job id or ->``, to the file n
 ``DJDASK_TEST_LEDGER`` before it inserts its row, and sleeps
 ``DJDASK_TEST_MAKE_SECONDS`` in between: the file counts make() calls, the
 table counts commits.
+
+``DJDASK_TEST_FAULTS`` (``"7=memory,13=segv,21=hang"``) makes the make() of those keys
+misbehave after writing its line: allocate ``DJDASK_TEST_HOG_MB`` (1536) MiB and touch
+every page, kill its own process with SIGSEGV, or never return.
 """
 
 import os
+import signal
 import time
 
 import datajoint as dj
@@ -38,5 +43,20 @@ class Entry(dj.Computed):
             os.write(fd, line)  # one write of a short line: atomic with O_APPEND
         finally:
             os.close(fd)
+        _misbehave(key["source_id"])
         time.sleep(float(os.environ.get("DJDASK_TEST_MAKE_SECONDS", "0")))
         self.insert1({**key, "value": key["source_id"] * 3})
+
+
+def _misbehave(source_id):
+    faults = dict(item.split("=") for item in os.environ.get("DJDASK_TEST_FAULTS", "").split(",") if item)
+    fault = faults.get(str(source_id))
+    if fault == "memory":
+        hog = b"\1" * (int(os.environ.get("DJDASK_TEST_HOG_MB", "1536")) * 2**20)
+        time.sleep(5)  # held: the nanny sees it
+        del hog
+    elif fault == "segv":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    elif fault == "hang":
+        while True:
+            time.sleep(1)

@@ -7,7 +7,7 @@ import dask.config
 import pytest
 
 from djdask.errors import DjdaskError
-from djdask.outcomes import RetryPolicy, classify, lost
+from djdask.outcomes import RetryPolicy, classify
 from djdask.pools import Pools, covers
 
 
@@ -32,13 +32,6 @@ def test_classify_sorts_outcomes_by_what_happens_next():
     assert result.failed == [({"k": 3}, "ValueError: x", None)]
     assert [o["key"] for o in result.transient] == [{"k": 4}]
     assert result.requeue == [{"k": 5}]
-
-
-def test_a_lost_task_makes_every_key_transient():
-    """A worker that died took its whole batch: every key must be tried again, none failed."""
-    result = classify(lost([{"k": 1}, {"k": 2}], "KilledWorker: gone"))
-    assert not result.done and not result.failed
-    assert [o["error_message"] for o in result.transient] == ["KilledWorker: gone"] * 2
 
 
 def test_retry_policy_backs_off_exponentially_then_fails_with_the_count():

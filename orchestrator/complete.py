@@ -1,0 +1,171 @@
+"""The complete step: what a finished task's keys come to, and the stream step after it.
+
+:meth:`Completion.batch` records a batch's outcomes in the jobs table: keys
+made are deleted from it (or marked ``success``), keys whose ``make()`` raised
+become error rows at once, transient failures are tried again with backoff
+(:class:`djdask.outcomes.RetryPolicy`), keys a retiring worker did not start
+go back uncharged; then :func:`stream` enqueues the child tables' keys that the
+keys made have made ready.  A task that failed as a whole (its worker died)
+waits in :class:`djdask.losses.Losses` for its worker's exit report, and
+:meth:`Completion.judged` carries out the verdict: the culprit charged an
+attempt (or failed now, for a time limit), the rest run again uncharged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .database import redact
+from .inflight import Batch, InFlight
+from .losses import Losses, Verdict
+from .outcomes import RetryPolicy, classify
+
+if TYPE_CHECKING:
+    from .campaign import TableState
+    from .publisher import StatePublisher
+
+__all__ = ["Completion", "stream"]
+
+logger = logging.getLogger(__name__)
+
+
+def stream(state: TableState, made: Sequence[dict], priority: int | None) -> int:
+    """The streaming step: keys just made in ``state``'s table make keys of its child
+    tables ready; enqueue those now (``(child.key_source & made) - child``), so the
+    children's keys run without waiting for this table to finish.  Returns how many."""
+    total = 0
+    if not made:
+        return total
+    for child in state.children:
+        added = child.queue.enqueue(priority, among=made)
+        child.summary.enqueued += added
+        child.pending += added
+        total += added
+    return total
+
+
+class Completion:
+    """The complete step of one campaign.
+
+    Parameters
+    ----------
+    inflight : InFlight
+        Where batches to run again go.
+    losses : Losses
+        Where tasks that failed as a whole wait to be judged.
+    retry : RetryPolicy
+    publisher : StatePublisher
+        Takes the latest errors for the campaign page.
+    secrets : list of str
+        Masked in what is logged (filled when the campaign runs).
+    priority : int, optional
+        The campaign's priority, for the keys streamed to child tables.
+    max_lost : int
+        Times a key may be lost with its worker, no culprit found, before it is an error row.
+    """
+
+    def __init__(
+        self,
+        inflight: InFlight,
+        losses: Losses,
+        retry: RetryPolicy,
+        publisher: StatePublisher,
+        secrets: list[str],
+        *,
+        priority: int | None,
+        max_lost: int,
+    ) -> None:
+        self.inflight = inflight
+        self.losses = losses
+        self.retry = retry
+        self.publisher = publisher
+        self.secrets = secrets
+        self.priority = priority
+        self.max_lost = max_lost
+
+    def batch(self, future: Any, batch: Batch, t0: float) -> None:
+        """The complete step: record a finished batch's outcomes in the jobs table, retry or
+        fail its transient keys, and stream the keys it made to the child tables."""
+        state = batch.table
+        outcomes, error = None, None
+        try:
+            outcomes = future.result() if future.status == "finished" else None
+        except Exception as err:  # its result was lost with its worker before it could be fetched
+            error = err
+        if outcomes is None:  # failed as a whole: judged when its worker's exit is known
+            self.losses.hold(batch, future, error)
+            return
+        result = classify(outcomes)
+        for key, message, _ in result.failed:
+            logger.error("%s %s: %s", state.summary.table, key, redact(message or "", self.secrets))
+        state.queue.complete((o["key"], o["duration"]) for o in result.done)
+        state.sizer.observe([o["duration"] for o in result.done if o["status"] == "success"])
+        failed = list(result.failed)
+        decision = self.retry.decide(batch.attempt, result.transient)
+        reason = result.transient[-1]["error_message"] if result.transient else None
+        if decision.retry:
+            logger.warning(
+                "%s: %d key(s) failed transiently (%s); retry %d/%d in %.1f s",
+                state.summary.table,
+                len(decision.retry),
+                reason,
+                decision.attempt,
+                self.retry.max_attempts,
+                decision.wait,
+            )
+            state.summary.retries += len(decision.retry)
+            self.inflight.delay(Batch(state, decision.retry, decision.attempt, time.monotonic() + decision.wait))
+        if decision.failed:
+            failed.extend(decision.failed)
+            logger.error(
+                "%s: %d key(s) failed %d times: %s", state.summary.table, len(decision.failed), batch.attempt, reason
+            )
+        if result.requeue:  # not started: its worker is retiring; no attempt charged
+            logger.info(
+                "%s: %d key(s) requeued: their worker reached its lifetime", state.summary.table, len(result.requeue)
+            )
+            self.inflight.delay(Batch(state, result.requeue, batch.attempt, time.monotonic()))
+        state.queue.fail(failed)
+        self.publisher.record_errors(state.summary.table, failed)
+        state.record(result.succeeded, result.skipped, len(failed), t0)
+        stream(state, result.made, self.priority)
+
+    def judged(self, batch: Batch, verdict: Verdict, t0: float) -> None:
+        """A batch whose task failed as a whole, judged (:func:`djdask.losses.judge`): its
+        culprit charged an attempt, or failed now; the other keys run again uncharged."""
+        state, now = batch.table, time.monotonic()
+        table = state.summary.table
+        failed: list[tuple[dict, str, str | None]] = []
+        if verdict.requeue:
+            lost = batch.lost + (1 if verdict.lost else 0)
+            if lost >= self.max_lost:
+                failed += [
+                    (k, f"lost with its worker {lost} times; last: {verdict.reason}", None) for k in verdict.requeue
+                ]
+            else:
+                half = (len(verdict.requeue) + 1) // 2 if verdict.split else len(verdict.requeue)
+                for start in range(0, len(verdict.requeue), half):
+                    self.inflight.delay(Batch(state, verdict.requeue[start : start + half], batch.attempt, now, lost))
+                logger.warning(
+                    "%s: %d key(s) run again, no attempt charged: %s",
+                    table,
+                    len(verdict.requeue),
+                    redact(verdict.reason, self.secrets),
+                )
+        if verdict.culprit is not None:
+            logger.error("%s %s: %s", table, verdict.culprit, redact(verdict.reason, self.secrets))
+            if verdict.final:
+                failed.append((verdict.culprit, verdict.reason, None))
+            else:
+                outcome = {"key": verdict.culprit, "error_message": verdict.reason, "error_stack": None}
+                decision = self.retry.decide(batch.attempt, [outcome])
+                if decision.retry:
+                    state.summary.retries += len(decision.retry)
+                    self.inflight.delay(Batch(state, decision.retry, decision.attempt, now + decision.wait))
+                failed.extend(decision.failed)
+        state.queue.fail(failed)
+        self.publisher.record_errors(table, failed)
+        state.record(0, 0, len(failed), t0)
