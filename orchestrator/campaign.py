@@ -44,10 +44,11 @@ from .database import redact, secrets
 from .executor import PipelinePlugin
 from .inflight import Batch, InFlight
 from .jobs import JobQueue, Owner
-from .leases import Heartbeat, lease_timeout, recover_orphans
+from .leases import Heartbeat, lease_timeout, recover_orphans, restamp
 from .legacy import check_legacy_jobs
 from .logs import setup_logging
 from .losses import Losses
+from .outage import Outage
 from .outcomes import RetryPolicy
 from .planner import Selection, select
 from .pools import Pool, Pools, resources_of
@@ -225,10 +226,14 @@ def sweep(tables: Sequence[TableState], priority: int | None, *, first: bool = F
 
 
 def unlock(tables: Sequence[TableState]) -> None:
-    """Release the advisory locks of the tables that run unreserved."""
+    """Release the advisory locks of the tables that run unreserved (a lock the database
+    lost with its session is gone already: that is no error)."""
     for state in tables:
         if not state.queue.reserved:
-            state.queue.unlock()
+            try:
+                state.queue.unlock()
+            except Exception as err:
+                logger.debug("The lock of %s was not released: %s", state.summary.table, err)
 
 
 @contextlib.contextmanager
@@ -347,7 +352,9 @@ class Campaign:
         self._secrets: list[str] = []  # masked in everything published and logged; known at run()
         self.publisher = StatePublisher(self.pools, self._identity, self._secrets, self.progress)
         self.owner: Owner | None = None
-        self.inflight = InFlight(make_kwargs=self.make_kwargs)
+        self.tolerance = float(parse_timedelta(config.get("campaign.outage-tolerance")))
+        self.inflight = InFlight(make_kwargs=self.make_kwargs, tolerance=self.tolerance)
+        self.outage: Outage | None = None  # the campaign's connection's, made in run()
         self.completion = Completion(
             self.inflight,
             self.losses,
@@ -356,6 +363,7 @@ class Campaign:
             self._secrets,
             priority=self.priority,
             max_lost=int(config.get("campaign.max-lost")),
+            db=self._db,
         )
         self._stop = threading.Event()
 
@@ -407,6 +415,13 @@ class Campaign:
         )
         summary.tables = [t.summary for t in tables]
         reserved = [t for t in tables if t.queue.reserved]
+        self.outage = Outage(
+            connection,
+            tolerance=self.tolerance,
+            stopping=self._stop.is_set,
+            on_change=lambda notice: self.publisher.notify(tables, notice),
+            on_return=lambda: self._after_outage(reserved),
+        )
         try:
             # Keys left reserved by campaigns or workers that died go back to pending
             # now, without waiting for any timeout.
@@ -416,6 +431,8 @@ class Campaign:
             for state in reserved:
                 heartbeat.watch(state.queue.name)
             self._start_pools()
+            for pool in self.pools:
+                self.outage.subscribe(pool.client)
         except BaseException:
             self.pools.close()
             unlock(tables)  # the unreserved tables' locks, taken by the sweep
@@ -487,6 +504,8 @@ class Campaign:
                 if self._dispatch(deepest_first):
                     swept = False
                 self.pools.update_demand(tables)
+            if self.outage is not None:
+                self.outage.check()  # a worker waits for the database: wait here too
             for batch, verdict in self.losses.ready():
                 self.completion.judged(batch, verdict, t0)
             if not inflight and self.losses:  # a dead worker's report is on its way
@@ -501,7 +520,7 @@ class Campaign:
                     continue
                 # Idle: look once more for keys that other workers made ready. If
                 # that finds none we can claim (priority, restriction), we are done.
-                if swept or not sweep(tables, self.priority):
+                if swept or not self._db(lambda: sweep(tables, self.priority)):
                     return
                 swept = True
                 continue
@@ -511,6 +530,16 @@ class Campaign:
             for future, batch in inflight.finished(timeout=0.5):
                 self.completion.batch(future, batch, t0)
             self.publisher.report(tables)
+
+    def _db(self, fn):
+        """Run a database step of the loop, waiting out an outage (:mod:`djdask.outage`)."""
+        return fn() if self.outage is None else self.outage.call(fn)
+
+    def _after_outage(self, reserved: list[TableState]) -> None:
+        """The database is back: re-stamp the reservations, give back keys no batch carries."""
+        held = self.inflight.held_keys()
+        for state, freed in restamp(self.selection.connection, self.owner, reserved, held):
+            state.pending += freed
 
     def _out_of_calls(self) -> bool:
         return self.max_calls is not None and self.calls >= self.max_calls
@@ -532,7 +561,7 @@ class Campaign:
                 n = state.sizer.size(pending=state.pending, slots=free)
                 if self.max_calls is not None:
                     n = min(n, self.max_calls - self.calls)
-                keys = state.queue.claim(n, max_priority=self.priority)
+                keys = self._db(lambda n=n, queue=state.queue: queue.claim(n, max_priority=self.priority))
                 if not keys:
                     state.pending = 0
                     break

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .database import redact
@@ -65,6 +65,8 @@ class Completion:
         The campaign's priority, for the keys streamed to child tables.
     max_lost : int
         Times a key may be lost with its worker, no culprit found, before it is an error row.
+    db : callable, optional
+        Runs each database statement (``db(fn)``), waiting out outages (:meth:`djdask.outage.Outage.call`).
     """
 
     def __init__(
@@ -77,7 +79,9 @@ class Completion:
         *,
         priority: int | None,
         max_lost: int,
+        db: Callable[[Callable[[], Any]], Any] = lambda fn: fn(),
     ) -> None:
+        self.db = db
         self.inflight = inflight
         self.losses = losses
         self.retry = retry
@@ -101,7 +105,8 @@ class Completion:
         result = classify(outcomes)
         for key, message, _ in result.failed:
             logger.error("%s %s: %s", state.summary.table, key, redact(message or "", self.secrets))
-        state.queue.complete((o["key"], o["duration"]) for o in result.done)
+        done = [(o["key"], o["duration"]) for o in result.done]
+        self.db(lambda: state.queue.complete(done))
         state.sizer.observe([o["duration"] for o in result.done if o["status"] == "success"])
         failed = list(result.failed)
         decision = self.retry.decide(batch.attempt, result.transient)
@@ -128,10 +133,10 @@ class Completion:
                 "%s: %d key(s) requeued: their worker reached its lifetime", state.summary.table, len(result.requeue)
             )
             self.inflight.delay(Batch(state, result.requeue, batch.attempt, time.monotonic()))
-        state.queue.fail(failed)
+        self.db(lambda: state.queue.fail(failed))
         self.publisher.record_errors(state.summary.table, failed)
         state.record(result.succeeded, result.skipped, len(failed), t0)
-        stream(state, result.made, self.priority)
+        self.db(lambda: stream(state, result.made, self.priority))
 
     def judged(self, batch: Batch, verdict: Verdict, t0: float) -> None:
         """A batch whose task failed as a whole, judged (:func:`djdask.losses.judge`): its
@@ -166,6 +171,6 @@ class Completion:
                     state.summary.retries += len(decision.retry)
                     self.inflight.delay(Batch(state, decision.retry, decision.attempt, now + decision.wait))
                 failed.extend(decision.failed)
-        state.queue.fail(failed)
+        self.db(lambda: state.queue.fail(failed))
         self.publisher.record_errors(table, failed)
         state.record(0, 0, len(failed), t0)

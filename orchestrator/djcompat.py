@@ -166,6 +166,8 @@ def run_make(table: Any, key: dict, *, make_kwargs: dict | None = None, version:
             result = table._populate1(
                 key, None, suppress_errors=True, return_exception_objects=True, make_kwargs=make_kwargs or None
             )
+    except Exception as err:  # raised past DataJoint's own handling (its rollback on a lost connection)
+        result = (key, err)
     finally:
         del table._update_job_metadata
     if result is True:

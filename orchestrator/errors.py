@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "DjdaskError",
     "DatabaseUnavailableError",
+    "DatabaseOutageError",
     "PipelineImportError",
     "NoTablesError",
     "UnknownTableError",
@@ -29,6 +30,10 @@ class DjdaskError(Exception):
 
 class DatabaseUnavailableError(DjdaskError, ConnectionError):
     """The database could not be reached or refused the connection."""
+
+
+class DatabaseOutageError(DatabaseUnavailableError):
+    """The database went away during a campaign and stayed away past the outage tolerance."""
 
 
 class PipelineImportError(DjdaskError, ImportError):

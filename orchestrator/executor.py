@@ -28,6 +28,7 @@ from typing import Any
 from distributed import WorkerPlugin, get_worker
 
 from . import djcompat, randomness
+from .outage import OUTAGE_TOPIC, is_connection_error, reconnect, wait_for_database
 from .watchdog import Beacon
 
 __all__ = ["LIFETIME_ENV", "PLUGIN_NAME", "STAGGER_ENV", "PipelinePlugin", "is_transient", "run_batch"]
@@ -168,8 +169,8 @@ def is_transient(error: BaseException) -> bool:
 
 def _reconnect_if_lost(connection: Any) -> None:
     """Re-open the worker's session when it is gone (DataJoint does not on PostgreSQL)."""
-    if not connection.is_connected:
-        connection.connect()
+    if not reconnect(connection):
+        connection.connect()  # the error says why
 
 
 def run_batch(
@@ -178,6 +179,7 @@ def run_batch(
     make_kwargs: dict | None = None,
     version: str | None = None,
     timeout: float | None = None,
+    tolerance: float = 600.0,
 ) -> list[dict[str, Any]]:
     """Run ``make()`` for each key of ``keys`` in ``table_name``; one outcome per key.
 
@@ -190,7 +192,9 @@ def run_batch(
     them; ``version`` is the campaign's code version, stamped on the rows' job
     metadata as on the keys' jobs rows.  ``timeout`` is the table's time limit of
     one ``make()`` in seconds, enforced by the nanny's watchdog (:mod:`djdask.watchdog`),
-    which reads what runs from the beacon written here before each key.
+    which reads what runs from the beacon written here before each key.  A key whose
+    database connection fails waits for the database, up to ``tolerance`` seconds, and
+    runs again (:mod:`djdask.outage`).
     """
     import dask
 
@@ -204,7 +208,7 @@ def run_batch(
     # cluster's scheduler they would wait for this very worker.
     try:
         with dask.config.set(scheduler="synchronous"), randomness.owned_by_this_thread():
-            return _run_keys(plugin, table, keys, make_kwargs, version, running)
+            return _run_keys(plugin, table, keys, make_kwargs, version, running, tolerance)
     finally:
         running.done()
 
@@ -231,33 +235,79 @@ def _run_keys(
     make_kwargs: dict | None,
     version: str | None,
     running: _Running,
+    tolerance: float,
 ) -> list[dict[str, Any]]:
     outcomes = []
-    lost = False
     for index, key in enumerate(keys):
         if plugin.past_deadline():
-            outcomes.append(
-                {"key": key, "status": "requeue", "duration": 0.0, "error_message": None, "error_stack": None}
-            )
+            outcomes.append(_outcome(key, "requeue"))
             continue
-        if lost:
-            _reconnect_if_lost(table.connection)
+        outcomes.append(_run_key(table, index, key, make_kwargs, version, running, tolerance))
+    return outcomes
+
+
+#: Times a key runs again at once when its database connection failed but reconnected
+#: straight away (a statement the server drops the connection for would loop forever).
+IMMEDIATE_RERUNS = 2
+
+
+def _run_key(
+    table: Any,
+    index: int,
+    key: dict,
+    make_kwargs: dict | None,
+    version: str | None,
+    running: _Running,
+    tolerance: float,
+) -> dict[str, Any]:
+    """One key's make(), run again after a database outage (uncharged: DataJoint's check
+    skips it when its commit had gone through before the connection failed)."""
+    reruns = 0
+    while True:
         running.key(index, key)
         start = time.perf_counter()
         result = djcompat.run_make(table, key, make_kwargs=make_kwargs, version=version)
-        status, message, stack, error = result.status, result.error_message, result.error_stack, result.error
-        if status == "error" and error is not None and is_transient(error):
-            status, lost = "transient", True
-        if status not in ("success", "skipped") and table.connection.is_connected and table.connection.in_transaction:
-            table.connection.cancel_transaction()  # the next key starts clean
-        outcomes.append(
-            {
-                "key": key,
-                "status": status,
-                # DataJoint's own figure where it stamped one on the row (_job_duration)
-                "duration": result.duration if result.duration is not None else time.perf_counter() - start,
-                "error_message": message,
-                "error_stack": stack,
-            }
-        )
-    return outcomes
+        status, message, error = result.status, result.error_message, result.error
+        if status != "error":
+            break
+        # Whatever make() raised, ask the database whether it is there: a server that went
+        # away shows itself in many guises (lost connection, "shutdown in progress", a
+        # transaction DataJoint could not roll back).
+        if reconnect(table.connection):
+            if error is not None and is_connection_error(error) and reruns < IMMEDIATE_RERUNS:
+                reruns += 1  # its session dropped while the server stayed up: once more
+                continue
+            if error is not None and is_transient(error):
+                status = "transient"
+            break
+        running.done()  # waiting for the database is no make(): no time limit runs
+        _tell_the_campaign(message)
+        if wait_for_database(table.connection, tolerance) is not None:
+            reruns += 1
+            continue
+        status, message = "transient", f"database unreachable for {tolerance:.0f} s: {message}"
+        break
+    if status not in ("success", "skipped"):
+        try:
+            if table.connection.in_transaction:
+                table.connection.cancel_transaction()  # the next key starts clean
+        except Exception as err:  # the session is gone: the next key reconnects
+            logger.debug("No rollback after %s: %s", key, err)
+    # DataJoint's own figure where it stamped one on the row (_job_duration)
+    duration = result.duration if result.duration is not None else time.perf_counter() - start
+    return _outcome(key, status, duration, message, result.error_stack)
+
+
+def _tell_the_campaign(message: str | None) -> None:
+    """Tell the campaign (an event on the scheduler) that this worker waits for the database:
+    it then says so, once, and re-stamps its reservations when the database is back."""
+    try:
+        get_worker().log_event(OUTAGE_TOPIC, {"error": (message or "")[:300]})
+    except Exception as err:  # no scheduler either: nothing to tell
+        logger.debug("Could not report the outage: %s", err)
+
+
+def _outcome(
+    key: dict, status: str, duration: float = 0.0, message: str | None = None, stack: str | None = None
+) -> dict[str, Any]:
+    return {"key": key, "status": status, "duration": duration, "error_message": message, "error_stack": stack}

@@ -47,11 +47,16 @@ class InFlight:
         Passed to every ``make()``.
     version : str, optional
         The campaign's code version, stamped by the workers on the rows' job metadata.
+    tolerance : float
+        Seconds a worker waits for the database when its connection fails.
     """
 
-    def __init__(self, *, make_kwargs: dict | None = None, version: str | None = None) -> None:
+    def __init__(
+        self, *, make_kwargs: dict | None = None, version: str | None = None, tolerance: float = 600.0
+    ) -> None:
         self.make_kwargs = make_kwargs
         self.version = version
+        self.tolerance = tolerance  # how long a worker waits for the database
         self.futures: dict[Any, Batch] = {}
         self.delayed: list[Batch] = []
         self._done: queue.Queue = queue.Queue()  # futures as they finish, from any pool's client
@@ -77,6 +82,7 @@ class InFlight:
             self.make_kwargs,
             self.version,
             state.timeout,
+            self.tolerance,
             pure=False,
             priority=state.info.depth,
             **extra,
@@ -137,6 +143,13 @@ class InFlight:
         claim or another worker's."""
         batch.table.queue.release(batch.keys)
         batch.table.pending += len(batch.keys)
+
+    def held_keys(self) -> dict[int, list[dict]]:
+        """The keys of every batch out or waiting to be retried, by table (``id`` of its state)."""
+        held: dict[int, list[dict]] = {}
+        for batch in [*self.futures.values(), *self.delayed]:
+            held.setdefault(id(batch.table), []).extend(batch.keys)
+        return held
 
     # -- stopping --------------------------------------------------------------------
     def cancel_queued(self, executing: set[str]) -> int:

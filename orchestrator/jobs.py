@@ -380,6 +380,20 @@ class JobQueue:
         cursor = retry_on_conflict(lambda: self.connection.query(sql, args=(self.owner.host, self.owner.pid, *args)))
         return cursor.rowcount
 
+    def release_all_but(self, keep: Sequence[dict]) -> int:
+        """Put every key this campaign holds back to ``pending`` except ``keep`` (those in
+        flight); return how many.  After an outage: a claim whose commit went through with
+        its answer lost reserved keys that no batch carries."""
+        q = self._q
+        cols = ", ".join(q(k) for k in self.pk)
+        rows = self.connection.query(
+            f"SELECT {cols} FROM {self.name} WHERE {q('status')} = 'reserved' AND {q('host')} = %s AND {q('pid')} = %s",
+            args=(self.owner.host, self.owner.pid),
+        ).fetchall()
+        kept = {self._tuple(k) for k in keep}
+        stray = [dict(zip(self.pk, row)) for row in rows if tuple(row) not in kept]
+        return sum(self.release(stray[i : i + 500]) for i in range(0, len(stray), 500))
+
     def retry_errors(self) -> int:
         """Put every ``error`` row back to ``pending`` (``djdask retry``); return how many."""
         q = self._q

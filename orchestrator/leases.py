@@ -33,7 +33,7 @@ from dask.utils import parse_timedelta
 from . import config, djcompat
 from .jobs import Owner, keys_condition, retry_on_conflict
 
-__all__ = ["Heartbeat", "lease_timeout", "recover_orphans", "renew_leases"]
+__all__ = ["Heartbeat", "lease_timeout", "recover_orphans", "renew_leases", "restamp"]
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +140,24 @@ def renew_leases(connection: Any, jobs_tables: Iterable[str], owner: Owner, conn
     return total
 
 
+def restamp(connection: Any, owner: Owner, tables: Iterable[Any], held: dict[int, list[dict]]) -> list[tuple[Any, int]]:
+    """After the campaign's connection came back from an outage: stamp its new session on
+    every reservation it holds (before an orphan check sees the old session gone and frees
+    keys its workers are making), then give back keys that no batch carries (a claim whose
+    commit went through while its answer was lost).  ``tables`` are table states with a
+    jobs ``queue``; ``held``: the keys in flight by ``id`` of the state.  Returns
+    ``(state, keys released)`` for the tables that had any."""
+    tables = list(tables)
+    renew_leases(connection, [t.queue.name for t in tables], owner, djcompat.live_connection_id(connection))
+    released = []
+    for state in tables:
+        freed = state.queue.release_all_but(held.get(id(state), []))
+        if freed:
+            logger.warning("%s: %d key(s) reserved by a claim the outage cut short, released", state.queue.name, freed)
+            released.append((state, freed))
+    return released
+
+
 class Heartbeat:
     """A thread, with its own database session, that keeps a campaign's leases alive.
 
@@ -198,7 +216,14 @@ class Heartbeat:
                         since_orphans = 0.0
                         recover_orphans(conn, tables, lease_timeout=self.lease_timeout)
                 except Exception as err:  # keep beating: the next round may succeed
-                    logger.warning("Lease heartbeat failed: %s", err)
+                    from .outage import is_connection_error, reconnect
+
+                    if not is_connection_error(err):
+                        logger.warning("Lease heartbeat failed: %s", err)
+                        continue
+                    # An outage: the campaign says so, and re-stamps the leases when it ends.
+                    logger.debug("Lease heartbeat waits for the database: %s", err)
+                    reconnect(conn)
         finally:
             try:
                 conn.close()

