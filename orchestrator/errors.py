@@ -12,6 +12,7 @@ __all__ = [
     "DjdaskError",
     "DatabaseUnavailableError",
     "DatabaseOutageError",
+    "StoreUnavailableError",
     "PipelineImportError",
     "NoTablesError",
     "UnknownTableError",
@@ -34,6 +35,10 @@ class DatabaseUnavailableError(DjdaskError, ConnectionError):
 
 class DatabaseOutageError(DatabaseUnavailableError):
     """The database went away during a campaign and stayed away past the outage tolerance."""
+
+
+class StoreUnavailableError(DjdaskError, ConnectionError):
+    """An object store (S3, a network filesystem) could not be reached: worth another try."""
 
 
 class PipelineImportError(DjdaskError, ImportError):

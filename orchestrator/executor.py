@@ -28,7 +28,7 @@ from typing import Any
 from distributed import WorkerPlugin, get_worker
 
 from . import djcompat, randomness
-from .outage import OUTAGE_TOPIC, is_connection_error, reconnect, wait_for_database
+from .outage import OUTAGE_TOPIC, is_connection_error, is_store_unavailable, reconnect, store_backoff, wait_for_database
 from .watchdog import Beacon
 
 __all__ = ["LIFETIME_ENV", "PLUGIN_NAME", "STAGGER_ENV", "PipelinePlugin", "is_transient", "run_batch"]
@@ -263,6 +263,7 @@ def _run_key(
     """One key's make(), run again after a database outage (uncharged: DataJoint's check
     skips it when its commit had gone through before the connection failed)."""
     reruns = 0
+    store_since: float | None = None  # when the object store first failed this key
     while True:
         running.key(index, key)
         start = time.perf_counter()
@@ -277,7 +278,18 @@ def _run_key(
             if error is not None and is_connection_error(error) and reruns < IMMEDIATE_RERUNS:
                 reruns += 1  # its session dropped while the server stayed up: once more
                 continue
-            if error is not None and is_transient(error):
+            if error is not None and is_store_unavailable(error):
+                now = time.monotonic()
+                store_since = now if store_since is None else store_since
+                if now - store_since < tolerance:  # the store is away: wait for it, uncharged
+                    running.done()
+                    if store_since == now:
+                        _tell_the_campaign(message, store=True)
+                    time.sleep(store_backoff(reruns))
+                    reruns += 1
+                    continue
+                message = f"object store unreachable for {now - store_since:.0f} s: {message}"
+            elif error is not None and is_transient(error):
                 status = "transient"
             break
         running.done()  # waiting for the database is no make(): no time limit runs
@@ -298,11 +310,12 @@ def _run_key(
     return _outcome(key, status, duration, message, result.error_stack)
 
 
-def _tell_the_campaign(message: str | None) -> None:
-    """Tell the campaign (an event on the scheduler) that this worker waits for the database:
-    it then says so, once, and re-stamps its reservations when the database is back."""
+def _tell_the_campaign(message: str | None, *, store: bool = False) -> None:
+    """Tell the campaign (an event on the scheduler) that this worker waits for the database
+    (it then says so, once, and re-stamps its reservations when the database is back) or
+    for an object store."""
     try:
-        get_worker().log_event(OUTAGE_TOPIC, {"error": (message or "")[:300]})
+        get_worker().log_event(OUTAGE_TOPIC, {"store" if store else "error": (message or "")[:300]})
     except Exception as err:  # no scheduler either: nothing to tell
         logger.debug("Could not report the outage: %s", err)
 

@@ -18,10 +18,15 @@ outage to wait out, not an error:
   tolerance) and runs the key again, uncharged, where DataJoint's check skips
   it if its commit had gone through; if not, the failure was the ``make()``'s
   own, an attempt as before.
+- A key whose object store cannot be reached (:func:`is_store_unavailable`:
+  connection refused or reset, timeouts, S3 503 SlowDown or 500) is tried again
+  by its worker with the same backoff, uncharged; only a store that stays away
+  past the tolerance fails the key, with the store named in its error row.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import random
 import time
@@ -31,7 +36,15 @@ from typing import Any, TypeVar
 
 from .errors import DatabaseOutageError
 
-__all__ = ["OUTAGE_TOPIC", "Outage", "is_connection_error", "reconnect", "wait_for_database"]
+__all__ = [
+    "OUTAGE_TOPIC",
+    "Outage",
+    "is_connection_error",
+    "is_store_unavailable",
+    "reconnect",
+    "store_backoff",
+    "wait_for_database",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -84,9 +97,65 @@ def _is_connection_error(error: BaseException) -> bool:
     return False
 
 
+#: Network failures of a socket (not a full disk or a missing file): errno values.
+_NETWORK_ERRNOS = {
+    errno.ECONNREFUSED,
+    errno.ECONNRESET,
+    errno.ECONNABORTED,
+    errno.ETIMEDOUT,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+    errno.EPIPE,
+}
+
+#: S3 answers that mean "not now": throttling and server-side failures.
+_S3_RETRY_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "503", "500", "502", "504"}
+
+
+def is_store_unavailable(error: BaseException, *, from_store: bool = False) -> bool:
+    """Whether ``error`` says an object store could not be reached, or asked to be asked
+    again later (S3 503 SlowDown, 500): connection refused or reset, timeouts, however a
+    codec or s3fs wraps them.  A refusal (wrong credentials, no such bucket) is not.
+
+    A bare network ``OSError`` counts only ``from_store`` (raised by a store's client, as
+    the codec knows): from anywhere else in a ``make()`` it names no store.
+    """
+    from .errors import StoreUnavailableError
+
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, StoreUnavailableError) or _is_store_unavailable(error, from_store):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _is_store_unavailable(error: BaseException, from_store: bool) -> bool:
+    if from_store and isinstance(error, OSError) and error.errno in _NETWORK_ERRNOS:
+        return True
+    module = type(error).__module__ or ""
+    name = type(error).__name__
+    if module.startswith(("botocore", "aiobotocore")):
+        if name in ("EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError", "ConnectTimeoutError"):
+            return True
+        response = getattr(error, "response", None) or {}
+        code = str((response.get("Error") or {}).get("Code", ""))
+        status = int((response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0)
+        return code in _S3_RETRY_CODES or status >= 500
+    if module.startswith("aiohttp"):
+        return name in ("ClientConnectorError", "ServerDisconnectedError", "ClientOSError", "ServerTimeoutError")
+    return False
+
+
 def _backoff(attempt: int) -> float:
     wait = min(MOST_WAIT, FIRST_WAIT * GROWTH**attempt)
     return wait * random.uniform(0.8, 1.2)
+
+
+def store_backoff(attempt: int) -> float:
+    """Seconds before trying a key again whose object store was away (capped, jittered)."""
+    return _backoff(attempt)
 
 
 def reconnect(connection: Any) -> bool:
@@ -148,17 +217,32 @@ class Outage:
         self.outages = 0  # how many the campaign rode out
         self.longest = 0.0  # seconds, the longest of them
         self._reported: str | None = None  # a worker's error, when one said it waits for the database
+        self._store: str | None = None  # a worker's error, when one said it waits for an object store
+        self._store_said = -1e9  # when the campaign last said so
 
     def subscribe(self, client: Any) -> None:
         """Hear from ``client``'s workers when they wait for the database."""
         client.subscribe_topic(OUTAGE_TOPIC, self._on_report)
 
     def _on_report(self, event: tuple[float, dict[str, Any]]) -> None:
-        self._reported = str(event[1].get("error") or "a worker lost its database connection")
+        msg = event[1]
+        if msg.get("store"):
+            self._store = str(msg["store"])
+        else:
+            self._reported = str(msg.get("error") or "a worker lost its database connection")
 
     def check(self) -> None:
         """When a worker has said it waits for the database, see for ourselves: wait the
-        outage out here too (saying so once), and re-stamp the reservations after it."""
+        outage out here too (saying so once), and re-stamp the reservations after it.  When
+        one waits for an object store, say so (once a minute at most)."""
+        store, self._store = self._store, None
+        if store is not None and time.monotonic() - self._store_said > 60:
+            self._store_said = time.monotonic()
+            logger.warning(
+                "Object store unreachable; keys that write to it wait for it, up to %.0f s (%s)",
+                self.tolerance,
+                store,
+            )
         reported, self._reported = self._reported, None
         if reported is None:
             return

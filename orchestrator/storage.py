@@ -54,6 +54,8 @@ from datajoint.builtin_codecs.schema import SchemaCodec
 from datajoint.errors import DataJointError
 
 from . import config, djcompat
+from .errors import StoreUnavailableError
+from .outage import is_store_unavailable
 
 __all__ = ["XarrayCodec", "checksum", "collect_garbage", "default_chunks", "install_deephash", "verify"]
 
@@ -177,12 +179,15 @@ class XarrayCodec(SchemaCodec):
                 writing.compute(scheduler="synchronous")  # chunk by chunk, here, not on the cluster
         except Exception as err:
             _remove_quietly(backend, path)
-            raise DataJointError(
+            message = (
                 f"<xarray@{store_name or ''}> on {table}.{field}: could not write {where}: "
                 f"{type(err).__name__}: {_short(err)}. Check that store {store_label!r} is reachable and its "
                 f"credentials are right (DataJoint stores.{store_label}: endpoint, bucket, access_key, "
                 "secret_key; or the AWS_* variables)."
-            ) from None
+            )
+            if is_store_unavailable(err, from_store=True):  # worth another try: the worker waits for the store
+                raise StoreUnavailableError(message) from err
+            raise DataJointError(message) from None
         size = sum(int(np.prod(v["shape"], dtype=np.int64)) * np.dtype(v["dtype"]).itemsize for v in variables.values())
         return {
             "path": path,
@@ -225,7 +230,15 @@ class XarrayCodec(SchemaCodec):
 
         cfg = self._codec_config(key, context)
         backend = self._get_backend(stored.get("store") or None, config=cfg)
-        ds = xr.open_zarr(backend.get_fsmap(stored["path"]), consolidated=False, zarr_format=3, chunks={})
+        try:
+            ds = xr.open_zarr(backend.get_fsmap(stored["path"]), consolidated=False, zarr_format=3, chunks={})
+        except Exception as err:
+            if not is_store_unavailable(err, from_store=True):
+                raise
+            raise StoreUnavailableError(
+                f"<xarray@{stored.get('store') or ''}> could not read {_describe(backend, stored['path'])}: "
+                f"{type(err).__name__}: {_short(err)}"
+            ) from err
         if stored.get("kind") == "DataArray":
             value = ds[stored.get("name") or _DATAARRAY]
             if stored.get("name") is None:

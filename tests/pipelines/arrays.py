@@ -4,6 +4,7 @@ store that is not configured."""
 
 import os
 import resource
+import time
 
 import dask.array as da
 import datajoint as dj
@@ -41,6 +42,7 @@ class Kept(dj.Computed):
     """
 
     def make(self, key):
+        time.sleep(float(os.environ.get("DJDASK_TEST_MAKE_SECONDS", "0")))
         self.insert1({**key, "data": small(key)})
 
 

@@ -47,3 +47,70 @@ def test_everything_else_is_recorded_at_once(error):
     """A make() that raises for its own reasons would fail again: retrying it only delays the
     error row (and repeats side effects)."""
     assert not is_transient(error)
+
+
+def _wrapped(cause: BaseException, outer: BaseException) -> BaseException:
+    try:
+        try:
+            raise cause
+        except BaseException as inner:
+            raise outer from inner
+    except BaseException as err:
+        return err
+
+
+def _client_error(code: str, status: int) -> BaseException:
+    from botocore.exceptions import ClientError
+
+    return ClientError(
+        {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Put"
+    )
+
+
+def test_database_connection_errors_are_told_from_other_services():
+    """An outage is waited out only when the *database* went away: a make()'s own lost
+    connection to some archive (a bare ConnectionResetError) stays an attempt."""
+    from djdask.outage import is_connection_error
+
+    for error in TRANSIENT[:6]:
+        assert is_connection_error(error), error
+        assert is_connection_error(_wrapped(error, DataJointError("while inserting"))), error
+    assert is_connection_error(pymysql.err.InterfaceError(0, ""))
+    for error in [ConnectionResetError(104, "archive reset"), TimeoutError("slow"), *PERMANENT]:
+        assert not is_connection_error(error), error
+
+
+def test_an_unreachable_or_throttling_store_is_waited_for_however_it_is_wrapped():
+    """Connection refused, S3 503 SlowDown or 500, an endpoint that does not answer: worth
+    waiting for, even inside the codec's DataJointError; wrong credentials or a missing
+    bucket are not (waiting would not help), nor is a full local disk."""
+    import errno
+
+    from botocore.exceptions import EndpointConnectionError
+
+    from djdask.errors import StoreUnavailableError
+    from djdask.outage import is_store_unavailable
+
+    waited = [
+        EndpointConnectionError(endpoint_url="http://127.0.0.1:9"),
+        _client_error("SlowDown", 503),
+        _client_error("InternalError", 500),
+        _wrapped(ConnectionRefusedError(errno.ECONNREFUSED, "refused"), StoreUnavailableError("could not write")),
+        _wrapped(EndpointConnectionError(endpoint_url="http://s3"), DataJointError("could not write s3://b/x")),
+        StoreUnavailableError("could not write"),
+    ]
+    refused = [
+        _client_error("InvalidAccessKeyId", 403),
+        _client_error("NoSuchBucket", 404),
+        OSError(errno.ENOSPC, "No space left on device"),
+        FileNotFoundError(errno.ENOENT, "missing"),
+        DataJointError("could not write: AccessDenied"),
+    ]
+    for error in waited:
+        assert is_store_unavailable(error), error
+    for error in refused:
+        assert not is_store_unavailable(error), error
+        assert not is_store_unavailable(error, from_store=True), error
+    # A network error inside a make() names no store (an archive, a web service): an attempt.
+    assert not is_store_unavailable(ConnectionResetError(errno.ECONNRESET, "archive reset"))
+    assert is_store_unavailable(ConnectionRefusedError(errno.ECONNREFUSED, "refused"), from_store=True)
