@@ -42,7 +42,7 @@ from .complete import Completion, stream
 from .dashboard import DashboardPlugin, page_link
 from .database import redact, secrets
 from .executor import PipelinePlugin
-from .inflight import Batch, InFlight
+from .inflight import InFlight, claim_and_submit
 from .jobs import JobQueue, Owner
 from .leases import Heartbeat, lease_timeout, recover_orphans, restamp
 from .legacy import check_legacy_jobs
@@ -353,7 +353,11 @@ class Campaign:
         self.publisher = StatePublisher(self.pools, self._identity, self._secrets, self.progress)
         self.owner: Owner | None = None
         self.tolerance = float(parse_timedelta(config.get("campaign.outage-tolerance")))
-        self.inflight = InFlight(make_kwargs=self.make_kwargs, tolerance=self.tolerance)
+        self.inflight = InFlight(
+            make_kwargs=self.make_kwargs,
+            tolerance=self.tolerance,
+            walltime_margin=float(config.get("campaign.walltime-margin")),
+        )
         self.outage: Outage | None = None  # the campaign's connection's, made in run()
         self.completion = Completion(
             self.inflight,
@@ -545,28 +549,8 @@ class Campaign:
         return self.max_calls is not None and self.calls >= self.max_calls
 
     def _dispatch(self, deepest_first: list[TableState]) -> bool:
-        """The claim and dispatch steps: fill free task slots, deepest tables first, with
-        batches claimed from their jobs tables; True when a key was claimed."""
-        claimed = False
-        for state in deepest_first:
-            state.warn_unserved()
-            pool = state.pool
-            while (
-                pool.tasks < pool.capacity
-                and state.tasks < state.slots
-                and state.pending > 0
-                and not self._out_of_calls()
-            ):
-                free = min(pool.capacity - pool.tasks, state.slots - state.tasks)
-                n = state.sizer.size(pending=state.pending, slots=free)
-                if self.max_calls is not None:
-                    n = min(n, self.max_calls - self.calls)
-                keys = self._db(lambda n=n, queue=state.queue: queue.claim(n, max_priority=self.priority))
-                if not keys:
-                    state.pending = 0
-                    break
-                state.pending = max(0, state.pending - len(keys))
-                self.calls += len(keys)
-                claimed = True
-                self.inflight.submit(Batch(state, keys))
-        return claimed
+        """The claim and dispatch steps (:func:`djdask.inflight.claim_and_submit`)."""
+        budget = None if self.max_calls is None else self.max_calls - self.calls
+        claimed = claim_and_submit(deepest_first, self.inflight, budget, self._db, priority=self.priority)
+        self.calls += claimed
+        return claimed > 0

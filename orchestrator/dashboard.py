@@ -25,7 +25,7 @@ from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from .progress import METADATA_KEY, CampaignBoard, format_eta
+from .progress import METADATA_KEY, CampaignBoard, format_eta, longest_running
 
 __all__ = ["DashboardPlugin", "fill_colour", "page_link"]
 
@@ -71,8 +71,10 @@ def _header_html(board: CampaignBoard) -> str:
     status = "stopped" if c.get("cancelled") else "finished" if c.get("finished") else "running"
     elapsed = board.state["time"] - c.get("started", board.state["time"])
     e = html.escape
+    notice = board.state.get("notice")
+    warning = f'<p style="color:#d62728"><b>{e(notice)}</b></p>' if notice else ""
     return (
-        f"<h2>djdask campaign: {e(str(c.get('module')))} <small>({status})</small></h2>"
+        f"<h2>djdask campaign: {e(str(c.get('module')))} <small>({status})</small></h2>{warning}"
         f"<p>{e(str(c.get('user')))}@{e(str(c.get('host')))}, pid {e(str(c.get('pid')))}, "
         f"{'ran' if status != 'running' else 'running'} for {format_eta(elapsed)}. Same counts from the database: "
         f"<code>djdask status {e(str(c.get('module')))}</code>.</p>"
@@ -128,6 +130,21 @@ def _errors_html(board: CampaignBoard, shown: int = 10) -> str:
     return "".join(parts)
 
 
+def _running_html(running: list[dict[str, Any]]) -> str:
+    if not running:
+        return "<h3>Longest-running keys</h3><p>None running.</p>"
+    e = html.escape
+    rows = "".join(
+        f"<tr><td>{e(str(r.get('table')))}</td><td><code>{e(str(r.get('key')))}</code></td>"
+        f"<td>{e(str(r.get('worker')))}</td><td>{format_eta(r['seconds'])}</td></tr>"
+        for r in running
+    )
+    return (
+        "<h3>Longest-running keys</h3><table><tr><th>table</th><th>key</th><th>worker</th><th>running for</th></tr>"
+        f"{rows}</table>"
+    )
+
+
 def campaign_doc(plugin: DashboardPlugin, scheduler: Any, extra: dict, doc: Any) -> None:
     """The Bokeh document of the page (one per browser session)."""
     from bokeh.layouts import column
@@ -135,7 +152,8 @@ def campaign_doc(plugin: DashboardPlugin, scheduler: Any, extra: dict, doc: Any)
     from bokeh.plotting import figure
 
     board = plugin.board
-    header, counts, errors = (
+    header, counts, running, errors = (
+        Div(sizing_mode="stretch_width"),
         Div(sizing_mode="stretch_width"),
         Div(sizing_mode="stretch_width"),
         Div(sizing_mode="stretch_width"),
@@ -182,6 +200,7 @@ def campaign_doc(plugin: DashboardPlugin, scheduler: Any, extra: dict, doc: Any)
         header.text = _header_html(board)
         counts.text = _counts_html(rows)
         errors.text = _errors_html(board)
+        running.text = _running_html(longest_running(scheduler.workers.values()))
         pos = board.layout()
         if not rows:
             return
@@ -211,7 +230,7 @@ def campaign_doc(plugin: DashboardPlugin, scheduler: Any, extra: dict, doc: Any)
 
     update()
     doc.add_periodic_callback(update, 1000)
-    doc.add_root(column(header, fig, counts, errors, sizing_mode="stretch_width"))
+    doc.add_root(column(header, fig, counts, running, errors, sizing_mode="stretch_width"))
     doc.title = "Dask: djdask campaign"
     try:  # the dashboard's own page frame (navigation bar) and theme
         from distributed.dashboard.components.scheduler import BOKEH_THEME, env
@@ -278,7 +297,8 @@ class DashboardPlugin(SchedulerPlugin):
             def get(self) -> None:
                 plugin.poll(scheduler)
                 self.set_header("Content-Type", "application/json")
-                self.write(json.dumps(plugin.board.json(), default=str))
+                state = {**plugin.board.json(), "running": longest_running(scheduler.workers.values())}
+                self.write(json.dumps(state, default=str))
 
         handlers: list[tuple] = [(rf"{base}{PAGE}/state\.json", State)]
         try:

@@ -29,6 +29,7 @@ from distributed import WorkerPlugin, get_worker
 
 from . import djcompat, randomness
 from .outage import OUTAGE_TOPIC, is_connection_error, is_store_unavailable, reconnect, store_backoff, wait_for_database
+from .progress import RUNNING_METRIC
 from .watchdog import Beacon
 
 __all__ = ["LIFETIME_ENV", "PLUGIN_NAME", "STAGGER_ENV", "PipelinePlugin", "is_transient", "run_batch"]
@@ -57,6 +58,7 @@ class PipelinePlugin(WorkerPlugin):
         self.tables: dict[str, type] = {}
         self.deadline: float | None = None  # time.time() after which no make() starts
         self.beacon: Beacon | None = None  # what runs now, for the nanny's watchdog
+        self.now: dict[str, Any] | None = None  # the key running now, for the campaign page
         self._retiring = False
 
     def setup(self, worker: Any) -> None:
@@ -82,6 +84,7 @@ class PipelinePlugin(WorkerPlugin):
             _reconnect_if_lost(connection)
         _warm_up()
         self.beacon = Beacon.open(worker.nanny)
+        worker.metrics[RUNNING_METRIC] = lambda worker: self.now  # sent to the scheduler with each heartbeat
         self.deadline = _deadline()
         if self.deadline is not None:
             from tornado.ioloop import PeriodicCallback
@@ -90,8 +93,24 @@ class PipelinePlugin(WorkerPlugin):
             worker.periodic_callbacks["djdask-lifetime"] = callback
             callback.start()
 
-    def past_deadline(self) -> bool:
-        return self.deadline is not None and time.time() >= self.deadline
+    def past_deadline(self, expected: float | None = None) -> bool:
+        """Whether no make() may start now: the lifetime is over, or what is left of it is
+        shorter than ``expected`` seconds (the key would meet the walltime).  Then the
+        worker retires as soon as it is idle, and a fresh one takes the key."""
+        if self.deadline is None:
+            return False
+        now = time.time()
+        if now >= self.deadline:
+            return True
+        if expected and now + expected > self.deadline:
+            logger.info(
+                "%.0f s of lifetime left, a make() takes about %.0f s: this worker starts no more",
+                self.deadline - now,
+                expected,
+            )
+            self.deadline = now  # retire when idle
+            return True
+        return False
 
     def _maybe_retire(self, worker: Any) -> None:
         """Past the deadline and idle: close gracefully (its job ends; tasks queued here
@@ -180,6 +199,7 @@ def run_batch(
     version: str | None = None,
     timeout: float | None = None,
     tolerance: float = 600.0,
+    expected: float | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``make()`` for each key of ``keys`` in ``table_name``; one outcome per key.
 
@@ -194,7 +214,8 @@ def run_batch(
     one ``make()`` in seconds, enforced by the nanny's watchdog (:mod:`djdask.watchdog`),
     which reads what runs from the beacon written here before each key.  A key whose
     database connection fails waits for the database, up to ``tolerance`` seconds, and
-    runs again (:mod:`djdask.outage`).
+    runs again (:mod:`djdask.outage`).  ``expected`` is how long a key is expected to
+    take (measured, with a margin): a worker whose lifetime ends sooner does not start it.
     """
     import dask
 
@@ -203,27 +224,30 @@ def run_batch(
     table = plugin.tables[table_name]()
     if plugin.beacon is None:  # the nanny's watchdog was registered after this worker started
         plugin.beacon = Beacon.open(worker.nanny)
-    running = _Running(plugin.beacon, str(worker.get_current_task()), table_name, timeout)
+    running = _Running(plugin, str(worker.get_current_task()), table_name, timeout)
     # Lazy arrays a make() fetches (<xarray@>) compute here, in this thread: on the
     # cluster's scheduler they would wait for this very worker.
     try:
         with dask.config.set(scheduler="synchronous"), randomness.owned_by_this_thread():
-            return _run_keys(plugin, table, keys, make_kwargs, version, running, tolerance)
+            return _run_keys(plugin, table, keys, make_kwargs, version, running, tolerance, expected)
     finally:
         running.done()
 
 
 class _Running:
-    """Tells the beacon which key of the batch runs (nothing without a watching nanny)."""
+    """Tells the beacon (when a nanny watches) and the campaign page which key runs."""
 
-    def __init__(self, beacon: Beacon | None, task: str, table: str, timeout: float | None) -> None:
-        self.beacon, self.task, self.table, self.timeout = beacon, task, table, timeout
+    def __init__(self, plugin: PipelinePlugin, task: str, table: str, timeout: float | None) -> None:
+        self.plugin, self.beacon, self.task, self.table, self.timeout = plugin, plugin.beacon, task, table, timeout
+        self.name = table.rsplit(".", 1)[-1].strip('`"').lstrip("_#")
 
     def key(self, index: int, key: dict) -> None:
+        self.plugin.now = {"table": self.name, "key": str(key)[:200], "since": time.time()}
         if self.beacon is not None:
             self.beacon.running(self.task, self.table, index, key, self.timeout)
 
     def done(self) -> None:
+        self.plugin.now = None
         if self.beacon is not None:
             self.beacon.idle()
 
@@ -236,10 +260,11 @@ def _run_keys(
     version: str | None,
     running: _Running,
     tolerance: float,
+    expected: float | None = None,
 ) -> list[dict[str, Any]]:
     outcomes = []
     for index, key in enumerate(keys):
-        if plugin.past_deadline():
+        if plugin.past_deadline(expected):
             outcomes.append(_outcome(key, "requeue"))
             continue
         outcomes.append(_run_key(table, index, key, make_kwargs, version, running, tolerance))

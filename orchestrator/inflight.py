@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import queue
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,7 @@ from .executor import run_batch
 if TYPE_CHECKING:
     from .campaign import TableState
 
-__all__ = ["Batch", "InFlight"]
+__all__ = ["Batch", "InFlight", "claim_and_submit"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,14 +49,23 @@ class InFlight:
         The campaign's code version, stamped by the workers on the rows' job metadata.
     tolerance : float
         Seconds a worker waits for the database when its connection fails.
+    walltime_margin : float
+        A worker starts a key only if its lifetime left exceeds the table's mean measured
+        ``make()`` duration times this.
     """
 
     def __init__(
-        self, *, make_kwargs: dict | None = None, version: str | None = None, tolerance: float = 600.0
+        self,
+        *,
+        make_kwargs: dict | None = None,
+        version: str | None = None,
+        tolerance: float = 600.0,
+        walltime_margin: float = 1.5,
     ) -> None:
         self.make_kwargs = make_kwargs
         self.version = version
         self.tolerance = tolerance  # how long a worker waits for the database
+        self.walltime_margin = walltime_margin  # expected make() = measured mean x this
         self.futures: dict[Any, Batch] = {}
         self.delayed: list[Batch] = []
         self._done: queue.Queue = queue.Queue()  # futures as they finish, from any pool's client
@@ -83,6 +92,7 @@ class InFlight:
             self.version,
             state.timeout,
             self.tolerance,
+            None if state.sizer.per_key is None else state.sizer.per_key * self.walltime_margin,
             pure=False,
             priority=state.info.depth,
             **extra,
@@ -180,3 +190,35 @@ class InFlight:
                 logger.error("Could not release %d keys of %s: %s", len(batch.keys), batch.table.summary.table, err)
         self.futures.clear()
         self.delayed.clear()
+
+
+def claim_and_submit(
+    deepest_first: Sequence[TableState],
+    inflight: InFlight,
+    budget: int | None,
+    db: Callable[[Callable[[], Any]], Any],
+    *,
+    priority: int | None,
+) -> int:
+    """The claim and dispatch steps: fill free task slots, deepest tables first, with batches
+    claimed from their jobs tables (each claim run through ``db``, which waits out a database
+    outage), at most ``budget`` keys in all (None: no limit); return how many were claimed."""
+    claimed = 0
+    for state in deepest_first:
+        state.warn_unserved()
+        pool = state.pool
+        while pool.tasks < pool.capacity and state.tasks < state.slots and state.pending > 0:
+            if budget is not None and claimed >= budget:
+                return claimed
+            free = min(pool.capacity - pool.tasks, state.slots - state.tasks)
+            n = state.sizer.size(pending=state.pending, slots=free)
+            if budget is not None:
+                n = min(n, budget - claimed)
+            keys = db(lambda n=n, queue=state.queue: queue.claim(n, max_priority=priority))
+            if not keys:
+                state.pending = 0
+                break
+            state.pending = max(0, state.pending - len(keys))
+            claimed += len(keys)
+            inflight.submit(Batch(state, keys))
+    return claimed

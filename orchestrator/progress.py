@@ -17,7 +17,31 @@ import time
 from collections import deque
 from typing import Any, TextIO
 
-__all__ = ["METADATA_KEY", "CampaignBoard", "TerminalProgress", "format_eta", "format_rows"]
+__all__ = [
+    "METADATA_KEY",
+    "RUNNING_METRIC",
+    "CampaignBoard",
+    "TerminalProgress",
+    "format_eta",
+    "format_rows",
+    "longest_running",
+]
+
+#: The worker metric (sent with each heartbeat to the scheduler) naming the key a worker runs.
+RUNNING_METRIC = "djdask-running"
+
+
+def longest_running(workers: Any, limit: int = 10, now: float | None = None) -> list[dict[str, Any]]:
+    """The keys running longest on ``workers`` (the scheduler's worker states), from each
+    worker's :data:`RUNNING_METRIC`: table, key, worker and seconds, longest first."""
+    now = time.time() if now is None else now
+    running = []
+    for ws in workers:
+        current = (getattr(ws, "metrics", None) or {}).get(RUNNING_METRIC)
+        if current:
+            running.append({**current, "worker": ws.address, "seconds": max(0.0, now - float(current["since"]))})
+    return sorted(running, key=lambda r: -r["seconds"])[:limit]
+
 
 #: Scheduler metadata key (``Client.set_metadata``) of a campaign's published state.
 METADATA_KEY = "djdask"
@@ -136,6 +160,7 @@ class CampaignBoard:
     def json(self) -> dict[str, Any]:
         return {
             "campaign": self.state["campaign"] if self.state else None,
+            "notice": self.state.get("notice") if self.state else None,
             "tables": self.rows(),
             "edges": self.edges(),
             "errors": self.errors(),

@@ -55,7 +55,7 @@ def write_profile(tmp_path: Path, **settings) -> dict[str, str]:
 
 def ledger_lines(path: Path) -> list[tuple[int, str, str]]:
     """The ledger's lines as (key, pid, SLURM job id)."""
-    return [(int(k), pid, job) for k, pid, job in raw_ledger_lines(path)]
+    return [(int(k), pid, job) for k, pid, job, *_ in raw_ledger_lines(path)]
 
 
 class Watch:
@@ -181,7 +181,9 @@ def test_walltime_workers_retire_and_are_replaced(server, djdask, sql, prefix, s
     """Workers with a 20 s lifetime (a one-minute walltime; the lifetime derived from a
     walltime is checked in the job scripts' unit tests) and about 31 s of work for one
     job at a time: workers retire before SLURM's limit (no job killed for time), new
-    jobs take over, and no make() is interrupted or repeated."""
+    jobs take over, and no make() is interrupted or repeated.  Walltime-aware dispatch:
+    once make()'s duration is measured, no key starts on a worker whose lifetime would end
+    before the key does (else it would run past the lifetime, toward the walltime)."""
     n = 24
     seed(djdask, n)
     ledger = tmp_path / "ledger.txt"
@@ -200,6 +202,12 @@ def test_walltime_workers_retire_and_are_replaced(server, djdask, sql, prefix, s
     assert len({job for _, _, job in lines}) >= 2, "no replacement worker made keys"
     assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_ledger', '__entry')}") == n
     assert sql.jobs_counts(f"{prefix}_ledger", "__entry") == {}
+    late = [
+        (key, round(float(deadline) - float(start), 2))
+        for key, _, _, start, deadline in raw_ledger_lines(ledger)
+        if deadline != "-" and float(start) + 1.3 > float(deadline)
+    ]
+    assert not late, f"keys started with less lifetime left than their make() takes: {late}"
     logs = "".join(p.read_text() for p in (tmp_path / "slurm-logs").glob("*"))
     assert "TIME LIMIT" not in logs, "a worker job hit SLURM's walltime"
     assert queue_empties(slurm), f"jobs left in the queue: {slurm.queue()}"

@@ -1,6 +1,7 @@
 """A test pipeline whose make() leaves a trace outside the database.
 
-Each make() appends one line, ``<key> <pid> <SLURM job id or ->``, to the file named by
+Each make() appends one line, ``<key> <pid> <SLURM job id or -> <start time> <the worker's
+djdask deadline or ->``, to the file named by
 ``DJDASK_TEST_LEDGER`` before it inserts its row, and sleeps
 ``DJDASK_TEST_MAKE_SECONDS`` in between: the file counts make() calls, the
 table counts commits.
@@ -37,7 +38,10 @@ class Entry(dj.Computed):
     """
 
     def make(self, key):
-        line = f"{key['source_id']} {os.getpid()} {os.environ.get('SLURM_JOB_ID', '-')}\n".encode()
+        line = (
+            f"{key['source_id']} {os.getpid()} {os.environ.get('SLURM_JOB_ID', '-')} {time.time():.3f} {_deadline()}\n"
+        )
+        line = line.encode()
         fd = os.open(os.environ["DJDASK_TEST_LEDGER"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line)  # one write of a short line: atomic with O_APPEND
@@ -60,3 +64,14 @@ def _misbehave(source_id):
     elif fault == "hang":
         while True:
             time.sleep(1)
+
+
+def _deadline():
+    """The time after which this worker starts no make() (its lifetime), as djdask set it."""
+    try:
+        from distributed import get_worker
+
+        deadline = get_worker().plugins["djdask-pipeline"].deadline
+    except (ValueError, KeyError):  # not on a djdask worker
+        return "-"
+    return "-" if deadline is None else f"{deadline:.3f}"
