@@ -133,7 +133,6 @@ class StatePublisher:
         now = time.monotonic()
         if at_once:
             self._boarded = self._published = 0.0
-        self.notice: str | None = None  # what the campaign waits for now (a database outage)
         if not finished and now - self._boarded < self.board_interval:
             return
         self._boarded = now

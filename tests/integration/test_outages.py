@@ -7,9 +7,12 @@ makes only what is missing."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from collections import Counter
 
 import pytest
@@ -46,6 +49,39 @@ def campaign(djdask, env):
     )
 
 
+class Output:
+    """A running process's standard streams, read as they come (so that its pipes never fill)."""
+
+    def __init__(self, proc):
+        self.proc, self.out, self.err = proc, [], []
+        self.threads = [
+            threading.Thread(target=self._read, args=(stream, lines), daemon=True)
+            for stream, lines in ((proc.stdout, self.out), (proc.stderr, self.err))
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    @staticmethod
+    def _read(stream, lines):
+        for line in stream:
+            lines.append(line)
+
+    def page(self) -> str | None:
+        found = [line.split(":", 1)[1].strip() for line in self.out if line.startswith("Campaign page:")]
+        return found[0] if found else None
+
+    def wait(self, timeout):
+        self.proc.wait(timeout)
+        for thread in self.threads:
+            thread.join(10)
+        return "".join(self.out), "".join(self.err)
+
+
+def page_state(page: str) -> dict:
+    with urllib.request.urlopen(f"{page}/state.json", timeout=5) as response:
+        return json.load(response)
+
+
 def wait_for_lines(ledger, n, proc, timeout=120):
     deadline = time.monotonic() + timeout
     while len(ledger_lines(ledger)) < n:
@@ -73,16 +109,22 @@ def test_campaign_rides_out_a_database_restart(own_server, prefix, tmp_path, sec
     n = 240
     seed_ledger(djdask, n)
     ledger = tmp_path / "ledger.txt"
-    env = djdask.env(DJDASK_TEST_LEDGER=str(ledger), DJDASK_TEST_MAKE_SECONDS="0.05")
+    env = djdask.env(DJDASK_TEST_LEDGER=str(ledger), DJDASK_TEST_MAKE_SECONDS="0.05", PYTHONUNBUFFERED="1")
     proc = campaign(djdask, env)
+    output = Output(proc)
     wait_for_lines(ledger, n // 3, proc)
     own_server.crash()
     killed = time.monotonic()
-    time.sleep(seconds)
-    assert proc.poll() is None, "the campaign died of the outage: " + proc.communicate()[1][-3000:]
+    notice = None
+    while time.monotonic() < killed + seconds:
+        if notice is None and output.page():
+            notice = page_state(output.page()).get("notice")  # the campaign page says what it waits for
+        time.sleep(0.5)
+    assert proc.poll() is None, "the campaign died of the outage: " + "".join(output.err)[-3000:]
     own_server.restart()
-    out, err = proc.communicate(timeout=240)
+    out, err = output.wait(timeout=240)
     back = time.monotonic()
+    assert notice and "unreachable since" in notice, notice
     assert proc.returncode == 0, out + err
     assert err.count("unreachable since") == 1, err  # said once, not per statement
     assert "reachable again after" in err
