@@ -116,8 +116,8 @@ def judge(
         if len(keys) > 1:
             return Verdict(requeue=keys, split=True, reason=error)
         return Verdict(culprit=keys[0], reason=error)
-    if report is None:
-        return Verdict(requeue=keys, lost=True, reason=f"its worker was lost ({error[:200]})")
+    if report is None:  # no nanny said how: a job ended, or a worker without a nanny (split: a culprit shows)
+        return Verdict(requeue=keys, split=len(keys) > 1, lost=True, reason=f"its worker was lost ({error[:200]})")
     beacon = report.get("beacon") or {}
     memory = _memory_reason(report, memory_rss)
     how = "was killed for memory" if memory else _past(describe_exit(report.get("exitcode")))

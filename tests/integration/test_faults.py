@@ -21,16 +21,16 @@ def error_rows(sql, prefix) -> dict[int, str]:
 
 
 def test_memory_hog_segfault_and_hang_harm_only_their_own_keys(djdask, sql, prefix, tmp_path):
-    """Among 40 keys on two workers of 512 MiB: key 7 allocates 1.5 GiB, key 13 dies of
+    """Among 200 keys on two workers of 512 MiB: key 7 allocates 1.5 GiB, key 13 dies of
     SIGSEGV, key 21 never returns (limit 4 s).  Each worker death takes the keys that
     travelled with it; they must run again uncharged, and only the culprits fail: the
     first two after max-attempts (2) calls, the hang at once, each with why."""
-    n = 40
+    n = 200
     seed_ledger(djdask, n)
     ledger = tmp_path / "ledger.txt"
     env = djdask.env(
         DJDASK_TEST_LEDGER=str(ledger),
-        DJDASK_TEST_MAKE_SECONDS="0.05",
+        DJDASK_TEST_MAKE_SECONDS="0.02",
         DJDASK_TEST_FAULTS="7=memory,13=segv,21=hang",
         DASK_DJDASK__CAMPAIGN__WORKER_MEMORY="512MiB",
         DASK_DJDASK__CAMPAIGN__TIMEOUTS='{"Entry": "4s"}',
@@ -51,3 +51,5 @@ def test_memory_hog_segfault_and_hang_harm_only_their_own_keys(djdask, sql, pref
     assert not any("KilledWorker" in m for m in errors.values())
     assert sql.jobs_counts(f"{prefix}_ledger", "_entry") == {"error": 3}
     assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_ledger', '__entry')}") == n - 3
+    summary = result.stdout
+    assert "Entry" in summary and "3 error(s)" in summary, summary

@@ -66,6 +66,7 @@ def test_a_worker_stopped_from_outside_or_vanished_charges_nobody():
     vanished = judge(KEYS, "run_batch-1", "KilledWorker: gone", died=True, report=None)
     for verdict in (stopped, vanished):
         assert verdict.culprit is None and verdict.requeue == KEYS and verdict.lost
+    assert vanished.split  # unexplained: halves, so that a key that kills workers ends up alone
 
 
 def test_a_failure_outside_make_splits_the_batch_down_to_one_key():
