@@ -151,12 +151,18 @@ def test_reference_pipeline_on_slurm_matches_a_local_cluster_run(server, djdask,
 
 def test_a_cancelled_worker_job_is_replaced(server, djdask, sql, prefix, slurm, tmp_path):
     """scancel one of the two worker jobs mid-campaign: a new job replaces it, every key is
-    made, none is left reserved or in error."""
+    made, none is left reserved or in error.  The keys the job took with it are charged no
+    attempt (with max-attempts 1, a charged key would be an error row): the job was ended
+    from outside, as by a walltime, a preemption or a node failure."""
     n = 30
     seed(djdask, n)
     ledger = tmp_path / "ledger.txt"
     env = djdask.env(
-        **slurm.env, **write_profile(tmp_path), DJDASK_TEST_LEDGER=str(ledger), DJDASK_TEST_MAKE_SECONDS="0.5"
+        **slurm.env,
+        **write_profile(tmp_path),
+        DJDASK_TEST_LEDGER=str(ledger),
+        DJDASK_TEST_MAKE_SECONDS="0.5",
+        DASK_DJDASK__CAMPAIGN__MAX_ATTEMPTS="1",
     )
     watch = Watch(djdask, slurm, env)
     deadline = time.monotonic() + 120
