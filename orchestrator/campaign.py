@@ -541,7 +541,7 @@ class Campaign:
 
     def _after_outage(self, reserved: list[TableState]) -> None:
         """The database is back: re-stamp the reservations, give back keys no batch carries."""
-        held = self.inflight.held_keys()
+        held = self.inflight.held_keys(also=self.losses.batches())
         for state, freed in restamp(self.selection.connection, self.owner, reserved, held):
             state.pending += freed
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import queue
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -154,10 +154,11 @@ class InFlight:
         batch.table.queue.release(batch.keys)
         batch.table.pending += len(batch.keys)
 
-    def held_keys(self) -> dict[int, list[dict]]:
-        """The keys of every batch out or waiting to be retried, by table (``id`` of its state)."""
+    def held_keys(self, also: Iterable[Batch] = ()) -> dict[int, list[dict]]:
+        """The keys of every batch out, waiting to be retried, or in ``also``, by table (``id``
+        of its state)."""
         held: dict[int, list[dict]] = {}
-        for batch in [*self.futures.values(), *self.delayed]:
+        for batch in [*self.futures.values(), *self.delayed, *also]:
             held.setdefault(id(batch.table), []).extend(batch.keys)
         return held
 

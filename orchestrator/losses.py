@@ -216,6 +216,10 @@ class Losses:
             self._held = kept
         return judged
 
+    def batches(self) -> list[Batch]:
+        """The batches held now (their keys are still reserved by the campaign)."""
+        return [h.batch for h in self._held]
+
     def drain(self) -> list[Batch]:
         """Every batch still held (the campaign stops): their keys go back to the queue."""
         batches = [h.batch for h in self._held]

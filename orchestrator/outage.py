@@ -259,13 +259,13 @@ class Outage:
 
     def call(self, fn: Callable[[], T]) -> T:
         """``fn()``, run again after an outage as often as needed, up to the tolerance."""
-        try:
-            return fn()
-        except Exception as err:
-            if not is_connection_error(err):
-                raise
-            self.wait(err)
-        return self.call(fn)
+        while True:
+            try:
+                return fn()
+            except Exception as err:
+                if not is_connection_error(err):
+                    raise
+                self.wait(err)
 
     def wait(self, error: BaseException) -> None:
         """The database connection failed with ``error``: wait until it works again."""
