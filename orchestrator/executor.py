@@ -83,7 +83,7 @@ class PipelinePlugin(WorkerPlugin):
         for connection in connections:
             _reconnect_if_lost(connection)
         _warm_up()
-        self.beacon = Beacon.open(worker.nanny)
+        self.beacon = Beacon.open(worker.nanny, worker.address)
         worker.metrics[RUNNING_METRIC] = lambda worker: self.now  # sent to the scheduler with each heartbeat
         self.deadline = _deadline()
         if self.deadline is not None:
@@ -223,7 +223,7 @@ def run_batch(
     plugin = worker.plugins[PLUGIN_NAME]
     table = plugin.tables[table_name]()
     if plugin.beacon is None:  # the nanny's watchdog was registered after this worker started
-        plugin.beacon = Beacon.open(worker.nanny)
+        plugin.beacon = Beacon.open(worker.nanny, worker.address)
     running = _Running(plugin, str(worker.get_current_task()), table_name, timeout)
     # Lazy arrays a make() fetches (<xarray@>) compute here, in this thread: on the
     # cluster's scheduler they would wait for this very worker.

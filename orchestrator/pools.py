@@ -13,8 +13,9 @@ closes what it started.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import config
@@ -42,6 +43,8 @@ class Pool:
     tasks: int = 0  # tasks in flight
     link: str | None = None
     publishing: bool = False  # a state sent to its scheduler, not yet answered
+    unsent: dict[str, Any] | None = None  # the newest state, to send once that one is answered
+    publish_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def offers(self, resources: dict[str, float]) -> bool:
         """Whether the workers of this pool's profile offer ``resources``."""

@@ -150,7 +150,8 @@ class StatePublisher:
 
         The loop does not wait for the answer (a scheduler that is gone or far
         away would hold up claiming and completing for the connect timeout);
-        while one publish is unanswered, newer states are not sent.  The final
+        while one publish is unanswered, only the newest state waits to be sent after it
+        (a notice shown while the loop waits for the database must reach the page).  The final
         state is sent and waited for, a few seconds at most.
         """
         client = pool.client
@@ -162,16 +163,20 @@ class StatePublisher:
             except Exception as err:  # the page misses the last state; the campaign's outcome stands
                 logger.debug("Could not publish the final campaign state to pool %s: %s", pool.name, err)
             return
-        if pool.publishing:
-            return
-        pool.publishing = True
+        with pool.publish_lock:
+            if pool.publishing:  # the newest state goes once the one in flight is answered
+                pool.unsent = state
+                return
+            pool.publishing = True
 
-        async def send() -> None:
-            try:
-                await client.scheduler.set_metadata(keys=[METADATA_KEY], value=state)
-            except Exception as err:  # the page misses an update; the campaign goes on
-                logger.debug("Could not publish the campaign state to pool %s: %s", pool.name, err)
-            finally:
-                pool.publishing = False
+        async def send(state: dict[str, Any] | None) -> None:
+            while state is not None:
+                try:
+                    await client.scheduler.set_metadata(keys=[METADATA_KEY], value=state)
+                except Exception as err:  # the page misses an update; the campaign goes on
+                    logger.debug("Could not publish the campaign state to pool %s: %s", pool.name, err)
+                with pool.publish_lock:
+                    state, pool.unsent = pool.unsent, None
+                    pool.publishing = state is not None
 
-        client.loop.add_callback(send)
+        client.loop.add_callback(send, state)

@@ -59,17 +59,19 @@ class Beacon:
     beacon (:meth:`open` returns None).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, worker: str | None = None) -> None:
         self.path = path
+        self.worker = worker
         self._fd = os.open(path, os.O_WRONLY)
 
     @classmethod
-    def open(cls, nanny: str | None) -> Beacon | None:
-        """The beacon of the worker whose nanny is at ``nanny`` (``Worker.nanny``)."""
+    def open(cls, nanny: str | None, worker: str | None = None) -> Beacon | None:
+        """The beacon of the worker at address ``worker`` whose nanny is at ``nanny``
+        (``Worker.nanny``)."""
         if not nanny:
             return None
         try:
-            return cls(beacon_path(nanny))
+            return cls(beacon_path(nanny), worker)
         except OSError:
             return None
 
@@ -86,6 +88,7 @@ class Beacon:
         now = time.time()
         self._write(
             {
+                "worker": self.worker,  # the nanny learns its new worker's address late: it may die first
                 "task": task,
                 "table": table,
                 "index": index,
@@ -229,7 +232,7 @@ class WatchdogPlugin(NannyPlugin):
         record = self._timed_out or (read_beacon(self.path) if self.path is not None else {})
         memory = getattr(nanny, "memory_manager", None)
         event = {
-            "worker": self._address,
+            "worker": record.get("worker") or self._address,
             "pid": self._pid,
             "exitcode": process.exitcode,
             "peak": self._peak,

@@ -95,12 +95,14 @@ def test_beacon_written_by_the_worker_is_read_by_its_nanny(tmp_path, monkeypatch
     assert Beacon.open(nanny) is None and Beacon.open(None) is None  # no nanny made it: no beacon
     path.parent.mkdir()
     path.write_text("")
-    beacon = Beacon.open(nanny)
+    beacon = Beacon.open(nanny, "tcp://127.0.0.1:40999")
     beacon.running("task-1", "Trace", 3, {"session": 7, "name": "a longer value " * 5}, timeout=60)
     beacon.running("task-1", "Trace", 4, {"session": 8}, timeout=60)
     record = read_beacon(path)
     assert (record["task"], record["index"], record["key"]) == ("task-1", 4, {"session": 8})
     assert record["deadline"] - record["started"] == 60
+    # The worker names itself: a worker that dies before its nanny learnt its address is still found.
+    assert record["worker"] == "tcp://127.0.0.1:40999"
     beacon.idle()
     assert read_beacon(path) == {}
     beacon.close()
