@@ -37,7 +37,7 @@ from dask.utils import parse_timedelta
 
 from . import config
 from .batching import BatchSizer
-from .checks import check_make_kwargs, check_priority, table_timeout
+from .checks import check_count, check_duration, check_make_kwargs, check_priority, table_timeout
 from .complete import Completion, stream
 from .dashboard import DashboardPlugin, page_link
 from .database import redact, secrets
@@ -54,6 +54,7 @@ from .planner import Selection, select
 from .pools import Pool, Pools, resources_of
 from .progress import TerminalProgress
 from .publisher import StatePublisher
+from .settings import check as check_settings
 from .unreserved import UnreservedQueue, has_jobs_table
 
 __all__ = [
@@ -326,12 +327,15 @@ class Campaign:
         store: str | None = None,
     ) -> None:
         # Checked before anything reaches the database.
+        check_settings()
+        self.workers = check_count(workers, "workers")
+        self.max_calls = check_count(max_calls, "max_calls")
+        target_duration = check_duration(target_duration, "target_duration")
         self.priority = check_priority(priority, "priority")
         self.make_kwargs = check_make_kwargs(make_kwargs)
         self.store = store
         self.selection = pipeline if isinstance(pipeline, Selection) else select(pipeline, targets, restrictions)
         self.timeouts = {cls.__name__: table_timeout(cls) for cls in self.selection.tables.values()}
-        self.workers = workers
         self.progress = progress or TerminalProgress(enabled=False)
         self.target_duration = parse_timedelta(config.resolve("campaign.target-duration", target_duration))
         self.max_batch = int(config.get("campaign.max-batch-size"))
@@ -340,7 +344,6 @@ class Campaign:
         self.losses = Losses(wait=parse_timedelta(config.get("campaign.worker-exit-wait")))
         self.grace = parse_timedelta(config.get("campaign.grace-period"))
         self.resize_interval = parse_timedelta(config.get("campaign.resize-interval"))
-        self.max_calls = max_calls
         self.pools = Pools(cluster, client, window=self.window)
         self.dashboard_link: str | None = None
         self.page_link: str | None = None  # the campaign page of the dashboard
@@ -394,7 +397,7 @@ class Campaign:
     # -- the loop ----------------------------------------------------------------
     def run(self) -> CampaignSummary:
         """Run the campaign until every reachable key is done or it is stopped."""
-        from .database import configure_store
+        from .stores import configure_store
 
         t0 = time.monotonic()
         summary = CampaignSummary()

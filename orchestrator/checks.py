@@ -6,7 +6,7 @@ from typing import Any
 
 from .errors import InvalidInputError
 
-__all__ = ["PRIORITY_RANGE", "check_make_kwargs", "check_priority", "table_timeout"]
+__all__ = ["PRIORITY_RANGE", "check_count", "check_duration", "check_make_kwargs", "check_priority", "table_timeout"]
 
 #: Priorities both backends store alike: DataJoint's ``int8`` is MySQL's signed
 #: ``tinyint`` (-128..127) and PostgreSQL's ``smallint``; DataJoint's own setting
@@ -26,6 +26,32 @@ def check_priority(priority: Any, what: str = "--priority") -> int | None:
             f"to {high}, e.g. {what} 3."
         )
     return priority
+
+
+def check_count(value: Any, what: str) -> int | None:
+    """``value`` as a whole number of at least 1 (None stays None), else a clear error."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInputError(f"{what} is {value!r}: give a whole number of 1 or more, e.g. {what}=4.")
+    return value
+
+
+def check_duration(value: Any, what: str) -> float | None:
+    """``value`` (seconds, or "5s", "2h") as positive seconds (None stays None), else a clear error."""
+    if value is None:
+        return None
+    from dask.utils import parse_timedelta
+
+    try:
+        seconds = float(parse_timedelta(value))
+    except (ValueError, KeyError, TypeError, IndexError):
+        seconds = float("nan")
+    if isinstance(value, bool) or not seconds > 0:
+        raise InvalidInputError(
+            f'{what} is {value!r}, which is not a positive duration: write it like "5s", "2h" or 30 (seconds).'
+        )
+    return seconds
 
 
 def check_make_kwargs(make_kwargs: Any, what: str = "make_kwargs") -> dict | None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from . import config
-from .errors import DatabaseUnavailableError, DjdaskError
+from .errors import DatabaseUnavailableError
 
 __all__ = [
     "EmbeddedPostgres",
@@ -278,68 +278,6 @@ def describe() -> str:
     """The configured database as ``backend://user@host:port``; never the password."""
     c = settings_view()
     return f"{c['database.backend']}://{c['database.user']}@{c['database.host']}:{c['database.port']}"
-
-
-def configure_store(store: str | None = None) -> str:
-    """Give DataJoint a default store for ``<xarray@>`` results, here and in the workers
-    this process starts; return where it is, without credentials.
-
-    Parameters
-    ----------
-    store : str, optional
-        ``None``: DataJoint's ``stores.default`` if it has one, else a local store
-        in djdask's data directory.  The name of a configured DataJoint store: that
-        one.  ``s3://bucket/prefix``: S3, with the endpoint and credentials of the
-        usual ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID`` and
-        ``AWS_SECRET_ACCESS_KEY`` variables (or the ambient AWS identity).  Any
-        other value: a directory.
-    """
-    import json
-
-    from . import djcompat
-
-    dj = import_datajoint()
-    stores = {k: (dict(v) if isinstance(v, dict) else v) for k, v in dict(settings_view().stores or {}).items()}
-    if store is None and isinstance(stores.get("default"), str) and stores["default"] in stores:
-        name = stores["default"]
-    elif store is not None and store in stores and store != "default":
-        name = store
-    elif store is not None and store.startswith("s3://"):
-        bucket, _, prefix = store[len("s3://") :].partition("/")
-        if not bucket:
-            raise DjdaskError(f"--store {store!r} names no bucket: write s3://BUCKET/PREFIX.")
-        endpoint = (
-            os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "https://s3.amazonaws.com"
-        )
-        name = "djdask-s3"
-        stores[name] = {
-            "protocol": "s3",
-            "endpoint": endpoint,
-            "bucket": bucket,
-            "location": prefix.strip("/"),
-            "secure": endpoint.startswith("https://"),
-            "access_key": os.environ.get("AWS_ACCESS_KEY_ID") or None,
-            "secret_key": os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
-        }
-        stores[name] = {k: v for k, v in stores[name].items() if v is not None}
-    else:
-        if store is not None and "://" in store and not store.startswith("file://"):
-            raise DjdaskError(
-                f"--store {store!r}: djdask writes to s3://BUCKET/PREFIX, a directory, or a store configured "
-                f"in DataJoint's settings (configured: {', '.join(k for k in stores if k != 'default') or 'none'})."
-            )
-        location = Path(store.removeprefix("file://")).expanduser() if store else _default_data_dir() / "store"
-        location.mkdir(parents=True, exist_ok=True)
-        name = "djdask"
-        stores[name] = {"protocol": "file", "location": str(location.resolve())}
-    stores["default"] = name
-    if not djcompat.thread_safe_mode():  # there, the pipeline's Instances read DJ_STORES
-        dj.config.stores = stores
-    os.environ["DJ_STORES"] = json.dumps(stores)  # for the workers this process starts
-    spec = stores[name]
-    if spec.get("protocol") == "s3":
-        return f"s3://{spec['bucket']}/{spec.get('location', '')} at {spec.get('endpoint')} (store {name!r})"
-    return f"{spec.get('location') or spec.get('protocol')} (store {name!r})"
 
 
 def connect(*, embedded: bool | None = None):

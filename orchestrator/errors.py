@@ -13,6 +13,7 @@ __all__ = [
     "DatabaseUnavailableError",
     "DatabaseOutageError",
     "StoreUnavailableError",
+    "StoreError",
     "PipelineImportError",
     "NoTablesError",
     "UnknownTableError",
@@ -21,6 +22,7 @@ __all__ = [
     "ProfileError",
     "ProfileNotFoundError",
     "InvalidInputError",
+    "SettingsError",
     "DataJointCompatibilityError",
 ]
 
@@ -39,6 +41,10 @@ class DatabaseOutageError(DatabaseUnavailableError):
 
 class StoreUnavailableError(DjdaskError, ConnectionError):
     """An object store (S3, a network filesystem) could not be reached: worth another try."""
+
+
+class StoreError(DjdaskError, ValueError):
+    """The store for ``<xarray@>`` arrays is misnamed, or cannot be written (checked before a campaign starts)."""
 
 
 class PipelineImportError(DjdaskError, ImportError):
@@ -71,6 +77,10 @@ class ProfileNotFoundError(DjdaskError, LookupError):
 
 class InvalidInputError(DjdaskError, ValueError):
     """An argument or setting has a value djdask cannot use (the message says which, and why)."""
+
+
+class SettingsError(InvalidInputError):
+    """A ``djdask.*`` setting, or the Dask config file holding it, cannot be used."""
 
 
 class DataJointCompatibilityError(DjdaskError, ImportError):

@@ -24,36 +24,92 @@ def assert_clean_error(result, *fragments):
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
     assert result.stderr.startswith("djdask: ")
+    text = " ".join(result.stderr.split())  # the message is one paragraph, wrapped
     for fragment in fragments:
-        assert fragment in result.stderr, result.stderr
+        assert fragment in text, result.stderr
 
 
-@pytest.mark.parametrize(
-    ("args", "fragments"),
-    [
-        (["plan", "no_such_pipeline_module"], ["No module named 'no_such_pipeline_module'", "pip install -e ."]),
-        (["populate", "notables"], ["defines no DataJoint tables"]),
-        (
-            ["populate", "djdask.pipeline", "--target", "NoSuchTable"],
-            ["Unknown target table 'NoSuchTable'", "CellStats"],
-        ),
-        (["populate", "djdask.pipeline", "--target", "Scan"], ["manual table", "no make()"]),
-        (
-            ["populate", "djdask.pipeline", "-r", "no_such_attr=1"],
-            ["Unknown restriction attribute 'no_such_attr'", "mouse_id"],
-        ),
-        (["plan", "djdask.pipeline", "-r", "mouse_id"], ["not of the form ATTR=VALUE"]),
-        (["plan", "djdask.pipeline", "-r", "mouse_id=abc"], ["is not a number"]),
-    ],
-    ids=["unknown-module", "no-tables", "unknown-target", "manual-target", "unknown-attr", "no-value", "bad-number"],
-)
-def test_bad_input_is_reported_and_changes_nothing(djdask, sql, prefix, args, fragments):
+CASES = {
+    # id: (arguments, environment, fragments of the message)
+    "unknown-module": (
+        ["plan", "no_such_pipeline_module"],
+        {},
+        ["No module named 'no_such_pipeline_module'", "pip install -e ."],
+    ),
+    "no-tables": (["populate", "notables"], {}, ["defines no DataJoint tables"]),
+    "unknown-target": (
+        ["populate", "djdask.pipeline", "--target", "NoSuchTable"],
+        {},
+        ["Unknown target table 'NoSuchTable'", "CellStats"],
+    ),
+    "manual-target": (["populate", "djdask.pipeline", "--target", "Scan"], {}, ["manual table", "no make()"]),
+    "unknown-attr": (
+        ["populate", "djdask.pipeline", "-r", "no_such_attr=1"],
+        {},
+        ["Unknown restriction attribute 'no_such_attr'", "mouse_id"],
+    ),
+    "no-value": (["plan", "djdask.pipeline", "-r", "mouse_id"], {}, ["not of the form ATTR=VALUE"]),
+    "bad-number": (["plan", "djdask.pipeline", "-r", "mouse_id=abc"], {}, ["is not a number"]),
+    "workers-0": (["populate", "djdask.pipeline", "--workers", "0"], {}, ["--workers", "'0' is less than 1"]),
+    "workers-negative": (["populate", "djdask.pipeline", "--workers", "-3"], {}, ["--workers", "'-3'"]),
+    "max-calls-negative": (["populate", "djdask.pipeline", "--max-calls", "-5"], {}, ["--max-calls", "'-5'"]),
+    "target-duration": (
+        ["populate", "djdask.pipeline", "--target-duration", "soon"],
+        {},
+        ["--target-duration 'soon' is not a positive duration", "5s"],
+    ),
+    "max-attempts": (
+        ["populate", "djdask.pipeline"],
+        {"DASK_DJDASK__CAMPAIGN__MAX_ATTEMPTS": "lots"},
+        ["djdask.campaign.max_attempts is 'lots'", "DASK_DJDASK__CAMPAIGN__MAX_ATTEMPTS", "a whole number >= 1"],
+    ),
+    "grace-period": (
+        ["populate", "djdask.pipeline"],
+        {"DASK_DJDASK__CAMPAIGN__GRACE_PERIOD": "soon"},
+        ["grace_period is 'soon'", "a duration"],
+    ),
+    "worker-memory": (
+        ["populate", "djdask.pipeline"],
+        {"DASK_DJDASK__CAMPAIGN__WORKER_MEMORY": "lots"},
+        ["worker_memory is 'lots'", "byte size", "'auto'"],
+    ),
+    "unknown-setting": (
+        ["status", "djdask.pipeline"],
+        {"DASK_DJDASK__CAMPAIGN__MAX_ATEMPTS": "3"},
+        ["djdask.campaign.max_atempts", "did you mean djdask.campaign.max-attempts"],
+    ),
+    "store-typo": (
+        ["populate", "djdask.pipeline", "--store", "s3:/bucket/x"],
+        {},
+        ["--store 's3:/bucket/x' looks like a URL", "did you mean s3://bucket/x?"],
+    ),
+    "store-unknown-name": (
+        ["populate", "djdask.pipeline", "--store", "archive"],
+        {},
+        ["--store 'archive' is no store configured", "--store ./archive"],
+    ),
+    "store-unwritable": (
+        ["populate", "djdask.pipeline", "--store", "/proc/djdask-store"],
+        {},
+        ["The store /proc/djdask-store", "cannot be written", "a directory you may write to"],
+    ),
+    "summary-unwritable": (
+        ["populate", "djdask.pipeline", "--json-summary", "/no/such/folder/s.json"],
+        {},
+        ["--json-summary", "/no/such/folder is not a folder you may write to"],
+    ),
+}
+
+
+@pytest.mark.parametrize(("args", "env", "fragments"), list(CASES.values()), ids=list(CASES))
+def test_bad_input_is_reported_and_changes_nothing(djdask, sql, prefix, args, env, fragments, tmp_path):
     """Each mistake must name the problem and the fix; a traceback, another exit code or a
     changed table would mean djdask half-ran on input it should have refused."""
     assert djdask.python("from djdask.pipeline.demo import insert_demo_data; insert_demo_data('small')").returncode == 0
     before = snapshot(sql, prefix)
-    assert_clean_error(djdask(*args), *fragments)
+    assert_clean_error(djdask(*args, env=djdask.env(**env)), *fragments)
     assert snapshot(sql, prefix) == before
+    assert not (tmp_path / "archive").exists()
 
 
 def test_refused_connection(server, tmp_path):

@@ -188,6 +188,18 @@ def test_an_array_larger_than_memory_is_written_chunk_by_chunk(djdask, sql, pref
     assert read.returncode == 0, read.stderr
 
 
+def populate_kept(djdask, env) -> subprocess.Popen:
+    """`djdask populate arrays --target Kept` in the background."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "djdask.cli", "populate", "arrays", "--target", "Kept", "--workers", "2"],
+        env=env,
+        cwd=djdask.cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -195,41 +207,18 @@ def closed_port() -> int:
 
 
 @postgres_only
-@pytest.mark.parametrize("case", ["unconfigured-store", "not-xarray", "unreachable-s3", "wrong-credentials"])
-def test_bad_storage_input_is_an_error_row_naming_the_store(djdask, sql, prefix, s3_server, s3_auth_server, case):
-    """Each mistake ends as the key's error row with a message naming the store and the fix;
-    no row is inserted and nothing is left in the bucket."""
+@pytest.mark.parametrize("case", ["unconfigured-store", "not-xarray"])
+def test_bad_storage_input_is_an_error_row_naming_the_store(djdask, sql, prefix, s3_server, case):
+    """A table whose own store is not configured, or a make() that returns no xarray: the key's
+    error row names the store (or the type) and the fix; no row is inserted and nothing is left
+    in the bucket."""
     bucket = s3_server.bucket(f"e{prefix}{case.replace('-', '')}"[:60].lower())
     target, env = "Kept", s3_env(djdask, s3_server, bucket, "")
     if case == "unconfigured-store":
         target, fragments = "Elsewhere", ["store 'nosuchstore'", "dj.config['stores']['nosuchstore']"]
-    elif case == "not-xarray":
-        target, fragments = "NotXarray", ["xarray.Dataset or xarray.DataArray, got ndarray", "dims="]
-    elif case == "unreachable-s3":
-        stores = {
-            "default": "far",
-            "far": {**s3_server.store_spec(bucket), "endpoint": f"http://127.0.0.1:{closed_port()}"},
-        }
-        # An unreachable store is waited for, up to the outage tolerance; then the key fails.
-        env = djdask.env(
-            DJ_STORES=json.dumps(stores), AWS_MAX_ATTEMPTS="2", DASK_DJDASK__CAMPAIGN__OUTAGE_TOLERANCE="3s"
-        )
-        fragments = ["object store unreachable for", "could not write", "store 'far'", "reachable"]
     else:
-        s3_server = s3_auth_server  # checks credentials: the access key below does not exist
-        bucket = s3_server.bucket(bucket)
-        stores = {
-            "default": "s3",
-            "s3": {**s3_server.store_spec(bucket), "access_key": "AKIANOSUCHKEY", "secret_key": "not-the-secret"},
-        }
-        env = djdask.env(DJ_STORES=json.dumps(stores))
-        fragments = ["could not write", "store 's3'", "credentials", "Access Key Id"]
-    assert (
-        djdask.python(
-            "import arrays; arrays.Source.insert1({'source_id': 1})",
-        ).returncode
-        == 0
-    )
+        target, fragments = "NotXarray", ["xarray.Dataset or xarray.DataArray, got ndarray", "dims="]
+    assert djdask.python("import arrays; arrays.Source.insert1({'source_id': 1})").returncode == 0
     result = djdask("populate", "arrays", "--target", target, "--workers", "1", env=env, timeout=300)
     assert result.returncode == 1, result.stdout + result.stderr
     schema = f"{prefix}_arrays"
@@ -238,8 +227,87 @@ def test_bad_storage_input_is_an_error_row_naming_the_store(djdask, sql, prefix,
     message = sql.scalar(f"SELECT error_message FROM {sql.table(schema, '~~' + table.lstrip('_'))}")
     for fragment in fragments:
         assert fragment in message, message
-    assert "not-the-secret" not in message and s3_server.secret not in message
     assert bucket_files(s3_server, bucket) == set()
+
+
+@postgres_only
+@pytest.mark.parametrize("case", ["missing-bucket", "wrong-credentials", "unreachable", "bad-bucket-name"])
+def test_a_store_that_cannot_be_written_stops_the_campaign_first(djdask, sql, prefix, s3_server, s3_auth_server, case):
+    """The store is probed (one object written and deleted) before anything else: a missing
+    bucket, wrong credentials, an endpoint nobody answers on or a malformed bucket name is
+    exit 2 with what is wrong and the fix; no jobs table is created, no key reserved, nothing
+    written to the bucket, no secret shown."""
+    assert djdask.python("import arrays; arrays.Source.insert1({'source_id': 1})").returncode == 0
+    schema = f"{prefix}_arrays"
+    before = {t: sql.scalar(f"SELECT COUNT(*) FROM {sql.table(schema, t)}") for t in sql.tables(schema)}
+    bucket = f"m{prefix}{case.replace('-', '')}"[:60].lower()
+    server, args, secret = s3_server, ["--store", f"s3://{bucket}/arrays"], s3_server.secret
+    endpoint = server.endpoint
+    if case == "missing-bucket":  # never created
+        fragments = [f"s3://{bucket}/arrays", "cannot be written", f"Create the bucket '{bucket}'"]
+    elif case == "wrong-credentials":
+        server, secret = s3_auth_server, "not-the-secret"
+        endpoint = server.endpoint
+        s3_auth_server.bucket(bucket)
+        fragments = ["cannot be written", "Access Key Id you provided does not exist", "Check the credentials"]
+    elif case == "unreachable":
+        endpoint = f"http://127.0.0.1:{closed_port()}"
+        fragments = ["cannot be written", f"at {endpoint}", "Check the endpoint", "reachable from here"]
+    else:
+        args = ["--store", "s3://My_Bucket/x"]
+        fragments = ["--store 's3://My_Bucket/x' names no valid bucket", "lower-case"]
+    env = djdask.env(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID=server.key if case != "wrong-credentials" else "AKIANOSUCHKEY",
+        AWS_SECRET_ACCESS_KEY=server.secret if case != "wrong-credentials" else secret,
+        AWS_MAX_ATTEMPTS="2",
+    )
+    result = djdask("populate", "arrays", "--target", "Kept", "--workers", "1", *args, env=env, timeout=300)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.startswith("djdask: "), result.stderr
+    text = " ".join(result.stderr.split())
+    for fragment in fragments:
+        assert fragment in text, text
+    assert secret not in result.stdout + result.stderr
+    assert {t: sql.scalar(f"SELECT COUNT(*) FROM {sql.table(schema, t)}") for t in sql.tables(schema)} == before
+    if case == "wrong-credentials":
+        assert bucket_files(s3_auth_server, bucket) == set()
+
+
+@postgres_only
+def test_a_store_gone_for_good_fails_the_keys_that_need_it(djdask, sql, prefix, s3_server):
+    """The S3 endpoint stops answering after the campaign started and does not come back: each
+    key that writes to it waits up to the outage tolerance (3 s here), then is an error row
+    naming the store; the campaign ends (exit 1) with nothing left reserved."""
+    from tests.services import TcpProxy
+
+    n = 12
+    bucket = s3_server.bucket(f"f{prefix}".lower())
+    proxy = TcpProxy(("127.0.0.1", int(s3_server.endpoint.rsplit(":", 1)[1])))
+    stores = {"default": "far", "far": {**s3_server.store_spec(bucket), "endpoint": proxy.endpoint}}
+    env = djdask.env(
+        DJ_STORES=json.dumps(stores),
+        AWS_MAX_ATTEMPTS="2",
+        DJDASK_TEST_MAKE_SECONDS="0.3",
+        DASK_DJDASK__CAMPAIGN__OUTAGE_TOLERANCE="3s",
+    )
+    assert djdask.python(f"import arrays; arrays.Source.insert({{'source_id': i}} for i in range({n}))").returncode == 0
+    proc = populate_kept(djdask, env)
+    table, jobs = sql.table(f"{prefix}_arrays", "__kept"), sql.table(f"{prefix}_arrays", "~~kept")
+    deadline = time.monotonic() + 120
+    while "__kept" not in sql.tables(f"{prefix}_arrays") or sql.scalar(f"SELECT COUNT(*) FROM {table}") < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    proxy.down()
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 1, out + err
+    made = sql.scalar(f"SELECT COUNT(*) FROM {table}")
+    errors = sql.scalar(f"SELECT COUNT(*) FROM {jobs} WHERE status = 'error'")
+    assert made + errors == n and errors > 0, (made, errors)
+    message = sql.scalar(f"SELECT error_message FROM {jobs} WHERE status = 'error' LIMIT 1")
+    for fragment in ["object store unreachable for", "could not write", "store 'far'"]:
+        assert fragment in message, message
+    assert sql.scalar(f"SELECT COUNT(*) FROM {jobs} WHERE status = 'reserved'") == 0
 
 
 @postgres_only
@@ -255,14 +323,7 @@ def test_an_object_store_outage_is_waited_out(djdask, sql, prefix, s3_server):
     stores = {"default": "flaky", "flaky": {**s3_server.store_spec(bucket), "endpoint": proxy.endpoint}}
     env = djdask.env(DJ_STORES=json.dumps(stores), AWS_MAX_ATTEMPTS="2", DJDASK_TEST_MAKE_SECONDS="0.2")
     assert djdask.python(f"import arrays; arrays.Source.insert({{'source_id': i}} for i in range({n}))").returncode == 0
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "djdask.cli", "populate", "arrays", "--target", "Kept", "--workers", "2"],
-        env=env,
-        cwd=djdask.cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = populate_kept(djdask, env)
     table = sql.table(f"{prefix}_arrays", "__kept")
     deadline = time.monotonic() + 120
     while (

@@ -1,0 +1,458 @@
+"""What each ``djdask`` command does (the parser and the entry point are in :mod:`djdask.cli`).
+
+Each command takes the parsed arguments and returns the exit code.  Arguments
+and settings were checked by :func:`djdask.cli.main` before it calls one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import DjdaskError
+
+__all__ = [
+    "plan",
+    "status",
+    "errors",
+    "populate",
+    "gc",
+    "demo",
+    "jobs",
+    "retry",
+    "release",
+    "ignore",
+    "clusters",
+    "config",
+    "db",
+]
+
+
+def print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) if rows else len(c) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(str(row[c]).ljust(widths[c]) for c in columns))
+
+
+def plan(args: argparse.Namespace) -> int:
+    from .database import connect
+    from .planner import plan, select
+
+    connect()
+    selection = select(args.module, args.target, args.restrict)
+    planned = plan(selection.graph, selection.tables, selection.restriction)
+    rows = [r.as_dict() for r in planned]
+    if args.json:
+        print(json.dumps({"module": args.module, "restriction": selection.restriction, "tables": rows}, default=str))
+    else:
+        print_table(
+            [{**r.as_dict(), "note": r.note} for r in planned],
+            ["table", "tier", "depth", "total", "missing", "ignored", "note"],
+        )
+        if any(not r.reserved for r in planned):
+            print(
+                "\nUnreserved tables have no jobs table (no primary-key attribute comes from a foreign key, "
+                "so DataJoint cannot create one): one campaign at a time makes their keys, each after "
+                "DataJoint's 'already made' check, as DataJoint's populate() does."
+            )
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    from .database import connect
+    from .planner import reservation_holders, select, table_counts
+
+    connect()
+    selection = select(args.module)
+    rows = table_counts(selection.graph, selection.tables)
+    holders = reservation_holders(selection.graph, selection.tables)
+    if args.json:
+        print(json.dumps({"module": args.module, "tables": rows, "holders": holders}, default=str))
+        return 0
+    print_table(
+        [{**r, "note": "" if r["jobs_table"] else "unreserved (no jobs table)"} for r in rows],
+        ["table", "rows", "pending", "reserved", "error", "ignore", "note"],
+    )
+    if holders:
+        print("\nReservations held by:")
+        print_table(
+            [{**h, "tables": ", ".join(h["tables"])} for h in holders],
+            ["host", "pid", "user", "keys", "since", "tables"],
+        )
+    else:
+        print("\nNo key is reserved: no campaign or worker is running.")
+    return 0
+
+
+def errors(args: argparse.Namespace) -> int:
+    from .database import connect
+    from .planner import error_groups, select
+
+    connect()
+    selection = select(args.module)
+    names = selected_tables(selection, args.table) if args.table else None
+    groups = error_groups(selection.graph, selection.tables, names)
+    if args.json:
+        print(json.dumps({"module": args.module, "errors": groups}, default=str))
+        return 0
+    if not groups:
+        print("No error rows.")
+        return 0
+    for g in groups:
+        key = ", ".join(f"{k}={v}" for k, v in g["example_key"].items())
+        print(f"{g['table']}: {g['count']} x {g['message'].splitlines()[0][:200] if g['message'] else ''}")
+        print(f"    e.g. {key}")
+    print(
+        f"\n{sum(g['count'] for g in groups)} error row(s). Details: djdask jobs {args.module} --status error; "
+        f"retry: djdask retry {args.module}"
+    )
+    return 0
+
+
+def run_campaign(module: str, args: argparse.Namespace, targets=(), restrictions=()) -> int:
+    from .campaign import Campaign
+    from .planner import select, table_counts
+    from .progress import TerminalProgress
+
+    selection = select(module, targets, restrictions)
+    campaign = Campaign(
+        selection,
+        workers=args.workers,
+        progress=TerminalProgress(sys.stdout),
+        target_duration=getattr(args, "target_duration", None),
+        max_calls=getattr(args, "max_calls", None),
+        priority=getattr(args, "priority", None),
+        cluster=pools_arg(getattr(args, "cluster", None)),
+        performance_report=getattr(args, "performance_report", None),
+        make_kwargs=getattr(args, "make_kwargs", None),
+        store=getattr(args, "store", None),
+    )
+
+    def stop(signum: int, frame: Any) -> None:
+        # The first Ctrl-C or SIGTERM stops gracefully; the second aborts.
+        if campaign.stopping:
+            raise KeyboardInterrupt
+        print(
+            "\ndjdask: stopping: no new keys; running ones may finish (Ctrl-C again to abort).",
+            file=sys.stderr,
+            flush=True,
+        )
+        campaign.request_stop()
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        summary = campaign.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    counts = {r["table"]: r for r in table_counts(selection.graph, selection.tables)}
+    rows = [
+        {
+            "table": t.table,
+            "made": t.succeeded,
+            "errors": t.errors,
+            "retries": t.retries,
+            "tasks": t.tasks,
+            "seconds": f"{t.seconds:.2f}",
+            "rows": counts[t.table]["rows"],
+            "pending": counts[t.table]["pending"],
+        }
+        for t in summary.tables
+    ]
+    print()
+    print_table(rows, ["table", "made", "errors", "retries", "tasks", "seconds", "rows", "pending"])
+    state = "stopped" if summary.cancelled else "finished"
+    print(f"\nCampaign {state} in {summary.seconds:.1f} s with {summary.errors} error(s).")
+    if summary.cancelled:
+        print("Reserved keys were released. Run the same command to resume.", file=sys.stderr)
+    if summary.waiting_for_resources:
+        print("No worker had the resources for: " + ", ".join(summary.waiting_for_resources), file=sys.stderr)
+    if summary.errors:
+        print(f"See them with: djdask jobs {module} --status error")
+    if getattr(args, "performance_report", None) and os.path.exists(args.performance_report):
+        print(f"Dask performance report: {args.performance_report}")
+    if args.json_summary:
+        with open(args.json_summary, "w") as f:
+            json.dump({"module": module, **summary.as_dict()}, f, indent=2)
+    return summary.exit_code
+
+
+def pools_arg(values: list[str] | None) -> dict[str, str] | None:
+    """``--cluster PROFILE`` or ``--cluster POOL=PROFILE`` (repeated) as ``{pool: profile}``."""
+    if not values:
+        return None
+    pools: dict[str, str] = {}
+    for value in values:
+        pool, _, profile = value.rpartition("=")
+        pool = pool or "default"
+        if not profile or pool in pools:
+            raise DjdaskError(
+                f"--cluster {value!r}: give each pool once, as --cluster PROFILE (the default pool) or "
+                "--cluster POOL=PROFILE, e.g. --cluster default=slurm --cluster gpu=gpu."
+            )
+        pools[pool] = profile
+    return pools
+
+
+def make_kwargs_arg(value: str | None) -> dict | None:
+    """``--make-kwargs JSON``: a JSON object of keyword arguments for every make()."""
+    from .checks import check_make_kwargs
+
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as err:
+        raise DjdaskError(
+            f"--make-kwargs {value!r} is not JSON ({err.msg} at character {err.pos}). Give a JSON object, "
+            "e.g. --make-kwargs '{\"scale\": 3}'."
+        ) from None
+    return check_make_kwargs(parsed, "--make-kwargs")
+
+
+def populate(args: argparse.Namespace) -> int:
+    from .checks import check_priority
+    from .database import connect
+
+    check_priority(args.priority)  # before anything reaches the database
+    args.make_kwargs = make_kwargs_arg(args.make_kwargs)
+    pools = pools_arg(args.cluster)
+    if pools:
+        from djdask.clusters import resolve
+
+        for profile in pools.values():  # a bad profile is reported before anything else happens
+            resolve(profile).validate()
+    connect()
+    if args.dry_run:
+        args.json = False
+        return plan(args)
+    from .stores import configure_store
+
+    print(f"Arrays: {configure_store(args.store)}", flush=True)
+    return run_campaign(args.module, args, args.target, args.restrict)
+
+
+def gc(args: argparse.Namespace) -> int:
+    from dask.utils import parse_timedelta
+
+    from . import config
+    from .database import connect
+    from .loader import load_pipeline
+    from .storage import collect_garbage
+    from .stores import configure_store
+
+    connect()
+    configure_store(args.store, probe=False)  # gc reads and removes; it writes nothing new
+    loaded = load_pipeline(args.module)
+    min_age = parse_timedelta(config.resolve("storage.gc-min-age", args.min_age))
+    connection = next(iter(loaded.tables.values()))().connection
+    report = collect_garbage(loaded.schemas, connection=connection, dry_run=args.dry_run, min_age=min_age)
+    verb = "would remove" if args.dry_run else "removed"
+    for store, stats in report.items():
+        print(
+            f"store {store}: {stats['referenced']} referenced, {stats['orphaned']} unreferenced "
+            f"({stats['orphaned_bytes']} bytes); {verb} {stats['removed']}; "
+            f"{stats['too_recent']} kept as younger than {min_age:.0f} s"
+        )
+        for path in stats["paths"]:
+            print(f"  {path}")
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    from .database import connect, describe
+    from .stores import configure_store
+
+    connect()
+    print(f"Database: {describe()}", flush=True)
+    print(f"Arrays: {configure_store(args.store)}", flush=True)
+    from djdask.pipeline.demo import insert_demo_data
+
+    scans = insert_demo_data(args.scale)
+    print(f"Reference pipeline ready: {scans} scans at scale {args.scale!r}.", flush=True)
+    return run_campaign("djdask.pipeline", args)
+
+
+def selected_tables(selection, names: Sequence[str]) -> list[str]:
+    if not names:
+        return list(selection.graph.order)
+    return [selection.graph.resolve(n) for n in names]
+
+
+def jobs(args: argparse.Namespace) -> int:
+    from .database import connect
+    from .planner import existing_jobs, select
+
+    connect()
+    selection = select(args.module)
+    columns = ["status", "priority", "scheduled_time", "reserved_time", "host", "pid", "connection_id", "error_message"]
+    rows = []
+    for name, jobs in existing_jobs(selection.tables, selected_tables(selection, args.table)):
+        query = jobs & {"status": args.status} if args.status else jobs
+        for row in query.to_dicts(order_by=["priority", "scheduled_time"], limit=args.limit):
+            key = {k: row[k] for k in jobs.primary_key}
+            rows.append({"table": selection.graph.class_names[name], "key": key, **{c: row[c] for c in columns}})
+    from .database import redact, secrets
+
+    known = secrets()  # a make() may have put one in its error message
+    for row in rows:
+        row["error_message"] = redact(row["error_message"] or "", known) or None
+    if args.json:
+        print(json.dumps({"module": args.module, "jobs": rows}, default=str))
+        return 0
+    for row in rows:
+        row["key"] = ", ".join(f"{k}={v}" for k, v in row["key"].items())
+        row["error_message"] = (row["error_message"] or "")[:60]
+        row["reserved_time"] = row["reserved_time"] or ""
+    print_table(rows, ["table", "key", *columns])
+    return 0
+
+
+def retry(args: argparse.Namespace) -> int:
+    from .database import connect
+    from .jobs import JobQueue
+    from .planner import select
+
+    connect()
+    selection = select(args.module)
+    from .unreserved import has_jobs_table
+
+    total = 0
+    for name in selected_tables(selection, args.table):
+        if not has_jobs_table(selection.tables[name]):
+            continue  # no jobs table, no error rows: its failed keys are missing, and made by the next campaign
+        count = JobQueue(selection.tables[name]()).retry_errors()
+        total += count
+        if count:
+            print(f"{selection.graph.class_names[name]}: {count} error row(s) back to pending")
+    print(f"{total} key(s) will be retried by the next campaign.")
+    return 0
+
+
+def release(args: argparse.Namespace) -> int:
+    from .database import connect
+    from .leases import lease_timeout, recover_orphans
+    from .planner import existing_jobs, select
+
+    connect()
+    selection = select(args.module)
+    connection = selection.connection
+    names = {
+        jobs.full_table_name: selection.graph.class_names[name]
+        for name, jobs in existing_jobs(selection.tables, selection.graph.order)
+    }
+    freed = recover_orphans(connection, list(names), lease_timeout=lease_timeout())
+    for table, count in freed.items():
+        if count:
+            print(f"{names[table]}: {count} orphaned reservation(s) back to pending")
+    print(f"{sum(freed.values())} orphaned reservation(s) freed.")
+    return 0
+
+
+def ignore(args: argparse.Namespace) -> int:
+    from .database import connect
+    from .errors import RestrictionError
+    from .jobs import JobQueue
+    from .planner import parse_restrictions, select
+    from .unreserved import has_jobs_table
+
+    connect()
+    selection = select(args.module)
+    name = selection.graph.resolve(args.table)
+    cls = selection.tables[name]
+    class_name = selection.graph.class_names[name]
+    if not has_jobs_table(cls):
+        raise RestrictionError(
+            f"{class_name} has no jobs table (no primary-key attribute comes from a foreign key), so it has no "
+            "`ignore` rows: it runs unreserved. Restrict the campaign instead (-r ATTR=VALUE)."
+        )
+    restriction = parse_restrictions(args.restrict, selection.graph.cut([class_name]), selection.tables)
+    own = set(cls().key_source.heading.names)
+    foreign = sorted(set(restriction) - own)
+    if foreign:  # ignored silently, they would mark every missing key
+        raise RestrictionError(
+            f"{class_name}'s keys have no attribute {', '.join(foreign)}. Restrict by its own: "
+            f"{', '.join(sorted(own))}."
+        )
+    counts = JobQueue(cls(), restriction).ignore()
+    print(
+        f"{class_name}: {counts['ignored']} missing key(s) marked ignore; no campaign or populate(reserve_jobs=True) "
+        f"makes them until their rows are deleted from {cls().jobs.full_table_name}."
+    )
+    if counts["reserved"]:
+        print(f"{counts['reserved']} matching key(s) are reserved by a running worker and were left to it.")
+    return 0
+
+
+def clusters(args: argparse.Namespace) -> int:
+    import yaml
+
+    from djdask.clusters import profile_names, resolve
+
+    from .errors import ProfileError
+
+    if args.action == "list":
+        rows = [{"profile": n, "kind": resolve(n).raw.get("kind")} for n in profile_names()]
+        print_table(rows, ["profile", "kind"])
+        return 0
+    if not args.profile:
+        raise ProfileError(f"`djdask clusters {args.action}` needs a profile name: djdask clusters {args.action} slurm")
+    profile = resolve(args.profile)
+    if args.action == "show":
+        print(yaml.safe_dump({args.profile: profile.shown()}, sort_keys=False).rstrip())
+    elif not hasattr(profile.kind, "script"):
+        raise ProfileError(f"Profile {args.profile!r} is of kind {profile.kind.name!r}, which submits no job script.")
+    else:
+        print(profile.kind.script(args.profile, profile.raw))
+    return 0
+
+
+def config(args: argparse.Namespace) -> int:
+    from . import settings
+
+    if args.markdown:
+        print(settings.markdown(), end="")
+        return 0
+    from .database import redact, secrets
+
+    known = secrets()
+    rows = []
+    for path, _spec in settings.leaves():
+        value = settings.settings()
+        for part in path.split(".")[1:]:
+            value = (value or {}).get(part) if isinstance(value, dict) else None
+        if path == "djdask.clusters":  # profiles may hold secrets: `djdask clusters show` masks them
+            value = sorted(value or {})
+        where = settings.source(path)
+        rows.append(
+            {"setting": path, "value": redact(json.dumps(value, default=str), known), "set in": where or "default"}
+        )
+    print_table(rows, ["setting", "value", "set in"])
+    print("\nAll settings fit their schema. Their meanings: djdask config --markdown (docs/settings.md).")
+    return 0
+
+
+def db(args: argparse.Namespace) -> int:
+    from .database import EmbeddedPostgres
+
+    server = EmbeddedPostgres()
+    if args.action == "start":
+        status = server.start()
+        print(f"Embedded PostgreSQL running (pid {status.pid}) in {status.data_dir}")
+        print(f"URL: {server.url()}")
+    elif args.action == "stop":
+        print("Embedded PostgreSQL stopped." if server.stop() else "Embedded PostgreSQL was not running.")
+    elif args.action == "status":
+        status = server.status()
+        state = f"running (pid {status.pid})" if status.running else "stopped"
+        print(f"Embedded PostgreSQL: {state}; data in {status.data_dir}")
+        return 0 if status.running else 3
+    elif args.action == "url":
+        print(server.url())
+    return 0
