@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import subprocess
 import warnings
@@ -323,15 +324,58 @@ def connect(*, embedded: bool | None = None):
         )
     if djcompat.thread_safe_mode():
         return None  # the embedded server, asked for: the pipeline's Instances read its DJ_*
+    held = _HeldTlsFallback()
+    datajoint_logger = logging.getLogger("datajoint")
+    datajoint_logger.addFilter(held)
     try:
-        return dj.conn()
+        connection = dj.conn()
     except Exception as err:  # the drivers raise many kinds; all mean the same here
-        raise DatabaseUnavailableError(
-            f"Could not connect to the database {describe()}: {_redact(str(err))}. "
-            "Check that the server is running and that DataJoint's settings (datajoint.json, "
-            "DJ_HOST, DJ_PORT, DJ_USER, DJ_PASS, DJ_BACKEND) are right, or unset them to "
-            "use djdask's embedded PostgreSQL."
-        ) from None
+        raise DatabaseUnavailableError(_connect_failed(err)) from None
+    finally:
+        datajoint_logger.removeFilter(held)
+    for record in held.records:  # connected without TLS after all: worth saying, after the fact
+        datajoint_logger.handle(record)
+    return connection
+
+
+class _HeldTlsFallback(logging.Filter):
+    """Holds DataJoint's "SSL connection failed ... Falling back to non-SSL" warning while it
+    connects: when the connection then fails, djdask's message is the one to read first
+    (the TLS attempt failed for the same reason); when it succeeds, the warning is shown."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "Falling back to non-SSL" in record.getMessage():
+            self.records.append(record)
+            return False
+        return True
+
+
+def _connect_failed(err: BaseException) -> str:
+    """What the user reads when the database refuses or cannot be reached: the server, the
+    user, the driver's reason and the fix."""
+    reason = _redact(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+    settings = settings_view()
+    user = settings["database.user"]
+    if re.search(r"Access denied|password authentication failed|authentication failed|no password supplied", reason):
+        fix = (
+            f"The server refused user {user!r}: check DJ_USER and DJ_PASS (or database.user and "
+            "database.password in datajoint.json or .secrets/), and that the user may connect from this host."
+        )
+    elif re.search(r"does not exist|Unknown database", reason):
+        fix = "Check the database name (DJ_DATABASE_NAME for PostgreSQL) and that the user may use it."
+    else:
+        fix = (
+            "Check that the server is running and reachable from here, and that DJ_HOST, DJ_PORT and DJ_BACKEND "
+            "(or datajoint.json) point at it."
+        )
+    return (
+        f"Could not connect to the database {describe()}: {reason}. {fix} Or unset DataJoint's database "
+        "settings to use djdask's embedded PostgreSQL."
+    )
 
 
 def secrets(connections: Sequence[Any] = ()) -> list[str]:

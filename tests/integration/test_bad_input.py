@@ -141,3 +141,28 @@ def test_refused_connection(server, tmp_path):
     )
     assert_clean_error(result, "Could not connect to the database", f"127.0.0.1:{port}", "DJ_HOST")
     assert secret not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("server", ["mariadb"], indirect=True)
+def test_wrong_password_is_told_first_and_never_shown(server, tmp_path):
+    """With TLS left to DataJoint's choice, a refused login made DataJoint print its "SSL
+    connection failed ... Falling back to non-SSL" warning before djdask's message: now the
+    first line is djdask's, naming server, user, the driver's reason and the fix."""
+    import subprocess
+    import sys
+
+    secret = "Wr0ng-Pa55word-xyz"
+    env = clean_env({**server.env, "DJ_PASS": secret})
+    env.pop("DJ_USE_TLS")
+    result = subprocess.run(
+        [sys.executable, "-m", "djdask.cli", "status", "djdask.pipeline"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert_clean_error(result, "Could not connect to the database", "Access denied", "check DJ_USER and DJ_PASS")
+    assert f"user {server.env['DJ_USER']!r}" in " ".join(result.stderr.split())
+    assert "Falling back" not in result.stderr, result.stderr
+    assert secret not in result.stdout + result.stderr
