@@ -177,7 +177,9 @@ class JobQueue:
         names = set(key_source.heading.names)
         self.restriction = {k: v for k, v in (restriction or {}).items() if k in names}
         self.full_key_source = key_source
-        self.key_source = key_source & self.restriction if self.restriction else key_source
+        from .planner import restrict
+
+        self.key_source = restrict(key_source, self.restriction)
         self.owner = owner or Owner.of(self.connection)
 
     # -- helpers ---------------------------------------------------------------

@@ -36,7 +36,7 @@ class PlanRow:
 def _convert(value: str, attr: Any) -> Any:
     if attr.numeric:
         try:
-            number = float(value)
+            number = float(value.strip())
         except ValueError:
             raise RestrictionError(
                 f"Restriction {attr.name}={value!r}: {attr.name} is numeric ({attr.type}) "
@@ -44,6 +44,34 @@ def _convert(value: str, attr: Any) -> Any:
             ) from None
         return int(number) if number.is_integer() and "int" in attr.type.lower() else number
     return value
+
+
+def literal_conditions(expression: Any, restriction: dict[str, Any]) -> list[Any]:
+    """``restriction`` as DataJoint conditions that match text values literally on both backends.
+
+    DataJoint writes a text value into SQL with its backslashes doubled, as MySQL
+    reads string literals; PostgreSQL (``standard_conforming_strings``, its default)
+    reads backslashes as themselves, so there ``-r name=back\\slash`` would match
+    ``back\\\\slash``.  Such values go to PostgreSQL as conditions written here, with
+    quotes doubled and backslashes kept; every other value as DataJoint's own.
+    """
+    if not restriction:
+        return []
+    postgres = expression.connection.adapter.backend == "postgresql"
+    plain = {k: v for k, v in restriction.items() if not (postgres and isinstance(v, str) and "\\" in v)}
+    conditions: list[Any] = [plain] if plain else []
+    for name, value in restriction.items():
+        if name not in plain:
+            quoted = value.replace("'", "''")
+            conditions.append(f"{expression.connection.adapter.quote_identifier(name)} = '{quoted}'")
+    return conditions
+
+
+def restrict(expression: Any, restriction: dict[str, Any]) -> Any:
+    """``expression & restriction``, text values matched literally (:func:`literal_conditions`)."""
+    for condition in literal_conditions(expression, restriction):
+        expression = expression & condition
+    return expression
 
 
 def parse_restrictions(pairs: Sequence[str], graph: PipelineGraph, tables: dict[str, type]) -> dict[str, Any]:
@@ -70,7 +98,7 @@ def parse_restrictions(pairs: Sequence[str], graph: PipelineGraph, tables: dict[
                 f"Unknown restriction attribute {name!r}: no selected table's key has it. "
                 f"Restrict by one of: {listing}."
             )
-        restriction[name] = _convert(value.strip(), known[name])
+        restriction[name] = _convert(value, known[name])  # text as given: a literal, spaces and all
     return restriction
 
 
@@ -83,7 +111,7 @@ def plan(graph: PipelineGraph, tables: dict[str, type], restriction: dict[str, A
         table = tables[info.full_name]()
         names = set(table.key_source.heading.names)
         own = {k: v for k, v in restriction.items() if k in names}
-        missing, total = table.progress(own) if own else table.progress()
+        missing, total = table.progress(*literal_conditions(table, own))
         reserved = has_jobs_table(table)
         ignored = _ignored_missing(table, own) if reserved else 0
         rows.append(
@@ -99,7 +127,7 @@ def _ignored_missing(table: Any, restriction: dict[str, Any]) -> int:
     jobs = Job(table)
     if not jobs.is_declared:
         return 0
-    source = table.key_source & restriction if restriction else table.key_source
+    source = restrict(table.key_source, restriction)
     missing = source.proj() - table.proj()
     return len((jobs & "status = 'ignore'").restrict(missing, semantic_check=False))
 

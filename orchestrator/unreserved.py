@@ -70,7 +70,9 @@ class UnreservedQueue:
         key_source = table.key_source
         names = set(key_source.heading.names)
         self.restriction = {k: v for k, v in (restriction or {}).items() if k in names}
-        self.key_source = key_source & self.restriction if self.restriction else key_source
+        from .planner import restrict
+
+        self.key_source = restrict(key_source, self.restriction)
         self.pk: list[str] = list(key_source.primary_key)
         self._in_flight: set[tuple] = set()
         self._failed: set[tuple] = set()
