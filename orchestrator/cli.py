@@ -184,8 +184,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=commands.status)
 
-    p = sub.add_parser("jobs", help="list jobs-table rows")
-    p.add_argument("module", help="importable pipeline package or module")
+    p = sub.add_parser(
+        "jobs", help="list jobs-table rows; `jobs init MODULE` creates the jobs tables (once, as a privileged user)"
+    )
+    p.add_argument("module", help="importable pipeline package or module (or `init`, then the module)")
+    p.add_argument("init", nargs="?", metavar="MODULE", help=argparse.SUPPRESS)
     p.add_argument("--table", action="append", default=[], help="only this table (repeatable)")
     p.add_argument("--status", choices=["pending", "reserved", "success", "error", "ignore"])
     p.add_argument("--limit", type=_count, default=None, help="at most this many rows per table")
@@ -255,6 +258,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("djdask: interrupted; reserved keys were released. Run the same command to resume.", file=sys.stderr)
         return 130
+    except Exception as err:
+        from .jobs import is_permission_error
+
+        if not is_permission_error(err):
+            raise
+        from .database import redact
+
+        reason = redact(str(err).strip().splitlines()[0][:300])
+        print(
+            "djdask: "
+            + textwrap.fill(
+                f"The database refused a statement for want of a privilege ({reason}). The README's Security "
+                "section lists the privileges a campaign needs on each backend; ask your database administrator "
+                "for them. Nothing was changed by the statement refused.",
+                width=100,
+                subsequent_indent="  ",
+                break_on_hyphens=False,
+            ),
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":

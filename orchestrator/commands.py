@@ -289,6 +289,8 @@ def jobs(args: argparse.Namespace) -> int:
     from .database import connect
     from .planner import existing_jobs, select
 
+    if args.init is not None:
+        return jobs_init(args)
     connect()
     selection = select(args.module)
     columns = ["status", "priority", "scheduled_time", "reserved_time", "host", "pid", "connection_id", "error_message"]
@@ -311,6 +313,41 @@ def jobs(args: argparse.Namespace) -> int:
         row["error_message"] = (row["error_message"] or "")[:60]
         row["reserved_time"] = row["reserved_time"] or ""
     print_table(rows, ["table", "key", *columns])
+    return 0
+
+
+def jobs_init(args: argparse.Namespace) -> int:
+    """``djdask jobs init MODULE``: create the jobs table of every auto-populated table (run once
+    by a user who may create tables; campaigns then need no CREATE privilege)."""
+    from datajoint.jobs import Job
+
+    from .database import connect
+    from .errors import InvalidInputError
+    from .jobs import _declared_jobs
+    from .planner import select
+    from .unreserved import has_jobs_table
+
+    if args.module != "init":
+        raise InvalidInputError(
+            f"`djdask jobs {args.module} {args.init}`: write `djdask jobs MODULE` to list jobs rows, or "
+            "`djdask jobs init MODULE` to create the jobs tables."
+        )
+    connect()
+    selection = select(args.init)
+    schemas = set()
+    for name in selection.graph.order:
+        cls = selection.tables[name]
+        if not has_jobs_table(cls):
+            continue
+        table = cls()
+        existed = Job(table).is_declared  # reading `table.jobs` would create it
+        jobs = _declared_jobs(table)
+        schemas.add(table.database)
+        print(f"{selection.graph.class_names[name]}: {jobs.full_table_name} {'exists' if existed else 'created'}")
+    print(
+        f"\nCampaigns on {args.init} need SELECT, INSERT, UPDATE and DELETE on the schemas "
+        f"{', '.join(sorted(schemas)) or '(none)'} (see the README's Security section)."
+    )
     return 0
 
 

@@ -24,6 +24,7 @@ import contextlib
 import logging
 import os
 import platform
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -128,6 +129,8 @@ def _declared_jobs(table: Any, *, attempts: int = 5) -> Any:
     try:
         return table.jobs
     except Exception as err:
+        if is_permission_error(err):
+            raise JobsTableError(_create_denied(table, err)) from None
         if "already exists" not in str(err):
             raise
         logger.debug("Jobs table of %s declared concurrently: %s", table.class_name, err)
@@ -141,6 +144,35 @@ def _declared_jobs(table: Any, *, attempts: int = 5) -> Any:
         f"The jobs table of {table.class_name} was being created by another process and did not "
         "appear. Retry; if it persists, create it with DataJoint: "
         f"`{table.class_name}.jobs` in Python."
+    )
+
+
+def is_permission_error(err: BaseException) -> bool:
+    """Whether the database refused a statement for want of a privilege."""
+    text = f"{type(err).__name__}: {err}"
+    return bool(
+        re.search(
+            r"AccessError|command denied|permission denied|InsufficientPrivilege|must be owner|Access denied for", text
+        )
+    )
+
+
+def _create_denied(table: Any, err: BaseException) -> str:
+    user = table.connection.conn_info.get("user")
+    schema = table.database
+    postgres = table.connection.adapter.backend == "postgresql"
+    grant = (
+        f'GRANT CREATE ON SCHEMA "{schema}" TO "{user}";'
+        if postgres
+        else f"GRANT CREATE ON `{schema}`.* TO '{user}'@'%';"
+    )
+    module = type(table).__module__.split(".")[0] if type(table).__module__ else "MODULE"
+    return (
+        f"User {user!r} may not create tables in schema {schema!r} (it lacks the CREATE privilege: "
+        f"{str(err).strip().splitlines()[0][:200]}), so djdask cannot create the jobs table of {table.class_name}. "
+        f"Either a privileged user runs once `djdask jobs init {module}` (it creates the jobs tables of every "
+        "auto-populated table; campaigns then need only SELECT, INSERT, UPDATE and DELETE), or grant the privilege: "
+        f"{grant} Nothing was written."
     )
 
 
