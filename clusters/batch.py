@@ -28,11 +28,23 @@ from djdask.errors import ProfileError
 from djdask.executor import LIFETIME_ENV, STAGGER_ENV
 
 from .scaling import Demand, DemandAdaptive
+from .security import secure_scheduler, security_of
 
 __all__ = ["BatchKind", "lifetime_for"]
 
 #: Profile keys that are djdask's, not dask-jobqueue's.
-_OWN_KEYS = {"kind", "jobqueue", "max-jobs", "resources", "lifetime", "lifetime-stagger", "scale-down-after"}
+_OWN_KEYS = {
+    "kind",
+    "jobqueue",
+    "max-jobs",
+    "resources",
+    "lifetime",
+    "lifetime-stagger",
+    "scale-down-after",
+    "security",
+    "shared-temp-directory",
+    "dashboard-address",
+}
 
 
 def _load(spec: str) -> Any:
@@ -154,6 +166,7 @@ class BatchKind:
 
     def validate(self, profile: str, raw: dict[str, Any]) -> None:
         self.settings(profile, raw)
+        security_of(profile, raw)
         self.check_submit(profile)
 
     def script(self, profile: str, raw: dict[str, Any], scheduler: str = "tcp://SCHEDULER:8786") -> str:
@@ -171,6 +184,7 @@ class BatchKind:
 
         self.check_submit(profile)
         kwargs = self.settings(profile, raw)
+        kwargs.update(secure_scheduler(profile, raw, kwargs.get("scheduler_options")))
         if demand is not None:
             kwargs["job_cls"] = _reporting_job(_load(self.job_class), demand)
         try:

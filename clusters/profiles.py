@@ -168,9 +168,11 @@ def _connect(profile: str, raw: dict[str, Any], what: str, setting: str, **where
     from dask.utils import parse_timedelta
     from distributed import Client
 
+    from .security import client_security
+
     timeout = parse_timedelta(raw.get("connect-timeout", "10s"))
     try:
-        return Client(timeout=timeout, **where)
+        return Client(timeout=timeout, **client_security(profile, raw), **where)
     except (OSError, TimeoutError) as err:
         raise ProfileError(
             f"Profile {profile!r}: cannot reach {what} within {timeout:.0f} s ({err}). Check that the scheduler "

@@ -445,7 +445,9 @@ class Campaign:
             unlock(tables)  # the unreserved tables' locks, taken by the sweep
             raise
         summary.dashboard_link = self.dashboard_link
-        self.progress.started(self.dashboard_link, self.page_link)
+        default = self.pools.default
+        remote = default.profile is not None and default.profile.kind.name != "local"
+        self.progress.started(self.dashboard_link, self.page_link, default.client.scheduler.address if remote else None)
         heartbeat.start()
         if config.get("campaign.trace-memory") and not tracemalloc.is_tracing():
             tracemalloc.start()  # here, not by PYTHONTRACEMALLOC, which workers would inherit

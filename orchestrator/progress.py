@@ -198,8 +198,11 @@ class TerminalProgress:
         self._drawn = 0
         self._last = time.monotonic()
 
-    def started(self, dashboard_link: str | None, page_link: str | None = None) -> None:
+    def started(self, dashboard_link: str | None, page_link: str | None = None, scheduler: str | None = None) -> None:
         if self.enabled and dashboard_link:
+            if scheduler:
+                secure = "TLS, only this campaign's credentials" if scheduler.startswith("tls://") else "plain TCP"
+                self.stream.write(f"Scheduler:      {scheduler} ({secure})\n")
             self.stream.write(f"Dask dashboard: {dashboard_link}\n")
             if page_link:
                 self.stream.write(f"Campaign page:  {page_link}\n")

@@ -263,3 +263,72 @@ def test_two_pools_route_tables_by_their_resources(server, djdask, sql, prefix, 
     )
     assert len(on_any) == 6 and not any(w.startswith("SLURMCluster") for w in on_any), on_any
     assert queue_empties(slurm), f"jobs left in the queue: {slurm.queue()}"
+
+
+PROBE = """
+import sys
+from distributed import Client
+from distributed.security import Security
+address, files = sys.argv[1], sys.argv[2:]
+security = Security(tls_ca_file=files[0], tls_client_cert=files[1], tls_client_key=files[2],
+                    require_encryption=True) if files else None
+try:
+    with Client(address, security=security, timeout=5) as client:
+        print("accepted", len(client.scheduler_info()["workers"]))
+except Exception as err:
+    print("refused", type(err).__name__)
+"""
+
+
+def probe(address: str, *files: Path) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, address, *map(str, files)], capture_output=True, text=True, timeout=60
+    )
+    return result.stdout.strip() or result.stderr
+
+
+def test_only_the_campaigns_credentials_drive_its_scheduler(server, djdask, sql, prefix, slurm, tmp_path):
+    """On a cluster the scheduler talks TLS with credentials made for the campaign: a plain-TCP
+    client is refused, and so is a TLS client without them; a client with them is accepted and
+    sees the workers, which SLURM started and which connected with the copies the campaign
+    wrote (owner-only) to shared-temp-directory, removed at the end.  The dashboard listens on
+    loopback."""
+    n = 12
+    seed(djdask, n)
+    ledger, shared = tmp_path / "ledger.txt", tmp_path / "tls"
+    env = djdask.env(
+        **slurm.env,
+        **write_profile(tmp_path, **{"shared-temp-directory": str(shared)}),
+        DJDASK_TEST_LEDGER=str(ledger),
+        DJDASK_TEST_MAKE_SECONDS="1",
+        PYTHONUNBUFFERED="1",
+    )
+    watch = Watch(djdask, slurm, env)
+    address = dashboard = None
+    while address is None or dashboard is None:
+        line = watch.proc.stdout.readline()
+        assert line, "the campaign ended before it named its scheduler: " + watch.proc.communicate()[1]
+        if line.startswith("Scheduler:"):
+            address = line.split()[1]
+            assert "TLS" in line, line
+        if line.startswith("Dask dashboard:"):
+            dashboard = line.split()[2]
+    assert address.startswith("tls://"), address
+    assert dashboard.startswith("http://127.0.0.1:"), dashboard
+    deadline = time.monotonic() + 120
+    while not ledger_lines(ledger):  # a worker (a SLURM job) connected over TLS and made a key
+        assert watch.proc.poll() is None and time.monotonic() < deadline, "no worker ever ran"
+        time.sleep(0.3)
+    files = {key: next(shared.glob(f".dask-jobqueue.worker.{key}.*")) for key in ("ca_file", "cert", "key")}
+    assert oct(files["key"].stat().st_mode & 0o777) == "0o600"
+
+    assert probe(address.replace("tls://", "tcp://")).startswith("refused"), "a plain-TCP client was accepted"
+    assert probe(address).startswith("refused"), "a TLS client without the campaign's credentials was accepted"
+    accepted = probe(address, files["ca_file"], files["cert"], files["key"])
+    assert accepted.startswith("accepted") and int(accepted.split()[1]) >= 1, accepted
+
+    code, out, err = watch.wait(240)
+    assert code == 0, out + err
+    assert sorted(k for k, _, _ in ledger_lines(ledger)) == list(range(n))
+    assert not list(shared.glob(".dask-jobqueue.*")), "the workers' credentials outlived the campaign"
+    assert queue_empties(slurm), f"jobs left in the queue: {slurm.queue()}"
