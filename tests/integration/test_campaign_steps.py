@@ -99,21 +99,28 @@ def test_lease_timeout_frees_reservations_that_are_not_renewed(djdask, sql, pref
 
 
 RETIRING_RUN = """
-import json, logging, os
+import json, logging, os, threading, time
 logging.basicConfig(level=logging.INFO)
-from distributed import Client, LocalCluster, Nanny
+from distributed import Client, LocalCluster
 from djdask import Campaign
 
-# One worker with a lifetime of a few seconds, one without: the first retires mid-campaign.
+# One worker without a lifetime; once the campaign makes keys, a second one joins with a
+# lifetime of a few seconds (counted from its own start, as a batch job's): it retires mid-campaign.
 cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0")
-os.environ["DJDASK_WORKER_LIFETIME"] = "6"
+client = Client(cluster)
+campaign, out = Campaign("ledger", client=client, target_duration="2s"), {}
+runner = threading.Thread(target=lambda: out.update(summary=campaign.run()))
+runner.start()
+ledger = os.environ["DJDASK_TEST_LEDGER"]
+while runner.is_alive() and not (os.path.exists(ledger) and open(ledger).read().strip()):
+    time.sleep(0.05)
+os.environ["DJDASK_WORKER_LIFETIME"] = "5"
 os.environ["DJDASK_WORKER_LIFETIME_STAGGER"] = "0"
 cluster.scale(2)
-client = Client(cluster)
 client.wait_for_workers(2)
 del os.environ["DJDASK_WORKER_LIFETIME"]
-summary = Campaign("ledger", client=client, target_duration="2s").run()
-print(json.dumps({**summary.as_dict(), "workers_left": len(client.scheduler_info()["workers"])}))
+runner.join()
+print(json.dumps({**out["summary"].as_dict(), "workers_left": len(client.scheduler_info()["workers"])}))
 client.close(); cluster.close()
 """
 
@@ -122,7 +129,7 @@ def test_a_retiring_local_worker_hands_its_queued_keys_to_another(djdask, sql, p
     """A worker past its lifetime (as batch jobs near their walltime) starts no new make():
     the rest of its batch goes back to the campaign (requeue) and another worker makes it;
     every key once, none lost, none left reserved, no attempt charged."""
-    n = 40
+    n = 60
     seed_ledger(djdask, n)
     ledger = tmp_path / "ledger.txt"
     env = djdask.env(DJDASK_TEST_LEDGER=str(ledger), DJDASK_TEST_MAKE_SECONDS="0.25")

@@ -300,16 +300,22 @@ def test_page_without_bokeh_says_how_to_install_it(tmp_path):
 
 
 @pytest.mark.parametrize("server", ["postgres"], indirect=True)
-def test_unwritable_performance_report_is_a_warning(djdask, sql, prefix, tmp_path):
-    """A performance report that cannot be written (a file stands where its directory
-    should be) must not turn a finished campaign into a traceback: the keys are made, the
-    exit code is the campaign's own, and a warning names the file."""
+def test_unwritable_performance_report(djdask, sql, prefix, tmp_path):
+    """A performance report that cannot be written (a file stands where its directory should
+    be): the command line refuses it before anything happens (exit 2, no key made); through
+    the Python API the campaign runs, and a warning names the file instead of a traceback."""
     assert djdask.python("import badkey; badkey.Item.insert({'item_id': i} for i in (1, 2))").returncode == 0
     (tmp_path / "a-file").write_text("")
     report = tmp_path / "a-file" / "report.html"
-    result = djdask("populate", "badkey", "--workers", "1", "--performance-report", str(report))
+    table = sql.table(prefix + "_badkey", "__square")
+    refused = djdask("populate", "badkey", "--workers", "1", "--performance-report", str(report))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stdout + refused.stderr
+    assert "--performance-report" in refused.stderr and "is not a folder you may write to" in refused.stderr
+    assert sql.scalar(f"SELECT COUNT(*) FROM {table}") == 0
+    result = djdask.python(
+        f"from djdask import Campaign; print(Campaign('badkey', workers=1, performance_report={str(report)!r}).run().errors)"
+    )
     output = result.stdout + result.stderr
-    assert result.returncode == 0, output
+    assert result.returncode == 0 and result.stdout.strip().endswith("0"), output
     assert f"The performance report {report} could not be written" in output and "Traceback" not in output
-    assert "Dask performance report:" not in output  # printed only for a report that exists
-    assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_badkey', '__square')}") == 2
+    assert sql.scalar(f"SELECT COUNT(*) FROM {table}") == 2
