@@ -336,8 +336,10 @@ def test_an_object_store_outage_is_waited_out(djdask, sql, prefix, s3_server):
     proxy.down()
     time.sleep(15)
     proxy.up()
+    back = time.monotonic()
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, out + err
+    print(f"object store down 15 s: campaign finished {time.monotonic() - back:.1f} s after it came back")
     assert "Object store unreachable; keys that write to it wait for it" in err, err  # the path under test ran
     assert sql.scalar(f"SELECT COUNT(*) FROM {table}") == n
     assert sql.jobs_counts(f"{prefix}_arrays", "_kept") == {}
