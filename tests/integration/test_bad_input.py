@@ -101,15 +101,47 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize(("args", "env", "fragments"), list(CASES.values()), ids=list(CASES))
-def test_bad_input_is_reported_and_changes_nothing(djdask, sql, prefix, args, env, fragments, tmp_path):
-    """Each mistake must name the problem and the fix; a traceback, another exit code or a
-    changed table would mean djdask half-ran on input it should have refused."""
+#: Refused before any connection is made: the same on either backend, so run on one.
+BEFORE_CONNECTING = {
+    "workers-0",
+    "workers-negative",
+    "max-calls-negative",
+    "target-duration",
+    "max-attempts",
+    "grace-period",
+    "worker-memory",
+    "unknown-setting",
+    "summary-unwritable",
+}
+
+
+def check_refused(djdask, sql, prefix, args, env, fragments, tmp_path):
+    """The mistake named with its fix; a traceback, another exit code or a changed table would
+    mean djdask half-ran on input it should have refused."""
     assert djdask.python("from djdask.pipeline.demo import insert_demo_data; insert_demo_data('small')").returncode == 0
     before = snapshot(sql, prefix)
     assert_clean_error(djdask(*args, env=djdask.env(**env)), *fragments)
     assert snapshot(sql, prefix) == before
     assert not (tmp_path / "archive").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "fragments"),
+    [case for name, case in CASES.items() if name not in BEFORE_CONNECTING],
+    ids=[name for name in CASES if name not in BEFORE_CONNECTING],
+)
+def test_bad_input_is_reported_and_changes_nothing(djdask, sql, prefix, args, env, fragments, tmp_path):
+    check_refused(djdask, sql, prefix, args, env, fragments, tmp_path)
+
+
+@pytest.mark.parametrize("server", ["postgres"], indirect=True)
+@pytest.mark.parametrize(
+    ("args", "env", "fragments"),
+    [case for name, case in CASES.items() if name in BEFORE_CONNECTING],
+    ids=[name for name in CASES if name in BEFORE_CONNECTING],
+)
+def test_bad_arguments_and_settings_are_refused_before_connecting(djdask, sql, prefix, args, env, fragments, tmp_path):
+    check_refused(djdask, sql, prefix, args, env, fragments, tmp_path)
 
 
 def test_refused_connection(server, tmp_path):
