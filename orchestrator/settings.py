@@ -257,7 +257,11 @@ def check(value: Any = None) -> None:
                 at = f"{where}, line {line}" if line else str(where)
             else:
                 at = source(path)
-            lines[path] = f"{path} is {seen!r}" + (f" (set in {at})" if at else "") + f": it must be {fits}"
+            where_set = f" (set in {at})" if at else ""
+            if fits.startswith("no setting"):  # an unknown key: its value does not matter
+                lines[path] = f"{path}{where_set} is not a setting djdask knows ({fits.split('(', 1)[1].rstrip(')')})"
+            else:
+                lines[path] = f"{path} is {seen!r}{where_set}: it must be {fits}"
     if not lines:
         return
     several = len(lines) > 1

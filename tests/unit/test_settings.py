@@ -41,7 +41,10 @@ def test_shipped_defaults_fit_and_every_default_is_documented():
         ({"campaign": {"grace-period": "soon"}}, ["grace-period is 'soon'", 'e.g. "90s"']),
         ({"campaign": {"worker-memory": "lots"}}, ["worker-memory is 'lots'", "byte size", "'auto'"]),
         ({"campaign": {"timeouts": {"Entry": "-4s"}}}, ["djdask.campaign.timeouts.Entry is '-4s'", "> 0 s"]),
-        ({"campaign": {"max-atempts": 3}}, ["no setting of that name", "did you mean djdask.campaign.max-attempts"]),
+        (
+            {"campaign": {"max-atempts": 3}},
+            ["max-atempts is not a setting djdask knows", "did you mean djdask.campaign.max-attempts?"],
+        ),
         ({"campain": {}}, ["djdask.campain", "did you mean djdask.campaign"]),
         ({"campaign": {"trace-memory": "yes"}}, ["trace-memory is 'yes'", "true or false"]),
         ({"campaign": {"dashboard-address": "localhost"}}, ["dashboard-address is 'localhost'", "matching"]),
