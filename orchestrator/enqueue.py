@@ -96,7 +96,13 @@ def _insert_new(queue: JobQueue, keys: Any, status: str, priority: int) -> int:
         sql = f"INSERT INTO {target} {select} ON CONFLICT DO NOTHING"
     else:
         sql = f"INSERT IGNORE INTO {target} {select}"
-    return queue.connection.query(sql, args=(priority,)).rowcount
+    from .jobs import retry_on_conflict
+
+    def attempt() -> int:
+        return queue.connection.query(sql, args=(priority,)).rowcount
+
+    # A deadlock rolls back the whole transaction: retry the statement only when it is its own.
+    return attempt() if queue.connection.in_transaction else retry_on_conflict(attempt)
 
 
 def keys_in(queue: JobQueue, expression: Any) -> str:
@@ -178,10 +184,16 @@ def _insert_into_empty(queue: JobQueue, sql: str, args: tuple) -> int | None:
     """
     from datajoint.errors import DuplicateError
 
+    from .jobs import _is_conflict
+
     try:
         with _bulk_load(queue):
             return queue.connection.query(sql, args=args).rowcount
-    except DuplicateError as err:
+    except Exception as err:
+        # Another campaign bulk-loaded the same keys at the same moment: its rows won
+        # (a duplicate), or InnoDB chose this statement as a deadlock's victim (rolled back).
+        if not (isinstance(err, DuplicateError) or _is_conflict(err)):
+            raise
         logger.debug("Keys of %s enqueued concurrently (%s); enqueueing them one by one", queue.table.class_name, err)
         return None
 
