@@ -181,6 +181,15 @@ def _connect(profile: str, raw: dict[str, Any], what: str, setting: str, **where
         ) from None
 
 
+#: Environment variables a worker must see as the campaign has them now.
+WORKER_ENV_PREFIXES = ("DJ_", "DJDASK_", "AWS_", "PG")
+
+
+def worker_environment() -> dict[str, str]:
+    """The campaign's DataJoint, djdask and storage settings from its environment."""
+    return {k: v for k, v in os.environ.items() if k.startswith(WORKER_ENV_PREFIXES)}
+
+
 def local_cluster(workers: int | None = None, *, dashboard_address: str | None = None):
     """Start a LocalCluster of ``workers`` single-threaded worker processes.
 
@@ -205,15 +214,22 @@ def local_cluster(workers: int | None = None, *, dashboard_address: str | None =
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
     try:
-        return LocalCluster(
-            n_workers=int(workers),
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=str(config.resolve("campaign.dashboard-address", dashboard_address)),
-            memory_limit=config.get("campaign.worker-memory"),
-            silence_logs=logging.ERROR,
-        )
+        # Workers fork from a server process that has imported Dask, NumPy and pandas once
+        # (distributed's forkserver): a worker, or one restarted after a crash, starts in
+        # a fraction of the CPU a fresh interpreter takes.  That server keeps the environment
+        # it started with, so the settings the campaign exports (database, stores) are given
+        # to each worker explicitly.
+        with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+            return LocalCluster(
+                n_workers=int(workers),
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=str(config.resolve("campaign.dashboard-address", dashboard_address)),
+                memory_limit=config.get("campaign.worker-memory"),
+                silence_logs=logging.ERROR,
+                env=worker_environment(),
+            )
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
