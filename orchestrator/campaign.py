@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import threading
 import time
 import tracemalloc
@@ -48,6 +49,7 @@ from .leases import Heartbeat, lease_timeout, recover_orphans, restamp
 from .legacy import check_legacy_jobs
 from .logs import setup_logging
 from .losses import Losses
+from .notify import campaign_ended
 from .outage import Outage
 from .outcomes import RetryPolicy
 from .planner import Selection, select
@@ -462,6 +464,10 @@ class Campaign:
                 summary.traced_peak_bytes = tracemalloc.get_traced_memory()[1]
         finally:
             self._finish(tables, summary, heartbeat, cancelled=summary.cancelled or failed, t0=t0)
+            stopped = summary.cancelled or isinstance(sys.exc_info()[1], KeyboardInterrupt)
+            campaign_ended(
+                self._identity, summary, "cancelled" if stopped else "failed" if failed else "finished", self._secrets
+            )
         return summary
 
     def _finish(

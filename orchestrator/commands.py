@@ -466,6 +466,7 @@ def config(args: argparse.Namespace) -> int:
             value = (value or {}).get(part) if isinstance(value, dict) else None
         if path == "djdask.clusters":  # profiles may hold secrets: `djdask clusters show` masks them
             value = sorted(value or {})
+        value = settings.shown(path, value)
         where = settings.source(path)
         rows.append(
             {"setting": path, "value": redact(json.dumps(value, default=str), known), "set in": where or "default"}

@@ -84,7 +84,8 @@ def source(path: str) -> str | None:
     value set in code."""
     parts = [_canonical(p) for p in path.split(".")]
     for name in os.environ:
-        if name.startswith("DASK_") and [_canonical(p) for p in name[5:].lower().split("__")] == parts:
+        named = [_canonical(p) for p in name[5:].lower().split("__")] if name.startswith("DASK_") else []
+        if named and parts[: len(named)] == named:  # the setting, or a mapping holding it
             return f"environment variable {name}"
     import dask.config
 
@@ -146,6 +147,8 @@ def _fits(kind: str, spec: Mapping[str, Any], value: Any) -> bool:
         return isinstance(value, str) and re.search(spec.get("pattern", ""), value) is not None
     if kind == "object":
         return isinstance(value, Mapping)
+    if kind == "array":
+        return isinstance(value, (list, tuple))
     number = _parsed(kind, value)
     if number is None:
         return False
@@ -165,6 +168,7 @@ _WORDS = {
     "duration": 'a duration (seconds, or e.g. "90s", "10m", "2h")',
     "bytes": 'a byte size (e.g. "512MiB", "4GB")',
     "object": "a mapping (name: value)",
+    "array": "a list",
 }
 
 
@@ -181,7 +185,7 @@ def describe(spec: Mapping[str, Any]) -> str:
         bound += f" and <= {spec['maximum']:g}{unit}"
     if "pattern" in spec:
         bound = f" matching {spec['pattern']}"
-    words = [_WORDS[k] + (bound if k not in ("null", "boolean", "object") else "") for k in kinds]
+    words = [_WORDS[k] + (bound if k not in ("null", "boolean", "object", "array") else "") for k in kinds]
     words += [repr(e) for e in spec.get("enum", [])]
     return " or ".join(words)
 
@@ -193,6 +197,10 @@ def _problems(value: Any, spec: Mapping[str, Any], path: str) -> Iterator[tuple[
         return
     if not any(_fits(kind, spec, value) for kind in kinds):
         yield path, value, describe(spec)
+        return
+    if isinstance(value, (list, tuple)) and "array" in kinds and spec.get("items"):
+        for i, item in enumerate(value):
+            yield from _problems(item, spec["items"], f"{path}[{i}]")
         return
     if not isinstance(value, Mapping) or "object" not in kinds:
         return
@@ -278,10 +286,23 @@ def leaves(spec: Mapping[str, Any] | None = None, path: str = "djdask") -> Itera
     """``(path, spec)`` of every documented setting, in schema order."""
     spec = schema() if spec is None else spec
     for key, child in (spec.get("properties") or {}).items():
-        if child.get("properties"):
+        if child.get("properties") and child.get("type") == "object":
             yield from leaves(child, f"{path}.{key}")
         else:
             yield f"{path}.{key}", child
+
+
+def shown(path: str, value: Any) -> Any:
+    """``value`` of setting ``path`` as it may be shown: webhook URLs (their tokens) and
+    passwords masked."""
+    if path.endswith("notify.webhooks") and value:
+        return [f"<webhook {i + 1}, hidden>" for i in range(len(value))]
+    if isinstance(value, Mapping):
+        return {
+            k: ("********" if v and re.search(r"pass|secret|token", str(k), re.I) else shown(f"{path}.{k}", v))
+            for k, v in value.items()
+        }
+    return value
 
 
 def default(path: str) -> Any:

@@ -49,8 +49,23 @@ def test_shipped_defaults_fit_and_every_default_is_documented():
         ({"campaign": {"trace-memory": "yes"}}, ["trace-memory is 'yes'", "true or false"]),
         ({"campaign": {"dashboard-address": "localhost"}}, ["dashboard-address is 'localhost'", "matching"]),
         ([1, 2], ["djdask is [1, 2]", "a mapping"]),
+        ({"campaign": {"notify": {"webhooks": ["ftp://x"]}}}, ["notify.webhooks[0] is 'ftp://x'", "^https?://"]),
+        ({"campaign": {"notify": {"email": {"port": 0}}}}, ["notify.email.port is 0", ">= 1 and <= 65535"]),
     ],
-    ids=["text", "zero", "duration", "bytes", "nested", "typo", "section-typo", "boolean", "pattern", "list"],
+    ids=[
+        "text",
+        "zero",
+        "duration",
+        "bytes",
+        "nested",
+        "typo",
+        "section-typo",
+        "boolean",
+        "pattern",
+        "list",
+        "webhook",
+        "smtp-port",
+    ],
 )
 def test_a_setting_that_does_not_fit_is_named_with_what_fits(namespace, fragments):
     with pytest.raises(SettingsError) as err:

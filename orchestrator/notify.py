@@ -1,0 +1,103 @@
+"""Telling people that a campaign ended: webhooks (Slack-compatible JSON) and e-mail.
+
+``djdask.campaign.notify`` names the receivers.  Each gets one message per
+campaign end (finished, failed, cancelled) with the campaign's id, module,
+state, exit code, where it ran, and per table the keys made, errors and
+retries.  A receiver that cannot be reached costs a warning, never the
+campaign's outcome.  Webhook URLs carry tokens and SMTP passwords are
+secrets: neither is logged; a failing receiver is named by its position.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import smtplib
+import urllib.request
+from email.message import EmailMessage
+from typing import Any
+
+from . import config
+from .database import redact
+
+__all__ = ["campaign_ended", "message"]
+
+logger = logging.getLogger(__name__)
+
+#: Seconds one receiver may take.
+TIMEOUT = 10.0
+
+
+def message(identity: dict[str, Any], summary: Any, state: str) -> dict[str, Any]:
+    """The notification of a campaign end: Slack's ``text`` and the campaign's figures."""
+    tables = [
+        {
+            "table": t.table,
+            "made": t.succeeded,
+            "errors": t.errors,
+            "retries": t.retries,
+            "seconds": round(t.seconds, 2),
+        }
+        for t in summary.tables
+    ]
+    made, errors = sum(t["made"] for t in tables), sum(t["errors"] for t in tables)
+    text = (
+        f"djdask campaign {identity.get('id')} of {identity.get('module')} {state} after {summary.seconds:.0f} s: "
+        f"{made} key(s) made, {errors} error(s) (user {identity.get('user')} on {identity.get('host')})"
+    )
+    campaign = {
+        "id": identity.get("id"),
+        "module": identity.get("module"),
+        "state": state,
+        "exit_code": summary.exit_code if state != "failed" else 1,
+        "user": identity.get("user"),
+        "host": identity.get("host"),
+        "pid": identity.get("pid"),
+        "seconds": round(summary.seconds, 2),
+        "tables": tables,
+    }
+    return {"text": text, "campaign": campaign}
+
+
+def campaign_ended(identity: dict[str, Any], summary: Any, state: str, secrets: list[str]) -> int:
+    """Send the end of a campaign to every configured receiver; return how many took it."""
+    settings = config.get("campaign.notify") or {}
+    webhooks, email = list(settings.get("webhooks") or []), settings.get("email")
+    if not webhooks and not email:
+        return 0
+    body = message(identity, summary, state)
+    sent = 0
+    for number, url in enumerate(webhooks, start=1):
+        try:
+            request = urllib.request.Request(
+                url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+            )
+            with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+                response.read()
+            sent += 1
+        except Exception as err:  # the campaign's outcome stands; say so without the URL (its token)
+            reason = redact(f"{type(err).__name__}: {err}", [*secrets, url])
+            logger.warning("Notification to webhook %d of djdask.campaign.notify failed: %s", number, reason[:300])
+    if email:
+        try:
+            _mail(email, body)
+            sent += 1
+        except Exception as err:
+            password = str(email.get("password") or "")
+            reason = redact(f"{type(err).__name__}: {err}", [*secrets, *([password] if password else [])])
+            logger.warning("Notification by e-mail through %s failed: %s", email.get("host"), reason[:300])
+    return sent
+
+
+def _mail(settings: dict[str, Any], body: dict[str, Any]) -> None:
+    mail = EmailMessage()
+    mail["Subject"] = body["text"].split(":", 1)[0]
+    mail["From"] = settings["from"]
+    mail["To"] = ", ".join(settings["to"])
+    mail.set_content(body["text"] + "\n\n" + json.dumps(body["campaign"], indent=2) + "\n")
+    with smtplib.SMTP(settings["host"], int(settings.get("port") or 25), timeout=TIMEOUT) as smtp:
+        if settings.get("starttls"):
+            smtp.starttls()
+        if settings.get("username"):
+            smtp.login(settings["username"], settings.get("password") or "")
+        smtp.send_message(mail)
