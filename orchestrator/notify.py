@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import smtplib
+import threading
 import urllib.request
 from email.message import EmailMessage
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from . import config
 from .database import redact
 
-__all__ = ["campaign_ended", "message"]
+__all__ = ["ErrorWatch", "campaign_ended", "message", "send"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +63,51 @@ def message(identity: dict[str, Any], summary: Any, state: str) -> dict[str, Any
 def campaign_ended(identity: dict[str, Any], summary: Any, state: str, secrets: list[str]) -> int:
     """Send the end of a campaign to every configured receiver; return how many took it."""
     settings = config.get("campaign.notify") or {}
-    webhooks, email = list(settings.get("webhooks") or []), settings.get("email")
-    if not webhooks and not email:
+    if not settings.get("webhooks") and not settings.get("email"):
         return 0
-    body = message(identity, summary, state)
+    for thread in threading.enumerate():  # messages of the run itself go first
+        if thread.name == "djdask-notify":
+            thread.join(TIMEOUT)
+    return send(message(identity, summary, state), secrets)
+
+
+class ErrorWatch:
+    """Says once per table, in the background, when its errors reach
+    ``djdask.campaign.notify.error-threshold`` during a campaign."""
+
+    def __init__(self, identity: dict[str, Any], secrets: list[str]) -> None:
+        settings = config.get("campaign.notify") or {}
+        self.threshold = settings.get("error-threshold")
+        self.active = bool(self.threshold) and bool(settings.get("webhooks") or settings.get("email"))
+        self.identity, self.secrets = identity, secrets
+        self.told: set[str] = set()
+
+    def see(self, table: str, errors: int) -> None:
+        if not self.active or errors < self.threshold or table in self.told:
+            return
+        self.told.add(table)
+        text = (
+            f"djdask campaign {self.identity.get('id')} of {self.identity.get('module')}: table {table} has "
+            f"{errors} error(s), past the threshold of {self.threshold}; the campaign goes on "
+            f"(djdask errors {self.identity.get('module')} --table {table})"
+        )
+        body = {
+            "text": text,
+            "campaign": {
+                "id": self.identity.get("id"),
+                "module": self.identity.get("module"),
+                "state": "running",
+                "table": table,
+                "errors": errors,
+            },
+        }
+        threading.Thread(target=send, args=(body, self.secrets), name="djdask-notify", daemon=True).start()
+
+
+def send(body: dict[str, Any], secrets: list[str]) -> int:
+    """Send ``body`` to every configured receiver; return how many took it."""
+    settings = config.get("campaign.notify") or {}
+    webhooks, email = list(settings.get("webhooks") or []), settings.get("email")
     sent = 0
     for number, url in enumerate(webhooks, start=1):
         try:

@@ -20,6 +20,7 @@ from dask.utils import parse_timedelta
 from . import config
 from .database import redact
 from .jobs import ERROR_MESSAGE_LENGTH
+from .notify import ErrorWatch
 from .progress import METADATA_KEY, CampaignBoard, TerminalProgress
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ class StatePublisher:
         self.errors: deque[dict[str, Any]] = deque(maxlen=int(config.get("campaign.latest-errors")))
         self._boarded = self._published = 0.0
         self.notice: str | None = None  # what the campaign waits for now (a database outage)
+        self.error_watch = ErrorWatch(identity, secrets)  # a table's errors past the threshold: say so
 
     def record_errors(self, table: str, failed: Sequence[tuple[dict, str | None, str | None]]) -> None:
         """Keep the latest failures (key, message, the last lines of the traceback), masked."""
@@ -136,6 +138,8 @@ class StatePublisher:
         if not finished and now - self._boarded < self.board_interval:
             return
         self._boarded = now
+        for t in tables:
+            self.error_watch.see(t.summary.table, t.summary.errors)
         state = self.state(tables, finished, cancelled)
         self.board.update(state)
         if not finished:

@@ -108,3 +108,19 @@ def test_one_notification_per_campaign_end_with_its_figures(djdask, sql, prefix,
     again = djdask("populate", "ledger", "--workers", "1", env=env)
     assert again.returncode == 0  # nothing left to make
     assert len(hooks.bodies) == 2 and hooks.bodies[1]["campaign"]["tables"][0]["made"] == 0
+
+
+def test_a_table_past_its_error_threshold_is_told_once_while_the_campaign_runs(djdask, sql, prefix, hooks):
+    """Of 9 things, 6 fail; with error-threshold 2 the webhook hears once that Outcome passed it
+    (before the end message), then the end: failed keys counted, exit code 1."""
+    assert djdask.python("import failing; failing.Thing.insert({'thing_id': i} for i in range(9))").returncode == 0
+    notify = {"error-threshold": 2, "webhooks": [f"{hooks.url}/hook"]}
+    env = djdask.env(DASK_DJDASK__CAMPAIGN__NOTIFY=json.dumps(notify))
+    result = djdask("populate", "failing", "--workers", "1", env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert len(hooks.bodies) == 2, hooks.bodies
+    running, ended = (b["campaign"] for b in hooks.bodies)
+    assert running["state"] == "running" and running["table"] == "Outcome" and running["errors"] >= 2
+    assert "past the threshold of 2" in hooks.bodies[0]["text"]
+    assert ended["state"] == "finished" and ended["exit_code"] == 1 and ended["id"] == running["id"]
+    assert ended["tables"][0]["errors"] == 6 and ended["tables"][0]["made"] == 3
