@@ -29,22 +29,22 @@ import sys
 import threading
 import time
 import tracemalloc
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from dask.utils import parse_timedelta
 
 from . import config
-from .batching import BatchSizer
+from .accounting import Accounting
 from .checks import check_count, check_duration, check_make_kwargs, check_priority, table_timeout
 from .complete import Completion, stream
 from .dashboard import DashboardPlugin, page_link
 from .database import redact, secrets
+from .errors import DjdaskError
 from .executor import PipelinePlugin
 from .inflight import InFlight, claim_and_submit
-from .jobs import JobQueue, Owner
+from .jobs import Owner
 from .leases import Heartbeat, lease_timeout, recover_orphans, restamp
 from .legacy import check_legacy_jobs
 from .logs import setup_logging
@@ -53,17 +53,19 @@ from .notify import campaign_ended
 from .outage import Outage
 from .outcomes import RetryPolicy
 from .planner import Selection, select
-from .pools import Pool, Pools, resources_of
+from .pools import Pools
 from .progress import TerminalProgress
 from .publisher import StatePublisher
+from .records import CampaignRecord, new_id, stamp
 from .settings import check as check_settings
-from .unreserved import UnreservedQueue, has_jobs_table
+from .tables import TableState, TableSummary, sweep, table_states, unlock
 
 __all__ = [
     "Campaign",
     "CampaignSummary",
     "TableState",
     "TableSummary",
+    "ending",
     "performance_report",
     "stream",
     "sweep",
@@ -71,27 +73,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class TableSummary:
-    """What a campaign did to one table."""
-
-    table: str
-    enqueued: int = 0
-    succeeded: int = 0
-    skipped: int = 0
-    errors: int = 0
-    retries: int = 0
-    tasks: int = 0
-    largest_batch: int = 0
-    seconds: float = 0.0
-    first_done: float | None = None  # seconds after the campaign started
-    last_done: float | None = None
-
-    @property
-    def done(self) -> int:
-        return self.succeeded + self.skipped + self.errors
 
 
 @dataclass
@@ -128,115 +109,50 @@ class CampaignSummary:
         }
 
 
-@dataclass
-class TableState:
-    """A table's state while the campaign runs."""
-
-    info: Any
-    queue: JobQueue | UnreservedQueue
-    sizer: BatchSizer
-    summary: TableSummary
-    resources: dict[str, float] | None
-    timeout: float | None = None  # seconds one make() may run
-    children: list[TableState] = field(default_factory=list)
-    parents: list[str] = field(default_factory=list)  # class names, within the campaign
-    rows_before: int = 0  # rows in the table when the campaign started
-    pending: int = 0  # estimate: claimable keys in the jobs table
-    tasks: int = 0  # tasks in flight
-    keys: int = 0  # keys in flight
-    slots: int = 0  # most tasks in flight at once (eligible workers x window)
-    warned: bool = False  # that no worker offers its resources
-    started: float | None = None
-    pool: Pool | None = None
-
-    def record(self, succeeded: int, skipped: int, failed: int, t0: float) -> None:
-        """Count a finished batch's keys in the summary, with when they finished."""
-        self.summary.succeeded += succeeded
-        self.summary.skipped += skipped
-        self.summary.errors += failed
-        if succeeded or skipped or failed:
-            now = time.monotonic()
-            if self.summary.first_done is None:
-                self.summary.first_done = now - t0
-            self.summary.last_done = now - t0
-            self.summary.seconds = now - (self.started or t0)
-
-    def warn_unserved(self) -> None:
-        """Say once that no worker offers the resources this table's keys wait for."""
-        if self.slots == 0 and self.pending and not self.warned:
-            self.warned = True
-            logger.warning(
-                "No worker offers the resources %s that %s needs; its keys stay pending.",
-                self.resources,
-                self.summary.table,
-            )
+def ending(summary: CampaignSummary, error: BaseException | None, handing_over: bool = False) -> tuple[str, int]:
+    """How a campaign ended (its record's state) and its exit code, as the command line gives them;
+    ``submitted`` when it stopped to hand over to a successor controller."""
+    if handing_over and error is None:
+        return "submitted", 0
+    if summary.cancelled or isinstance(error, KeyboardInterrupt):
+        return "cancelled", 130
+    if error is not None:
+        return "failed", 2 if isinstance(error, DjdaskError) else 1
+    return "finished", summary.exit_code
 
 
-def table_states(
-    selection: Selection,
-    owner: Owner,
-    pools: Pools,
+def finish(
+    campaign: Campaign,
+    tables: list[TableState],
+    summary: CampaignSummary,
+    heartbeat: Heartbeat,
     *,
-    target_duration: float,
-    max_batch: int,
-    timeouts: Mapping[str, float | None] | None = None,
-) -> list[TableState]:
-    """One state per table of ``selection``, routed to its pool, with its time limit from
-    ``timeouts`` (by class name); DataJoint creates missing jobs tables on the way, and a
-    table that cannot have one runs unreserved."""
-    classes = selection.tables
-    graph = selection.graph
-    states = {}
-    for info in graph:
-        cls = classes[info.full_name]
-        table = cls()
-        if has_jobs_table(table):
-            jobs_queue: JobQueue | UnreservedQueue = JobQueue(table, selection.restriction, owner)
-        else:
-            logger.info(
-                "%s has no jobs table (no primary-key attribute comes from a foreign key): "
-                "it runs unreserved, as DataJoint's populate() runs it.",
-                info.class_name,
-            )
-            jobs_queue = UnreservedQueue(table, selection.restriction)
-        states[info.full_name] = TableState(
-            info=info,
-            queue=jobs_queue,
-            sizer=BatchSizer(target_duration, max_batch),
-            summary=TableSummary(info.class_name),
-            resources=resources_of(cls),
-            timeout=(timeouts or {}).get(info.class_name),
-        )
-    for name, state in states.items():
-        state.children = [states[c] for c in graph.dag.successors(name) if c in states]
-        state.parents = [states[p].summary.table for p in graph.dag.predecessors(name) if p in states]
-        state.pool = pools.route(state.info.class_name, state.resources)
-        state.rows_before = len(classes[name]())
-    return list(states.values())
+    cancelled: bool,
+    t0: float,
+) -> None:
+    """The finish step: cancel what is left, close the pools, release the keys still
+    held, publish the final state, stop the heartbeat, sum up."""
+    for batch in campaign.losses.drain():
+        campaign.inflight.delay(batch)  # released with the rest
+    campaign.inflight.shutdown(campaign.pools.close)
+    # After the shutdown: released keys count as pending, none as in flight.
+    campaign.publisher.report(tables, finished=True, cancelled=cancelled)
+    heartbeat.stop()
+    summary.seconds = time.monotonic() - t0
+    summary.waiting_for_resources = [
+        t.summary.table for t in tables if t.resources is not None and t.slots == 0 and t.pending
+    ]
+    campaign.progress.finish(campaign.publisher.board.rows())
+    unlock(tables)
 
 
-def sweep(tables: Sequence[TableState], priority: int | None, *, first: bool = False) -> bool:
-    """The plan step's enqueue: every table in full, at the start and when idle (keys that
-    other workers made ready); True when something is claimable.  Only the first sweep
-    tidies the jobs tables as ``refresh()`` does (a key whose make() inserts no row would
-    otherwise be re-pended, and made, at every idle sweep)."""
-    found = False
-    for state in tables:
-        state.summary.enqueued += state.queue.enqueue(priority, tidy_first=first)
-        state.pending = state.queue.counts()["pending"]
-        found = found or (state.pending > 0 and state.slots > 0)
-    return found
-
-
-def unlock(tables: Sequence[TableState]) -> None:
-    """Release the advisory locks of the tables that run unreserved (a lock the database
-    lost with its session is gone already: that is no error)."""
-    for state in tables:
-        if not state.queue.reserved:
-            try:
-                state.queue.unlock()
-            except Exception as err:
-                logger.debug("The lock of %s was not released: %s", state.summary.table, err)
+def start_tracing() -> None:
+    """Trace the loop's memory when asked (``djdask.campaign.trace-memory``): from here, not by
+    PYTHONTRACEMALLOC, which workers would inherit; the imports and the cluster start not counted."""
+    if config.get("campaign.trace-memory") and not tracemalloc.is_tracing():
+        tracemalloc.start()
+    if tracemalloc.is_tracing():
+        tracemalloc.reset_peak()
 
 
 @contextlib.contextmanager
@@ -306,6 +222,8 @@ class Campaign:
     store : str, optional
         Where ``<xarray@>`` arrays go, as ``djdask populate --store``; default
         DataJoint's default store, else djdask's local one.
+    campaign_id : str, optional
+        Take over this ``submitted`` campaign record (``djdask submit``); default a new id.
 
     The database is chosen as the command line chooses it: DataJoint's
     settings, or djdask's embedded PostgreSQL when none names a user.
@@ -327,6 +245,7 @@ class Campaign:
         performance_report: str | None = None,
         make_kwargs: dict | None = None,
         store: str | None = None,
+        campaign_id: str | None = None,
     ) -> None:
         # Checked before anything reaches the database.
         check_settings()
@@ -352,7 +271,7 @@ class Campaign:
         self.performance_report = performance_report
         # host, pid and user are added from the jobs tables' Owner, as `djdask status` shows them
         self._identity: dict[str, Any] = dict(
-            id=uuid.uuid4().hex, module=self.selection.module_name, started=time.time()
+            id=campaign_id or new_id(), module=self.selection.module_name, started=time.time()
         )
         self._secrets: list[str] = []  # masked in everything published and logged; known at run()
         self.publisher = StatePublisher(self.pools, self._identity, self._secrets, self.progress)
@@ -364,6 +283,8 @@ class Campaign:
             walltime_margin=float(config.get("campaign.walltime-margin")),
         )
         self.outage: Outage | None = None  # the campaign's connection's, made in run()
+        self.accounting = Accounting()
+        self.record: CampaignRecord | None = None  # its row in ~djdask_campaign, made in run()
         self.completion = Completion(
             self.inflight,
             self.losses,
@@ -373,28 +294,24 @@ class Campaign:
             priority=self.priority,
             max_lost=int(config.get("campaign.max-lost")),
             db=self._db,
+            accounting=self.accounting,
         )
         self._stop = threading.Event()
+        self.handing_over = False
 
     def request_stop(self) -> None:
         """Ask the running campaign to stop (safe from a signal handler or another thread)."""
         self._stop.set()
 
+    def hand_over(self) -> None:
+        """Stop as :meth:`request_stop` does, for a successor controller to go on (``--resubmit``):
+        the record stays open (``submitted``) and no end is notified."""
+        self.handing_over = True
+        self._stop.set()
+
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
-
-    # -- set-up ----------------------------------------------------------------
-    def _start_pools(self) -> None:
-        self.pools.start(
-            self.workers,
-            DashboardPlugin(),
-            PipelinePlugin(self.selection.module_name),
-            lambda text: redact(text, self._secrets),
-            self.losses,
-        )
-        self.dashboard_link = self.pools.default.link
-        self.page_link = page_link(self.dashboard_link)
 
     # -- the loop ----------------------------------------------------------------
     def run(self) -> CampaignSummary:
@@ -411,7 +328,8 @@ class Campaign:
         setup_logging(connections=[connection])
         for warning in check_legacy_jobs(connection, {cls.database for cls in self.selection.tables.values()}):
             logger.warning(warning)
-        self.owner = Owner.of(connection)
+        owner = Owner.of(connection)  # the campaign's id rides on the jobs rows and the job metadata:
+        self.owner = replace(owner, version=stamp(owner.version, self._identity["id"]))
         self.inflight.version = self.owner.version  # on jobs rows and, by the workers, on job metadata
         self._identity.update(host=self.owner.host, pid=self.owner.pid, user=self.owner.user)
         tables = table_states(
@@ -423,6 +341,9 @@ class Campaign:
             timeouts=self.timeouts,
         )
         summary.tables = [t.summary for t in tables]
+        # After the jobs tables: a user who may not create tables hears of those first.
+        self.record = CampaignRecord.open(self.selection, self._identity, self.pools, self.owner, self._secrets)
+        self.accounting.earlier = self.record.earlier
         reserved = [t for t in tables if t.queue.reserved]
         self.outage = Outage(
             connection,
@@ -439,22 +360,34 @@ class Campaign:
             heartbeat = Heartbeat(connection, self.owner)
             for state in reserved:
                 heartbeat.watch(state.queue.name)
-            self._start_pools()
+            self.pools.start(
+                self.workers,
+                DashboardPlugin(),
+                PipelinePlugin(self.selection.module_name),
+                lambda text: redact(text, self._secrets),
+                self.losses,
+            )
+            self.dashboard_link = self.pools.default.link
+            self.page_link = page_link(self.dashboard_link)
             for pool in self.pools:
                 self.outage.subscribe(pool.client)
-        except BaseException:
+        except BaseException as err:
             self.pools.close()
             unlock(tables)  # the unreserved tables' locks, taken by the sweep
+            self.record.close(*ending(summary, err), self._account(summary, t0))
             raise
         summary.dashboard_link = self.dashboard_link
         default = self.pools.default
         remote = default.profile is not None and default.profile.kind.name != "local"
-        self.progress.started(self.dashboard_link, self.page_link, default.client.scheduler.address if remote else None)
+        self.progress.started(
+            self.dashboard_link,
+            self.page_link,
+            default.client.scheduler.address if remote else None,
+            campaign=self._identity["id"],
+        )
         heartbeat.start()
-        if config.get("campaign.trace-memory") and not tracemalloc.is_tracing():
-            tracemalloc.start()  # here, not by PYTHONTRACEMALLOC, which workers would inherit
-        if tracemalloc.is_tracing():
-            tracemalloc.reset_peak()  # measure the loop, not the imports and the cluster start
+        self.record.keep(self.dashboard_link, lambda: self._account(summary, t0), self.request_stop, self._secrets)
+        start_tracing()
         failed = True
         try:
             with performance_report(self.pools.default.client, self.performance_report, self._secrets):
@@ -463,30 +396,15 @@ class Campaign:
             if tracemalloc.is_tracing():
                 summary.traced_peak_bytes = tracemalloc.get_traced_memory()[1]
         finally:
-            self._finish(tables, summary, heartbeat, cancelled=summary.cancelled or failed, t0=t0)
-            stopped = summary.cancelled or isinstance(sys.exc_info()[1], KeyboardInterrupt)
-            campaign_ended(
-                self._identity, summary, "cancelled" if stopped else "failed" if failed else "finished", self._secrets
-            )
+            finish(self, tables, summary, heartbeat, cancelled=summary.cancelled or failed, t0=t0)
+            state, code = ending(summary, sys.exc_info()[1], self.handing_over)
+            self.record.close(state, code, self._account(summary, t0))
+            if state != "submitted":
+                campaign_ended(self._identity, summary, state, self._secrets)
         return summary
 
-    def _finish(
-        self, tables: list[TableState], summary: CampaignSummary, heartbeat: Heartbeat, *, cancelled: bool, t0: float
-    ) -> None:
-        """The finish step: cancel what is left, close the pools, release the keys still
-        held, publish the final state, stop the heartbeat, sum up."""
-        for batch in self.losses.drain():
-            self.inflight.delay(batch)  # released with the rest
-        self.inflight.shutdown(self.pools.close)
-        # After the shutdown: released keys count as pending, none as in flight.
-        self.publisher.report(tables, finished=True, cancelled=cancelled)
-        heartbeat.stop()
-        summary.seconds = time.monotonic() - t0
-        summary.waiting_for_resources = [
-            t.summary.table for t in tables if t.resources is not None and t.slots == 0 and t.pending
-        ]
-        self.progress.finish(self.publisher.board.rows())
-        unlock(tables)
+    def _account(self, summary: CampaignSummary, t0: float) -> dict[str, Any]:
+        return self.accounting.snapshot(summary.tables, self.pools, time.monotonic() - t0)
 
     def _loop(self, tables: list[TableState], summary: CampaignSummary, t0: float) -> None:
         deepest_first = sorted(tables, key=lambda t: -t.info.depth)
@@ -503,6 +421,7 @@ class Campaign:
                 summary.cancelled = True
                 for batch in self.losses.drain():
                     inflight.delay(batch)  # released with the queued ones
+                self.pools.stop_starting()
                 cancelled = inflight.cancel_queued(self.pools.executing())
                 logger.warning(
                     "Stopping: %d queued task(s) cancelled and their keys released; waiting up to %.0f s for %d "

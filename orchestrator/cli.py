@@ -47,7 +47,7 @@ def _durations(args: argparse.Namespace) -> None:
     """The duration options as seconds (read after Dask's config, which parsing them imports)."""
     from dask.utils import parse_timedelta
 
-    for option in ("target_duration", "min_age"):
+    for option in ("target_duration", "min_age", "stop_after"):
         text = getattr(args, option, None)
         if text is None:
             continue
@@ -72,6 +72,18 @@ def _output_file(text: str) -> str:
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
         raise argparse.ArgumentTypeError(f"{text!r} cannot be written: {folder} is not a folder you may write to")
     return text
+
+
+def _campaigns():
+    from . import campaigns
+
+    return campaigns
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from .submit import submit
+
+    return submit(args)
 
 
 def restrict_option(p: argparse.ArgumentParser, help: str) -> None:
@@ -119,9 +131,42 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=commands.plan)
 
+    def campaign_args(p: argparse.ArgumentParser) -> None:
+        selection_args(p)
+        p.add_argument("--workers", type=_count, default=None, help="worker processes (default: CPU cores)")
+        p.add_argument("--max-calls", type=_count, metavar="N", help="make() at most N keys in all")
+        p.add_argument(
+            "--make-kwargs",
+            metavar="JSON",
+            help="keyword arguments for every make(), as a JSON object, as populate(make_kwargs=...)",
+        )
+        p.add_argument(
+            "--priority",
+            type=int,
+            metavar="P",
+            help="new jobs get priority P; only jobs of priority <= P run (lower runs first)",
+        )
+        p.add_argument("--store", metavar="STORE", help=store_help)
+        p.add_argument(
+            "--target-duration",
+            metavar="DURATION",
+            help="how long one Dask task should take, e.g. 5s (default 2s)",
+        )
+        p.add_argument(
+            "--cluster",
+            metavar="[POOL=]PROFILE",
+            action="append",
+            help="where workers run (djdask clusters list); default local. Repeat with POOL=PROFILE "
+            "for several pools: tables go to the pool offering their resources, else `default`",
+        )
+        p.add_argument(
+            "--resubmit",
+            action="store_true",
+            help="near its walltime the controller submits its successor, which goes on (see `djdask submit`)",
+        )
+
     p = sub.add_parser("populate", help="populate the pipeline on Dask workers")
-    selection_args(p)
-    p.add_argument("--workers", type=_count, default=None, help="worker processes (default: CPU cores)")
+    campaign_args(p)
     p.add_argument("--json-summary", type=_output_file, metavar="FILE", help="write the campaign summary as JSON")
     p.add_argument(
         "--performance-report",
@@ -130,32 +175,44 @@ def _parser() -> argparse.ArgumentParser:
         help="write Dask's performance report of the campaign (HTML)",
     )
     p.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
-    p.add_argument("--max-calls", type=_count, metavar="N", help="make() at most N keys in all")
     p.add_argument(
-        "--make-kwargs",
-        metavar="JSON",
-        help="keyword arguments for every make(), as a JSON object, as populate(make_kwargs=...)",
-    )
-    p.add_argument(
-        "--priority",
-        type=int,
-        metavar="P",
-        help="new jobs get priority P; only jobs of priority <= P run (lower runs first)",
-    )
-    p.add_argument("--store", metavar="STORE", help=store_help)
-    p.add_argument(
-        "--target-duration",
+        "--stop-after",
         metavar="DURATION",
-        help="how long one Dask task should take, e.g. 5s (default 2s)",
+        help="stop claiming after this long (e.g. 6h); running keys finish, the rest are released",
     )
-    p.add_argument(
-        "--cluster",
-        metavar="[POOL=]PROFILE",
-        action="append",
-        help="where workers run (djdask clusters list); default local. Repeat with POOL=PROFILE "
-        "for several pools: tables go to the pool offering their resources, else `default`",
-    )
+    p.add_argument("--campaign-id", metavar="ID", help=argparse.SUPPRESS)  # a submitted campaign's controller
     p.set_defaults(func=commands.populate)
+
+    p = sub.add_parser(
+        "submit",
+        help="start a campaign's controller as a batch job of the profile (or detached, on local) and return",
+    )
+    campaign_args(p)
+    p.add_argument(
+        "--walltime",
+        metavar="TIME",
+        help="the controller job's walltime (default the profile's), e.g. 24:00:00",
+    )
+    p.add_argument("--memory", default="4G", help="the controller job's memory (default 4G)")
+    p.set_defaults(func=_submit)
+
+    p = sub.add_parser("campaigns", help="running and past campaigns of a pipeline, newest first")
+    p.add_argument("module", help="importable pipeline package or module")
+    p.add_argument("--limit", type=_count, default=20, help="at most this many (default 20)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=lambda args: _campaigns().campaigns(args))
+
+    p = sub.add_parser("cancel", help="stop a running campaign from any machine that reaches the database")
+    p.add_argument("id", help="the campaign id (its first digits are enough)")
+    p.add_argument("module", nargs="?", help="the pipeline module (needed only in DataJoint's thread-safe mode)")
+    p.add_argument("--no-wait", action="store_true", help="return once asked; do not wait for it to stop")
+    p.set_defaults(func=lambda args: _campaigns().cancel(args))
+
+    p = sub.add_parser("report", help="a campaign's record and accounting, per table and per pool")
+    p.add_argument("id", help="the campaign id (its first digits are enough)")
+    p.add_argument("module", nargs="?", help="the pipeline module (needed only in DataJoint's thread-safe mode)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=lambda args: _campaigns().report(args))
 
     p = sub.add_parser("errors", help="error rows grouped by message, with counts and an example key")
     p.add_argument("module", help="importable pipeline package or module")

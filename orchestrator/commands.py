@@ -132,7 +132,12 @@ def run_campaign(module: str, args: argparse.Namespace, targets=(), restrictions
         performance_report=getattr(args, "performance_report", None),
         make_kwargs=getattr(args, "make_kwargs", None),
         store=getattr(args, "store", None),
+        campaign_id=getattr(args, "campaign_id", None),
     )
+    if getattr(args, "stop_after", None):
+        from .submit import stop_after
+
+        stop_after(campaign, args.stop_after, resubmit=args.resubmit)
 
     def stop(signum: int, frame: Any) -> None:
         # The first Ctrl-C or SIGTERM stops gracefully; the second aborts.
@@ -151,6 +156,10 @@ def run_campaign(module: str, args: argparse.Namespace, targets=(), restrictions
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if campaign.handing_over:
+        from .submit import hand_over
+
+        return hand_over(campaign, summary)
     counts = {r["table"]: r for r in table_counts(selection.graph, selection.tables)}
     rows = [
         {
@@ -344,6 +353,11 @@ def jobs_init(args: argparse.Namespace) -> int:
         jobs = _declared_jobs(table)
         schemas.add(table.database)
         print(f"{selection.graph.class_names[name]}: {jobs.full_table_name} {'exists' if existed else 'created'}")
+    from .records import Records, home_schema
+
+    records = Records(selection.connection, home_schema(selection.tables))
+    print(f"Campaign records: {records.name} {'created' if records.ensure() else 'exists'}")
+    schemas.add(records.schema)
     print(
         f"\nCampaigns on {args.init} need SELECT, INSERT, UPDATE and DELETE on the schemas "
         f"{', '.join(sorted(schemas)) or '(none)'} (see the README's Security section)."

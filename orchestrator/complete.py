@@ -18,14 +18,15 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .accounting import Accounting
 from .database import redact
 from .inflight import Batch, InFlight
 from .losses import Losses, Verdict
 from .outcomes import RetryPolicy, classify
 
 if TYPE_CHECKING:
-    from .campaign import TableState
     from .publisher import StatePublisher
+    from .tables import TableState
 
 __all__ = ["Completion", "stream"]
 
@@ -67,6 +68,8 @@ class Completion:
         Times a key may be lost with its worker, no culprit found, before it is an error row.
     db : callable, optional
         Runs each database statement (``db(fn)``), waiting out outages (:meth:`djdask.outage.Outage.call`).
+    accounting : Accounting, optional
+        Takes each batch's make() durations and worker memory (:mod:`djdask.accounting`).
     """
 
     def __init__(
@@ -80,8 +83,10 @@ class Completion:
         priority: int | None,
         max_lost: int,
         db: Callable[[Callable[[], Any]], Any] = lambda fn: fn(),
+        accounting: Accounting | None = None,
     ) -> None:
         self.db = db
+        self.accounting = accounting
         self.inflight = inflight
         self.losses = losses
         self.retry = retry
@@ -103,6 +108,8 @@ class Completion:
             self.losses.hold(batch, future, error)
             return
         result = classify(outcomes)
+        if self.accounting is not None:
+            self.accounting.batch(state.summary.table, state.pool.name if state.pool else "default", outcomes)
         for key, message, _ in result.failed:
             logger.error("%s %s: %s", state.summary.table, key, redact(message or "", self.secrets))
         done = [(o["key"], o["duration"]) for o in result.done]
@@ -128,9 +135,11 @@ class Completion:
             logger.error(
                 "%s: %d key(s) failed %d times: %s", state.summary.table, len(decision.failed), batch.attempt, reason
             )
-        if result.requeue:  # not started: its worker is retiring; no attempt charged
+        if result.requeue:  # not started: its worker is retiring, or the campaign stops; no attempt charged
             logger.info(
-                "%s: %d key(s) requeued: their worker reached its lifetime", state.summary.table, len(result.requeue)
+                "%s: %d key(s) not started (their worker retires, or the campaign stops): requeued",
+                state.summary.table,
+                len(result.requeue),
             )
             self.inflight.delay(Batch(state, result.requeue, batch.attempt, time.monotonic()))
         self.db(lambda: state.queue.fail(failed))

@@ -37,6 +37,7 @@ __all__ = [
     "thread_safe_mode",
     "MakeResult",
     "current_job_version",
+    "hidden_table",
     "job_version",
     "live_connection_id",
     "quiet_make_errors",
@@ -80,6 +81,10 @@ def check_compatibility() -> None:
     for name in ("_conn", "_config"):  # instance attributes: set in its methods
         if f"self.{name} =" not in source:
             raise _incompatible(f"DataJoint's Connection no longer sets self.{name}")
+    job_source = inspect.getsource(datajoint.jobs.Job.__init__)
+    for name in ("_connection", "_table_name", "_heading", "_support"):  # what hidden_table() sets as Job does
+        if f"self.{name} =" not in job_source:
+            raise _incompatible(f"DataJoint's Job no longer sets self.{name}; hidden_table() mirrors it")
     if tuple(inspect.signature(datajoint.jobs._get_job_version).parameters) != ("config",):
         raise _incompatible("DataJoint's jobs._get_job_version no longer takes (config)")
     for name in SCHEMA_CODEC_METHODS:
@@ -327,3 +332,29 @@ def clone_connection(connection: Any) -> Any:
         backend=connection.adapter.backend,
         config_override=connection._config,
     )
+
+
+def hidden_table(connection: Any, database: str, table_name: str, definition: str) -> Any:
+    """A DataJoint table of djdask's own (``~`` name, hidden from the pipeline's diagram), made
+    as DataJoint makes its jobs tables: declare it with ``.declare()`` if ``.is_declared``
+    is false; fetch and insert as with any table."""
+    from datajoint.heading import Heading
+    from datajoint.table import Table
+
+    class DjdaskTable(Table):
+        @property
+        def table_name(self) -> str:
+            return self._table_name
+
+        @property
+        def definition(self) -> str:
+            return self._definition
+
+    table = DjdaskTable()
+    table._connection = connection
+    table.database = database
+    table._table_name = table_name
+    table._definition = definition
+    table._heading = Heading(table_info=dict(conn=connection, database=database, table_name=table_name, context=None))
+    table._support = [table.full_table_name]
+    return table

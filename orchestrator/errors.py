@@ -24,6 +24,7 @@ __all__ = [
     "InvalidInputError",
     "SettingsError",
     "DataJointCompatibilityError",
+    "CampaignNotFoundError",
 ]
 
 
@@ -85,3 +86,7 @@ class SettingsError(InvalidInputError):
 
 class DataJointCompatibilityError(DjdaskError, ImportError):
     """The installed DataJoint lacks, or has changed, an entry point djdask relies on."""
+
+
+class CampaignNotFoundError(DjdaskError, LookupError):
+    """No campaign record has the id given (or more than one starts with it)."""

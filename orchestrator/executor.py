@@ -28,6 +28,7 @@ from typing import Any
 from distributed import WorkerPlugin, get_worker
 
 from . import djcompat, randomness
+from .accounting import peak_memory
 from .outage import OUTAGE_TOPIC, is_connection_error, is_store_unavailable, reconnect, store_backoff, wait_for_database
 from .progress import RUNNING_METRIC
 from .watchdog import Beacon
@@ -60,6 +61,7 @@ class PipelinePlugin(WorkerPlugin):
         self.beacon: Beacon | None = None  # what runs now, for the nanny's watchdog
         self.now: dict[str, Any] | None = None  # the key running now, for the campaign page
         self._retiring = False
+        self.stopping = False  # the campaign stops: start no more make() (Pools.stop_starting)
 
     def setup(self, worker: Any) -> None:
         from .database import import_datajoint
@@ -264,7 +266,7 @@ def _run_keys(
 ) -> list[dict[str, Any]]:
     outcomes = []
     for index, key in enumerate(keys):
-        if plugin.past_deadline(expected):
+        if plugin.stopping or plugin.past_deadline(expected):
             outcomes.append(_outcome(key, "requeue"))
             continue
         outcomes.append(_run_key(table, index, key, make_kwargs, version, running, tolerance))
@@ -332,7 +334,9 @@ def _run_key(
             logger.debug("No rollback after %s: %s", key, err)
     # DataJoint's own figure where it stamped one on the row (_job_duration)
     duration = result.duration if result.duration is not None else time.perf_counter() - start
-    return _outcome(key, status, duration, message, result.error_stack)
+    outcome = _outcome(key, status, duration, message, result.error_stack)
+    outcome["memory"] = peak_memory()  # the worker's peak so far, for the campaign's accounting
+    return outcome
 
 
 def _tell_the_campaign(message: str | None, *, store: bool = False) -> None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .executor import run_batch
 
 if TYPE_CHECKING:
-    from .campaign import TableState
+    from .tables import TableState
 
 __all__ = ["Batch", "InFlight", "claim_and_submit"]
 
@@ -165,8 +165,9 @@ class InFlight:
     # -- stopping --------------------------------------------------------------------
     def cancel_queued(self, executing: set[str]) -> int:
         """Cancel tasks no worker has started (``executing``: the keys of tasks that run)
-        and release their keys and the delayed ones'; return how many tasks were cancelled."""
-        queued = [f for f in self.futures if str(f.key) not in executing]
+        and release their keys and the delayed ones'; return how many tasks were cancelled.
+        A task that has finished, its result not yet taken, is left for the loop to complete."""
+        queued = [f for f in self.futures if f.status == "pending" and str(f.key) not in executing]
         for future in queued:
             future.cancel()
             batch = self.futures.pop(future)

@@ -33,7 +33,7 @@ from dask.utils import parse_timedelta
 from . import config, djcompat
 from .jobs import Owner, keys_condition, retry_on_conflict
 
-__all__ = ["Heartbeat", "lease_timeout", "recover_orphans", "renew_leases", "restamp"]
+__all__ = ["Heartbeat", "lease_timeout", "recover_orphans", "renew_leases", "restamp", "session_gone"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,18 +58,20 @@ def _can_see_all_sessions(connection: Any) -> bool:
     return bool(rows[0])
 
 
-def _orphan_condition(connection: Any) -> tuple[str, list]:
-    """SQL (on alias ``j``) true for reserved rows whose owner session is gone."""
+def session_gone(connection: Any, stamp: str = "reserved_time") -> tuple[str, list]:
+    """SQL (on alias ``j``) true for rows whose session (``j.connection_id``, stamped at
+    ``j.<stamp>``) has ended: reservations, and campaign records (:mod:`djdask.records`)."""
+    q = connection.adapter.quote_identifier
     if connection.adapter.backend == "postgresql":
         return (
             "NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = j.connection_id "
-            "AND a.backend_start <= j.reserved_time + INTERVAL '1 second')",
+            f"AND a.backend_start <= j.{q(stamp)} + INTERVAL '1 second')",
             [],
         )
     uptime = int(connection.query("SHOW GLOBAL STATUS LIKE 'Uptime'").fetchone()[1])
     condition = (
         "(NOT EXISTS (SELECT 1 FROM information_schema.PROCESSLIST p WHERE p.ID = j.connection_id) "
-        "OR j.reserved_time < CURRENT_TIMESTAMP(3) - INTERVAL %s SECOND)"
+        f"OR j.{q(stamp)} < CURRENT_TIMESTAMP(3) - INTERVAL %s SECOND)"
     )
     args: list[Any] = [uptime]
     if not _can_see_all_sessions(connection):
@@ -94,7 +96,7 @@ def recover_orphans(
     """
     q = connection.adapter.quote_identifier
     snapshot = connection.query("SELECT CURRENT_TIMESTAMP(3)").fetchone()[0]
-    dead, dead_args = _orphan_condition(connection)
+    dead, dead_args = session_gone(connection)
     if lease_timeout:
         dead = f"({dead} OR j.reserved_time < %s - {connection.adapter.interval_expr(int(lease_timeout), 'second')})"
         dead_args = [*dead_args, snapshot]

@@ -1,7 +1,7 @@
 """Telling people that a campaign ended: webhooks (Slack-compatible JSON) and e-mail.
 
 ``djdask.campaign.notify`` names the receivers.  Each gets one message per
-campaign end (finished, failed, cancelled) with the campaign's id, module,
+campaign end (finished, failed, cancelled, lost) with the campaign's id, module,
 state, exit code, where it ran, and per table the keys made, errors and
 retries.  A receiver that cannot be reached costs a warning, never the
 campaign's outcome.  Webhook URLs carry tokens and SMTP passwords are
@@ -21,7 +21,7 @@ from typing import Any
 from . import config
 from .database import redact
 
-__all__ = ["ErrorWatch", "campaign_ended", "message", "send"]
+__all__ = ["ErrorWatch", "campaign_ended", "campaign_lost", "message", "send"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,39 @@ def campaign_ended(identity: dict[str, Any], summary: Any, state: str, secrets: 
         if thread.name == "djdask-notify":
             thread.join(TIMEOUT)
     return send(message(identity, summary, state), secrets)
+
+
+def campaign_lost(record: dict[str, Any], secrets: list[str]) -> int:
+    """Say that a campaign stopped beating (its controller killed, its node gone): sent by
+    whoever marked its record ``lost`` (:mod:`djdask.records`), once."""
+    settings = config.get("campaign.notify") or {}
+    if not settings.get("webhooks") and not settings.get("email"):
+        return 0
+    account = record.get("accounting") or {}
+    tables = [
+        {"table": t["table"], "made": t.get("made", 0), "errors": t.get("errors", 0), "retries": t.get("retries", 0)}
+        for t in account.get("tables") or []
+    ]
+    text = (
+        f"djdask campaign {record['campaign']} of {record['module']} lost: its controller (user {record['user']} "
+        f"on {record['host']}, pid {record['pid']}) stopped beating at {record['heartbeat']}; "
+        f"{record.get('keys_made', 0)} key(s) made, {record.get('errors', 0)} error(s). The next campaign "
+        "releases its keys."
+    )
+    body = {
+        "text": text,
+        "campaign": {
+            "id": record["campaign"],
+            "module": record["module"],
+            "state": "lost",
+            "exit_code": None,
+            "user": record["user"],
+            "host": record["host"],
+            "pid": record["pid"],
+            "tables": tables,
+        },
+    }
+    return send(body, secrets)
 
 
 class ErrorWatch:

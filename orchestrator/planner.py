@@ -230,6 +230,7 @@ class Selection:
     tables: dict[str, type]
     graph: PipelineGraph
     restriction: dict[str, Any]
+    targets: tuple[str, ...] = ()
 
     @property
     def connection(self) -> Any:
@@ -259,4 +260,4 @@ def select(module_name: str, targets: Sequence[str] = (), restrictions: Sequence
         restriction = parse_restrictions([f"{k}={v}" for k, v in restrictions.items()], graph, auto)
     else:
         restriction = parse_restrictions(restrictions, graph, auto)
-    return Selection(module_name, auto, graph, restriction)
+    return Selection(module_name, auto, graph, restriction, tuple(targets))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -22,8 +23,8 @@ from . import config
 from .errors import DjdaskError, ProfileError
 
 if TYPE_CHECKING:
-    from .campaign import TableState
     from .losses import Losses
+    from .tables import TableState
 
 __all__ = ["Pool", "Pools", "covers", "resources_of"]
 
@@ -42,6 +43,9 @@ class Pool:
     capacity: int = 0  # tasks in flight at most: workers x window
     tasks: int = 0  # tasks in flight
     link: str | None = None
+    workers: int = 0  # worker processes present at the last sizing
+    worker_seconds: float = 0.0  # workers present x time, for the accounting
+    sized_at: float | None = None
     publishing: bool = False  # a state sent to its scheduler, not yet answered
     unsent: dict[str, Any] | None = None  # the newest state, to send once that one is answered
     publish_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -72,6 +76,15 @@ def _last_lines(text: str, n: int = 3) -> str:
 def _executing(dask_worker) -> list[str]:
     """Keys of the tasks a worker is executing right now (run on each worker)."""
     return [str(ts.key) for ts in dask_worker.state.executing]
+
+
+def _stop_starting(dask_worker) -> None:
+    """Run on each worker: no make() starts from now on."""
+    from .executor import PLUGIN_NAME
+
+    plugin = dask_worker.plugins.get(PLUGIN_NAME)
+    if plugin is not None:
+        plugin.stopping = True
 
 
 class Pools:
@@ -176,8 +189,12 @@ class Pools:
     def size(self, tables: Iterable[TableState]) -> None:
         """Task slots per pool and per table from the workers now present."""
         present = {}
+        now = time.monotonic()
         for pool in self.pools.values():
             present[pool.name] = list(pool.client.scheduler_info(n_workers=-1)["workers"].values())
+            if pool.sized_at is not None:
+                pool.worker_seconds += pool.workers * (now - pool.sized_at)
+            pool.workers, pool.sized_at = len(present[pool.name]), now
             pool.capacity = max(1, len(present[pool.name])) * self.window
             self.check_submissions(pool, bool(present[pool.name]))
         for state in tables:
@@ -214,6 +231,16 @@ class Pools:
         for pool in self.pools.values():
             if pool.demand is not None:
                 pool.demand.workers = sum(t.pending + t.keys for t in tables if t.pool is pool)
+
+    def stop_starting(self) -> None:
+        """Tell every worker to start no more make() (the campaign stops): the tasks it holds
+        return their keys unstarted, and a task about to be cancelled cannot commit a key
+        the campaign releases."""
+        for pool in self.pools.values():
+            try:
+                pool.client.run(_stop_starting)
+            except Exception as err:  # workers gone: nothing starts
+                logger.debug("Could not tell the workers of pool %s to stop: %s", pool.name, err)
 
     def executing(self) -> set[str]:
         """Keys of the tasks the workers of every pool run right now."""

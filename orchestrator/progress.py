@@ -198,7 +198,15 @@ class TerminalProgress:
         self._drawn = 0
         self._last = time.monotonic()
 
-    def started(self, dashboard_link: str | None, page_link: str | None = None, scheduler: str | None = None) -> None:
+    def started(
+        self,
+        dashboard_link: str | None,
+        page_link: str | None = None,
+        scheduler: str | None = None,
+        campaign: str | None = None,
+    ) -> None:
+        if self.enabled and campaign:
+            self.stream.write(f"Campaign:       {campaign} (djdask cancel {campaign} stops it from any machine)\n")
         if self.enabled and dashboard_link:
             if scheduler:
                 secure = "TLS, only this campaign's credentials" if scheduler.startswith("tls://") else "plain TCP"

@@ -24,8 +24,8 @@ from .notify import ErrorWatch
 from .progress import METADATA_KEY, CampaignBoard, TerminalProgress
 
 if TYPE_CHECKING:
-    from .campaign import TableState
     from .pools import Pool, Pools
+    from .tables import TableState
 
 __all__ = ["StatePublisher"]
 

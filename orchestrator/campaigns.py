@@ -1,0 +1,249 @@
+"""The commands on campaign records: ``djdask campaigns``, ``cancel`` and ``report``.
+
+They read and write the records of :mod:`djdask.records`; ``cancel`` and
+``report`` need only the database (a campaign id is unique in it), ``campaigns``
+the pipeline module, whose first schema holds its records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import time
+from typing import Any
+
+from dask.utils import format_bytes, format_time
+
+from .errors import InvalidInputError
+
+__all__ = ["campaigns", "cancel", "report", "jobs_of_campaign"]
+
+
+def _connection(module: str | None) -> Any:
+    """A connection to the pipeline database: DataJoint's settings (or the embedded
+    server), else, in DataJoint's thread-safe mode, the pipeline module's own."""
+    from .database import connect
+
+    connection = connect()
+    if connection is not None:
+        return connection
+    if not module:
+        raise InvalidInputError(
+            "DataJoint runs in thread-safe mode: the database settings come with the pipeline. "
+            "Name its module too, e.g. `djdask cancel ID mylab.pipeline`."
+        )
+    from .loader import load_pipeline
+
+    return next(iter(load_pipeline(module).tables.values()))().connection
+
+
+def _duration(record: dict[str, Any], now: datetime.datetime) -> str:
+    end = record["ended"] or (now if record["state"] == "running" else record["heartbeat"])
+    return format_time(max(0.0, (end - record["started"]).total_seconds()))
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
+
+
+def _plain(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: (_when(v) if isinstance(v, datetime.datetime) else v) for k, v in record.items()}
+
+
+def campaigns(args: argparse.Namespace) -> int:
+    """``djdask campaigns MODULE``: running and past campaigns of a pipeline, newest first."""
+    from .commands import print_table
+    from .database import secrets
+    from .notify import campaign_lost
+    from .planner import select
+    from .records import Records, home_schema
+
+    selection = select(args.module)
+    records = Records(selection.connection, home_schema(selection.tables))
+    if not records.exists():
+        print(f"No campaign of {args.module} has run yet (no {records.name}).")
+        return 0
+    for record in records.judge_lost():  # whoever notices first tells
+        campaign_lost(record, secrets([selection.connection]))
+    q = records.q
+    rows = records.rows(f"{q('module')} = %s", (args.module,), limit=args.limit)
+    if args.json:
+        json.dump([_plain(r) for r in rows], sys.stdout, indent=2, default=str)
+        print()
+        return 0
+    now = records.now()
+    table = [
+        {
+            "id": r["campaign"],
+            "state": r["state"],
+            "user": r["user"],
+            "host": r["host"],
+            "started": _when(r["started"]),
+            "duration": _duration(r, now),
+            "made": r["keys_made"],
+            "errors": r["errors"],
+            "code": r["code_version"] or "-",
+        }
+        for r in rows
+    ]
+    print_table(table, ["id", "state", "user", "host", "started", "duration", "made", "errors", "code"])
+    return 0
+
+
+def cancel(args: argparse.Namespace) -> int:
+    """``djdask cancel ID``: ask a campaign to stop (its controller sees it within seconds and
+    stops as on Ctrl-C); a submitted one whose controller has not started is cancelled now."""
+    from dask.utils import parse_timedelta
+
+    from . import config
+    from .records import ENDED, find
+
+    connection = _connection(args.module)
+    records, record = find(connection, args.id)
+    campaign = record["campaign"]
+    if record["state"] in ENDED:
+        print(f"Campaign {campaign} has already ended: {record['state']}.")
+        return 0
+    if record["state"] == "submitted":
+        records.update(campaign, ("submitted",), cancel_requested="now", state="cancelled", ended="now", exit_code=130)
+        print(f"Campaign {campaign} cancelled before its controller ran.")
+        if record["job_id"]:
+            _cancel_job(record)
+        return 0
+    records.update(campaign, ("running",), cancel_requested="now")
+    print(f"Asked campaign {campaign} ({record['user']} on {record['host']}, pid {record['pid']}) to stop.", flush=True)
+    if args.no_wait:
+        return 0
+    poll = float(parse_timedelta(config.get("campaign.cancel-poll")))
+    grace = float(parse_timedelta(config.get("campaign.grace-period")))
+    deadline = time.monotonic() + poll + grace + 60
+    while time.monotonic() < deadline:
+        time.sleep(min(1.0, poll))
+        state = (records.get(campaign) or {}).get("state")
+        if state != "running":
+            print(f"Campaign {campaign} stopped: {state}.")
+            return 0
+    print(
+        f"Campaign {campaign} has not stopped yet; it will once its running keys end (djdask campaigns shows it).",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _cancel_job(record: dict[str, Any]) -> None:
+    """Cancel a submitted controller's batch job, when its batch system is on this machine."""
+    import shutil
+    import subprocess
+
+    from .submit import CANCEL_COMMANDS
+
+    kind = (record.get("clusters") or {}).get("controller") or ""
+    command = CANCEL_COMMANDS.get(kind)
+    if command and shutil.which(command):
+        done = subprocess.run([command, str(record["job_id"])], capture_output=True, text=True)
+        if done.returncode == 0:
+            print(f"Its batch job {record['job_id']} was cancelled ({command}).")
+            return
+    print(f"Its batch job {record['job_id']} exits as soon as it starts.")
+
+
+def jobs_of_campaign(connection: Any, module: str, campaign: str) -> dict[str, dict[str, int]] | None:
+    """Rows of the pipeline's jobs tables stamped with ``campaign``, by table and status
+    (None when the module cannot be imported here)."""
+    from .errors import DjdaskError
+    from .planner import existing_jobs, select
+
+    try:
+        selection = select(module)
+    except DjdaskError:
+        return None
+    counts: dict[str, dict[str, int]] = {}
+    q = connection.adapter.quote_identifier
+    for name, jobs in existing_jobs(selection.tables, selection.graph.order):
+        rows = connection.query(
+            f"SELECT {q('status')}, COUNT(*) FROM {jobs.full_table_name} WHERE {q('version')} LIKE %s "
+            f"GROUP BY {q('status')}",
+            args=(f"%djdask:{campaign}",),
+        ).fetchall()
+        counts[selection.graph.class_names[name]] = {str(status): int(n) for status, n in rows}
+    return counts
+
+
+def report(args: argparse.Namespace) -> int:
+    """``djdask report ID``: a campaign's record and accounting, per table and per pool."""
+    from .commands import print_table
+    from .records import find
+
+    connection = _connection(args.module)
+    _, record = find(connection, args.id)
+    account = record.get("accounting") or {}
+    jobs = jobs_of_campaign(connection, record["module"], record["campaign"])
+    if args.json:
+        json.dump({**_plain(record), "jobs_tables": jobs}, sys.stdout, indent=2, default=str)
+        print()
+        return 0
+    clusters = ", ".join(f"{k}={v}" for k, v in (record.get("clusters") or {}).items())
+    print(f"Campaign {record['campaign']} of {record['module']}: {record['state']}", end="")
+    print(f" (exit code {record['exit_code']})" if record["exit_code"] is not None else "")
+    print(f"  user {record['user']} on {record['host']}, pid {record['pid']}; pools {clusters or '-'}")
+    print(
+        f"  code {record['code_version'] or '-'}; djdask {record['djdask_version']}, "
+        f"DataJoint {record['datajoint_version']}"
+    )
+    now = datetime.datetime.now() if record["ended"] is None else record["ended"]
+    print(
+        f"  started {_when(record['started'])}, ended {_when(record['ended'])}, "
+        f"{_duration(record, now)}; controllers: {record['controllers']}"
+    )
+    if record["targets"] or record["restriction"] not in ("", "{}", {}):
+        print(f"  targets {record['targets'] or 'all'}; restriction {record['restriction'] or '{}'}")
+    if record["dashboard"]:
+        print(f"  dashboard {record['dashboard']}")
+    print()
+    tables = []
+    for t in account.get("tables") or []:
+        name = t["table"]
+        m = t.get("make_seconds") or {}
+        stamped = (jobs or {}).get(name, {})
+        tables.append(
+            {
+                "table": name,
+                "made": t.get("made", 0),
+                "errors": t.get("errors", 0),
+                "retries": t.get("retries", 0),
+                "busy": format_time(t.get("busy_seconds") or 0.0),
+                "make() min/p50/p95/max": "/".join(
+                    "-" if m.get(k) is None else format_time(m[k]) for k in ("min", "p50", "p95", "max")
+                ),
+                "peak memory": format_bytes(t.get("peak_memory") or 0),
+                "jobs rows": ", ".join(f"{k} {v}" for k, v in sorted(stamped.items())) or "-",
+            }
+        )
+    columns = ["table", "made", "errors", "retries", "busy", "make() min/p50/p95/max", "peak memory", "jobs rows"]
+    print_table(tables, columns)
+    print()
+    pools = []
+    for p in account.get("pools") or []:
+        name = p["pool"]
+        pools.append(
+            {
+                "pool": name,
+                "profile": p.get("profile"),
+                "worker time": format_time(p.get("worker_seconds") or 0.0),
+                "busy": format_time(p.get("busy_seconds") or 0.0),
+                "idle": format_time(p.get("idle_seconds") or 0.0),
+                "peak memory": format_bytes(p.get("peak_memory") or 0),
+                "jobs": p.get("jobs_submitted", "-"),
+                "node-hours requested": p.get("node_hours_requested", "-")
+                if p.get("node_hours_requested") is not None
+                else "-",
+            }
+        )
+    print_table(
+        pools, ["pool", "profile", "worker time", "busy", "idle", "peak memory", "jobs", "node-hours requested"]
+    )
+    if jobs is None:
+        print(f"\n(jobs-table rows not counted: {record['module']} cannot be imported here)")
+    return 0

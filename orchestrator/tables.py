@@ -1,0 +1,161 @@
+"""The tables of a campaign: each one's state while it runs, and the sweep that enqueues them.
+
+:func:`table_states` makes a :class:`TableState` per table of a selection (its
+jobs queue, batch sizer, summary, pool and time limit, its parents and
+children in the campaign); :func:`sweep` is the plan step's enqueue, at the
+start and when the campaign is idle; :func:`unlock` releases the advisory
+locks of the tables that run unreserved.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .batching import BatchSizer
+from .jobs import JobQueue, Owner
+from .pools import resources_of
+from .unreserved import UnreservedQueue, has_jobs_table
+
+if TYPE_CHECKING:
+    from .planner import Selection
+    from .pools import Pool, Pools
+
+__all__ = ["TableState", "TableSummary", "sweep", "table_states", "unlock"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TableSummary:
+    """What a campaign did to one table."""
+
+    table: str
+    enqueued: int = 0
+    succeeded: int = 0
+    skipped: int = 0
+    errors: int = 0
+    retries: int = 0
+    tasks: int = 0
+    largest_batch: int = 0
+    seconds: float = 0.0
+    first_done: float | None = None  # seconds after the campaign started
+    last_done: float | None = None
+
+    @property
+    def done(self) -> int:
+        return self.succeeded + self.skipped + self.errors
+
+
+@dataclass
+class TableState:
+    """A table's state while the campaign runs."""
+
+    info: Any
+    queue: JobQueue | UnreservedQueue
+    sizer: BatchSizer
+    summary: TableSummary
+    resources: dict[str, float] | None
+    timeout: float | None = None  # seconds one make() may run
+    children: list[TableState] = field(default_factory=list)
+    parents: list[str] = field(default_factory=list)  # class names, within the campaign
+    rows_before: int = 0  # rows in the table when the campaign started
+    pending: int = 0  # estimate: claimable keys in the jobs table
+    tasks: int = 0  # tasks in flight
+    keys: int = 0  # keys in flight
+    slots: int = 0  # most tasks in flight at once (eligible workers x window)
+    warned: bool = False  # that no worker offers its resources
+    started: float | None = None
+    pool: Pool | None = None
+
+    def record(self, succeeded: int, skipped: int, failed: int, t0: float) -> None:
+        """Count a finished batch's keys in the summary, with when they finished."""
+        self.summary.succeeded += succeeded
+        self.summary.skipped += skipped
+        self.summary.errors += failed
+        if succeeded or skipped or failed:
+            now = time.monotonic()
+            if self.summary.first_done is None:
+                self.summary.first_done = now - t0
+            self.summary.last_done = now - t0
+            self.summary.seconds = now - (self.started or t0)
+
+    def warn_unserved(self) -> None:
+        """Say once that no worker offers the resources this table's keys wait for."""
+        if self.slots == 0 and self.pending and not self.warned:
+            self.warned = True
+            logger.warning(
+                "No worker offers the resources %s that %s needs; its keys stay pending.",
+                self.resources,
+                self.summary.table,
+            )
+
+
+def table_states(
+    selection: Selection,
+    owner: Owner,
+    pools: Pools,
+    *,
+    target_duration: float,
+    max_batch: int,
+    timeouts: Mapping[str, float | None] | None = None,
+) -> list[TableState]:
+    """One state per table of ``selection``, routed to its pool, with its time limit from
+    ``timeouts`` (by class name); DataJoint creates missing jobs tables on the way, and a
+    table that cannot have one runs unreserved."""
+    classes = selection.tables
+    graph = selection.graph
+    states = {}
+    for info in graph:
+        cls = classes[info.full_name]
+        table = cls()
+        if has_jobs_table(table):
+            jobs_queue: JobQueue | UnreservedQueue = JobQueue(table, selection.restriction, owner)
+        else:
+            logger.info(
+                "%s has no jobs table (no primary-key attribute comes from a foreign key): "
+                "it runs unreserved, as DataJoint's populate() runs it.",
+                info.class_name,
+            )
+            jobs_queue = UnreservedQueue(table, selection.restriction)
+        states[info.full_name] = TableState(
+            info=info,
+            queue=jobs_queue,
+            sizer=BatchSizer(target_duration, max_batch),
+            summary=TableSummary(info.class_name),
+            resources=resources_of(cls),
+            timeout=(timeouts or {}).get(info.class_name),
+        )
+    for name, state in states.items():
+        state.children = [states[c] for c in graph.dag.successors(name) if c in states]
+        state.parents = [states[p].summary.table for p in graph.dag.predecessors(name) if p in states]
+        state.pool = pools.route(state.info.class_name, state.resources)
+        state.rows_before = len(classes[name]())
+    return list(states.values())
+
+
+def sweep(tables: Sequence[TableState], priority: int | None, *, first: bool = False) -> bool:
+    """The plan step's enqueue: every table in full, at the start and when idle (keys that
+    other workers made ready); True when something is claimable.  Only the first sweep
+    tidies the jobs tables as ``refresh()`` does (a key whose make() inserts no row would
+    otherwise be re-pended, and made, at every idle sweep)."""
+    found = False
+    for state in tables:
+        state.summary.enqueued += state.queue.enqueue(priority, tidy_first=first)
+        state.pending = state.queue.counts()["pending"]
+        found = found or (state.pending > 0 and state.slots > 0)
+    return found
+
+
+def unlock(tables: Sequence[TableState]) -> None:
+    """Release the advisory locks of the tables that run unreserved (a lock the database
+    lost with its session is gone already: that is no error)."""
+    for state in tables:
+        if not state.queue.reserved:
+            try:
+                state.queue.unlock()
+            except Exception as err:
+                logger.debug("The lock of %s was not released: %s", state.summary.table, err)

@@ -1,0 +1,149 @@
+"""Campaign records on real servers: every campaign registers itself in ``~djdask_campaign``,
+its reservations carry its id, ``djdask campaigns`` lists it, ``djdask report`` gives its
+accounting (which agrees with the jobs tables), ``djdask cancel`` stops it from another
+process, and a campaign killed outright is shown ``lost`` (and notified once)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+from collections import Counter
+
+import pytest
+
+from tests.integration.test_jobs_engine import ledger_lines, seed_ledger, start_campaign, wait_for
+from tests.integration.test_notify import Hooks
+
+pytestmark = pytest.mark.integration
+
+
+def campaigns(djdask, env) -> list[dict]:
+    listed = djdask("campaigns", "ledger", "--json", env=env)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    return json.loads(listed.stdout)
+
+
+def test_a_campaign_is_recorded_traced_and_reported(djdask, sql, prefix, tmp_path):
+    n = 30
+    seed_ledger(djdask, n)
+    env = djdask.env(
+        DJDASK_TEST_LEDGER=str(tmp_path / "l.txt"), DJDASK_TEST_MAKE_SECONDS="0.05", DJ_JOBS_KEEP_COMPLETED="true"
+    )
+    result = djdask("populate", "ledger", "--workers", "2", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    campaign = re.search(r"Campaign:\s+([0-9a-f]{8}) ", result.stdout).group(1)
+
+    [record] = campaigns(djdask, env)
+    assert record["campaign"] == campaign and record["module"] == "ledger"
+    assert record["state"] == "finished" and record["exit_code"] == 0
+    assert record["keys_made"] == n and record["errors"] == 0 and record["controllers"] == 1
+    assert record["pid"] > 0 and record["host"] and record["user"] and record["ended"] >= record["started"]
+    assert record["djdask_version"] and record["datajoint_version"]
+    assert record["clusters"] == {"default": "local"} and record["dashboard"].startswith("http")
+    [entry] = record["accounting"]["tables"]
+    assert entry["table"] == "Entry"
+    assert entry["made"] == n and entry["errors"] == 0
+    timing = entry["make_seconds"]
+    assert timing["count"] == n and 0.05 <= timing["min"] <= timing["p50"] <= timing["p95"] <= timing["max"]
+    assert entry["busy_seconds"] >= n * 0.05 and entry["peak_memory"] > 20 * 2**20
+    [pool] = record["accounting"]["pools"]
+    assert pool["pool"] == "default" and pool["profile"] == "local"
+    assert pool["worker_seconds"] > 0 and pool["busy_seconds"] >= n * 0.05
+    assert pool["idle_seconds"] == pytest.approx(max(0.0, pool["worker_seconds"] - pool["busy_seconds"]), abs=0.01)
+
+    # Each reservation carried the campaign's id: the success rows DataJoint kept say who made them.
+    stamps = sql.query(f"SELECT version, COUNT(*) FROM {sql.table(prefix + '_ledger', '~~entry')} GROUP BY version")
+    assert len(stamps) == 1 and stamps[0][0].endswith(f"djdask:{campaign}") and stamps[0][1] == n
+
+    report = djdask("report", campaign[:4], "--json", env=env)
+    assert report.returncode == 0, report.stdout + report.stderr
+    figures = json.loads(report.stdout)
+    assert figures["jobs_tables"] == {"Entry": {"success": n}}
+    text = djdask("report", campaign, env=env)
+    assert text.returncode == 0 and f"Campaign {campaign} of ledger: finished" in text.stdout
+    assert re.search(rf"Entry\s+{n}\s+0\s+0\s", text.stdout), text.stdout
+    assert "success 30" in text.stdout
+
+    # A second campaign is a second record; the listing is newest first.
+    again = djdask("populate", "ledger", "--workers", "1", env=env)
+    assert again.returncode == 0
+    listed = campaigns(djdask, env)
+    assert [r["campaign"] for r in listed][1] == campaign and listed[0]["keys_made"] == 0
+
+
+def test_cancel_from_another_process_stops_the_campaign(djdask, sql, prefix, tmp_path):
+    n = 200
+    seed_ledger(djdask, n)
+    ledger = tmp_path / "ledger.txt"
+    env = djdask.env(DJDASK_TEST_LEDGER=str(ledger), DJDASK_TEST_MAKE_SECONDS="0.2")
+    proc = start_campaign(env, tmp_path)
+    schema = prefix + "_ledger"
+    try:
+        wait_for(lambda: sql.scalar(f"SELECT COUNT(*) FROM {sql.table(schema, '__entry')}") >= 4, 120, "keys made")
+        [record] = campaigns(djdask, env)
+        assert record["state"] == "running"
+        start = time.monotonic()
+        cancelled = djdask("cancel", record["campaign"], env=env)
+        out, err = proc.communicate(timeout=60)
+        stopped = time.monotonic() - start
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    assert f"Campaign {record['campaign']} stopped: cancelled." in cancelled.stdout
+    assert proc.returncode == 130, out + err
+    assert stopped < 10, f"the campaign took {stopped:.1f} s to stop"
+    [after] = campaigns(djdask, env)
+    assert after["state"] == "cancelled" and after["exit_code"] == 130 and 0 < after["keys_made"] < n
+    assert sql.jobs_counts(schema, "__entry").get("reserved", 0) == 0
+    keys = Counter(int(k) for k, *_ in ledger_lines(ledger))
+    assert max(keys.values()) == 1
+    assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(schema, '__entry')}") == after["keys_made"]
+
+
+@pytest.mark.parametrize("server", ["postgres"], indirect=True)
+def test_a_killed_campaign_is_lost_notified_once_and_its_keys_released(djdask, sql, prefix, tmp_path):
+    n = 40
+    seed_ledger(djdask, n)
+    ledger = tmp_path / "ledger.txt"
+    hooks = Hooks()
+    env = djdask.env(
+        DJDASK_TEST_LEDGER=str(ledger),
+        DJDASK_TEST_MAKE_SECONDS="0.3",
+        DASK_DJDASK__CAMPAIGN__HEARTBEAT="1s",
+        DASK_DJDASK__CAMPAIGN__NOTIFY=json.dumps({"webhooks": [f"{hooks.url}/hook"]}),
+    )
+    schema = prefix + "_ledger"
+    proc = start_campaign(env, tmp_path, new_session=True)
+    try:
+        wait_for(lambda: sql.scalar(f"SELECT COUNT(*) FROM {sql.table(schema, '__entry')}") >= 4, 120, "keys made")
+        time.sleep(1.5)  # a heartbeat with the accounting
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    [record] = campaigns(djdask, env)
+    assert record["state"] == "running"  # its heartbeat is fresh: not judged yet
+    wait_for(lambda: campaigns(djdask, env)[0]["state"] == "lost", 30, "the record to become lost")
+    [lost] = [b for b in hooks.bodies if b["campaign"]["state"] == "lost"]
+    assert lost["campaign"]["id"] == record["campaign"] and "stopped beating" in lost["text"]
+
+    again = djdask("populate", "ledger", "--workers", "2", env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "orphaned reservations" in again.stderr
+    assert sql.jobs_counts(schema, "__entry") == {}
+    listed = campaigns(djdask, env)
+    assert [r["state"] for r in listed] == ["finished", "lost"]
+    # One message per end: the lost one (once, though judged again) and the finished one.
+    assert sorted(b["campaign"]["state"] for b in hooks.bodies) == ["finished", "lost"]
+    hooks.close()
+
+
+def test_report_and_cancel_of_an_unknown_id_say_so(djdask, sql, prefix):
+    seed_ledger(djdask, 1)
+    for command in (["report", "abcdef12"], ["cancel", "abcdef12"], ["report", "not-an-id"]):
+        result = djdask(*command)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert "campaign" in result.stderr.lower(), result.stderr
