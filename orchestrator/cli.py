@@ -160,6 +160,11 @@ def _parser() -> argparse.ArgumentParser:
             "for several pools: tables go to the pool offering their resources, else `default`",
         )
         p.add_argument(
+            "--stop-after",
+            metavar="DURATION",
+            help="stop claiming after this long (e.g. 6h); running keys finish, the rest are released",
+        )
+        p.add_argument(
             "--resubmit",
             action="store_true",
             help="near its walltime the controller submits its successor, which goes on (see `djdask submit`)",
@@ -175,11 +180,6 @@ def _parser() -> argparse.ArgumentParser:
         help="write Dask's performance report of the campaign (HTML)",
     )
     p.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
-    p.add_argument(
-        "--stop-after",
-        metavar="DURATION",
-        help="stop claiming after this long (e.g. 6h); running keys finish, the rest are released",
-    )
     p.add_argument("--campaign-id", metavar="ID", help=argparse.SUPPRESS)  # a submitted campaign's controller
     p.set_defaults(func=commands.populate)
 

@@ -228,8 +228,14 @@ def make_kwargs_arg(value: str | None) -> dict | None:
 def populate(args: argparse.Namespace) -> int:
     from .checks import check_priority
     from .database import connect
+    from .errors import InvalidInputError
 
     check_priority(args.priority)  # before anything reaches the database
+    if args.resubmit and not args.campaign_id:
+        raise InvalidInputError(
+            "--resubmit is for campaigns whose controller `djdask submit` started: submit it with "
+            "`djdask submit MODULE --cluster PROFILE --resubmit`."
+        )
     args.make_kwargs = make_kwargs_arg(args.make_kwargs)
     pools = pools_arg(args.cluster)
     if pools:

@@ -494,6 +494,7 @@ class CampaignRecord:
                 + "; this controller does not start it. Start a new campaign with `djdask populate` or "
                 "`djdask submit`."
             )
+        row["clusters"] = {**(existing.get("clusters") or {}), **row["clusters"]}  # keeps its `controller`
         records.update(campaign, ("submitted",), **row, heartbeat="now", controllers=existing["controllers"] + 1)
         return cls(records, campaign, existing.get("accounting"))
 

@@ -136,7 +136,7 @@ def controller_command(args: argparse.Namespace, campaign: str, stop_after: floa
         command += ["--cluster", cluster]
     command += ["--campaign-id", campaign]
     if stop_after is not None:
-        command += ["--stop-after", f"{stop_after:.0f}s"]
+        command += ["--stop-after", f"{max(1.0, stop_after):.0f}s"]
     if args.resubmit:
         command += ["--resubmit"]
     return command
@@ -146,6 +146,8 @@ def _script(kind: str, profile: Any, args: argparse.Namespace, campaign: str, lo
     spec = KINDS[kind]
     raw = profile.raw
     stop_after = controller_stop_after(profile.kind.walltime_seconds(walltime))
+    if args.stop_after:
+        stop_after = min(stop_after, args.stop_after)
     lines = ["#!/usr/bin/env bash"]
     directives = [spec["name"].format(f"djdask-{campaign}"), *(d.format(log) for d in spec["log"])]
     directives.append(spec["walltime"].format(walltime))
@@ -209,6 +211,11 @@ def submit(args: argparse.Namespace) -> int:
         profile.validate()
     controller = profiles["default"]
     kind = controller.kind.name
+    if kind == "local" and args.resubmit:
+        raise InvalidInputError(
+            "--resubmit hands a campaign over before its controller's walltime; a controller on `local` has "
+            "none. Leave --resubmit out, or submit with a batch profile (--cluster PROFILE)."
+        )
     if kind != "local" and kind not in KINDS:
         raise InvalidInputError(
             f"`djdask submit` starts controllers on SLURM, PBS, SGE, LSF or local; profile "
@@ -242,13 +249,14 @@ def submit(args: argparse.Namespace) -> int:
     )
     try:
         if kind == "local":
-            job = _start_detached(args, campaign, log)
+            job = _start_detached(args, campaign, log, args.stop_after)
         else:
             walltime = args.walltime or controller.kind.settings(controller.name, controller.raw).get("walltime")
-            if not walltime:
+            if not walltime or not controller.kind.walltime_pattern.match(str(walltime)):
                 raise InvalidInputError(
-                    f"Profile {controller.name!r} has no walltime for the controller job: give --walltime "
-                    f"{controller.kind.walltime_example}."
+                    f"The controller job needs a walltime {controller.kind.name} reads"
+                    + (f" ({walltime!r} is not one)" if walltime else f" (profile {controller.name!r} has none)")
+                    + f": give --walltime {controller.kind.walltime_example}."
                 )
             script.write_text(_script(kind, controller, args, campaign, log, walltime))
             script.chmod(0o700)
@@ -265,9 +273,9 @@ def submit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_detached(args: argparse.Namespace, campaign: str, log: Path) -> str:
+def _start_detached(args: argparse.Namespace, campaign: str, log: Path, stop_after: float | None) -> str:
     """The controller as a process of its own session: it outlives this shell."""
-    command = controller_command(args, campaign, None)
+    command = controller_command(args, campaign, stop_after)
     with open(log, "ab") as out:
         process = subprocess.Popen(
             command,

@@ -7,6 +7,10 @@ behaves the same under either database, so these run on PostgreSQL only.
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -332,3 +336,117 @@ def test_only_the_campaigns_credentials_drive_its_scheduler(server, djdask, sql,
     assert sorted(k for k, _, _ in ledger_lines(ledger)) == list(range(n))
     assert not list(shared.glob(".dask-jobqueue.*")), "the workers' credentials outlived the campaign"
     assert queue_empties(slurm), f"jobs left in the queue: {slurm.queue()}"
+
+
+def _campaign_records(djdask, env) -> list[dict]:
+    listed = djdask("campaigns", "ledger", "--json", env=env)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    return json.loads(listed.stdout)
+
+
+def test_a_submitted_campaign_runs_as_slurm_jobs_and_hands_over_to_its_successors(
+    server, djdask, sql, prefix, slurm, tmp_path
+):
+    """`djdask submit --resubmit`: the command returns at once; the controller is a SLURM job
+    whose workers are SLURM jobs; each controller claims for 10 s, then submits its successor,
+    which takes the campaign over; the campaign finishes by itself, every key made once, and
+    its report agrees with the jobs tables."""
+    n = 24
+    seed(djdask, n)
+    ledger = tmp_path / "ledger.txt"
+    env = djdask.env(
+        **slurm.env,
+        **write_profile(tmp_path),
+        DJDASK_TEST_LEDGER=str(ledger),
+        DJDASK_TEST_MAKE_SECONDS="1",
+        DJ_JOBS_KEEP_COMPLETED="true",
+        DASK_DJDASK__CAMPAIGN__SUBMIT_DIR=str(tmp_path / "campaigns"),
+        DASK_DJDASK__CAMPAIGN__GRACE_PERIOD="10s",
+    )
+    start = time.monotonic()
+    submitted = djdask(
+        "submit",
+        "ledger",
+        "--cluster",
+        "testslurm",
+        "--walltime",
+        "00:03:00",
+        "--stop-after",
+        "10s",
+        "--resubmit",
+        env=env,
+    )
+    took = time.monotonic() - start
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    assert took < 5, f"djdask submit took {took:.1f} s"
+    found = re.search(r"Campaign ([0-9a-f]{8}) submitted: controller job (\d+)", submitted.stdout)
+    assert found, submitted.stdout
+    campaign, first_job = found.groups()
+    log = tmp_path / "campaigns" / f"{campaign}.log"
+    assert str(log) in submitted.stdout and f"djdask cancel {campaign}" in submitted.stdout
+
+    controllers: set[str] = set()
+    states: list[str] = []
+    deadline = time.monotonic() + 300
+    while not states or states[-1] not in ("finished", "failed", "cancelled", "lost"):
+        assert time.monotonic() < deadline, f"the campaign did not finish: {states}\n{log.read_text()}"
+        controllers |= {j["id"] for j in slurm.queue() if j["name"] == f"djdask-{campaign}"}
+        states.append(_campaign_records(djdask, env)[0]["state"])
+        time.sleep(1)
+    [record] = _campaign_records(djdask, env)
+    assert record["state"] == "finished" and record["exit_code"] == 0, log.read_text()
+    assert "running" in states
+    assert record["controllers"] >= 3, f"{record['controllers']} controllers: no two handovers"
+    assert first_job in controllers and len(controllers) >= 2
+    lines = ledger_lines(ledger)
+    assert Counter(k for k, _, _ in lines) == Counter(range(n)), "a key was made twice or never"
+    workers = {job for _, _, job in lines}
+    assert "-" not in workers and not workers & controllers, "make() ran outside a worker job"
+    assert record["accounting"]["made"] == n == record["keys_made"]
+    report = djdask("report", campaign, "--json", env=env)
+    assert report.returncode == 0, report.stderr
+    assert json.loads(report.stdout)["jobs_tables"] == {"Entry": {"success": n}}
+    [pool] = record["accounting"]["pools"]
+    assert pool["profile"] == "testslurm" and pool["jobs_submitted"] >= record["controllers"]
+    assert pool["node_hours_requested"] == pytest.approx(pool["jobs_submitted"] * 10 / 60, abs=0.01)
+    assert log.read_text().count("== djdask controller of campaign") == record["controllers"]
+    assert queue_empties(slurm, 60), f"jobs left in the queue: {slurm.queue()}"
+
+
+def test_a_killed_controller_job_is_lost_and_the_next_campaign_frees_its_keys(
+    server, djdask, sql, prefix, slurm, tmp_path
+):
+    n = 40
+    seed(djdask, n)
+    ledger = tmp_path / "ledger.txt"
+    env = djdask.env(
+        **slurm.env,
+        **write_profile(tmp_path),
+        DJDASK_TEST_LEDGER=str(ledger),
+        DJDASK_TEST_MAKE_SECONDS="0.5",
+        DASK_DJDASK__CAMPAIGN__HEARTBEAT="1s",
+        DASK_DJDASK__CAMPAIGN__SUBMIT_DIR=str(tmp_path / "campaigns"),
+    )
+    submitted = djdask("submit", "ledger", "--cluster", "testslurm", env=env)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    job = re.search(r"controller job (\d+)", submitted.stdout).group(1)
+    deadline = time.monotonic() + 120
+    while len(ledger_lines(ledger)) < 4:
+        assert time.monotonic() < deadline, "the controller never made keys"
+        time.sleep(0.5)
+    # SIGKILL to the controller (the job's batch step: the single node is this machine).
+    [record] = _campaign_records(djdask, env)
+    assert record["state"] == "running" and record["job_id"] == job
+    os.kill(record["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while (record := _campaign_records(djdask, env)[0])["state"] != "lost":
+        assert time.monotonic() < deadline, f"the killed controller's record never became lost: {record}"
+        time.sleep(1)
+    slurm.cancel_all()  # its worker jobs would wait for their scheduler for a minute
+    again = djdask("populate", "ledger", "--workers", "2", env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "orphaned reservations" in again.stderr
+    assert sql.jobs_counts(f"{prefix}_ledger", "__entry") == {}
+    made = sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_ledger', '__entry')}")
+    assert made == n and max(Counter(k for k, _, _ in ledger_lines(ledger)).values()) <= 2
+    assert [r["state"] for r in _campaign_records(djdask, env)] == ["finished", "lost"]
