@@ -169,6 +169,12 @@ class Accounting:
             t.peak_memory = max(t.peak_memory, memory)
             p.peak_memory = max(p.peak_memory, memory)
 
+    def histogram(self, table: str) -> list[list[float]]:
+        """This controller's make() durations of ``table``: ``[from, to, count]`` per bin (seconds)."""
+        with self._lock:
+            t = self.tables.get(table)
+            return [[round(a, 6), round(b, 6), n] for a, b, n in t.durations.histogram()] if t else []
+
     def snapshot(self, summaries: Iterable[Any], pools: Iterable[Any], seconds: float) -> dict[str, Any]:
         """The accounting as JSON-ready data, added to what earlier controllers recorded.
 

@@ -284,6 +284,7 @@ class Campaign:
         )
         self.outage: Outage | None = None  # the campaign's connection's, made in run()
         self.accounting = Accounting()
+        self.publisher.accounting = self.accounting
         self.record: CampaignRecord | None = None  # its row in ~djdask_campaign, made in run()
         self.completion = Completion(
             self.inflight,
@@ -386,7 +387,13 @@ class Campaign:
             campaign=self._identity["id"],
         )
         heartbeat.start()
-        self.record.keep(self.dashboard_link, lambda: self._account(summary, t0), self.request_stop, self._secrets)
+        self.record.keep(
+            self.dashboard_link,
+            lambda: self._account(summary, t0),
+            self.request_stop,
+            self._secrets,
+            self.publisher.publish_history,
+        )
         start_tracing()
         failed = True
         try:

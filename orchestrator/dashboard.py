@@ -25,9 +25,9 @@ from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from .progress import METADATA_KEY, CampaignBoard, format_eta, longest_running
+from .progress import HISTORY_KEY, METADATA_KEY, CampaignBoard, format_eta, longest_running
 
-__all__ = ["DashboardPlugin", "fill_colour", "page_link"]
+__all__ = ["DashboardPlugin", "fill_colour", "page_link", "report_html"]
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +145,131 @@ def _running_html(running: list[dict[str, Any]]) -> str:
     )
 
 
+#: Line colours of the tables in the history plots (Bokeh's Category10).
+_PALETTE = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+]
+
+
+def _history_html(history: list[dict[str, Any]] | None, board: CampaignBoard | None = None) -> str:
+    """Recent campaigns of the pipeline, from the records, each linking to its report; the one
+    this page shows has its live state and counts (its record is renewed less often)."""
+    if not history:
+        return "<h3>Recent campaigns</h3><p>None recorded yet.</p>"
+    e = html.escape
+    if board is not None and board.state is not None:
+        c, rows = board.state["campaign"], board.rows()
+        live = {
+            "state": "cancelled" if c.get("cancelled") else "finished" if c.get("finished") else "running",
+            "keys_made": sum(r["done"] for r in rows),
+            "errors": sum(r["errors"] for r in rows),
+        }
+        history = [{**r, **live} if r.get("campaign") == c.get("id") else r for r in history]
+    head = ["campaign", "state", "user", "host", "started", "made", "errors", "code"]
+    rows = "".join(
+        f'<tr><td><a href="{PAGE}/campaigns/{e(str(r["campaign"]))}">{e(str(r["campaign"]))}</a></td>'
+        + "".join(f"<td>{e(str(r.get(k)))}</td>" for k in ("state", "user", "host", "started", "keys_made", "errors"))
+        + f"<td>{e(str(r.get('code_version') or '-'))}</td></tr>"
+        for r in history
+    )
+    return (
+        '<h3>Recent campaigns</h3><table class="djdask-history"><tr>'
+        + "".join(f'<th style="text-align:left;padding:2px 10px">{h}</th>' for h in head)
+        + f"</tr>{rows}</table>"
+    )
+
+
+def report_html(record: dict[str, Any]) -> str:
+    """A campaign's report (as ``djdask report`` prints it) as a page."""
+    from dask.utils import format_bytes, format_time
+
+    e = html.escape
+    account = record.get("accounting") or {}
+    parts = [
+        f"<h2>djdask campaign {e(str(record['campaign']))} of {e(str(record['module']))}: "
+        f"{e(str(record['state']))}</h2>",
+        f"<p>{e(str(record['user']))} on {e(str(record['host']))}, pid {e(str(record['pid']))}; started "
+        f"{e(str(record['started']))}, ended {e(str(record.get('ended') or '-'))}; exit code "
+        f"{e(str(record.get('exit_code')))}; code {e(str(record.get('code_version') or '-'))}; controllers "
+        f"{e(str(record.get('controllers')))}. In a terminal: <code>djdask report {e(str(record['campaign']))}"
+        "</code>.</p>",
+        '<table class="djdask-report"><tr><th>table</th><th>made</th><th>errors</th><th>retries</th><th>busy</th>'
+        "<th>make() min / p50 / p95 / max</th><th>peak memory</th></tr>",
+    ]
+    for t in account.get("tables") or []:
+        m = t.get("make_seconds") or {}
+        timing = " / ".join("-" if m.get(k) is None else format_time(m[k]) for k in ("min", "p50", "p95", "max"))
+        parts.append(
+            f'<tr data-table="{e(t["table"])}"><td>{e(t["table"])}</td><td>{t.get("made")}</td>'
+            f"<td>{t.get('errors')}</td><td>{t.get('retries')}</td><td>{format_time(t.get('busy_seconds') or 0)}</td>"
+            f"<td>{timing}</td><td>{format_bytes(t.get('peak_memory') or 0)}</td></tr>"
+        )
+    parts.append(
+        "</table><table><tr><th>pool</th><th>profile</th><th>worker time</th><th>busy</th><th>idle</th>"
+        "<th>jobs</th><th>node-hours requested</th></tr>"
+    )
+    for p in account.get("pools") or []:
+        parts.append(
+            f"<tr><td>{e(str(p['pool']))}</td><td>{e(str(p.get('profile')))}</td>"
+            f"<td>{format_time(p.get('worker_seconds') or 0)}</td><td>{format_time(p.get('busy_seconds') or 0)}</td>"
+            f"<td>{format_time(p.get('idle_seconds') or 0)}</td><td>{p.get('jobs_submitted', '-')}</td>"
+            f"<td>{p.get('node_hours_requested', '-')}</td></tr>"
+        )
+    parts.append("</table>")
+    return "".join(parts)
+
+
+def _history_figures() -> tuple[Any, Any, Any, Any]:
+    """The throughput and the make() duration plots, with their data sources."""
+    from bokeh.models import ColumnDataSource, HoverTool
+    from bokeh.plotting import figure
+
+    rates = ColumnDataSource({"xs": [], "ys": [], "table": [], "colour": []}, name="djdask-throughput")
+    spread = ColumnDataSource({"xs": [], "ys": [], "table": [], "colour": []}, name="djdask-durations")
+    throughput = figure(
+        height=220, sizing_mode="stretch_width", title="Throughput (keys/s) per table", x_axis_label="minutes"
+    )
+    throughput.multi_line("xs", "ys", source=rates, line_color="colour", line_width=2)
+    throughput.add_tools(HoverTool(tooltips=[("table", "@table")]))
+    durations = figure(
+        height=220,
+        sizing_mode="stretch_width",
+        title="make() durations per table (keys per bin)",
+        x_axis_type="log",
+        x_axis_label="seconds",
+    )
+    durations.multi_line("xs", "ys", source=spread, line_color="colour", line_width=2)
+    durations.add_tools(HoverTool(tooltips=[("table", "@table")]))
+    return throughput, rates, durations, spread
+
+
+def _history_data(board: CampaignBoard) -> tuple[dict[str, list], dict[str, list]]:
+    order = [t["table"] for t in board.state["tables"]] if board.state else []
+    colour = {t: _PALETTE[i % len(_PALETTE)] for i, t in enumerate(order)}
+    rates: dict[str, list] = {"xs": [], "ys": [], "table": [], "colour": []}
+    for table, (xs, ys) in board.throughput().items():
+        rates["xs"].append(xs)
+        rates["ys"].append(ys)
+        rates["table"].append(table)
+        rates["colour"].append(colour.get(table, "#777777"))
+    spread: dict[str, list] = {"xs": [], "ys": [], "table": [], "colour": []}
+    for table, bins in board.durations().items():  # each bin drawn as a bar's outline
+        spread["xs"].append([x for a, b, _ in bins for x in (a, a, b, b)])
+        spread["ys"].append([y for _, _, n in bins for y in (0, n, n, 0)])
+        spread["table"].append(table)
+        spread["colour"].append(colour.get(table, "#777777"))
+    return rates, spread
+
+
 def campaign_doc(plugin: DashboardPlugin, scheduler: Any, extra: dict, doc: Any) -> None:
     """The Bokeh document of the page (one per browser session)."""
     from bokeh.layouts import column
@@ -152,12 +277,8 @@ def campaign_doc(plugin: DashboardPlugin, scheduler: Any, extra: dict, doc: Any)
     from bokeh.plotting import figure
 
     board = plugin.board
-    header, counts, running, errors = (
-        Div(sizing_mode="stretch_width"),
-        Div(sizing_mode="stretch_width"),
-        Div(sizing_mode="stretch_width"),
-        Div(sizing_mode="stretch_width"),
-    )
+    header, counts, running, errors, history = (Div(sizing_mode="stretch_width") for _ in range(5))
+    throughput, rates, durations, spread = _history_figures()
     nodes = ColumnDataSource(
         {k: [] for k in ("x", "y", "table", "label", "fill", "line", "made", "pending", "in_flight", "errors", "eta")}
     )
@@ -201,6 +322,8 @@ def campaign_doc(plugin: DashboardPlugin, scheduler: Any, extra: dict, doc: Any)
         counts.text = _counts_html(rows)
         errors.text = _errors_html(board)
         running.text = _running_html(longest_running(scheduler.workers.values()))
+        history.text = _history_html(scheduler.task_metadata.get(HISTORY_KEY), board)
+        rates.data, spread.data = _history_data(board)
         pos = board.layout()
         if not rows:
             return
@@ -230,7 +353,9 @@ def campaign_doc(plugin: DashboardPlugin, scheduler: Any, extra: dict, doc: Any)
 
     update()
     doc.add_periodic_callback(update, 1000)
-    doc.add_root(column(header, fig, counts, running, errors, sizing_mode="stretch_width"))
+    doc.add_root(
+        column(header, fig, counts, throughput, durations, running, errors, history, sizing_mode="stretch_width")
+    )
     doc.title = "Dask: djdask campaign"
     try:  # the dashboard's own page frame (navigation bar) and theme
         from distributed.dashboard.components.scheduler import BOKEH_THEME, env
@@ -300,7 +425,23 @@ class DashboardPlugin(SchedulerPlugin):
                 state = {**plugin.board.json(), "running": longest_running(scheduler.workers.values())}
                 self.write(json.dumps(state, default=str))
 
-        handlers: list[tuple] = [(rf"{base}{PAGE}/state\.json", State)]
+        class Report(web.RequestHandler):
+            def get(self, campaign: str) -> None:
+                history = scheduler.task_metadata.get(HISTORY_KEY) or []
+                found = [r for r in history if r.get("campaign") == campaign]
+                if not found:
+                    self.set_status(404)
+                    self.write(
+                        f"<p>Campaign {html.escape(campaign)} is not among the recent ones: "
+                        f"<code>djdask report {html.escape(campaign)}</code> reads it from the database.</p>"
+                    )
+                    return
+                self.write(report_html(found[0]))
+
+        handlers: list[tuple] = [
+            (rf"{base}{PAGE}/state\.json", State),
+            (rf"{base}{PAGE}/campaigns/([0-9a-f]+)", Report),
+        ]
         try:
             from distributed.dashboard.core import BokehApplication
             from distributed.dashboard.scheduler import template_variables

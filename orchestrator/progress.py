@@ -45,6 +45,11 @@ def longest_running(workers: Any, limit: int = 10, now: float | None = None) -> 
 
 #: Scheduler metadata key (``Client.set_metadata``) of a campaign's published state.
 METADATA_KEY = "djdask"
+#: Where a campaign puts the recent campaigns of its pipeline (from the records) for the page.
+HISTORY_KEY = "djdask-history"
+#: Points of the throughput timeline a board keeps; when full, every other one goes and the
+#: spacing doubles, so that a campaign of days keeps its whole course in bounded memory.
+TIMELINE_POINTS = 360
 
 _HEADER = f"  {'table':<22} {'done':>8} {'in flight':>9} {'pending':>8} {'errors':>7} {'keys/s':>8} {'ETA':>8}"
 
@@ -81,6 +86,8 @@ class CampaignBoard:
         self.window = window
         self.state: dict[str, Any] | None = None
         self._history: deque[tuple[float, dict[str, int]]] = deque()
+        self.timeline: list[tuple[float, dict[str, int]]] = []  # keys finished per table, over the campaign
+        self._stride = 1.0  # seconds between timeline points
 
     def update(self, state: dict[str, Any] | None) -> bool:
         """Take a published state; False when there is none or it is not newer."""
@@ -89,11 +96,19 @@ class CampaignBoard:
         if self.state is not None:
             if state["campaign"].get("id") != self.state["campaign"].get("id"):
                 self._history.clear()  # a new campaign on this scheduler
+                self.timeline.clear()
+                self._stride = 1.0
             elif state["time"] <= self.state["time"]:
                 return False
         self.state = state
         now = state["time"]
-        self._history.append((now, {t["table"]: t["made"] + t["errors"] for t in state["tables"]}))
+        counts = {t["table"]: t["made"] + t["errors"] for t in state["tables"]}
+        self._history.append((now, counts))
+        if not self.timeline or now - self.timeline[-1][0] >= self._stride or state["campaign"].get("finished"):
+            self.timeline.append((now, counts))
+            if len(self.timeline) > TIMELINE_POINTS:
+                self.timeline = self.timeline[::2]
+                self._stride *= 2
         # Keep one entry at least `window` old, as the start of the rate's span.
         while len(self._history) > 2 and self._history[1][0] <= now - self.window:
             self._history.popleft()
@@ -135,6 +150,28 @@ class CampaignBoard:
             )
         return rows
 
+    def throughput(self) -> dict[str, tuple[list[float], list[float]]]:
+        """Per table, keys finished per second over the campaign: (minutes since it started,
+        rate over the span ending there)."""
+        if self.state is None or len(self.timeline) < 2:
+            return {}
+        started = self.state["campaign"].get("started") or self.timeline[0][0]
+        out: dict[str, tuple[list[float], list[float]]] = {t["table"]: ([], []) for t in self.state["tables"]}
+        for (t0, before), (t1, after) in zip(self.timeline, self.timeline[1:]):
+            span = t1 - t0
+            if span <= 0:
+                continue
+            for table, (xs, ys) in out.items():
+                xs.append((t1 - started) / 60)
+                ys.append(max(0, after.get(table, 0) - before.get(table, 0)) / span)
+        return out
+
+    def durations(self) -> dict[str, list[list[float]]]:
+        """Per table, the make() duration histogram the campaign published: ``[from, to, count]``."""
+        if self.state is None:
+            return {}
+        return {t["table"]: t["durations"] for t in self.state["tables"] if t.get("durations")}
+
     def layout(self) -> dict[str, tuple[float, float]]:
         """Node positions of the DAG: x by depth, y by order within a depth."""
         if self.state is None:
@@ -164,6 +201,8 @@ class CampaignBoard:
             "tables": self.rows(),
             "edges": self.edges(),
             "errors": self.errors(),
+            "throughput": self.throughput(),
+            "durations": self.durations(),
         }
 
 

@@ -21,9 +21,10 @@ from . import config
 from .database import redact
 from .jobs import ERROR_MESSAGE_LENGTH
 from .notify import ErrorWatch
-from .progress import METADATA_KEY, CampaignBoard, TerminalProgress
+from .progress import HISTORY_KEY, METADATA_KEY, CampaignBoard, TerminalProgress
 
 if TYPE_CHECKING:
+    from .accounting import Accounting
     from .pools import Pool, Pools
     from .tables import TableState
 
@@ -70,6 +71,7 @@ class StatePublisher:
         self._boarded = self._published = 0.0
         self.notice: str | None = None  # what the campaign waits for now (a database outage)
         self.error_watch = ErrorWatch(identity, secrets)  # a table's errors past the threshold: say so
+        self.accounting: Accounting | None = None  # make() durations per table, for the page's histogram
 
     def record_errors(self, table: str, failed: Sequence[tuple[dict, str | None, str | None]]) -> None:
         """Keep the latest failures (key, message, the last lines of the traceback), masked."""
@@ -108,6 +110,7 @@ class StatePublisher:
                     "pending": t.pending,
                     # A table with nothing left: its span ends at its last key, so that
                     # its average rate is not diluted by the rest of the campaign.
+                    "durations": self.accounting.histogram(t.summary.table) if self.accounting else [],
                     "seconds": (
                         t.summary.seconds
                         if t.summary.last_done is not None and not (t.pending or t.keys)
@@ -121,6 +124,19 @@ class StatePublisher:
             "errors": list(self.errors),
             "notice": self.notice,
         }
+
+    def publish_history(self, records: list[dict[str, Any]]) -> None:
+        """Recent campaigns of the pipeline (their records) for the page, on every pool's
+        scheduler; called by the record keeper's thread."""
+        history = [_history_entry(r) for r in records]
+        for pool in self.pools:
+            client = pool.client
+            if client is None or client.status != "running":
+                continue
+            try:
+                client.set_metadata(HISTORY_KEY, redact_value(history, self.secrets))
+            except Exception as err:  # the page misses the history; the campaign goes on
+                logger.debug("Could not publish the campaign history to pool %s: %s", pool.name, err)
 
     def notify(self, tables: Iterable[TableState], notice: str | None) -> None:
         """Show what the campaign waits for (None: nothing any more) on its page, at once."""
@@ -184,3 +200,22 @@ class StatePublisher:
                     pool.publishing = state is not None
 
         client.loop.add_callback(send, state)
+
+
+def _history_entry(record: dict[str, Any]) -> dict[str, Any]:
+    """What the page shows of a campaign record: plain values, no duration histograms."""
+    account = dict(record.get("accounting") or {})
+    account["tables"] = [{k: v for k, v in t.items() if k != "durations"} for t in account.get("tables") or []]
+    entry = {k: (str(v) if hasattr(v, "isoformat") else v) for k, v in record.items() if k != "accounting"}
+    return {**entry, "accounting": account}
+
+
+def redact_value(value: Any, secrets: list[str]) -> Any:
+    """``value`` (JSON-like) with every known secret masked in its strings."""
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, list):
+        return [redact_value(v, secrets) for v in value]
+    if isinstance(value, dict):
+        return {k: redact_value(v, secrets) for k, v in value.items()}
+    return value

@@ -304,6 +304,13 @@ class Records:
         return marked
 
 
+def recent(records: Records, campaign: str, limit: int = 10) -> list[dict[str, Any]]:
+    """The latest campaigns of ``campaign``'s pipeline, newest first."""
+    q = records.q
+    module = f"(SELECT {q('module')} FROM {records.name} WHERE {q('campaign')} = %s)"
+    return records.rows(f"{q('module')} = {module}", (campaign,), limit=limit)
+
+
 def record_tables(connection: Any) -> list[Records]:
     """Every schema's campaign records this user can see."""
     rows = connection.query(
@@ -351,7 +358,8 @@ class RecordKeeper:
 
     Every ``djdask.campaign.cancel-poll`` it looks whether ``djdask cancel`` asked the
     campaign to stop (then calls ``on_cancel``, once); every ``djdask.campaign.heartbeat``
-    it renews the heartbeat with its session id and the accounting ``snapshot()``; every
+    it renews the heartbeat with its session id and the accounting ``snapshot()`` (and hands
+    the recent campaigns of the pipeline to ``history``, for the campaign page); every
     ``djdask.jobs.orphan-check`` it marks other campaigns that stopped beating ``lost``.
     """
 
@@ -363,9 +371,11 @@ class RecordKeeper:
         snapshot: Callable[[], dict[str, Any]],
         on_cancel: Callable[[], None],
         secrets_: list[str],
+        history: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> None:
         self.records = records
         self.campaign = campaign
+        self.history = history
         self.snapshot = snapshot
         self.on_cancel = on_cancel
         self.secrets = secrets_
@@ -405,6 +415,8 @@ class RecordKeeper:
                     if since_beat >= self.beat:
                         since_beat = 0.0
                         self.renew(mine, djcompat.live_connection_id(conn))
+                        if self.history is not None:
+                            self.history(recent(mine, self.campaign))
                     if since_check >= self.lost_check:
                         since_check = 0.0
                         from .notify import campaign_lost
@@ -499,16 +511,26 @@ class CampaignRecord:
         return cls(records, campaign, existing.get("accounting"))
 
     def keep(
-        self, dashboard: str | None, snapshot: Callable[[], dict], on_cancel: Callable[[], None], secrets_
+        self,
+        dashboard: str | None,
+        snapshot: Callable[[], dict],
+        on_cancel: Callable[[], None],
+        secrets_: list[str],
+        history: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> None:
-        """The campaign runs: note its dashboard and start renewing the record."""
+        """The campaign runs: note its dashboard, hand the recent campaigns to ``history`` (the
+        campaign page) and start renewing the record."""
         self.records.update(self.campaign, dashboard=dashboard or "")
+        if history is not None:
+            history(recent(self.records, self.campaign))
         self.keeper = RecordKeeper(
-            self.records, self.campaign, snapshot=snapshot, on_cancel=on_cancel, secrets_=secrets_
+            self.records, self.campaign, snapshot=snapshot, on_cancel=on_cancel, secrets_=secrets_, history=history
         ).start()
 
     def close(self, state: str, exit_code: int | None, account: dict[str, Any], **fields: Any) -> None:
-        """The campaign ended (or handed over, ``state="submitted"``): its last figures."""
+        """The campaign ended (or handed over, ``state="submitted"``): its last figures, also to
+        the keeper's ``history`` (a scheduler the campaign did not start keeps its page)."""
+        history = self.keeper.history if self.keeper is not None else None
         if self.keeper is not None:
             self.keeper.stop()
         try:
@@ -527,3 +549,9 @@ class CampaignRecord:
             logger.warning(
                 "Campaign %s: its record could not be closed (%s): it will show as lost.", self.campaign, err
             )
+            return
+        if history is not None:
+            try:
+                history(recent(self.records, self.campaign))
+            except Exception as err:
+                logger.debug("Campaign %s: the final history was not published: %s", self.campaign, err)

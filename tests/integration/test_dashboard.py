@@ -56,6 +56,19 @@ return rows;
 """
 
 
+#: The data of the page's history plots, by table: {"throughput": {table: [keys/s...]}, "durations": ...}
+HISTORY_DATA = """
+const doc = Bokeh.documents[0];
+const out = {};
+for (const [key, name] of [["throughput", "djdask-throughput"], ["durations", "djdask-durations"]]) {
+  const data = doc.get_model_by_name(name).data;
+  out[key] = {};
+  data.table.forEach((table, i) => { out[key][table] = Array.from(data.ys[i]); });
+}
+return out;
+"""
+
+
 def _wait_for_scheduler_file(path, proc) -> dict:
     deadline = time.monotonic() + 60
     while not path.exists() or not path.read_text().strip():
@@ -172,6 +185,20 @@ def test_campaign_page_in_chromium_matches_the_database(djdask, sql, prefix, tmp
                 assert (int(in_flight), int(pending)) == (0, 0), (table, rows[table])
                 assert int(errors) == jobs.get("error", 0) == 0, (table, rows[table])
             assert (ARTIFACTS / "campaign-page.png").stat().st_size > 10_000
+
+            # The history: throughput per table over time, make() durations per table (the
+            # plots' data in the browser), and the recent campaigns, each linking to its report.
+            campaign = re.search(r"Campaign: +([0-9a-f]{8}) ", result.stdout).group(1)
+            plotted = chromium.execute_script(HISTORY_DATA)
+            assert set(plotted["throughput"]) == set(REFERENCE_TABLES), plotted
+            assert all(max(ys) > 0 for ys in plotted["throughput"].values()), plotted
+            assert set(plotted["durations"]) == set(REFERENCE_TABLES), plotted
+            expected = {t: 8 if t in ("ScanMovie", "MotionCorrection") else 16 for t in REFERENCE_TABLES}
+            assert {t: sum(ys) // 2 for t, ys in plotted["durations"].items()} == expected  # bars' outlines
+            assert re.search(rf"Recent campaigns .* {campaign} finished ", text), text[-1000:]
+            report = urllib.request.urlopen(f"{link.group(1)}/campaigns/{campaign}").read().decode()
+            assert f"campaign {campaign} of djdask.pipeline" in report
+            assert all(f'data-table="{t}"' in report for t in REFERENCE_TABLES), report
 
             published = json.dumps(client.get_metadata("djdask"))
             assert '"finished": true' in published
