@@ -121,6 +121,38 @@ def ending(summary: CampaignSummary, error: BaseException | None, handing_over: 
     return "finished", summary.exit_code
 
 
+def open_step(campaign: Campaign, connection: Any, summary: CampaignSummary) -> list[TableState]:
+    """The open step: the store, the secrets to mask and the logging set up; the campaign's owner
+    (its id stamped on what it reserves), its tables' states (their jobs tables made) and its
+    record; returns the table states."""
+    from .stores import configure_store
+
+    configure_store(campaign.store)  # before any worker starts: they inherit it
+    campaign._secrets[:] = secrets([connection])
+    setup_logging(connections=[connection])
+    for warning in check_legacy_jobs(connection, {cls.database for cls in campaign.selection.tables.values()}):
+        logger.warning(warning)
+    owner = Owner.of(connection)  # the campaign's id rides on the jobs rows and the job metadata:
+    campaign.owner = replace(owner, version=stamp(owner.version, campaign._identity["id"]))
+    campaign.inflight.version = campaign.owner.version  # on jobs rows and, by the workers, on job metadata
+    campaign._identity.update(host=campaign.owner.host, pid=campaign.owner.pid, user=campaign.owner.user)
+    tables = table_states(
+        campaign.selection,
+        campaign.owner,
+        campaign.pools,
+        target_duration=campaign.target_duration,
+        max_batch=campaign.max_batch,
+        timeouts=campaign.timeouts,
+    )
+    summary.tables = [t.summary for t in tables]
+    # After the jobs tables: a user who may not create tables hears of those first.
+    campaign.record = CampaignRecord.open(
+        campaign.selection, campaign._identity, campaign.pools, campaign.owner, campaign._secrets
+    )
+    campaign.accounting.earlier = campaign.record.earlier
+    return tables
+
+
 def finish(
     campaign: Campaign,
     tables: list[TableState],
@@ -317,34 +349,12 @@ class Campaign:
     # -- the loop ----------------------------------------------------------------
     def run(self) -> CampaignSummary:
         """Run the campaign until every reachable key is done or it is stopped."""
-        from .stores import configure_store
-
         t0 = time.monotonic()
         summary = CampaignSummary()
         if not len(self.selection.graph):
             return summary
         connection = self.selection.connection
-        configure_store(self.store)  # before any worker starts: they inherit it
-        self._secrets[:] = secrets([connection])
-        setup_logging(connections=[connection])
-        for warning in check_legacy_jobs(connection, {cls.database for cls in self.selection.tables.values()}):
-            logger.warning(warning)
-        owner = Owner.of(connection)  # the campaign's id rides on the jobs rows and the job metadata:
-        self.owner = replace(owner, version=stamp(owner.version, self._identity["id"]))
-        self.inflight.version = self.owner.version  # on jobs rows and, by the workers, on job metadata
-        self._identity.update(host=self.owner.host, pid=self.owner.pid, user=self.owner.user)
-        tables = table_states(
-            self.selection,
-            self.owner,
-            self.pools,
-            target_duration=self.target_duration,
-            max_batch=self.max_batch,
-            timeouts=self.timeouts,
-        )
-        summary.tables = [t.summary for t in tables]
-        # After the jobs tables: a user who may not create tables hears of those first.
-        self.record = CampaignRecord.open(self.selection, self._identity, self.pools, self.owner, self._secrets)
-        self.accounting.earlier = self.record.earlier
+        tables = open_step(self, connection, summary)
         reserved = [t for t in tables if t.queue.reserved]
         self.outage = Outage(
             connection,

@@ -42,6 +42,7 @@ def test_code_map_names_exist():
     assert list(steps) == [
         "load",
         "graph",
+        "open",
         "plan",
         "claim",
         "dispatch",
