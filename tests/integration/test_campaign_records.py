@@ -147,3 +147,29 @@ def test_report_and_cancel_of_an_unknown_id_say_so(djdask, sql, prefix):
         result = djdask(*command)
         assert result.returncode == 2 and "Traceback" not in result.stderr
         assert "campaign" in result.stderr.lower(), result.stderr
+
+
+@pytest.mark.parametrize("server", ["postgres"], indirect=True)
+def test_submit_on_local_starts_a_controller_that_outlives_the_command(djdask, sql, prefix, tmp_path):
+    n = 12
+    seed_ledger(djdask, n)
+    env = djdask.env(
+        DJDASK_TEST_LEDGER=str(tmp_path / "l.txt"),
+        DJDASK_TEST_MAKE_SECONDS="0.3",
+        DASK_DJDASK__CAMPAIGN__SUBMIT_DIR=str(tmp_path / "campaigns"),
+    )
+    start = time.monotonic()
+    submitted = djdask("submit", "ledger", "--workers", "2", env=env)
+    took = time.monotonic() - start
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    assert took < 5, f"djdask submit took {took:.1f} s"
+    found = re.search(r"Campaign ([0-9a-f]{8}) submitted: controller pid (\d+)\.", submitted.stdout)
+    assert found, submitted.stdout
+    campaign, pid = found.group(1), int(found.group(2))
+    assert campaigns(djdask, env)[0]["state"] in ("submitted", "running")  # the command has returned
+    wait_for(lambda: campaigns(djdask, env)[0]["state"] == "finished", 120, "the controller to finish")
+    [record] = campaigns(djdask, env)
+    assert record["campaign"] == campaign and record["keys_made"] == n and record["pid"] == pid
+    log = (tmp_path / "campaigns" / f"{campaign}.log").read_text()
+    assert f"Campaign:       {campaign}" in log and "Campaign finished" in log
+    assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_ledger', '__entry')}") == n
