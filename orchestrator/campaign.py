@@ -30,7 +30,7 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dask.utils import parse_timedelta
@@ -56,7 +56,7 @@ from .planner import Selection, select
 from .pools import Pools
 from .progress import TerminalProgress
 from .publisher import StatePublisher
-from .records import CampaignRecord, new_id, stamp
+from .records import CampaignRecord, new_id
 from .settings import check as check_settings
 from .tables import TableState, TableSummary, sweep, table_states, unlock
 
@@ -123,7 +123,7 @@ def ending(summary: CampaignSummary, error: BaseException | None, handing_over: 
 
 def open_step(campaign: Campaign, connection: Any, summary: CampaignSummary) -> list[TableState]:
     """The open step: the store, the secrets to mask and the logging set up; the campaign's owner
-    (its id stamped on what it reserves), its tables' states (their jobs tables made) and its
+    (the host and pid on what it reserves), its tables' states (their jobs tables made) and its
     record; returns the table states."""
     from .stores import configure_store
 
@@ -132,8 +132,7 @@ def open_step(campaign: Campaign, connection: Any, summary: CampaignSummary) -> 
     setup_logging(connections=[connection])
     for warning in check_legacy_jobs(connection, {cls.database for cls in campaign.selection.tables.values()}):
         logger.warning(warning)
-    owner = Owner.of(connection)  # the campaign's id rides on the jobs rows and the job metadata:
-    campaign.owner = replace(owner, version=stamp(owner.version, campaign._identity["id"]))
+    campaign.owner = Owner.of(connection)  # its host and pid, with the record's times, trace its reservations
     campaign.inflight.version = campaign.owner.version  # on jobs rows and, by the workers, on job metadata
     campaign._identity.update(host=campaign.owner.host, pid=campaign.owner.pid, user=campaign.owner.user)
     tables = table_states(
@@ -164,6 +163,8 @@ def finish(
 ) -> None:
     """The finish step: cancel what is left, close the pools, release the keys still
     held, publish the final state, stop the heartbeat, sum up."""
+    if campaign.record is not None:
+        campaign.record.stop_keeping()  # its thread talks to the pools' schedulers: before they close
     for batch in campaign.losses.drain():
         campaign.inflight.delay(batch)  # released with the rest
     campaign.inflight.shutdown(campaign.pools.close)

@@ -149,24 +149,37 @@ def _cancel_job(record: dict[str, Any]) -> None:
     print(f"Its batch job {record['job_id']} exits as soon as it starts.")
 
 
-def jobs_of_campaign(connection: Any, module: str, campaign: str) -> dict[str, dict[str, int]] | None:
-    """Rows of the pipeline's jobs tables stamped with ``campaign``, by table and status
-    (None when the module cannot be imported here)."""
+def jobs_of_campaign(connection: Any, record: dict[str, Any]) -> dict[str, dict[str, int]] | None:
+    """Rows of the pipeline's jobs tables that the campaign's controllers held (their host and
+    pid, between each one's start and the next one's, or the campaign's end), by table and
+    status; None when the module cannot be imported here."""
     from .errors import DjdaskError
     from .planner import existing_jobs, select
 
     try:
-        selection = select(module)
+        selection = select(record["module"])
     except DjdaskError:
         return None
-    counts: dict[str, dict[str, int]] = {}
     q = connection.adapter.quote_identifier
+    owners = record.get("owners") or []
+    end = record["ended"] or connection.query("SELECT CURRENT_TIMESTAMP(3)").fetchone()[0]
+    windows, args = [], []
+    when = f"COALESCE({q('completed_time')}, {q('reserved_time')})"
+    for number, owner in enumerate(owners):
+        until = owners[number + 1]["started"] if number + 1 < len(owners) else end
+        windows.append(f"({q('host')} = %s AND {q('pid')} = %s AND {when} >= %s AND {when} <= %s)")
+        args += [owner["host"], owner["pid"], owner["started"], until]
+    counts: dict[str, dict[str, int]] = {}
     for name, jobs in existing_jobs(selection.tables, selection.graph.order):
-        rows = connection.query(
-            f"SELECT {q('status')}, COUNT(*) FROM {jobs.full_table_name} WHERE {q('version')} LIKE %s "
-            f"GROUP BY {q('status')}",
-            args=(f"%djdask:{campaign}",),
-        ).fetchall()
+        rows = (
+            connection.query(
+                f"SELECT {q('status')}, COUNT(*) FROM {jobs.full_table_name} WHERE {' OR '.join(windows)} "
+                f"GROUP BY {q('status')}",
+                args=tuple(args),
+            ).fetchall()
+            if windows
+            else []
+        )
         counts[selection.graph.class_names[name]] = {str(status): int(n) for status, n in rows}
     return counts
 
@@ -179,7 +192,7 @@ def report(args: argparse.Namespace) -> int:
     connection = _connection(args.module)
     _, record = find(connection, args.id)
     account = record.get("accounting") or {}
-    jobs = jobs_of_campaign(connection, record["module"], record["campaign"])
+    jobs = jobs_of_campaign(connection, record)
     if args.json:
         json.dump({**_plain(record), "jobs_tables": jobs}, sys.stdout, indent=2, default=str)
         print()
@@ -206,7 +219,7 @@ def report(args: argparse.Namespace) -> int:
     for t in account.get("tables") or []:
         name = t["table"]
         m = t.get("make_seconds") or {}
-        stamped = (jobs or {}).get(name, {})
+        held = (jobs or {}).get(name, {})
         tables.append(
             {
                 "table": name,
@@ -218,7 +231,7 @@ def report(args: argparse.Namespace) -> int:
                     "-" if m.get(k) is None else format_time(m[k]) for k in ("min", "p50", "p95", "max")
                 ),
                 "peak memory": format_bytes(t.get("peak_memory") or 0),
-                "jobs rows": ", ".join(f"{k} {v}" for k, v in sorted(stamped.items())) or "-",
+                "jobs rows": ", ".join(f"{k} {v}" for k, v in sorted(held.items())) or "-",
             }
         )
     columns = ["table", "made", "errors", "retries", "busy", "make() min/p50/p95/max", "peak memory", "jobs rows"]

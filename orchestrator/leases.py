@@ -33,7 +33,7 @@ from dask.utils import parse_timedelta
 from . import config, djcompat
 from .jobs import Owner, keys_condition, retry_on_conflict
 
-__all__ = ["Heartbeat", "lease_timeout", "recover_orphans", "renew_leases", "restamp", "session_gone"]
+__all__ = ["Heartbeat", "SessionThread", "lease_timeout", "recover_orphans", "renew_leases", "restamp", "session_gone"]
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +160,56 @@ def restamp(connection: Any, owner: Owner, tables: Iterable[Any], held: dict[int
     return released
 
 
-class Heartbeat:
+class SessionThread:
+    """A daemon thread with its own database session (a clone of ``connection``) that calls
+    :meth:`tick` every ``interval`` seconds until :meth:`stop`.  A lost connection is an
+    outage to wait out (reconnect, try again next round); any other error is a warning."""
+
+    thread_name = "djdask-session"
+    what = "background database work"
+
+    def __init__(self, connection: Any, interval: float) -> None:
+        self.connection = connection
+        self.interval = float(interval)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self):
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def tick(self, conn: Any) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        from .outage import is_connection_error, reconnect
+
+        conn = djcompat.clone_connection(self.connection)
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    self.tick(conn)
+                except Exception as err:  # keep going: the next round may succeed
+                    if not is_connection_error(err):
+                        logger.warning("%s failed: %s", self.what, err)
+                        continue
+                    # An outage: the campaign says so, and re-stamps what it holds when it ends.
+                    logger.debug("%s waits for the database: %s", self.what, err)
+                    reconnect(conn)
+        finally:
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+
+class Heartbeat(SessionThread):
     """A thread, with its own database session, that keeps a campaign's leases alive.
 
     Every ``djdask.jobs.heartbeat`` it renews the reservations of ``owner`` in
@@ -175,16 +224,17 @@ class Heartbeat:
     owner : Owner
     """
 
+    thread_name = "djdask-heartbeat"
+    what = "Lease heartbeat"
+
     def __init__(self, connection: Any, owner: Owner) -> None:
-        self.connection = connection
+        super().__init__(connection, parse_timedelta(config.get("jobs.heartbeat")))
         self.owner = owner
-        self.interval = parse_timedelta(config.get("jobs.heartbeat"))
         self.orphan_interval = parse_timedelta(config.get("jobs.orphan-check"))
         self.lease_timeout = lease_timeout()
         self._tables: set[str] = set()
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._since_orphans = 0.0
         self.renewals = 0
 
     def watch(self, jobs_table: str) -> None:
@@ -192,42 +242,13 @@ class Heartbeat:
         with self._lock:
             self._tables.add(jobs_table)
 
-    def start(self) -> Heartbeat:
-        self._thread = threading.Thread(target=self._run, name="djdask-heartbeat", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        conn = djcompat.clone_connection(self.connection)
-        since_orphans = 0.0
-        try:
-            while not self._stop.wait(self.interval):
-                with self._lock:
-                    tables = sorted(self._tables)
-                try:
-                    renewed = renew_leases(conn, tables, self.owner, djcompat.live_connection_id(self.connection))
-                    self.renewals += 1
-                    logger.debug("Renewed %d leases", renewed)
-                    since_orphans += self.interval
-                    if since_orphans >= self.orphan_interval:
-                        since_orphans = 0.0
-                        recover_orphans(conn, tables, lease_timeout=self.lease_timeout)
-                except Exception as err:  # keep beating: the next round may succeed
-                    from .outage import is_connection_error, reconnect
-
-                    if not is_connection_error(err):
-                        logger.warning("Lease heartbeat failed: %s", err)
-                        continue
-                    # An outage: the campaign says so, and re-stamps the leases when it ends.
-                    logger.debug("Lease heartbeat waits for the database: %s", err)
-                    reconnect(conn)
-        finally:
-            try:
-                conn.close()
-            except Exception:
-                pass
+    def tick(self, conn: Any) -> None:
+        with self._lock:
+            tables = sorted(self._tables)
+        renewed = renew_leases(conn, tables, self.owner, djcompat.live_connection_id(self.connection))
+        self.renewals += 1
+        logger.debug("Renewed %d leases", renewed)
+        self._since_orphans += self.interval
+        if self._since_orphans >= self.orphan_interval:
+            self._since_orphans = 0.0
+            recover_orphans(conn, tables, lease_timeout=self.lease_timeout)

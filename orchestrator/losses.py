@@ -193,9 +193,12 @@ class Losses:
                 error = future.exception()
             except Exception as err:  # a cancelled future has no exception to fetch
                 error = err
-        text = f"{type(error).__name__}: {error}"
         worker = worker_of(error)
-        died = worker is not None or type(error).__name__ == "KilledWorker"
+        if error is None:  # no exception: the task had finished, its result was lost with its worker
+            text, died = "its result was lost with its worker before the campaign fetched it", True
+        else:
+            text = f"{type(error).__name__}: {error}"
+            died = worker is not None or type(error).__name__ == "KilledWorker"
         self._held.append(
             _Held(batch, str(future.key), text, worker, died, time.monotonic() + (self.wait if died else 0.0))
         )

@@ -134,7 +134,12 @@ class StatePublisher:
             if client is None or client.status != "running":
                 continue
             try:
-                client.set_metadata(HISTORY_KEY, redact_value(history, self.secrets))
+                client.sync(
+                    client.scheduler.set_metadata,
+                    keys=[HISTORY_KEY],
+                    value=redact_value(history, self.secrets),
+                    callback_timeout=5,
+                )
             except Exception as err:  # the page misses the history; the campaign goes on
                 logger.debug("Could not publish the campaign history to pool %s: %s", pool.name, err)
 

@@ -18,9 +18,14 @@ or when the heartbeat is older than ``djdask.campaign.lost-after``.  Whoever
 notices first (a campaign, ``djdask campaigns``) marks it and sends the
 notification, once.
 
-Every reservation a campaign makes carries its id in DataJoint's ``version``
-column (``<code version> djdask:<id>``), as does the job metadata of the rows
-it makes, so any key can be traced to its campaign.
+Every reservation a campaign makes carries, as DataJoint's own do, the host
+and pid of the process that made it; the record keeps the host, pid and start
+of each of its controllers (``owners``), so any jobs-table row (reserved, error,
+or success with ``jobs.keep_completed``) is traced to the campaign whose
+controller held it at the time (:func:`djdask.campaigns.jobs_of_campaign`).
+DataJoint's ``version`` column and the rows' job metadata stay exactly what
+DataJoint writes: a campaign id in them would make djdask's rows differ from
+``populate()``'s.
 """
 
 from __future__ import annotations
@@ -32,7 +37,6 @@ import os
 import re
 import secrets
 import subprocess
-import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -40,18 +44,17 @@ from dask.utils import parse_timedelta
 
 from . import config, djcompat
 from .errors import CampaignNotFoundError, JobsTableError
+from .leases import SessionThread
 
 __all__ = [
     "DEFINITION",
     "TABLE_NAME",
     "RecordKeeper",
     "Records",
-    "campaign_of",
     "code_version",
     "find",
     "home_schema",
     "new_id",
-    "stamp",
 ]
 
 logger = logging.getLogger(__name__)
@@ -85,6 +88,7 @@ cancel_requested=null  : datetime(3)      # set by `djdask cancel`
 keys_made=0            : int64
 errors=0               : int64
 accounting=null        : json             # per table and per pool (djdask.accounting)
+owners=null            : json             # each controller: host, pid, started (server time)
 """
 
 #: States of a campaign that no controller runs any more.
@@ -93,26 +97,13 @@ ENDED = ("finished", "failed", "cancelled", "lost")
 _COLUMNS = (
     "campaign module targets restriction user host pid connection_id clusters code_version djdask_version "
     "datajoint_version started heartbeat ended state exit_code dashboard log job_id controllers "
-    "cancel_requested keys_made errors accounting"
+    "cancel_requested keys_made errors accounting owners"
 ).split()
 
 
 def new_id() -> str:
     """A new campaign id: 8 hex digits (type as few as make it unique)."""
     return secrets.token_hex(4)
-
-
-def stamp(version: str, campaign_id: str) -> str:
-    """The ``version`` a campaign writes on its reservations: DataJoint's code version with the
-    campaign id appended (the column is varchar(64))."""
-    tag = f"djdask:{campaign_id}"
-    return f"{version[: 63 - len(tag)]} {tag}" if version else tag
-
-
-def campaign_of(version: str | None) -> str | None:
-    """The campaign id in a ``version`` stamp, if any."""
-    match = re.search(r"djdask:([0-9a-f]+)", version or "")
-    return match.group(1) if match else None
 
 
 def home_schema(tables: dict[str, type]) -> str:
@@ -166,7 +157,7 @@ def versions() -> dict[str, str]:
 
 
 def _decoded(row: dict[str, Any]) -> dict[str, Any]:
-    for name in ("targets", "restriction", "clusters", "accounting"):
+    for name in ("targets", "restriction", "clusters", "accounting", "owners"):
         value = row.get(name)
         if isinstance(value, (str, bytes)) and value:
             try:
@@ -341,19 +332,7 @@ def find(connection: Any, prefix: str) -> tuple[Records, dict[str, Any]]:
     return found[0]
 
 
-def judge_everywhere(connection: Any, secrets_: list[str]) -> list[dict[str, Any]]:
-    """Mark lost campaigns in every records table and send their notifications."""
-    from .notify import campaign_lost
-
-    marked = []
-    for records in record_tables(connection):
-        for record in records.judge_lost():
-            campaign_lost(record, secrets_)
-            marked.append(record)
-    return marked
-
-
-class RecordKeeper:
+class RecordKeeper(SessionThread):
     """A thread, with its own database session, that keeps a running campaign's record.
 
     Every ``djdask.campaign.cancel-poll`` it looks whether ``djdask cancel`` asked the
@@ -362,6 +341,9 @@ class RecordKeeper:
     the recent campaigns of the pipeline to ``history``, for the campaign page); every
     ``djdask.jobs.orphan-check`` it marks other campaigns that stopped beating ``lost``.
     """
+
+    thread_name = "djdask-record"
+    what = "Campaign record"
 
     def __init__(
         self,
@@ -373,67 +355,41 @@ class RecordKeeper:
         secrets_: list[str],
         history: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> None:
+        super().__init__(records.connection, parse_timedelta(config.get("campaign.cancel-poll")))
         self.records = records
         self.campaign = campaign
         self.history = history
         self.snapshot = snapshot
         self.on_cancel = on_cancel
         self.secrets = secrets_
-        self.poll = parse_timedelta(config.get("campaign.cancel-poll"))
         self.beat = parse_timedelta(config.get("campaign.heartbeat"))
         self.lost_check = parse_timedelta(config.get("jobs.orphan-check"))
         self.cancelled = False
         self.beats = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._since_beat = self._since_check = 0.0
+        self._mine: Records | None = None  # the records through this thread's own session
 
-    def start(self) -> RecordKeeper:
-        self._thread = threading.Thread(target=self._run, name="djdask-record", daemon=True)
-        self._thread.start()
-        return self
+    def tick(self, conn: Any) -> None:
+        if self._mine is None or self._mine.connection is not conn:
+            self._mine = Records(conn, self.records.schema)
+        mine = self._mine
+        self._since_beat += self.interval
+        self._since_check += self.interval
+        if not self.cancelled and mine.cancel_requested(self.campaign):
+            self.cancelled = True
+            logger.warning("Campaign %s: cancelled by `djdask cancel`; stopping.", self.campaign)
+            self.on_cancel()
+        if self._since_beat >= self.beat:
+            self._since_beat = 0.0
+            self.renew(mine, djcompat.live_connection_id(conn))
+            if self.history is not None:
+                self.history(recent(mine, self.campaign))
+        if self._since_check >= self.lost_check:
+            self._since_check = 0.0
+            from .notify import campaign_lost
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        from .outage import is_connection_error, reconnect
-
-        conn = djcompat.clone_connection(self.records.connection)
-        mine = Records(conn, self.records.schema)
-        since_beat = since_check = 0.0
-        try:
-            while not self._stop.wait(self.poll):
-                since_beat += self.poll
-                since_check += self.poll
-                try:
-                    if not self.cancelled and mine.cancel_requested(self.campaign):
-                        self.cancelled = True
-                        logger.warning("Campaign %s: cancelled by `djdask cancel`; stopping.", self.campaign)
-                        self.on_cancel()
-                    if since_beat >= self.beat:
-                        since_beat = 0.0
-                        self.renew(mine, djcompat.live_connection_id(conn))
-                        if self.history is not None:
-                            self.history(recent(mine, self.campaign))
-                    if since_check >= self.lost_check:
-                        since_check = 0.0
-                        from .notify import campaign_lost
-
-                        for record in mine.judge_lost():
-                            campaign_lost(record, self.secrets)
-                except Exception as err:  # keep going: the next round may succeed
-                    if is_connection_error(err):
-                        logger.debug("Campaign record waits for the database: %s", err)
-                        reconnect(conn)
-                    else:
-                        logger.warning("Campaign record not renewed: %s", err)
-        finally:
-            try:
-                conn.close()
-            except Exception:
-                pass
+            for record in mine.judge_lost():
+                campaign_lost(record, self.secrets)
 
     def renew(self, records: Records, connection_id: int) -> None:
         account = self.snapshot()
@@ -496,8 +452,9 @@ class CampaignRecord:
             "state": "running",
         }
         existing = records.get(campaign)
+        owner_now = {"host": owner.host, "pid": owner.pid, "started": str(records.now())}
         if existing is None:
-            records.insert({"campaign": campaign, **row, "controllers": 1})
+            records.insert({"campaign": campaign, **row, "controllers": 1, "owners": [owner_now]})
             return cls(records, campaign, None)
         if existing["state"] != "submitted" or existing["cancel_requested"] is not None:
             raise CampaignCancelledError(
@@ -507,7 +464,10 @@ class CampaignRecord:
                 "`djdask submit`."
             )
         row["clusters"] = {**(existing.get("clusters") or {}), **row["clusters"]}  # keeps its `controller`
-        records.update(campaign, ("submitted",), **row, heartbeat="now", controllers=existing["controllers"] + 1)
+        owners = [*(existing.get("owners") or []), owner_now]
+        records.update(
+            campaign, ("submitted",), **row, heartbeat="now", controllers=existing["controllers"] + 1, owners=owners
+        )
         return cls(records, campaign, existing.get("accounting"))
 
     def keep(
@@ -527,12 +487,16 @@ class CampaignRecord:
             self.records, self.campaign, snapshot=snapshot, on_cancel=on_cancel, secrets_=secrets_, history=history
         ).start()
 
+    def stop_keeping(self) -> None:
+        """Stop the keeper's thread (the record stays as it last wrote it)."""
+        if self.keeper is not None:
+            self.keeper.stop()
+
     def close(self, state: str, exit_code: int | None, account: dict[str, Any], **fields: Any) -> None:
         """The campaign ended (or handed over, ``state="submitted"``): its last figures, also to
         the keeper's ``history`` (a scheduler the campaign did not start keeps its page)."""
         history = self.keeper.history if self.keeper is not None else None
-        if self.keeper is not None:
-            self.keeper.stop()
+        self.stop_keeping()
         try:
             self.records.update(
                 self.campaign,

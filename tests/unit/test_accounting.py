@@ -10,7 +10,6 @@ import pytest
 from djdask.accounting import Accounting, Durations, by_name
 from djdask.campaign import CampaignSummary, TableSummary, ending
 from djdask.errors import DjdaskError
-from djdask.records import campaign_of, stamp
 
 
 def test_percentiles_are_within_five_percent_for_any_count():
@@ -77,13 +76,6 @@ def test_batch_pools_count_jobs_and_node_hours():
     pool.profile = profile
     [entry] = Accounting().snapshot([], [pool], 1.0)["pools"]
     assert entry["jobs_submitted"] == 4 and entry["node_hours_requested"] == 10.0 and entry["profile"] == "slurm"
-
-
-def test_the_campaign_id_rides_on_the_version_column():
-    assert stamp("", "1a2b3c4d") == "djdask:1a2b3c4d"
-    stamped = stamp("f" * 80, "1a2b3c4d")
-    assert len(stamped) <= 64 and stamped.endswith(" djdask:1a2b3c4d")
-    assert campaign_of(stamp("abc1234", "1a2b3c4d")) == "1a2b3c4d" and campaign_of("abc1234") is None
 
 
 def test_how_a_campaign_ended():

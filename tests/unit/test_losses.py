@@ -106,3 +106,19 @@ def test_beacon_written_by_the_worker_is_read_by_its_nanny(tmp_path, monkeypatch
     beacon.idle()
     assert read_beacon(path) == {}
     beacon.close()
+
+
+def test_a_result_lost_with_its_worker_charges_nobody():
+    """A future that is done without an exception (its task had finished; the worker holding
+    the result died before the campaign fetched it): its keys run again, uncharged (DataJoint's
+    check skips those already committed), never an error row "NoneType: None"."""
+    from types import SimpleNamespace
+
+    from djdask.losses import Losses
+
+    losses = Losses(wait=0.0)
+    batch = SimpleNamespace(keys=[KEYS[0]])
+    losses.hold(batch, SimpleNamespace(key="run_batch-9", exception=lambda: None))
+    [(held, verdict)] = losses.ready()
+    assert held is batch and verdict.culprit is None and verdict.requeue == [KEYS[0]] and verdict.lost
+    assert "result was lost with its worker" in verdict.reason
