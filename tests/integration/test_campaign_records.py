@@ -81,6 +81,7 @@ def test_a_campaign_is_recorded_traced_and_reported(djdask, sql, prefix, tmp_pat
     assert [r["campaign"] for r in listed][1] == campaign and listed[0]["keys_made"] == 0
 
 
+@pytest.mark.parametrize("server", ["postgres"], indirect=True)  # the record's SQL runs on both in the first test
 def test_cancel_from_another_process_stops_the_campaign(djdask, sql, prefix, tmp_path):
     n = 200
     seed_ledger(djdask, n)
@@ -112,42 +113,6 @@ def test_cancel_from_another_process_stops_the_campaign(djdask, sql, prefix, tmp
 
 
 @pytest.mark.parametrize("server", ["postgres"], indirect=True)
-def test_a_killed_campaign_is_lost_notified_once_and_its_keys_released(djdask, sql, prefix, tmp_path):
-    n = 40
-    seed_ledger(djdask, n)
-    ledger = tmp_path / "ledger.txt"
-    hooks = Hooks()
-    env = djdask.env(
-        DJDASK_TEST_LEDGER=str(ledger),
-        DJDASK_TEST_MAKE_SECONDS="0.3",
-        DASK_DJDASK__CAMPAIGN__HEARTBEAT="1s",
-        DASK_DJDASK__CAMPAIGN__NOTIFY=json.dumps({"webhooks": [f"{hooks.url}/hook"]}),
-    )
-    schema = prefix + "_ledger"
-    proc = start_campaign(env, tmp_path, new_session=True)
-    try:
-        wait_for(lambda: sql.scalar(f"SELECT COUNT(*) FROM {sql.table(schema, '__entry')}") >= 4, 120, "keys made")
-        time.sleep(1.5)  # a heartbeat with the accounting
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-    [record] = campaigns(djdask, env)
-    assert record["state"] in ("running", "lost")  # lost once three heartbeats (3 s) have passed
-    wait_for(lambda: campaigns(djdask, env)[0]["state"] == "lost", 30, "the record to become lost")
-    [lost] = [b for b in hooks.bodies if b["campaign"]["state"] == "lost"]
-    assert lost["campaign"]["id"] == record["campaign"] and "stopped beating" in lost["text"]
-
-    again = djdask("populate", "ledger", "--workers", "2", env=env)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert "orphaned reservations" in again.stderr
-    assert sql.jobs_counts(schema, "__entry") == {}
-    listed = campaigns(djdask, env)
-    assert [r["state"] for r in listed] == ["finished", "lost"]
-    # One message per end: the lost one (once, though judged again) and the finished one.
-    assert sorted(b["campaign"]["state"] for b in hooks.bodies) == ["finished", "lost"]
-    hooks.close()
-
-
 def test_report_and_cancel_of_an_unknown_id_say_so(djdask, sql, prefix):
     seed_ledger(djdask, 1)
     for command in (["report", "abcdef12"], ["cancel", "abcdef12"], ["report", "not-an-id"]):
@@ -157,14 +122,24 @@ def test_report_and_cancel_of_an_unknown_id_say_so(djdask, sql, prefix):
 
 
 @pytest.mark.parametrize("server", ["postgres"], indirect=True)
-def test_submit_on_local_starts_a_controller_that_outlives_the_command(djdask, sql, prefix, tmp_path):
-    n = 12
+def test_a_submitted_controller_outlives_the_command_and_when_killed_is_lost_and_released(
+    djdask, sql, prefix, tmp_path
+):
+    """`djdask submit` on local: the command returns at once, its controller (a process of its
+    own session) goes on making keys; SIGKILL it and its record becomes `lost`, told once to
+    the webhook; the next campaign frees its keys and finishes."""
+    n = 40
     seed_ledger(djdask, n)
+    ledger = tmp_path / "ledger.txt"
+    hooks = Hooks()
     env = djdask.env(
-        DJDASK_TEST_LEDGER=str(tmp_path / "l.txt"),
+        DJDASK_TEST_LEDGER=str(ledger),
         DJDASK_TEST_MAKE_SECONDS="0.3",
+        DASK_DJDASK__CAMPAIGN__HEARTBEAT="1s",
         DASK_DJDASK__CAMPAIGN__SUBMIT_DIR=str(tmp_path / "campaigns"),
+        DASK_DJDASK__CAMPAIGN__NOTIFY=json.dumps({"webhooks": [f"{hooks.url}/hook"]}),
     )
+    schema = prefix + "_ledger"
     start = time.monotonic()
     submitted = djdask("submit", "ledger", "--workers", "2", env=env)
     took = time.monotonic() - start
@@ -173,10 +148,27 @@ def test_submit_on_local_starts_a_controller_that_outlives_the_command(djdask, s
     found = re.search(r"Campaign ([0-9a-f]{8}) submitted: controller pid (\d+)\.", submitted.stdout)
     assert found, submitted.stdout
     campaign, pid = found.group(1), int(found.group(2))
-    assert campaigns(djdask, env)[0]["state"] in ("submitted", "running")  # the command has returned
-    wait_for(lambda: campaigns(djdask, env)[0]["state"] == "finished", 120, "the controller to finish")
-    [record] = campaigns(djdask, env)
-    assert record["campaign"] == campaign and record["keys_made"] == n and record["pid"] == pid
-    log = (tmp_path / "campaigns" / f"{campaign}.log").read_text()
-    assert f"Campaign:       {campaign}" in log and "Campaign finished" in log
-    assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_ledger', '__entry')}") == n
+    try:
+        wait_for(lambda: sql.scalar(f"SELECT COUNT(*) FROM {sql.table(schema, '__entry')}") >= 4, 120, "keys made")
+        [record] = campaigns(djdask, env)
+        assert record["campaign"] == campaign and record["state"] == "running" and record["pid"] == pid
+        log = (tmp_path / "campaigns" / f"{campaign}.log").read_text()
+        assert f"Campaign:       {campaign}" in log
+    finally:
+        os.killpg(pid, signal.SIGKILL)  # the controller and its workers, as a node failure would
+    wait_for(lambda: campaigns(djdask, env)[0]["state"] == "lost", 30, "the record to become lost")
+    [lost] = [b for b in hooks.bodies if b["campaign"]["state"] == "lost"]
+    assert lost["campaign"]["id"] == campaign and "stopped beating" in lost["text"]
+    assert sql.jobs_counts(schema, "__entry").get("reserved", 0) > 0, "the kill left nothing to recover"
+
+    again = djdask("populate", "ledger", "--workers", "2", env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "orphaned reservations" in again.stderr
+    assert sql.jobs_counts(schema, "__entry") == {}
+    assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(schema, '__entry')}") == n
+    keys = Counter(int(k) for k, *_ in ledger_lines(ledger))
+    assert set(keys) == set(range(n)) and max(keys.values()) <= 2
+    assert [r["state"] for r in campaigns(djdask, env)] == ["finished", "lost"]
+    # One message per end: the lost one (once, though judged again) and the finished one.
+    assert sorted(b["campaign"]["state"] for b in hooks.bodies) == ["finished", "lost"]
+    hooks.close()

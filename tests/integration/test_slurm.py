@@ -8,9 +8,7 @@ behaves the same under either database, so these run on PostgreSQL only.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -411,42 +409,3 @@ def test_a_submitted_campaign_runs_as_slurm_jobs_and_hands_over_to_its_successor
     assert pool["node_hours_requested"] == pytest.approx(pool["jobs_submitted"] * 10 / 60, abs=0.01)
     assert log.read_text().count("== djdask controller of campaign") == record["controllers"]
     assert queue_empties(slurm, 60), f"jobs left in the queue: {slurm.queue()}"
-
-
-def test_a_killed_controller_job_is_lost_and_the_next_campaign_frees_its_keys(
-    server, djdask, sql, prefix, slurm, tmp_path
-):
-    n = 40
-    seed(djdask, n)
-    ledger = tmp_path / "ledger.txt"
-    env = djdask.env(
-        **slurm.env,
-        **write_profile(tmp_path),
-        DJDASK_TEST_LEDGER=str(ledger),
-        DJDASK_TEST_MAKE_SECONDS="0.5",
-        DASK_DJDASK__CAMPAIGN__HEARTBEAT="1s",
-        DASK_DJDASK__CAMPAIGN__SUBMIT_DIR=str(tmp_path / "campaigns"),
-    )
-    submitted = djdask("submit", "ledger", "--cluster", "testslurm", env=env)
-    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-    job = re.search(r"controller job (\d+)", submitted.stdout).group(1)
-    deadline = time.monotonic() + 120
-    while len(ledger_lines(ledger)) < 4:
-        assert time.monotonic() < deadline, "the controller never made keys"
-        time.sleep(0.5)
-    # SIGKILL to the controller (the job's batch step: the single node is this machine).
-    [record] = _campaign_records(djdask, env)
-    assert record["state"] == "running" and record["job_id"] == job
-    os.kill(record["pid"], signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    while (record := _campaign_records(djdask, env)[0])["state"] != "lost":
-        assert time.monotonic() < deadline, f"the killed controller's record never became lost: {record}"
-        time.sleep(1)
-    slurm.cancel_all()  # its worker jobs would wait for their scheduler for a minute
-    again = djdask("populate", "ledger", "--workers", "2", env=env)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert "orphaned reservations" in again.stderr
-    assert sql.jobs_counts(f"{prefix}_ledger", "__entry") == {}
-    made = sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_ledger', '__entry')}")
-    assert made == n and max(Counter(k for k, _, _ in ledger_lines(ledger)).values()) <= 2
-    assert [r["state"] for r in _campaign_records(djdask, env)] == ["finished", "lost"]
