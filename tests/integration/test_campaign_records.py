@@ -104,6 +104,7 @@ def test_cancel_from_another_process_stops_the_campaign(djdask, sql, prefix, tmp
     assert f"Campaign {record['campaign']} stopped: cancelled." in cancelled.stdout
     assert proc.returncode == 130, out + err
     assert stopped < 10, f"the campaign took {stopped:.1f} s to stop"
+    print(f"cancel: the campaign stopped {stopped:.1f} s after `djdask cancel` started")
     [after] = campaigns(djdask, env)
     assert after["state"] == "cancelled" and after["exit_code"] == 130 and 0 < after["keys_made"] < n
     assert sql.jobs_counts(schema, "__entry").get("reserved", 0) == 0
@@ -145,6 +146,7 @@ def test_a_submitted_controller_outlives_the_command_and_when_killed_is_lost_and
     took = time.monotonic() - start
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     assert took < 5, f"djdask submit took {took:.1f} s"
+    print(f"submit (local): returned in {took:.1f} s")
     found = re.search(r"Campaign ([0-9a-f]{8}) submitted: controller pid (\d+)\.", submitted.stdout)
     assert found, submitted.stdout
     campaign, pid = found.group(1), int(found.group(2))
@@ -156,7 +158,9 @@ def test_a_submitted_controller_outlives_the_command_and_when_killed_is_lost_and
         assert f"Campaign:       {campaign}" in log
     finally:
         os.killpg(pid, signal.SIGKILL)  # the controller and its workers, as a node failure would
+    killed = time.monotonic()
     wait_for(lambda: campaigns(djdask, env)[0]["state"] == "lost", 30, "the record to become lost")
+    print(f"lost: the record read lost {time.monotonic() - killed:.1f} s after the SIGKILL")
     [lost] = [b for b in hooks.bodies if b["campaign"]["state"] == "lost"]
     assert lost["campaign"]["id"] == campaign and "stopped beating" in lost["text"]
     assert sql.jobs_counts(schema, "__entry").get("reserved", 0) > 0, "the kill left nothing to recover"

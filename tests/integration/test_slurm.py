@@ -408,4 +408,8 @@ def test_a_submitted_campaign_runs_as_slurm_jobs_and_hands_over_to_its_successor
     assert pool["profile"] == "testslurm" and pool["jobs_submitted"] >= record["controllers"]
     assert pool["node_hours_requested"] == pytest.approx(pool["jobs_submitted"] * 10 / 60, abs=0.01)
     assert log.read_text().count("== djdask controller of campaign") == record["controllers"]
+    print(
+        f"submit (SLURM): returned in {took:.1f} s; {record['controllers']} controllers (jobs {sorted(controllers)}), "
+        f"states seen {sorted(set(states))}; {n} keys made once; worker jobs {pool['jobs_submitted']}"
+    )
     assert queue_empties(slurm, 60), f"jobs left in the queue: {slurm.queue()}"
