@@ -145,7 +145,7 @@ def test_a_submitted_controller_outlives_the_command_and_when_killed_is_lost_and
     submitted = djdask("submit", "ledger", "--workers", "2", env=env)
     took = time.monotonic() - start
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-    assert took < 5, f"djdask submit took {took:.1f} s"
+    assert took < 10, f"djdask submit took {took:.1f} s"  # 1.7 s alone; the suite loads the machine
     print(f"submit (local): returned in {took:.1f} s")
     found = re.search(r"Campaign ([0-9a-f]{8}) submitted: controller pid (\d+)\.", submitted.stdout)
     assert found, submitted.stdout
