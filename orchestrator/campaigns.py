@@ -56,7 +56,6 @@ def campaigns(args: argparse.Namespace) -> int:
     """``djdask campaigns MODULE``: running and past campaigns of a pipeline, newest first."""
     from .commands import print_table
     from .database import secrets
-    from .notify import campaign_lost
     from .planner import select
     from .records import Records, home_schema
 
@@ -65,8 +64,7 @@ def campaigns(args: argparse.Namespace) -> int:
     if not records.exists():
         print(f"No campaign of {args.module} has run yet (no {records.name}).")
         return 0
-    for record in records.judge_lost():  # whoever notices first tells
-        campaign_lost(record, secrets([selection.connection]))
+    records.mark_lost(secrets([selection.connection]))  # whoever notices first tells
     q = records.q
     rows = records.rows(f"{q('module')} = %s", (args.module,), limit=args.limit)
     if args.json:

@@ -410,12 +410,9 @@ def release(args: argparse.Namespace) -> int:
             print(f"{names[table]}: {count} orphaned reservation(s) back to pending")
     print(f"{sum(freed.values())} orphaned reservation(s) freed.")
     from .database import secrets
-    from .notify import campaign_lost
     from .records import Records, home_schema
 
-    records = Records(connection, home_schema(selection.tables))
-    for record in records.judge_lost() if records.exists() else []:
-        campaign_lost(record, secrets([connection]))
+    for record in Records(connection, home_schema(selection.tables)).mark_lost(secrets([connection])):
         print(f"Campaign {record['campaign']} ({record['user']} on {record['host']}) stopped beating: marked lost.")
     return 0
 

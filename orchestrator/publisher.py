@@ -110,7 +110,6 @@ class StatePublisher:
                     "pending": t.pending,
                     # A table with nothing left: its span ends at its last key, so that
                     # its average rate is not diluted by the rest of the campaign.
-                    "durations": self.accounting.histogram(t.summary.table) if self.accounting else [],
                     "seconds": (
                         t.summary.seconds
                         if t.summary.last_done is not None and not (t.pending or t.keys)
@@ -167,6 +166,9 @@ class StatePublisher:
             self.progress.update(self.board.rows())
         if finished or now - self._published >= self.interval:
             self._published = now
+            if self.accounting is not None:  # for the page only: not at every terminal redraw
+                for row in state["tables"]:
+                    row["durations"] = self.accounting.histogram(row["table"])
             for pool in self.pools:
                 self.publish(pool, state, wait=finished)
 

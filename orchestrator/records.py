@@ -147,6 +147,20 @@ def code_version(module_name: str) -> str:
     return ""
 
 
+def description(selection: Any, user: str, clusters: dict[str, str]) -> dict[str, Any]:
+    """What a record says of the campaign it describes, whoever writes it (``djdask submit``
+    or the campaign itself): module, targets, restriction, user, pools, code and versions."""
+    return {
+        "module": selection.module_name,
+        "targets": list(getattr(selection, "targets", ()) or ()),
+        "restriction": json.dumps(selection.restriction, default=str),
+        "user": user,
+        "clusters": clusters,
+        "code_version": code_version(selection.module_name),
+        **versions(),
+    }
+
+
 def versions() -> dict[str, str]:
     """djdask's and DataJoint's versions, as a record keeps them."""
     from importlib.metadata import version
@@ -255,6 +269,16 @@ class Records:
             args=(campaign,),
         ).fetchone()
         return bool(row) and (row[0] is not None or row[1] == "cancelled")
+
+    def mark_lost(self, secrets_: list[str]) -> list[dict[str, Any]]:
+        """:meth:`judge_lost`, and notify each campaign this call marked (once: the next
+        call finds it marked already)."""
+        from .notify import campaign_lost
+
+        marked = self.judge_lost() if self.exists() else []
+        for record in marked:
+            campaign_lost(record, secrets_)
+        return marked
 
     def judge_lost(self) -> list[dict[str, Any]]:
         """Mark running campaigns that stopped beating ``lost``; return those this call marked."""
@@ -386,10 +410,7 @@ class RecordKeeper(SessionThread):
                 self.history(recent(mine, self.campaign))
         if self._since_check >= self.lost_check:
             self._since_check = 0.0
-            from .notify import campaign_lost
-
-            for record in mine.judge_lost():
-                campaign_lost(record, self.secrets)
+            mine.mark_lost(self.secrets)
 
     def renew(self, records: Records, connection_id: int) -> None:
         account = self.snapshot()
@@ -430,25 +451,17 @@ class CampaignRecord:
     def open(
         cls, selection: Any, identity: dict[str, Any], pools: Iterable[Any], owner: Any, secrets_: list[str]
     ) -> CampaignRecord:
-        from .notify import campaign_lost
 
         connection = selection.connection
         records = Records(connection, home_schema(selection.tables))
         records.ensure()
-        for record in records.judge_lost():
-            campaign_lost(record, secrets_)
+        records.mark_lost(secrets_)
         campaign = identity["id"]
         row = {
-            "module": selection.module_name,
-            "targets": list(getattr(selection, "targets", ()) or ()),
-            "restriction": json.dumps(selection.restriction, default=str),
-            "user": owner.user,
+            **description(selection, owner.user, {p.name: getattr(p.profile, "name", None) or "local" for p in pools}),
             "host": owner.host,
             "pid": owner.pid,
             "connection_id": djcompat.live_connection_id(connection),
-            "clusters": {p.name: getattr(p.profile, "name", None) or "local" for p in pools},
-            "code_version": code_version(selection.module_name),
-            **versions(),
             "state": "running",
         }
         existing = records.get(campaign)

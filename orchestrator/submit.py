@@ -201,7 +201,7 @@ def submit(args: argparse.Namespace) -> int:
     from .checks import check_priority
     from .commands import make_kwargs_arg, pools_arg
     from .planner import select
-    from .records import Records, code_version, home_schema, new_id, versions
+    from .records import Records, description, home_schema, new_id
 
     check_priority(args.priority)
     args.make_kwargs = make_kwargs_arg(args.make_kwargs)
@@ -234,15 +234,9 @@ def submit(args: argparse.Namespace) -> int:
     records.insert(
         {
             "campaign": campaign,
-            "module": args.module,
-            "targets": list(args.target),
-            "restriction": json.dumps(selection.restriction, default=str),
-            "user": owner.user,
+            **description(selection, owner.user, {**pools, "controller": controller.name if kind == "local" else kind}),
             "host": platform.node(),
             "pid": 0,
-            "clusters": {**pools, "controller": controller.name if kind == "local" else kind},
-            "code_version": code_version(args.module),
-            **versions(),
             "state": "submitted",
             "log": str(log),
         }
