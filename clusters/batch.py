@@ -44,6 +44,7 @@ _OWN_KEYS = {
     "security",
     "shared-temp-directory",
     "dashboard-address",
+    "export-environment",
 }
 
 
@@ -93,6 +94,9 @@ class BatchKind:
     walltime_pattern = re.compile(r"^\d+:\d{2}:\d{2}$")
     walltime_example = "04:00:00"
     required = ("cores", "memory")
+    #: Job directives that hand the submitting shell's environment (the database's
+    #: DJ_* settings among it) to the job, where the batch system does not by default.
+    export_directives: tuple[str, ...] = ()
 
     def walltime_seconds(self, walltime: str) -> float:
         """Seconds in a walltime this kind reads (``H:MM:SS``; LSF overrides for ``H:MM``)."""
@@ -132,12 +136,19 @@ class BatchKind:
         if resources:
             extra += ["--resources", ",".join(f"{k}={v}" for k, v in resources.items())]
         kwargs["worker_extra_args"] = extra
+        if raw.get("export-environment", True):
+            self.export_environment(kwargs)
         lifetime = self.lifetime(profile, raw, walltime)
         if lifetime is not None:
             prologue = list(kwargs.get("job_script_prologue") or [])
             prologue += [f"export {LIFETIME_ENV}={lifetime[0]:.0f}", f"export {STAGGER_ENV}={lifetime[1]:.0f}"]
             kwargs["job_script_prologue"] = prologue
         return kwargs
+
+    def export_environment(self, kwargs: dict[str, Any]) -> None:
+        """Add this kind's ``export_directives`` to the job's directives (once)."""
+        directives = list(kwargs.get("job_extra_directives") or [])
+        kwargs["job_extra_directives"] = directives + [d for d in self.export_directives if d not in directives]
 
     def lifetime(self, profile: str, raw: dict[str, Any], walltime: Any) -> tuple[float, float] | None:
         """``(lifetime, stagger)`` seconds of a worker: the profile's, else from the walltime."""

@@ -12,3 +12,4 @@ class PBSKind(BatchKind):
     cluster_class = "dask_jobqueue:PBSCluster"
     job_class = "dask_jobqueue.pbs:PBSJob"
     submit_command = "qsub"
+    export_directives = ("-V",)  # qsub starts a job with none of the submitting environment: ``-V`` hands it over

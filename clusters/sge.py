@@ -12,3 +12,4 @@ class SGEKind(BatchKind):
     cluster_class = "dask_jobqueue:SGECluster"
     job_class = "dask_jobqueue.sge:SGEJob"
     submit_command = "qsub"
+    export_directives = ("-V",)  # qsub starts a job with none of the submitting environment: ``-V`` hands it over

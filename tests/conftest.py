@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import ServiceUnavailable, start_chromium, start_mariadb, start_postgres, start_s3, start_slurm
+from tests.batch_systems import pbs_on_slurm, start_gridengine, start_slurm
+from tests.services import ServiceUnavailable, start_chromium, start_mariadb, start_postgres, start_s3
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_PIPELINES = Path(__file__).resolve().parent / "pipelines"
@@ -52,6 +53,25 @@ def mariadb_server(tmp_path_factory):
 def slurm(tmp_path_factory):
     """A single-node SLURM; tests using it share one xdist worker (xdist_group "slurm")."""
     cluster = _start(start_slurm, tmp_path_factory, "slurm")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def pbs(slurm):
+    """PBS's qsub/qstat/qdel on the session's SLURM (tests in xdist_group "slurm")."""
+    try:
+        return pbs_on_slurm(slurm)
+    except ServiceUnavailable as err:
+        if IN_CI:
+            pytest.fail(f"PBS on SLURM could not be set up in CI: {err}")
+        pytest.skip(f"PBS on SLURM unavailable: {err}")
+
+
+@pytest.fixture(scope="session")
+def gridengine(tmp_path_factory):
+    """A single-node Grid Engine; tests using it share one xdist worker (xdist_group "sge")."""
+    cluster = _start(start_gridengine, tmp_path_factory, "sge")
     yield cluster
     cluster.stop()
 

@@ -24,12 +24,10 @@ __all__ = [
     "S3",
     "Server",
     "ServiceUnavailable",
-    "Slurm",
     "SqlClient",
     "start_mariadb",
     "start_postgres",
     "start_s3",
-    "start_slurm",
     "TcpProxy",
 ]
 
@@ -216,145 +214,6 @@ def start_mariadb(base: Path) -> Server:
         "DJ_USE_TLS": "false",
     }
     return Server("mysql", env, stop, label="mariadb", crash=crash, restart=restart)
-
-
-@dataclass
-class Slurm:
-    """A single-node SLURM started by :func:`start_slurm`: ``env`` points its
-    commands (sbatch, squeue, scancel) at it."""
-
-    base: Path
-    env: dict[str, str]
-    stop: Callable[[], None] = field(repr=False)
-
-    def run(self, *args: str, check: bool = True) -> str:
-        out = subprocess.run(list(args), env={**os.environ, **self.env}, capture_output=True, text=True, timeout=60)
-        if check and out.returncode:
-            raise RuntimeError(f"{' '.join(args)} failed: {out.stderr.strip()}")
-        return out.stdout
-
-    def queue(self) -> list[dict[str, str]]:
-        """Jobs in the queue: id, name, state."""
-        rows = self.run("squeue", "-h", "-o", "%i|%j|%T").split()
-        return [dict(zip(("id", "name", "state"), r.split("|"))) for r in rows]
-
-    def cancel_all(self) -> None:
-        self.run("scancel", "--full", "-u", os.environ.get("USER") or "root", check=False)
-
-
-_SLURM_CONF = """\
-ClusterName=djdask-test
-SlurmctldHost=localhost
-SlurmctldPort={ctld_port}
-SlurmdPort={d_port}
-SlurmUser=root
-AuthType=auth/munge
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core_Memory
-DefMemPerCPU=1000
-SlurmdParameters=config_overrides
-ReturnToService=2
-SchedulerType=sched/backfill
-SchedulerParameters=batch_sched_delay=0
-AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
-JobCompType=jobcomp/none
-MailProg=/bin/true
-MinJobAge=2
-KillWait=5
-StateSaveLocation={base}/state
-SlurmdSpoolDir={base}/spool
-SlurmctldPidFile={base}/slurmctld.pid
-SlurmdPidFile={base}/slurmd.pid
-SlurmctldLogFile={base}/slurmctld.log
-SlurmdLogFile={base}/slurmd.log
-NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory} State=UNKNOWN
-PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
-"""
-
-
-def _munge_running() -> bool:
-    munge, unmunge = shutil.which("munge"), shutil.which("unmunge")
-    if not (munge and unmunge):
-        return False
-    cred = subprocess.run([munge, "-n"], capture_output=True)
-    return cred.returncode == 0 and subprocess.run([unmunge], input=cred.stdout, capture_output=True).returncode == 0
-
-
-def start_slurm(base: Path, cpus: int = 8, memory_mb: int = 16000) -> Slurm:
-    """A single-node SLURM (slurmctld + slurmd on 127.0.0.1, own ports and state in
-    ``base``), with munge started if it is not running.  Needs root, as SLURM's
-    daemons do, and Debian's ``slurmctld slurmd slurm-client munge``."""
-    binaries = {
-        name: shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
-        for name in ("slurmctld", "slurmd", "munged", "sinfo", "sbatch")
-    }
-    missing = [name for name, path in binaries.items() if path is None]
-    if missing:
-        raise ServiceUnavailable(
-            f"SLURM is not installed ({', '.join(missing)} missing): "
-            "apt-get install slurmctld slurmd slurm-client munge"
-        )
-    if os.geteuid() != 0:
-        raise ServiceUnavailable("SLURM's daemons need root")
-    base.mkdir(parents=True, exist_ok=True)
-    for sub in ("state", "spool"):
-        (base / sub).mkdir(exist_ok=True)
-    if not _munge_running():
-        key = Path("/etc/munge/munge.key")
-        if not key.exists():
-            key.parent.mkdir(parents=True, exist_ok=True)
-            key.write_bytes(secrets.token_bytes(1024))
-            shutil.chown(key, "munge", "munge")
-            key.chmod(0o400)
-        subprocess.run(["install", "-d", "-o", "munge", "-g", "munge", "/run/munge"], check=True)
-        subprocess.run(["runuser", "-u", "munge", "--", binaries["munged"]], check=True, capture_output=True)
-        deadline = time.monotonic() + 10
-        while not _munge_running():
-            if time.monotonic() > deadline:
-                raise ServiceUnavailable("munged did not start")
-            time.sleep(0.1)
-    conf = base / "slurm.conf"
-    conf.write_text(
-        _SLURM_CONF.format(base=base, ctld_port=_free_port(), d_port=_free_port(), cpus=cpus, memory=memory_mb)
-    )
-    env = {"SLURM_CONF": str(conf)}
-    full_env = {**os.environ, **env}
-    subprocess.run([binaries["slurmctld"], "-c", "-f", str(conf)], env=full_env, check=True, capture_output=True)
-    subprocess.run(
-        [binaries["slurmd"], "-N", "localhost", "-f", str(conf)], env=full_env, check=True, capture_output=True
-    )
-
-    def stop() -> None:
-        subprocess.run(["scancel", "--full", "-u", os.environ.get("USER") or "root"], env=full_env, capture_output=True)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            out = subprocess.run(["squeue", "-h"], env=full_env, capture_output=True, text=True)
-            if out.returncode or not out.stdout.strip():
-                break
-            time.sleep(0.5)
-        for pidfile in ("slurmd.pid", "slurmctld.pid"):
-            try:
-                os.kill(int((base / pidfile).read_text()), 15)
-            except (OSError, ValueError):
-                pass
-        subprocess.run(["pkill", "-f", f"slurmstepd.*{base}"], capture_output=True)
-
-    slurm = Slurm(base, env, stop)
-    deadline = time.monotonic() + 60
-    while True:
-        out = subprocess.run([binaries["sinfo"], "-h", "-o", "%t"], env=full_env, capture_output=True, text=True)
-        if out.returncode == 0 and out.stdout.strip() in ("idle", "mix", "alloc"):
-            return slurm
-        if time.monotonic() > deadline:
-            stop()
-            raise ServiceUnavailable(
-                f"SLURM did not come up (sinfo: {out.stdout.strip() or out.stderr.strip()}); "
-                f"see {base}/slurmctld.log and slurmd.log"
-            )
-        time.sleep(0.2)
 
 
 @dataclass

@@ -7,8 +7,6 @@ behaves the same under either database, so these run on PostgreSQL only.
 
 from __future__ import annotations
 
-import json
-import re
 import subprocess
 import sys
 import time
@@ -17,6 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.batch_campaigns import (
+    Watch,
+    ledger_lines,
+    queue_empties,
+    submitted_campaign_hands_over,
+    write_profile,
+)
 from tests.integration.test_jobs_engine import ledger_lines as raw_ledger_lines
 from tests.integration.test_jobs_engine import seed_ledger as seed
 from tests.integration.test_populate import INSERT_DEMO, assert_same_rows
@@ -26,86 +31,6 @@ pytestmark = [
     pytest.mark.xdist_group("slurm"),
     pytest.mark.parametrize("server", ["postgres"], indirect=True),
 ]
-
-JOB_NAME = "djdask-test"
-
-
-def write_profile(tmp_path: Path, **settings) -> dict[str, str]:
-    """A `testslurm` profile in a dask config directory; the environment that uses it."""
-    profile = {
-        "kind": "slurm",
-        "queue": "debug",
-        "cores": 1,
-        "memory": "1GB",
-        "walltime": "00:10:00",
-        "max-jobs": 2,
-        "job-name": JOB_NAME,
-        "scheduler-options": {"host": "127.0.0.1"},
-        "log-directory": str(tmp_path / "slurm-logs"),
-        **settings,
-    }
-    config_dir = tmp_path / "dask"
-    config_dir.mkdir(exist_ok=True)
-    lines = ["djdask:", "  clusters:", "    testslurm:"]
-    lines += [
-        f"      {key}: {value!r}" if isinstance(value, str) else f"      {key}: {value}"
-        for key, value in profile.items()
-    ]
-    (config_dir / "djdask.yaml").write_text("\n".join(lines).replace("'", '"') + "\n")
-    return {"DASK_CONFIG": str(config_dir)}
-
-
-def ledger_lines(path: Path) -> list[tuple[int, str, str]]:
-    """The ledger's lines as (key, pid, SLURM job id)."""
-    return [(int(k), pid, job) for k, pid, job, *_ in raw_ledger_lines(path)]
-
-
-class Watch:
-    """Runs `djdask populate` in the background and records the SLURM queue meanwhile."""
-
-    def __init__(self, djdask, slurm, env: dict[str, str], *args: str) -> None:
-        self.slurm = slurm
-        self.seen: dict[str, set[str]] = {}  # job id -> states seen
-        self.most_jobs = 0
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "djdask.cli", "populate", "ledger", "--cluster", "testslurm", *args],
-            env=env,
-            cwd=djdask.cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
-    def poll(self) -> list[dict[str, str]]:
-        jobs = [j for j in self.slurm.queue() if j["name"] == JOB_NAME]
-        for job in jobs:
-            self.seen.setdefault(job["id"], set()).add(job["state"])
-        self.most_jobs = max(self.most_jobs, len(jobs))
-        return jobs
-
-    def running(self) -> list[str]:
-        return [j["id"] for j in self.poll() if j["state"] == "RUNNING"]
-
-    def wait(self, timeout: float) -> tuple[int, str, str]:
-        deadline = time.monotonic() + timeout
-        while self.proc.poll() is None:
-            if time.monotonic() > deadline:
-                self.proc.kill()
-                out, err = self.proc.communicate()
-                pytest.fail(f"campaign did not finish in {timeout} s\n{out}\n{err}")
-            self.poll()
-            time.sleep(0.3)
-        out, err = self.proc.communicate()
-        return self.proc.returncode, out, err
-
-
-def queue_empties(slurm, timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not [j for j in slurm.queue() if j["name"] == JOB_NAME]:
-            return True
-        time.sleep(0.5)
-    return False
 
 
 def test_workers_are_slurm_jobs_and_leave_no_job_behind(server, djdask, sql, prefix, slurm, tmp_path):
@@ -336,80 +261,10 @@ def test_only_the_campaigns_credentials_drive_its_scheduler(server, djdask, sql,
     assert queue_empties(slurm), f"jobs left in the queue: {slurm.queue()}"
 
 
-def _campaign_records(djdask, env) -> list[dict]:
-    listed = djdask("campaigns", "ledger", "--json", env=env)
-    assert listed.returncode == 0, listed.stdout + listed.stderr
-    return json.loads(listed.stdout)
-
-
 def test_a_submitted_campaign_runs_as_slurm_jobs_and_hands_over_to_its_successors(
     server, djdask, sql, prefix, slurm, tmp_path
 ):
-    """`djdask submit --resubmit`: the command returns at once; the controller is a SLURM job
-    whose workers are SLURM jobs; each controller claims for 10 s, then submits its successor,
-    which takes the campaign over; the campaign finishes by itself, every key made once, and
-    its report agrees with the jobs tables."""
-    n = 24
-    seed(djdask, n)
-    ledger = tmp_path / "ledger.txt"
-    env = djdask.env(
-        **slurm.env,
-        **write_profile(tmp_path),
-        DJDASK_TEST_LEDGER=str(ledger),
-        DJDASK_TEST_MAKE_SECONDS="1",
-        DJ_JOBS_KEEP_COMPLETED="true",
-        DASK_DJDASK__CAMPAIGN__SUBMIT_DIR=str(tmp_path / "campaigns"),
-        DASK_DJDASK__CAMPAIGN__GRACE_PERIOD="10s",
-    )
-    start = time.monotonic()
-    submitted = djdask(
-        "submit",
-        "ledger",
-        "--cluster",
-        "testslurm",
-        "--walltime",
-        "00:03:00",
-        "--stop-after",
-        "10s",
-        "--resubmit",
-        env=env,
-    )
-    took = time.monotonic() - start
-    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-    assert took < 5, f"djdask submit took {took:.1f} s"
-    found = re.search(r"Campaign ([0-9a-f]{8}) submitted: controller job (\d+)", submitted.stdout)
-    assert found, submitted.stdout
-    campaign, first_job = found.groups()
-    log = tmp_path / "campaigns" / f"{campaign}.log"
-    assert str(log) in submitted.stdout and f"djdask cancel {campaign}" in submitted.stdout
-
-    controllers: set[str] = set()
-    states: list[str] = []
-    deadline = time.monotonic() + 300
-    while not states or states[-1] not in ("finished", "failed", "cancelled", "lost"):
-        assert time.monotonic() < deadline, f"the campaign did not finish: {states}\n{log.read_text()}"
-        controllers |= {j["id"] for j in slurm.queue() if j["name"] == f"djdask-{campaign}"}
-        states.append(_campaign_records(djdask, env)[0]["state"])
-        time.sleep(1)
-    [record] = _campaign_records(djdask, env)
-    assert record["state"] == "finished" and record["exit_code"] == 0, log.read_text()
-    assert "running" in states
-    assert record["controllers"] >= 3, f"{record['controllers']} controllers: no two handovers"
-    assert first_job in controllers and len(controllers) >= 2
-    lines = ledger_lines(ledger)
-    assert Counter(k for k, _, _ in lines) == Counter(range(n)), "a key was made twice or never"
-    workers = {job for _, _, job in lines}
-    assert "-" not in workers and not workers & controllers, "make() ran outside a worker job"
-    assert record["accounting"]["made"] == n == record["keys_made"]
-    report = djdask("report", campaign, "--json", env=env)
-    assert report.returncode == 0, report.stderr
-    assert json.loads(report.stdout)["jobs_tables"] == {"Entry": {"success": n}}
-    [pool] = record["accounting"]["pools"]
-    assert pool["profile"] == "testslurm" and pool["jobs_submitted"] >= record["controllers"]
-    assert pool["node_hours_requested"] == pytest.approx(pool["jobs_submitted"] * 10 / 60, abs=0.01)
-    assert log.read_text().count("== djdask controller of campaign") == record["controllers"]
-    print(
-        f"submit (SLURM): returned in {took:.1f} s; {record['controllers']} controllers (jobs {sorted(controllers)}), "
-        f"states seen {sorted(set(states))}; {n} keys made once; worker jobs {pool['jobs_submitted']}"
-    )
-    assert queue_empties(slurm, 60), f"jobs left in the queue: {slurm.queue()}"
+    """`djdask submit --resubmit` with SLURM jobs for the controllers and the workers
+    (batch_campaigns.submitted_campaign_hands_over says what is checked)."""
+    seed(djdask, 24)
+    print(submitted_campaign_hands_over(djdask, slurm, tmp_path, n=24))

@@ -1,6 +1,6 @@
 """A test pipeline whose make() leaves a trace outside the database.
 
-Each make() appends one line, ``<key> <pid> <SLURM job id or -> <start time> <the worker's
+Each make() appends one line, ``<key> <pid> <batch job id or -> <start time> <the worker's
 djdask deadline or ->``, to the file named by
 ``DJDASK_TEST_LEDGER`` before it inserts its row, and sleeps
 ``DJDASK_TEST_MAKE_SECONDS`` in between: the file counts make() calls, the
@@ -38,9 +38,7 @@ class Entry(dj.Computed):
     """
 
     def make(self, key):
-        line = (
-            f"{key['source_id']} {os.getpid()} {os.environ.get('SLURM_JOB_ID', '-')} {time.time():.3f} {_deadline()}\n"
-        )
+        line = f"{key['source_id']} {os.getpid()} {_job_id()} {time.time():.3f} {_deadline()}\n"
         line = line.encode()
         fd = os.open(os.environ["DJDASK_TEST_LEDGER"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -50,6 +48,15 @@ class Entry(dj.Computed):
         _misbehave(key["source_id"])
         time.sleep(float(os.environ.get("DJDASK_TEST_MAKE_SECONDS", "0")))
         self.insert1({**key, "value": key["source_id"] * 3})
+
+
+#: Where each batch system puts the job's id (SLURM, PBS, Grid Engine, LSF); the tests
+#: that run a job script's body by hand name theirs in DJDASK_TEST_JOB_ID.
+JOB_ID_VARIABLES = ("SLURM_JOB_ID", "PBS_JOBID", "JOB_ID", "LSB_JOBID", "DJDASK_TEST_JOB_ID")
+
+
+def _job_id():
+    return next((os.environ[v] for v in JOB_ID_VARIABLES if os.environ.get(v)), "-")
 
 
 def _misbehave(source_id):
