@@ -54,6 +54,9 @@ KINDS: dict[str, dict[str, Any]] = {
     "pbs": {
         "submit": ["qsub"],
         "cancel": "qdel",
+        # Also on qsub's command line: SLURM's PBS wrappers (slurm-wlm-torque) give
+        # sbatch their own -o/-e, which win over the script's directives.
+        "log_on_command_line": True,
         "prefix": "#PBS",
         "name": "-N {}",
         "log": ["-o {}", "-j oe"],
@@ -142,14 +145,24 @@ def controller_command(args: argparse.Namespace, campaign: str, stop_after: floa
     return command
 
 
+def batch_output(script: Path) -> Path:
+    """Where the batch system writes a controller job's own output (a job killed at its
+    walltime says so there); the controller itself appends to ``<id>.log``."""
+    return script.with_suffix(".batch.out")
+
+
 def _script(kind: str, profile: Any, args: argparse.Namespace, campaign: str, log: Path, walltime: str) -> str:
+    """The controller's job script.  Its body appends its output to ``log`` itself: a
+    batch system's ``-o`` file is rewritten by each job on some systems (PBS copies it
+    back when the job ends), and successive controllers share the log."""
     spec = KINDS[kind]
     raw = profile.raw
     stop_after = controller_stop_after(profile.kind.walltime_seconds(walltime))
     if args.stop_after:
         stop_after = min(stop_after, args.stop_after)
     lines = ["#!/usr/bin/env bash"]
-    directives = [spec["name"].format(f"djdask-{campaign}"), *(d.format(log) for d in spec["log"])]
+    out = batch_output(Path(log))
+    directives = [spec["name"].format(f"djdask-{campaign}"), *(d.format(out) for d in spec["log"])]
     directives.append(spec["walltime"].format(walltime))
     directives.append(spec["memory"].format(args.memory))
     for key in ("cores", "export"):
@@ -164,6 +177,7 @@ def _script(kind: str, profile: Any, args: argparse.Namespace, campaign: str, lo
     lines += [f"{spec['prefix']} {d}" for d in directives]
     command = " ".join(shlex.quote(part) for part in controller_command(args, campaign, stop_after))
     lines += [
+        f"exec >>{shlex.quote(str(log))} 2>&1",
         f"cd {shlex.quote(os.getcwd())}",
         f'echo "== djdask controller of campaign {campaign}: $(date -u +%FT%TZ) on $(hostname)"',
         f"exec {command}",
@@ -181,7 +195,10 @@ def _job_id(output: str) -> str:
 
 def _submit_script(kind: str, script: Path) -> str:
     spec = KINDS[kind]
-    command = [*spec["submit"], str(script)]
+    command = list(spec["submit"])
+    if spec.get("log_on_command_line"):
+        command += [part for d in spec["log"] for part in d.format(batch_output(script)).split(" ", 1)]
+    command.append(str(script))
     if kind == "lsf":  # bsub reads the script on stdin
         done = subprocess.run(command[:-1], stdin=script.open(), capture_output=True, text=True)
     else:

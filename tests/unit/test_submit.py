@@ -42,7 +42,8 @@ def test_the_controller_job_script_of_each_batch_system(kind, tmp_path):
     assert any("djdask-1a2b3c4d" in d for d in directives)
     assert any(WALLTIMES[kind] in d for d in directives) and any("long" in d for d in directives)
     assert any("lab42" in d for d in directives) and any("4G" in d for d in directives)
-    assert any(str(tmp_path / "x.log") in d for d in directives)
+    assert any(str(tmp_path / "x.batch.out") in d for d in directives)  # the batch system's own output
+    assert f"exec >>{tmp_path / 'x.log'} 2>&1" in script.splitlines()  # the controller's, appended by each
     command = script.splitlines()[-1]
     assert command.startswith("exec ") and "djdask.cli populate mylab.pipeline" in command
     assert "--campaign-id 1a2b3c4d" in command and "--resubmit" in command and "-r subject=3" in command
