@@ -234,6 +234,12 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("clusters", help="cluster profiles: list, show, script")
     p.add_argument("action", choices=["list", "show", "script"])
     p.add_argument("profile", nargs="?", help="profile name (show, script)")
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="script: the job script of a worker that joins this scheduler (e.g. a running campaign's), "
+        "instead of a placeholder",
+    )
     p.set_defaults(func=commands.clusters)
 
     p = sub.add_parser("status", help="per table: rows, pending, reserved, error")

@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import DjdaskError
+from .errors import DjdaskError, InvalidInputError
 
 __all__ = [
     "plan",
@@ -470,6 +471,18 @@ def clusters(args: argparse.Namespace) -> int:
         print(yaml.safe_dump({args.profile: profile.shown()}, sort_keys=False).rstrip())
     elif not hasattr(profile.kind, "script"):
         raise ProfileError(f"Profile {args.profile!r} is of kind {profile.kind.name!r}, which submits no job script.")
+    elif getattr(args, "scheduler", None):
+        if not re.match(r"^(tcp|tls)://[^/:]+:\d+$", args.scheduler):
+            raise InvalidInputError(
+                f"--scheduler {args.scheduler!r} is not a scheduler address: write it as tcp://HOST:PORT "
+                "(or tls://HOST:PORT), as a campaign prints it on its `Scheduler:` line."
+            )
+        if not hasattr(profile.kind, "submit_command"):
+            raise ProfileError(
+                f"--scheduler: profile {args.profile!r} ({profile.kind.name}) starts its own scheduler in the "
+                "cluster; the option is for batch profiles."
+            )
+        print(profile.kind.script(args.profile, profile.raw, scheduler=args.scheduler))
     else:
         print(profile.kind.script(args.profile, profile.raw))
     return 0
