@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 import threading
 from typing import Any
 
@@ -43,7 +44,13 @@ _OWN = (
     "name",
     "scheduler-service-type",
     "connect-timeout",
+    "node-selector",
+    "tolerations",
+    "service-account",
+    "image-pull-secrets",
 )
+#: What a toleration may say (Kubernetes' core/v1 Toleration).
+_TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
 
 
 class KubernetesKind:
@@ -77,6 +84,7 @@ class KubernetesKind:
                 f"manifest in clear. Put credentials in a Kubernetes Secret and name it in "
                 f"`djdask.clusters.{profile}.secret`."
             )
+        pod_settings = self._pod_settings(profile, raw)
         try:
             from dask_kubernetes.operator import make_cluster_spec
         except ImportError:
@@ -91,8 +99,15 @@ class KubernetesKind:
         command = ["dask-worker", "--nthreads", "1"]
         if raw.get("resources"):
             command += ["--resources", ",".join(f"{k}={v}" for k, v in raw["resources"].items())]
+        name = str(raw.get("name") or f"djdask-{profile}")
+        if not re.match(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", name) or len(name) > 50:
+            raise ProfileError(
+                f"Profile {profile!r} would name its DaskCluster {name!r}, which Kubernetes refuses: a name is "
+                "at most 50 lower-case letters, digits and '-' (the operator adds suffixes up to 63). "
+                f"Set `djdask.clusters.{profile}.name`, for example {name.lower().replace('_', '-')[:50].strip('-')!r}."
+            )
         spec = make_cluster_spec(
-            name=str(raw.get("name") or f"djdask-{profile}"),
+            name=name,
             image=str(raw["image"]),
             n_workers=int(raw.get("workers", 0)),
             resources={"requests": dict(limits), "limits": limits},
@@ -106,13 +121,130 @@ class KubernetesKind:
         if raw.get("secret"):
             for container in (scheduler, spec["spec"]["worker"]["spec"]["containers"][0]):
                 container["envFrom"] = [{"secretRef": {"name": str(raw["secret"])}}]
+        for pod in (spec["spec"]["scheduler"]["spec"], spec["spec"]["worker"]["spec"]):
+            pod.update(copy.deepcopy(pod_settings))
         if raw.get("namespace"):
             spec["metadata"]["namespace"] = str(raw["namespace"])
         return spec
 
-    def script(self, profile: str, raw: dict[str, Any]) -> str:
+    def _pod_settings(self, profile: str, raw: dict[str, Any]) -> dict[str, Any]:
+        """Pod-spec fields from the profile: where pods may run (``node-selector``,
+        ``tolerations``), as whom (``service-account``), pulling with what (``image-pull-secrets``)."""
+        pod: dict[str, Any] = {}
+        selector = raw.get("node-selector")
+        if selector is not None:
+            if not isinstance(selector, dict) or not selector:
+                raise ProfileError(
+                    f"Profile {profile!r}: `node-selector` must be a mapping of node label: value, for example "
+                    "{node-pool: highmem}."
+                )
+            pod["nodeSelector"] = {str(k): str(v) for k, v in selector.items()}
+        tolerations = raw.get("tolerations")
+        if tolerations is not None:
+            bad = not isinstance(tolerations, list) or any(
+                not isinstance(t, dict) or not t or set(t) - _TOLERATION_KEYS for t in tolerations
+            )
+            if bad:
+                raise ProfileError(
+                    f"Profile {profile!r}: `tolerations` must be a list of Kubernetes tolerations, each a mapping "
+                    f"of {', '.join(sorted(_TOLERATION_KEYS))}; for example "
+                    "[{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]."
+                )
+            pod["tolerations"] = [
+                {k: (int(v) if k == "tolerationSeconds" else str(v)) for k, v in t.items()} for t in tolerations
+            ]
+        if raw.get("service-account"):
+            pod["serviceAccountName"] = str(raw["service-account"])
+        pulls = raw.get("image-pull-secrets")
+        if pulls:
+            if isinstance(pulls, str):
+                pulls = [pulls]
+            pod["imagePullSecrets"] = [{"name": str(name)} for name in pulls]
+        return pod
+
+    def controller(self, profile: str, raw: dict[str, Any], populate: list[str]) -> list[dict[str, Any]]:
+        """The objects that run a campaign's controller inside the cluster: a ServiceAccount
+        that may create DaskClusters (Role, RoleBinding), a ConfigMap holding this profile
+        (the controller's dask config) and a Job running ``djdask populate`` with ``populate``
+        (module and options) on this profile, its credentials from the profile's Secret."""
         import yaml
 
+        cluster = self.manifest(profile, raw)
+        namespace = cluster["metadata"].get("namespace")
+        name = f"{cluster['metadata']['name']}-controller"
+        account = name
+
+        def meta(object_name: str) -> dict[str, Any]:
+            return {"name": object_name, **({"namespace": namespace} if namespace else {}), "labels": {"app": "djdask"}}
+
+        worker = cluster["spec"]["worker"]["spec"]
+        container = worker["containers"][0]
+        controller_container: dict[str, Any] = {
+            "name": "controller",
+            "image": container["image"],
+            "command": ["djdask", "populate", *populate, "--cluster", profile],
+            "env": [{"name": "DASK_CONFIG", "value": "/etc/djdask"}]
+            + [e for e in container.get("env", []) if e.get("name") != "DASK_CONFIG"],
+            "resources": {"requests": {"cpu": "1", "memory": "2G"}, "limits": {"cpu": "2", "memory": "4G"}},
+            "volumeMounts": [{"name": "djdask-config", "mountPath": "/etc/djdask", "readOnly": True}],
+        }
+        if container.get("envFrom"):
+            controller_container["envFrom"] = container["envFrom"]
+        pod: dict[str, Any] = {
+            "serviceAccountName": account,
+            "restartPolicy": "Never",
+            "containers": [controller_container],
+            "volumes": [{"name": "djdask-config", "configMap": {"name": f"{name}-config"}}],
+        }
+        for key in ("nodeSelector", "tolerations", "imagePullSecrets"):
+            if key in worker:
+                pod[key] = worker[key]
+        rules = [
+            {
+                "apiGroups": ["kubernetes.dask.org"],
+                "resources": ["daskclusters", "daskworkergroups", "daskworkergroups/scale", "daskautoscalers"],
+                "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"],
+            },
+            {"apiGroups": [""], "resources": ["pods", "services", "pods/log"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},
+        ]
+        profile_config = {"djdask": {"clusters": {profile: {k: v for k, v in raw.items()}}}}
+        return [
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(account)},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta(account), "rules": rules},
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": meta(account),
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account},
+                "subjects": [
+                    {"kind": "ServiceAccount", "name": account, **({"namespace": namespace} if namespace else {})}
+                ],
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": meta(f"{name}-config"),
+                "data": {"djdask.yaml": yaml.safe_dump(profile_config, sort_keys=False)},
+            },
+            {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": meta(name),
+                "spec": {
+                    "backoffLimit": 2,  # a new controller resumes: finished keys stay, reserved ones are freed
+                    "template": {"metadata": {"labels": {"app": "djdask", "djdask-role": "controller"}}, "spec": pod},
+                },
+            },
+        ]
+
+    def script(self, profile: str, raw: dict[str, Any], controller: list[str] | None = None) -> str:
+        """The DaskCluster manifest; with ``controller`` (``djdask populate`` arguments), the
+        objects that run the campaign's controller in the cluster (``kubectl apply -f -``)."""
+        import yaml
+
+        if controller is not None:
+            return yaml.safe_dump_all(self.controller(profile, raw, controller), sort_keys=False)
         return yaml.safe_dump(self.manifest(profile, raw), sort_keys=False)
 
     def settings(self, profile: str, raw: dict[str, Any]) -> dict[str, Any]:

@@ -240,6 +240,13 @@ def _parser() -> argparse.ArgumentParser:
         help="script: the job script of a worker that joins this scheduler (e.g. a running campaign's), "
         "instead of a placeholder",
     )
+    p.add_argument(
+        "--controller",
+        metavar="'MODULE [OPTIONS]'",
+        help="script, kubernetes profiles: the Kubernetes objects (a Job and its ServiceAccount, Role, "
+        "RoleBinding and ConfigMap) that run `djdask populate MODULE [OPTIONS] --cluster PROFILE` inside "
+        "the cluster; apply them with kubectl apply -f -",
+    )
     p.set_defaults(func=commands.clusters)
 
     p = sub.add_parser("status", help="per table: rows, pending, reserved, error")

@@ -471,6 +471,13 @@ def clusters(args: argparse.Namespace) -> int:
         print(yaml.safe_dump({args.profile: profile.shown()}, sort_keys=False).rstrip())
     elif not hasattr(profile.kind, "script"):
         raise ProfileError(f"Profile {args.profile!r} is of kind {profile.kind.name!r}, which submits no job script.")
+    elif getattr(args, "controller", None) is not None:
+        if profile.kind.name != "kubernetes":
+            raise ProfileError(
+                f"--controller: profile {args.profile!r} is {profile.kind.name}; on a batch system the "
+                f"controller is a job of `djdask submit MODULE --cluster {args.profile}`."
+            )
+        print(profile.kind.script(args.profile, profile.raw, controller=_controller_args(args.controller)), end="")
     elif getattr(args, "scheduler", None):
         if not re.match(r"^(tcp|tls)://[^/:]+:\d+$", args.scheduler):
             raise InvalidInputError(
@@ -486,6 +493,32 @@ def clusters(args: argparse.Namespace) -> int:
     else:
         print(profile.kind.script(args.profile, profile.raw))
     return 0
+
+
+def _controller_args(text: str) -> list[str]:
+    """``djdask populate`` arguments of a Kubernetes controller, checked as populate checks them."""
+    import shlex
+
+    from .cli import _parser
+
+    try:
+        words = shlex.split(text)
+    except ValueError as err:
+        raise InvalidInputError(
+            f"--controller {text!r}: {err}. Quote it as one argument: 'MODULE [OPTIONS]'."
+        ) from None
+    if not words or words[0].startswith("-"):
+        raise InvalidInputError(
+            "--controller needs the pipeline module first, then populate's options: "
+            "--controller 'mylab.pipeline --target Segmentation'."
+        )
+    if any(w == "--cluster" or w.startswith("--cluster=") for w in words):
+        raise InvalidInputError(
+            "--controller: leave --cluster out; the controller runs on the profile you name "
+            "(djdask clusters script PROFILE --controller ...)."
+        )
+    _parser().parse_args(["populate", *words])  # a wrong option stops here, as populate would
+    return words
 
 
 def config(args: argparse.Namespace) -> int:

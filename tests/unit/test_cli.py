@@ -82,3 +82,40 @@ def test_progress_redraws_in_place_on_a_tty():
     progress.finish(ROWS)
     progress.finish(ROWS)
     assert "\x1b[3F" in out.getvalue()  # the second block moved back over the first
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["clusters", "script", "lsf", "--scheduler", "127.0.0.1:8786"], "is not a scheduler address"),
+        (["clusters", "script", "local", "--scheduler", "tcp://127.0.0.1:8786"], "submits no job script"),
+        (["clusters", "script", "slurm", "--controller", "mylab.pipeline"], "controller is a job of `djdask submit"),
+        (["clusters", "script", "k8s", "--controller", "--target X"], "needs the pipeline module first"),
+        (["clusters", "script", "k8s", "--controller", "m --cluster gpu"], "leave --cluster out"),
+        (["clusters", "script", "k8s", "--controller", "m 'unclosed"], "Quote it as one argument"),
+    ],
+)
+def test_clusters_script_options_refuse_bad_input(args, message, capsys, monkeypatch):
+    from djdask.cli import main
+
+    monkeypatch.setenv(
+        "DASK_DJDASK__CLUSTERS__K8S", '{"kind": "kubernetes", "image": "i:1", "cores": 1, "memory": "1G"}'
+    )
+    import dask.config
+
+    dask.config.refresh()
+    try:
+        assert main(args) == 2
+    finally:
+        monkeypatch.delenv("DASK_DJDASK__CLUSTERS__K8S")
+        dask.config.refresh()
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+
+
+def test_the_lsf_script_joins_the_scheduler_given(capsys):
+    from djdask.cli import main
+
+    assert main(["clusters", "script", "lsf", "--scheduler", "tls://10.0.0.5:8786"]) == 0
+    out = capsys.readouterr().out
+    assert "dask_worker tls://10.0.0.5:8786 " in out and "SCHEDULER" not in out
