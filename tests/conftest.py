@@ -35,6 +35,19 @@ def _start(starter, tmp_path_factory, name):
     return server
 
 
+def pytest_configure(config):
+    """``--dist loadgroup`` keeps each ``xdist_group`` (one batch system) on one worker; with
+    pytest 9.2, pytest-xdist 3.8 can no longer add the group to node ids, and the group's tests
+    spread over the workers, each starting its own SLURM and Grid Engine.  Refuse to run so."""
+    if hasattr(config, "workerinput") or config.getoption("dist", "no") != "loadgroup":
+        return
+    if pytest.version_tuple[:2] >= (9, 2):
+        raise pytest.UsageError(
+            f"pytest {pytest.__version__} breaks pytest-xdist's --dist loadgroup (tests of one batch system "
+            "would run on several workers). Install what the test extra asks for: pip install -e '.[test]'."
+        )
+
+
 @pytest.fixture(scope="session")
 def postgres_server(tmp_path_factory):
     server = _start(start_postgres, tmp_path_factory, "postgres")
@@ -51,7 +64,8 @@ def mariadb_server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def slurm(tmp_path_factory):
-    """A single-node SLURM; tests using it share one xdist worker (xdist_group "slurm")."""
+    """A single-node SLURM of this xdist worker: the SLURM tests share one (xdist_group "slurm"),
+    the PBS tests another (xdist_group "pbs"); each has its own ports and state."""
     cluster = _start(start_slurm, tmp_path_factory, "slurm")
     yield cluster
     cluster.stop()
@@ -59,7 +73,7 @@ def slurm(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def pbs(slurm):
-    """PBS's qsub/qstat/qdel on the session's SLURM (tests in xdist_group "slurm")."""
+    """PBS's qsub/qstat/qdel on this worker's SLURM (tests in xdist_group "pbs")."""
     try:
         return pbs_on_slurm(slurm)
     except ServiceUnavailable as err:

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -207,11 +206,19 @@ except Exception as err:
 """
 
 
-def probe(address: str, *files: Path) -> str:
-    result = subprocess.run(
-        [sys.executable, "-c", PROBE, address, *map(str, files)], capture_output=True, text=True, timeout=60
-    )
-    return result.stdout.strip() or result.stderr
+def probes(*clients: tuple[str, ...]) -> list[str]:
+    """Each client ``(address, *tls files)`` tries the scheduler, all at once: "accepted N" or "refused ..."."""
+    running = [
+        subprocess.Popen(
+            [sys.executable, "-c", PROBE, *map(str, client)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for client in clients
+    ]
+    results = []
+    for process in running:
+        out, err = process.communicate(timeout=60)
+        results.append(out.strip() or err)
+    return results
 
 
 def test_only_the_campaigns_credentials_drive_its_scheduler(server, djdask, sql, prefix, slurm, tmp_path):
@@ -227,7 +234,7 @@ def test_only_the_campaigns_credentials_drive_its_scheduler(server, djdask, sql,
         **slurm.env,
         **write_profile(tmp_path, **{"shared-temp-directory": str(shared)}),
         DJDASK_TEST_LEDGER=str(ledger),
-        DJDASK_TEST_MAKE_SECONDS="1",
+        DJDASK_TEST_MAKE_SECONDS="2.5",  # 15 s of work left for the three clients to try the scheduler
         PYTHONUNBUFFERED="1",
     )
     watch = Watch(djdask, slurm, env)
@@ -249,9 +256,12 @@ def test_only_the_campaigns_credentials_drive_its_scheduler(server, djdask, sql,
     files = {key: next(shared.glob(f".dask-jobqueue.worker.{key}.*")) for key in ("ca_file", "cert", "key")}
     assert oct(files["key"].stat().st_mode & 0o777) == "0o600"
 
-    assert probe(address.replace("tls://", "tcp://")).startswith("refused"), "a plain-TCP client was accepted"
-    assert probe(address).startswith("refused"), "a TLS client without the campaign's credentials was accepted"
-    accepted = probe(address, files["ca_file"], files["cert"], files["key"])
+    plain, stranger, accepted = probes(
+        (address.replace("tls://", "tcp://"),), (address,), (address, files["ca_file"], files["cert"], files["key"])
+    )
+    assert watch.proc.poll() is None, "the campaign ended before the clients tried it: their refusals prove nothing"
+    assert plain.startswith("refused"), "a plain-TCP client was accepted"
+    assert stranger.startswith("refused"), "a TLS client without the campaign's credentials was accepted"
     assert accepted.startswith("accepted") and int(accepted.split()[1]) >= 1, accepted
 
     code, out, err = watch.wait(240)
@@ -266,5 +276,5 @@ def test_a_submitted_campaign_runs_as_slurm_jobs_and_hands_over_to_its_successor
 ):
     """`djdask submit --resubmit` with SLURM jobs for the controllers and the workers
     (batch_campaigns.submitted_campaign_hands_over says what is checked)."""
-    seed(djdask, 24)
-    print(submitted_campaign_hands_over(djdask, slurm, tmp_path, n=24))
+    seed(djdask, 16)
+    print(submitted_campaign_hands_over(djdask, slurm, tmp_path, n=16))
