@@ -296,7 +296,7 @@ class DemandScaler(threading.Thread):
         while not self.stopped.wait(self.interval):
             if getattr(self.cluster, "status", None) is not None and self.cluster.status.name in ("closing", "closed"):
                 return
-            target = max(0, min(self.maximum, int(self.demand.workers)))
+            target = max(0, min(self.maximum, self.demand.wanted))
             now = time.monotonic()
             if target >= current:
                 lower_since = None

@@ -20,13 +20,20 @@ __all__ = ["Demand", "DemandAdaptive"]
 class Demand:
     """Between a campaign and a pool that scales: ``workers``, the worker processes the
     campaign could keep busy now (pending plus running keys), set by the campaign;
+    ``cap``, the most workers the database can take (:mod:`djdask.capacity`);
     ``submitted`` and ``submit_errors``, jobs the batch system took or refused, set by
     the pool."""
 
-    def __init__(self) -> None:
+    def __init__(self, cap: int | None = None) -> None:
         self.workers = 0
+        self.cap = cap  # the most workers the database server has connections for
         self.submitted = 0
         self.submit_errors: list[str] = []
+
+    @property
+    def wanted(self) -> int:
+        """The workers to scale to: ``workers``, at most ``cap``."""
+        return int(self.workers) if self.cap is None else min(int(self.workers), self.cap)
 
     def __repr__(self) -> str:
         return f"Demand(workers={self.workers}, submitted={self.submitted}, refused={len(self.submit_errors)})"
@@ -40,4 +47,4 @@ class DemandAdaptive(Adaptive):
         super().__init__(cluster, **kwargs)
 
     async def target(self) -> int:
-        return int(self.demand.workers)
+        return self.demand.wanted

@@ -35,7 +35,7 @@ from typing import Any
 
 from dask.utils import parse_timedelta
 
-from . import config
+from . import capacity, config
 from .accounting import Accounting
 from .checks import check_count, check_duration, check_make_kwargs, check_priority, table_timeout
 from .complete import Completion, stream
@@ -355,6 +355,9 @@ class Campaign:
         if not len(self.selection.graph):
             return summary
         connection = self.selection.connection
+        # Before anything is written: as many workers as the server has connections for.
+        for pool_name, cap in capacity.check(connection, self.pools, self.workers).items():
+            self.pools.pools[pool_name].cap = cap
         tables = open_step(self, connection, summary)
         reserved = [t for t in tables if t.queue.reserved]
         self.outage = Outage(

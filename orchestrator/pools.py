@@ -43,6 +43,7 @@ class Pool:
     capacity: int = 0  # tasks in flight at most: workers x window
     tasks: int = 0  # tasks in flight
     link: str | None = None
+    cap: int | None = None  # the most workers the database has connections for (djdask.capacity)
     workers: int = 0  # worker processes present at the last sizing
     worker_seconds: float = 0.0  # workers present x time, for the accounting
     sized_at: float | None = None
@@ -159,13 +160,14 @@ class Pools:
             # (Dask's default, 3): the campaign decides which of its keys is to blame
             # (djdask.losses). Only the schedulers the campaign starts; a given one keeps its own.
             with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+                count = pool.cap if pool.cap is not None else workers  # local pools: capped by the database
                 if pool.profile is not None:
-                    pool.demand = Demand()
-                    pool.client, pool.cluster = pool.profile.start(workers, pool.demand)
+                    pool.demand = Demand(cap=pool.cap)
+                    pool.client, pool.cluster = pool.profile.start(count, pool.demand)
                 elif self.client is not None:
                     pool.client = self.client
                 else:
-                    pool.cluster = local_cluster(workers)
+                    pool.cluster = local_cluster(count)
                     pool.client = Client(pool.cluster)
             if losses is not None:
                 losses.subscribe(pool.client)
