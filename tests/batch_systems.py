@@ -401,8 +401,14 @@ class PbsOnSlurm:
 
     def queue(self) -> list[dict[str, str]]:
         """Jobs as PBS's ``qstat -f`` shows them: id, name, state (Q, R, C...)."""
+        done = subprocess.run(
+            ["qstat", "-f"], env={**os.environ, **self.env}, capture_output=True, text=True, timeout=60
+        )
+        if done.returncode and (done.stdout.strip() or done.stderr.strip()):
+            raise RuntimeError(f"qstat -f failed: {(done.stderr or done.stdout).strip()}")
+        # The wrappers' qstat exits 1, saying nothing, when no job is listed.
         jobs, job = [], None
-        for line in self._run(["qstat", "-f"], check=True).splitlines():
+        for line in done.stdout.splitlines():
             if line.startswith("Job Id:"):
                 job = {"id": line.split(":", 1)[1].strip().split(".")[0], "name": "", "state": ""}
                 jobs.append(job)
