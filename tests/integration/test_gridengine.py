@@ -30,17 +30,17 @@ pytestmark = [
 
 
 def test_workers_are_sge_jobs_that_retire_before_their_walltime(server, djdask, sql, prefix, gridengine, tmp_path):
-    """16 keys of 1 s on one job at a time whose workers retire after 7 s (h_rt one minute):
+    """12 keys of 1 s on one job at a time whose workers retire after 10 s (h_rt one minute):
     every make() runs inside an SGE job that qstat showed running, exactly once; several
     jobs take turns; no key starts on a worker whose lifetime would end first; nothing is
     left reserved or queued."""
-    n = 16
+    n = 12
     seed(djdask, n)
     ledger = tmp_path / "ledger.txt"
     env = djdask.env(
         **gridengine.env,
         **write_profile(
-            tmp_path, "sge", walltime="00:01:00", lifetime="7s", **{"max-jobs": 1, "lifetime-stagger": "1s"}
+            tmp_path, "sge", walltime="00:01:00", lifetime="10s", **{"max-jobs": 1, "lifetime-stagger": "1s"}
         ),
         DJDASK_TEST_LEDGER=str(ledger),
         DJDASK_TEST_MAKE_SECONDS="1",
