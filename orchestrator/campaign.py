@@ -41,6 +41,7 @@ from .checks import check_count, check_duration, check_make_kwargs, check_priori
 from .complete import Completion, stream
 from .dashboard import DashboardPlugin, page_link
 from .database import redact, secrets
+from .djcompat import dependencies_loaded_once
 from .errors import DjdaskError
 from .executor import PipelinePlugin
 from .inflight import InFlight, claim_and_submit
@@ -135,14 +136,15 @@ def open_step(campaign: Campaign, connection: Any, summary: CampaignSummary) -> 
     campaign.owner = Owner.of(connection)  # its host and pid, with the record's times, trace its reservations
     campaign.inflight.version = campaign.owner.version  # on jobs rows and, by the workers, on job metadata
     campaign._identity.update(host=campaign.owner.host, pid=campaign.owner.pid, user=campaign.owner.user)
-    tables = table_states(
-        campaign.selection,
-        campaign.owner,
-        campaign.pools,
-        target_duration=campaign.target_duration,
-        max_batch=campaign.max_batch,
-        timeouts=campaign.timeouts,
-    )
+    with dependencies_loaded_once(connection):  # a Job per table, not a graph reload per table
+        tables = table_states(
+            campaign.selection,
+            campaign.owner,
+            campaign.pools,
+            target_duration=campaign.target_duration,
+            max_batch=campaign.max_batch,
+            timeouts=campaign.timeouts,
+        )
     summary.tables = [t.summary for t in tables]
     # After the jobs tables: a user who may not create tables hears of those first.
     campaign.record = CampaignRecord.open(

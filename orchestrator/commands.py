@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .djcompat import dependencies_loaded_once
 from .errors import DjdaskError, InvalidInputError
 
 __all__ = [
@@ -47,7 +48,8 @@ def plan(args: argparse.Namespace) -> int:
 
     connect()
     selection = select(args.module, args.target, args.restrict)
-    planned = plan(selection.graph, selection.tables, selection.restriction)
+    with dependencies_loaded_once(selection.connection):
+        planned = plan(selection.graph, selection.tables, selection.restriction)
     rows = [r.as_dict() for r in planned]
     if args.json:
         print(json.dumps({"module": args.module, "restriction": selection.restriction, "tables": rows}, default=str))
@@ -71,8 +73,9 @@ def status(args: argparse.Namespace) -> int:
 
     connect()
     selection = select(args.module)
-    rows = table_counts(selection.graph, selection.tables)
-    holders = reservation_holders(selection.graph, selection.tables)
+    with dependencies_loaded_once(selection.connection):
+        rows = table_counts(selection.graph, selection.tables)
+        holders = reservation_holders(selection.graph, selection.tables)
     if args.json:
         print(json.dumps({"module": args.module, "tables": rows, "holders": holders}, default=str))
         return 0

@@ -81,6 +81,8 @@ def parse_restrictions(pairs: Sequence[str], graph: PipelineGraph, tables: dict[
     table of ``graph``; values are converted to the attribute's type.  Never
     raw SQL: only attribute names seen in the headings get through.
     """
+    if not pairs:
+        return {}  # nothing to check: no table's key source needs building
     sources = [tables[n]().key_source for n in graph.order]
     known: dict[str, Any] = {}
     for ks in sources:
