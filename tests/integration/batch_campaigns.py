@@ -147,7 +147,7 @@ def submitted_campaign_hands_over(djdask, system, tmp_path: Path, *, n: int = 16
     )
     took = time.monotonic() - start
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-    assert took < 5, f"djdask submit took {took:.1f} s"
+    assert took < 10, f"djdask submit took {took:.1f} s"  # it submits and returns (3 s on an idle machine)
     found = re.search(r"Campaign ([0-9a-f]{8}) submitted: controller job (\d+)", submitted.stdout)
     assert found, submitted.stdout
     campaign, first_job = found.groups()
