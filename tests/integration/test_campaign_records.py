@@ -135,7 +135,7 @@ def test_a_submitted_controller_outlives_the_command_and_when_killed_is_lost_and
     hooks = Hooks()
     env = djdask.env(
         DJDASK_TEST_LEDGER=str(ledger),
-        DJDASK_TEST_MAKE_SECONDS="0.3",
+        DJDASK_TEST_MAKE_SECONDS="1",  # 20 s of work: still running when a loaded machine gets to kill it
         DASK_DJDASK__CAMPAIGN__HEARTBEAT="1s",
         DASK_DJDASK__CAMPAIGN__SUBMIT_DIR=str(tmp_path / "campaigns"),
         DASK_DJDASK__CAMPAIGN__NOTIFY=json.dumps({"webhooks": [f"{hooks.url}/hook"]}),
@@ -165,7 +165,7 @@ def test_a_submitted_controller_outlives_the_command_and_when_killed_is_lost_and
     assert lost["campaign"]["id"] == campaign and "stopped beating" in lost["text"]
     assert sql.jobs_counts(schema, "__entry").get("reserved", 0) > 0, "the kill left nothing to recover"
 
-    again = djdask("populate", "ledger", "--workers", "2", env=env)
+    again = djdask("populate", "ledger", "--workers", "2", env={**env, "DJDASK_TEST_MAKE_SECONDS": "0.05"})
     assert again.returncode == 0, again.stdout + again.stderr
     assert "orphaned reservations" in again.stderr
     assert sql.jobs_counts(schema, "__entry") == {}
