@@ -258,9 +258,20 @@ class Pools:
         """Close what the campaign started.  Closing a cluster kills its workers, which
         rolls back any make() still in its transaction (no partial rows), and cancels
         its batch jobs."""
+        from .losses import MEMORY_TOPIC
+        from .outage import OUTAGE_TOPIC
+        from .watchdog import TOPIC
+
         for pool in self.pools.values():
             if pool.cluster is None:
                 continue
+            # Heard no more before the client goes: a worker's event sent to a closed client
+            # makes the scheduler log a CRITICAL traceback (a race at every shutdown).
+            for topic in (OUTAGE_TOPIC, TOPIC, MEMORY_TOPIC):
+                try:
+                    pool.client.unsubscribe_topic(topic)
+                except Exception as err:  # not subscribed, or the scheduler is gone
+                    logger.debug("Pool %s: could not unsubscribe from %s: %s", pool.name, topic, err)
             for closable in (pool.client, pool.cluster):
                 try:
                     if closable is not None:
