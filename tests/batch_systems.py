@@ -37,6 +37,14 @@ __all__ = ["GridEngine", "PBS_ON_SLURM", "Slurm", "pbs_on_slurm", "start_grideng
 PBS_ON_SLURM = Path(os.environ.get("DJDASK_PBS_ON_SLURM", "/opt/djdask-tests/pbs-on-slurm"))
 
 
+def _command(env: dict[str, str], args: tuple[str, ...], check: bool) -> str:
+    """Run a batch system's command with ``env``; its output, or RuntimeError with its message."""
+    out = subprocess.run(list(args), env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    if check and out.returncode:
+        raise RuntimeError(f"{' '.join(args)} failed: {(out.stderr or out.stdout).strip()}")
+    return out.stdout
+
+
 def _need_root(what: str) -> None:
     if os.geteuid() != 0:
         raise ServiceUnavailable(f"{what}'s daemons need root")
@@ -53,10 +61,7 @@ class Slurm:
     kind = "slurm"
 
     def run(self, *args: str, check: bool = True) -> str:
-        out = subprocess.run(list(args), env={**os.environ, **self.env}, capture_output=True, text=True, timeout=60)
-        if check and out.returncode:
-            raise RuntimeError(f"{' '.join(args)} failed: {out.stderr.strip()}")
-        return out.stdout
+        return _command(self.env, args, check)
 
     def queue(self) -> list[dict[str, str]]:
         """Jobs in the queue: id, name, state."""
@@ -192,10 +197,7 @@ class GridEngine:
     kind = "sge"
 
     def run(self, *args: str, check: bool = True) -> str:
-        out = subprocess.run(list(args), env={**os.environ, **self.env}, capture_output=True, text=True, timeout=60)
-        if check and out.returncode:
-            raise RuntimeError(f"{' '.join(args)} failed: {(out.stderr or out.stdout).strip()}")
-        return out.stdout
+        return _command(self.env, args, check)
 
     def queue(self) -> list[dict[str, str]]:
         """Jobs in the queue, every user's: id, name, state (SGE's letters: qw, r, dr...)."""
@@ -389,15 +391,8 @@ class PbsOnSlurm:
     kind = "pbs"
 
     def run(self, *args: str, check: bool = True) -> str:
-        return (
-            self.slurm.run(*args, check=check) if args[0] not in ("qsub", "qstat", "qdel") else self._run(args, check)
-        )
-
-    def _run(self, args, check: bool) -> str:
-        out = subprocess.run(list(args), env={**os.environ, **self.env}, capture_output=True, text=True, timeout=60)
-        if check and out.returncode:
-            raise RuntimeError(f"{' '.join(args)} failed: {(out.stderr or out.stdout).strip()}")
-        return out.stdout
+        """Any command, PBS's or SLURM's: ``env`` holds both (SLURM_CONF, the wrappers first on PATH)."""
+        return _command(self.env, args, check)
 
     def queue(self) -> list[dict[str, str]]:
         """Jobs as PBS's ``qstat -f`` shows them: id, name, state (Q, R, C...)."""

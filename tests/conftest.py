@@ -25,7 +25,8 @@ TEST_PIPELINES = Path(__file__).resolve().parent / "pipelines"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def _start(starter, tmp_path_factory, name):
+def start_or_skip(starter, tmp_path_factory, name):
+    """``starter`` in a fresh folder ``name``; a server that cannot start skips its tests here, fails them in CI."""
     try:
         server = starter(tmp_path_factory.mktemp(name))
     except (ServiceUnavailable, OSError, subprocess.CalledProcessError) as err:
@@ -50,14 +51,14 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def postgres_server(tmp_path_factory):
-    server = _start(start_postgres, tmp_path_factory, "postgres")
+    server = start_or_skip(start_postgres, tmp_path_factory, "postgres")
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
 def mariadb_server(tmp_path_factory):
-    server = _start(start_mariadb, tmp_path_factory, "mariadb")
+    server = start_or_skip(start_mariadb, tmp_path_factory, "mariadb")
     yield server
     server.stop()
 
@@ -66,7 +67,7 @@ def mariadb_server(tmp_path_factory):
 def slurm(tmp_path_factory):
     """A single-node SLURM of this xdist worker: the SLURM tests share one (xdist_group "slurm"),
     the PBS tests another (xdist_group "pbs"); each has its own ports and state."""
-    cluster = _start(start_slurm, tmp_path_factory, "slurm")
+    cluster = start_or_skip(start_slurm, tmp_path_factory, "slurm")
     yield cluster
     cluster.stop()
 
@@ -85,7 +86,7 @@ def pbs(slurm):
 @pytest.fixture(scope="session")
 def gridengine(tmp_path_factory):
     """A single-node Grid Engine; tests using it share one xdist worker (xdist_group "sge")."""
-    cluster = _start(start_gridengine, tmp_path_factory, "sge")
+    cluster = start_or_skip(start_gridengine, tmp_path_factory, "sge")
     yield cluster
     cluster.stop()
 
@@ -93,7 +94,7 @@ def gridengine(tmp_path_factory):
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """A real S3 server (moto, own process)."""
-    server = _start(start_s3, tmp_path_factory, "s3")
+    server = start_or_skip(start_s3, tmp_path_factory, "s3")
     yield server
     server.stop()
 
@@ -101,7 +102,7 @@ def s3_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def s3_auth_server(tmp_path_factory):
     """A real S3 server that checks credentials (moto with IAM)."""
-    server = _start(lambda base: start_s3(base, auth=True), tmp_path_factory, "s3auth")
+    server = start_or_skip(lambda base: start_s3(base, auth=True), tmp_path_factory, "s3auth")
     yield server
     server.stop()
 
@@ -109,7 +110,7 @@ def s3_auth_server(tmp_path_factory):
 @pytest.fixture
 def chromium(tmp_path_factory):
     """A headless Chromium (selenium WebDriver)."""
-    driver = _start(lambda base: start_chromium(), tmp_path_factory, "chromium")
+    driver = start_or_skip(lambda base: start_chromium(), tmp_path_factory, "chromium")
     yield driver
     driver.quit()
 

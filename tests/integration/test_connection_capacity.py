@@ -16,9 +16,9 @@ import time
 import pytest
 
 from djdask.capacity import OWN_CONNECTIONS
-from tests.conftest import IN_CI, Djdask
+from tests.conftest import Djdask, start_or_skip
 from tests.integration.test_jobs_engine import seed_ledger
-from tests.services import ServiceUnavailable, start_mariadb
+from tests.services import start_mariadb
 
 pytestmark = pytest.mark.integration
 
@@ -26,12 +26,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def small_server(tmp_path_factory):
     """A MariaDB of this test's own, whose connection limit it sets."""
-    try:
-        server = start_mariadb(tmp_path_factory.mktemp("small-mariadb"))
-    except (ServiceUnavailable, OSError, subprocess.CalledProcessError) as err:
-        if IN_CI:
-            pytest.fail(f"mariadb could not be started in CI: {err}")
-        pytest.skip(f"mariadb unavailable: {err}")
+    server = start_or_skip(start_mariadb, tmp_path_factory, "small-mariadb")
     yield server
     server.stop()
 

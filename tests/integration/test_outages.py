@@ -17,9 +17,9 @@ from collections import Counter
 
 import pytest
 
-from tests.conftest import IN_CI, Djdask
+from tests.conftest import Djdask, start_or_skip
 from tests.integration.test_jobs_engine import ledger_lines, seed_ledger
-from tests.services import ServiceUnavailable, start_mariadb, start_postgres
+from tests.services import start_mariadb, start_postgres
 
 pytestmark = pytest.mark.integration
 
@@ -28,12 +28,7 @@ pytestmark = pytest.mark.integration
 def own_server(request, tmp_path_factory):
     """A server of this test's own: the test kills it."""
     starter = start_postgres if request.param == "postgres" else start_mariadb
-    try:
-        server = starter(tmp_path_factory.mktemp(f"own-{request.param}"))
-    except (ServiceUnavailable, OSError, subprocess.CalledProcessError) as err:
-        if IN_CI:
-            pytest.fail(f"{request.param} could not be started in CI: {err}")
-        pytest.skip(f"{request.param} unavailable: {err}")
+    server = start_or_skip(starter, tmp_path_factory, f"own-{request.param}")
     yield server
     server.stop()
 
