@@ -37,7 +37,7 @@ from dask.utils import parse_timedelta
 
 from . import capacity, config
 from .accounting import Accounting
-from .checks import check_count, check_duration, check_make_kwargs, check_priority, table_timeout
+from .checks import check_count, check_duration, check_make_kwargs, check_priority, group_commits, table_timeout
 from .complete import Completion, stream
 from .dashboard import DashboardPlugin, page_link
 from .database import redact, secrets
@@ -59,7 +59,7 @@ from .progress import TerminalProgress
 from .publisher import StatePublisher
 from .records import CampaignRecord, new_id
 from .settings import check as check_settings
-from .tables import TableState, TableSummary, sweep, table_states, unlock
+from .tables import TableState, TableSummary, group_commit_hints, sweep, table_states, unlock
 
 __all__ = [
     "Campaign",
@@ -85,6 +85,7 @@ class CampaignSummary:
     dashboard_link: str | None = None
     cancelled: bool = False
     waiting_for_resources: list[str] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)  # e.g. tables group commit would speed up
     traced_peak_bytes: int | None = None  # with djdask.campaign.trace-memory (or PYTHONTRACEMALLOC=1)
 
     @property
@@ -105,6 +106,7 @@ class CampaignSummary:
             "errors": self.errors,
             "cancelled": self.cancelled,
             "waiting_for_resources": self.waiting_for_resources,
+            "hints": self.hints,
             "traced_peak_bytes": self.traced_peak_bytes,
             "exit_code": self.exit_code,
         }
@@ -144,6 +146,7 @@ def open_step(campaign: Campaign, connection: Any, summary: CampaignSummary) -> 
             target_duration=campaign.target_duration,
             max_batch=campaign.max_batch,
             timeouts=campaign.timeouts,
+            groups=campaign.groups,
         )
     summary.tables = [t.summary for t in tables]
     # After the jobs tables: a user who may not create tables hears of those first.
@@ -177,6 +180,9 @@ def finish(
     summary.waiting_for_resources = [
         t.summary.table for t in tables if t.resources is not None and t.slots == 0 and t.pending
     ]
+    summary.hints = group_commit_hints(tables)
+    for hint in summary.hints:
+        logger.info("Hint: %s", hint)
     campaign.progress.finish(campaign.publisher.board.rows())
     unlock(tables)
 
@@ -292,6 +298,7 @@ class Campaign:
         self.store = store
         self.selection = pipeline if isinstance(pipeline, Selection) else select(pipeline, targets, restrictions)
         self.timeouts = {cls.__name__: table_timeout(cls) for cls in self.selection.tables.values()}
+        self.groups = group_commits(self.selection.tables)
         self.progress = progress or TerminalProgress(enabled=False)
         self.target_duration = parse_timedelta(config.resolve("campaign.target-duration", target_duration))
         self.max_batch = int(config.get("campaign.max-batch-size"))

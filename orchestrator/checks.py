@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from .errors import InvalidInputError
 
-__all__ = ["PRIORITY_RANGE", "check_count", "check_duration", "check_make_kwargs", "check_priority", "table_timeout"]
+__all__ = [
+    "PRIORITY_RANGE",
+    "check_count",
+    "check_duration",
+    "check_make_kwargs",
+    "check_priority",
+    "group_commits",
+    "table_timeout",
+]
 
 #: Priorities both backends store alike: DataJoint's ``int8`` is MySQL's signed
 #: ``tinyint`` (-128..127) and PostgreSQL's ``smallint``; DataJoint's own setting
@@ -97,3 +106,45 @@ def table_timeout(cls: type) -> float | None:
             "(seconds), or remove it for no limit."
         )
     return seconds
+
+
+def group_commits(tables: Mapping[str, type]) -> dict[str, tuple[int, float]]:
+    """The tables of a pipeline (``tables``: its auto-populated classes) that run with group
+    commit, by class name, each with its group's most keys and seconds of make().
+
+    A table opts in with ``djdask.campaign.group-commit: [Class, ...]`` or the class
+    attribute ``djdask_group_commit = True``.  A name that is no auto-populated table of
+    the pipeline, and a tripartite make(), are clear errors."""
+    from dask.utils import parse_timedelta
+
+    from . import config, djcompat
+
+    listed = list(config.get("campaign.group-commit") or [])
+    by_name = {cls.__name__: cls for cls in tables.values()}
+    unknown = sorted(set(listed) - set(by_name))
+    if unknown:
+        raise InvalidInputError(
+            f"djdask.campaign.group-commit names {', '.join(unknown)}, which this pipeline has no Imported or "
+            f"Computed table of; it has {', '.join(sorted(by_name)) or 'none'}. Fix the name or remove it."
+        )
+    chosen = {}
+    for name, cls in by_name.items():
+        flag = getattr(cls, "djdask_group_commit", False)
+        if not isinstance(flag, bool):
+            raise InvalidInputError(f"{name}.djdask_group_commit is {flag!r}: set it to True or False.")
+        if name not in listed and not flag:
+            continue
+        if djcompat.is_tripartite(cls):
+            where = "djdask.campaign.group-commit" if name in listed else f"{name}.djdask_group_commit"
+            raise InvalidInputError(
+                f"{name} cannot run with group commit ({where}): its make() is tripartite (make_fetch, "
+                "make_compute, make_insert, or a generator), which DataJoint runs in a transaction of its own, "
+                f"opened after the computation. Remove {name} from {where}; group commit is for make()s "
+                "that insert quickly in one transaction."
+            )
+        chosen[name] = cls
+    if not chosen:
+        return {}
+    keys = int(config.get("campaign.group-commit-keys"))
+    window = float(parse_timedelta(config.get("campaign.group-commit-window")))
+    return {name: (keys, window) for name in chosen}

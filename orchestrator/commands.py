@@ -186,6 +186,8 @@ def run_campaign(module: str, args: argparse.Namespace, targets=(), restrictions
         print("Reserved keys were released. Run the same command to resume.", file=sys.stderr)
     if summary.waiting_for_resources:
         print("No worker had the resources for: " + ", ".join(summary.waiting_for_resources), file=sys.stderr)
+    for hint in summary.hints:
+        print(f"Hint: {hint}", file=sys.stderr)
     if summary.errors:
         print(f"See them with: djdask jobs {module} --status error")
     if getattr(args, "performance_report", None) and os.path.exists(args.performance_report):

@@ -114,7 +114,10 @@ class Completion:
             logger.error("%s %s: %s", state.summary.table, key, redact(message or "", self.secrets))
         done = [(o["key"], o["duration"]) for o in result.done]
         self.db(lambda: state.queue.complete(done))
-        state.sizer.observe([o["duration"] for o in result.done if o["status"] == "success"])
+        made = [o for o in result.done if o["status"] == "success"]
+        state.sizer.observe([o["duration"] for o in made])
+        state.summary.make_seconds += sum(o["duration"] for o in made)
+        state.summary.commit_seconds += sum(o.get("commit") or 0.0 for o in made)
         failed = list(result.failed)
         decision = self.retry.decide(batch.attempt, result.transient)
         reason = result.transient[-1]["error_message"] if result.transient else None

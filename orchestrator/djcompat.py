@@ -18,6 +18,7 @@ import contextlib
 import inspect
 import logging
 import threading
+import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,6 +44,11 @@ __all__ = [
     "live_connection_id",
     "quiet_make_errors",
     "run_make",
+    "GROUP_COMMIT_ATTRIBUTES",
+    "existing_keys",
+    "is_tripartite",
+    "make_in_group",
+    "stamp_job_metadata",
 ]
 
 EXPECTED_POPULATE1_PARAMETERS = ("key", "jobs", "suppress_errors", "return_exception_objects", "make_kwargs")
@@ -83,6 +89,7 @@ def check_compatibility() -> None:
     or changed."""
     import datajoint.instance
     import datajoint.jobs
+    import datajoint.provenance
     import datajoint.storage
     from datajoint.autopopulate import AutoPopulate
     from datajoint.builtin_codecs.schema import SchemaCodec
@@ -101,9 +108,18 @@ def check_compatibility() -> None:
         (datajoint.storage.StorageBackend, "_full_path"),
         (AutoPopulate, "_has_job_metadata_attrs"),
         (AutoPopulate, "_update_job_metadata"),
+        *((AutoPopulate, name) for name in GROUP_COMMIT_ATTRIBUTES),
+        (datajoint.provenance, "set_ingesting"),
+        (datajoint.provenance, "reset_ingesting"),
     ):
         if not hasattr(owner, name):
             raise _incompatible(f"DataJoint's {owner.__name__}.{name} is gone")
+    populate1 = inspect.getsource(AutoPopulate._populate1)
+    for step in ("_allow_insert = True", "self._upstream_key = dict(key)", "set_ingesting(", "make(dict(key)"):
+        if step not in populate1:  # make_in_group() mirrors these steps of _populate1
+            raise _incompatible(
+                f"DataJoint's AutoPopulate._populate1 no longer does `{step}`; make_in_group() mirrors it"
+            )
     source = inspect.getsource(Connection)
     for name in ("_conn", "_config"):  # instance attributes: set in its methods
         if f"self.{name} =" not in source:
@@ -164,6 +180,8 @@ class MakeResult:
     duration : float or None
         The duration DataJoint stamped on the row's hidden ``_job_duration``
         (tables with job metadata), so that the jobs table gets the same figure.
+    commit : float
+        Seconds the transaction's commit took: what group commit would share out.
     """
 
     status: str
@@ -171,6 +189,7 @@ class MakeResult:
     error_stack: str | None = None
     error: BaseException | None = None
     duration: float | None = None
+    commit: float = 0.0  # seconds its transaction's commit took
 
 
 def run_make(table: Any, key: dict, *, make_kwargs: dict | None = None, version: str | None = None) -> MakeResult:
@@ -192,7 +211,18 @@ def run_make(table: Any, key: dict, *, make_kwargs: dict | None = None, version:
         captured["duration"] = float(duration)
         return update_metadata(key, start_time=start_time, duration=duration, version=version)
 
+    connection = table.connection
+    commit_transaction = connection.commit_transaction
+
+    def timed_commit():
+        began = time.perf_counter()
+        try:
+            commit_transaction()
+        finally:
+            captured["commit"] = time.perf_counter() - began
+
     table._update_job_metadata = capture  # on this instance only
+    connection.commit_transaction = timed_commit  # likewise
     try:
         with job_version(version):
             result = table._populate1(
@@ -202,8 +232,9 @@ def run_make(table: Any, key: dict, *, make_kwargs: dict | None = None, version:
         result = (key, err)
     finally:
         del table._update_job_metadata
+        del connection.commit_transaction
     if result is True:
-        return MakeResult("success", duration=captured.get("duration"))
+        return MakeResult("success", duration=captured.get("duration"), commit=captured.get("commit", 0.0))
     if result is False:
         return MakeResult("skipped")
     _, error = result
@@ -385,3 +416,71 @@ def hidden_table(connection: Any, database: str, table_name: str, definition: st
     table._heading = Heading(table_info=dict(conn=connection, database=database, table_name=table_name, context=None))
     table._support = [table.full_table_name]
     return table
+
+
+# -- group commit: several keys' make() in one transaction ------------------------------
+#: What ``_populate1`` sets around each ``make()`` and :func:`make_in_group` sets alike.
+GROUP_COMMIT_ATTRIBUTES = ("_allow_insert", "_upstream", "_upstream_key")
+
+
+def _make_function(table: Any) -> Any:
+    return table._make_tuples if hasattr(table, "_make_tuples") else table.make
+
+
+def is_tripartite(cls: type) -> bool:
+    """Whether ``cls.make`` is a generator (``make_fetch``/``make_compute``/``make_insert``,
+    or a generator ``make``): DataJoint runs those in a transaction of their own, opened
+    after the computation, so they cannot share a group's transaction."""
+    make = getattr(cls, "_make_tuples", None) or getattr(cls, "make", None)
+    return inspect.isgeneratorfunction(make)
+
+
+def existing_keys(table: Any, keys: list[dict]) -> list[dict]:
+    """Those of ``keys`` already in ``table``, in one query (``_populate1`` asks ``key in
+    table`` for each), as the table's primary-key dicts."""
+    if not keys:
+        return []
+    return (table & keys).keys()
+
+
+def make_in_group(table: Any, key: dict, make_kwargs: dict | None, version: str | None) -> BaseException | None:
+    """Run ``make(key)`` inside the caller's open transaction, as ``_populate1`` runs it
+    inside its own (inserts allowed, ``self.upstream`` and provenance set for the key),
+    without starting, checking or committing anything.  Returns what make() raised, else None."""
+    import datajoint.jobs as dj_jobs
+    from datajoint import provenance
+
+    with job_version(version):
+        job_version_now = dj_jobs._get_job_version(table.connection._config)
+    table.__class__._allow_insert = True
+    table._upstream_key = dict(key)
+    table._upstream = None
+    token = provenance.set_ingesting(table.full_table_name, key, job_version_now)
+    try:
+        _make_function(table)(dict(key), **(make_kwargs or {}))
+    except Exception as error:  # the caller rolls the group back
+        return error
+    finally:
+        provenance.reset_ingesting(token)
+        table.__class__._allow_insert = False
+        table._upstream = None
+        table._upstream_key = None
+    return None
+
+
+def stamp_job_metadata(table: Any, made: list[tuple[dict, float, float]], version: str | None) -> None:
+    """Stamp the hidden job metadata (start, duration, version) on the rows of ``made``
+    (``(key, start time, seconds)``), as ``_populate1`` does after each key's commit; here
+    inside the group's transaction, so rows and metadata commit together."""
+    import datetime
+
+    import datajoint.jobs as dj_jobs
+
+    if not made or not table._has_job_metadata_attrs():
+        return
+    with job_version(version):
+        stamped = dj_jobs._get_job_version(table.connection._config)
+    for key, start, seconds in made:
+        table._update_job_metadata(
+            key, start_time=datetime.datetime.fromtimestamp(start), duration=seconds, version=stamped
+        )

@@ -202,6 +202,7 @@ def run_batch(
     timeout: float | None = None,
     tolerance: float = 600.0,
     expected: float | None = None,
+    group: tuple[int, float] | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``make()`` for each key of ``keys`` in ``table_name``; one outcome per key.
 
@@ -218,6 +219,8 @@ def run_batch(
     database connection fails waits for the database, up to ``tolerance`` seconds, and
     runs again (:mod:`djdask.outage`).  ``expected`` is how long a key is expected to
     take (measured, with a margin): a worker whose lifetime ends sooner does not start it.
+    ``group`` is ``(keys, seconds)`` for a table with group commit (:func:`_run_grouped`):
+    up to that many keys, or keys for up to that long, share one transaction.
     """
     import dask
 
@@ -231,6 +234,8 @@ def run_batch(
     # cluster's scheduler they would wait for this very worker.
     try:
         with dask.config.set(scheduler="synchronous"), randomness.owned_by_this_thread():
+            if group is not None:
+                return _run_grouped(plugin, table, keys, make_kwargs, version, running, tolerance, expected, group)
             return _run_keys(plugin, table, keys, make_kwargs, version, running, tolerance, expected)
     finally:
         running.done()
@@ -336,7 +341,115 @@ def _run_key(
     duration = result.duration if result.duration is not None else time.perf_counter() - start
     outcome = _outcome(key, status, duration, message, result.error_stack)
     outcome["memory"] = peak_memory()  # the worker's peak so far, for the campaign's accounting
+    outcome["commit"] = result.commit
     return outcome
+
+
+def _run_grouped(
+    plugin: PipelinePlugin,
+    table: Any,
+    keys: list[dict],
+    make_kwargs: dict | None,
+    version: str | None,
+    running: _Running,
+    tolerance: float,
+    expected: float | None,
+    group: tuple[int, float],
+) -> list[dict[str, Any]]:
+    """Group commit: the keys of a batch in groups of up to ``group[0]`` keys (or
+    ``group[1]`` seconds of make()), each group one transaction, one existence check and
+    one commit.  A make() that raises rolls its group back; the group's keys up to it then
+    run again one transaction each (:func:`_run_key`), so that only the culprit is an error
+    and outages are waited out as usual.  Outcomes go back only when the batch ends, after
+    every commit; a worker killed mid-group has committed nothing of that group."""
+    size, window = group
+    outcomes: list[dict[str, Any]] = []
+    start = 0
+    while start < len(keys):
+        if plugin.stopping or plugin.past_deadline(expected):
+            outcomes.extend(_outcome(key, "requeue") for key in keys[start:])
+            break
+        done = _run_group(
+            plugin, table, keys[start : start + size], start, make_kwargs, version, running, expected, window
+        )
+        if done is None:  # the group could not begin (the connection failed): one key at a time
+            done = [_run_key(table, start, keys[start], make_kwargs, version, running, tolerance)]
+        elif any(o["status"] == "redo" for o in done):
+            done = [
+                _run_key(table, start + i, o["key"], make_kwargs, version, running, tolerance)
+                if o["status"] == "redo"
+                else o
+                for i, o in enumerate(done)
+            ]
+        outcomes.extend(done)
+        start += len(done)
+    return outcomes
+
+
+def _run_group(
+    plugin: PipelinePlugin,
+    table: Any,
+    keys: list[dict],
+    offset: int,
+    make_kwargs: dict | None,
+    version: str | None,
+    running: _Running,
+    expected: float | None,
+    window: float,
+) -> list[dict[str, Any]] | None:
+    """One group's transaction.  Returns one outcome per key it took (a prefix of ``keys``):
+    ``success``, ``skipped`` or ``redo`` (rolled back: to run again on its own); None when
+    the transaction could not begin."""
+    connection = table.connection
+    try:
+        connection.start_transaction()
+        present = {_pk(table, key) for key in djcompat.existing_keys(table, keys)}
+    except Exception as err:  # a lost connection: the per-key path waits it out
+        logger.debug("Group transaction could not begin: %s", err)
+        _roll_back(connection)
+        return None
+    outcomes: list[dict[str, Any]] = []
+    made: list[tuple[dict, float, float]] = []
+    began = time.monotonic()
+    for index, key in enumerate(keys):
+        if outcomes and (time.monotonic() - began > window or plugin.stopping or plugin.past_deadline(expected)):
+            break
+        if _pk(table, key) in present:
+            outcomes.append(_outcome(key, "skipped"))
+            continue
+        running.key(offset + index, key)
+        started, clock = time.time(), time.perf_counter()
+        error = djcompat.make_in_group(table, key, make_kwargs, version)
+        if error is not None:  # roll back; the keys made so far and this one run again alone
+            _roll_back(connection)
+            return [o if o["status"] == "skipped" else _outcome(o["key"], "redo") for o in outcomes] + [
+                _outcome(key, "redo")
+            ]
+        made.append((key, started, time.perf_counter() - clock))
+        outcomes.append(_outcome(key, "success", made[-1][2]))
+    try:
+        djcompat.stamp_job_metadata(table, made, version)
+        connection.commit_transaction()
+    except Exception as err:  # committed or not: the per-key path finds out (a committed key is skipped)
+        logger.warning("Group commit of %d key(s) failed (%s); running them one at a time", len(made), err)
+        _roll_back(connection)
+        return [o if o["status"] == "skipped" else _outcome(o["key"], "redo") for o in outcomes]
+    memory = peak_memory()
+    for outcome in outcomes:
+        outcome["memory"] = memory
+    return outcomes
+
+
+def _pk(table: Any, key: dict) -> tuple:
+    return tuple(key.get(name) for name in table.primary_key)
+
+
+def _roll_back(connection: Any) -> None:
+    try:
+        if connection.in_transaction:
+            connection.cancel_transaction()
+    except Exception as err:  # the session is gone, and its transaction with it
+        logger.debug("No rollback: %s", err)
 
 
 def _tell_the_campaign(message: str | None, *, store: bool = False) -> None:

@@ -93,6 +93,7 @@ class InFlight:
             state.timeout,
             self.tolerance,
             None if state.sizer.per_key is None else state.sizer.per_key * self.walltime_margin,
+            state.group,
             pure=False,
             priority=state.info.depth,
             **extra,

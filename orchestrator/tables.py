@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import djcompat
 from .batching import BatchSizer
 from .jobs import JobQueue, Owner
 from .pools import resources_of
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from .planner import Selection
     from .pools import Pool, Pools
 
-__all__ = ["TableState", "TableSummary", "sweep", "table_states", "unlock"]
+__all__ = ["TableState", "TableSummary", "group_commit_hints", "sweep", "table_states", "unlock"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,9 @@ class TableSummary:
     tasks: int = 0
     largest_batch: int = 0
     seconds: float = 0.0
+    make_seconds: float = 0.0  # the make() durations of its keys made, summed
+    commit_seconds: float = 0.0  # of which their commits (keys made one per transaction)
+    group_commit: bool = False
     first_done: float | None = None  # seconds after the campaign started
     last_done: float | None = None
 
@@ -60,6 +64,8 @@ class TableState:
     summary: TableSummary
     resources: dict[str, float] | None
     timeout: float | None = None  # seconds one make() may run
+    group: tuple[int, float] | None = None  # group commit: most keys and seconds of make() per transaction
+    tripartite: bool = False  # its make() runs its own transaction (no group commit)
     children: list[TableState] = field(default_factory=list)
     parents: list[str] = field(default_factory=list)  # class names, within the campaign
     rows_before: int = 0  # rows in the table when the campaign started
@@ -102,9 +108,10 @@ def table_states(
     target_duration: float,
     max_batch: int,
     timeouts: Mapping[str, float | None] | None = None,
+    groups: Mapping[str, tuple[int, float]] | None = None,
 ) -> list[TableState]:
     """One state per table of ``selection``, routed to its pool, with its time limit from
-    ``timeouts`` (by class name); DataJoint creates missing jobs tables on the way, and a
+    ``timeouts`` and its group commit from ``groups`` (by class name); DataJoint creates missing jobs tables on the way, and a
     table that cannot have one runs unreserved."""
     classes = selection.tables
     graph = selection.graph
@@ -128,7 +135,10 @@ def table_states(
             summary=TableSummary(info.class_name),
             resources=resources_of(cls),
             timeout=(timeouts or {}).get(info.class_name),
+            group=(groups or {}).get(info.class_name),
+            tripartite=djcompat.is_tripartite(cls),
         )
+        states[info.full_name].summary.group_commit = info.class_name in (groups or {})
     for name, state in states.items():
         state.children = [states[c] for c in graph.dag.successors(name) if c in states]
         state.parents = [states[p].summary.table for p in graph.dag.predecessors(name) if p in states]
@@ -159,3 +169,27 @@ def unlock(tables: Sequence[TableState]) -> None:
                 state.queue.unlock()
             except Exception as err:
                 logger.debug("The lock of %s was not released: %s", state.summary.table, err)
+
+
+#: The campaign suggests group commit for a table whose keys' commits took at least this
+#: share of their make() time, over at least GROUP_COMMIT_HINT_KEYS keys.
+GROUP_COMMIT_HINT_SHARE = 0.25
+GROUP_COMMIT_HINT_KEYS = 100
+
+
+def group_commit_hints(tables: Sequence[TableState]) -> list[str]:
+    """One line per table whose make() is dominated by its commit (measured on the workers):
+    group commit would share one commit among many keys."""
+    hints = []
+    for state in tables:
+        made = state.summary
+        if state.group or state.tripartite or made.succeeded < GROUP_COMMIT_HINT_KEYS or made.make_seconds <= 0:
+            continue
+        share = made.commit_seconds / made.make_seconds
+        if share >= GROUP_COMMIT_HINT_SHARE:
+            hints.append(
+                f"{made.table}: its commit took {share:.0%} of each key's {made.make_seconds / made.succeeded * 1000:.1f} "
+                f"ms. Group commit shares one commit among many keys: set djdask_group_commit = True on "
+                f"{made.table}, or list it in djdask.campaign.group-commit."
+            )
+    return hints
