@@ -164,6 +164,41 @@ def test_fidelity_pipeline_matches_sequential_populate(djdask, sql):
     assert len(rows["__pairing"]) == 16
 
 
+def test_group_commit_matches_sequential_populate_with_its_job_metadata(djdask, sql):
+    """Every table of the fidelity pipeline that may (all but the tripartite Traces) made with
+    group commit: the same rows and parts as populate(), each row's hidden job metadata
+    (version, duration) the same as its jobs row's, as DataJoint stamps them. A failure
+    means a grouped make() ran without what _populate1 sets around it (inserts allowed,
+    upstream, provenance), or its metadata were not stamped inside the group."""
+    grouped = [name for name in FIDELITY_TABLES if name != "Traces"]
+    runs = Runs(
+        djdask,
+        "fidelity",
+        DJ_JOBS_ADD_JOB_METADATA="true",
+        DJ_JOBS_KEEP_COMPLETED="true",
+        DASK_DJDASK__CAMPAIGN__GROUP_COMMIT=json.dumps(grouped),
+    )
+    runs.both("m.seed()")
+    runs.populate("--json-summary", "summary.json")
+    made = json.loads((djdask.cwd / "summary.json").read_text())["tables"]
+    assert sorted(t["table"] for t in made if t["group_commit"] and t["succeeded"]) == sorted(grouped)
+    assert runs.sequential() == {t: [] for t in FIDELITY_TABLES}
+    runs.same(sql, nonempty=[t for t, _ in FIDELITY_TABLES.values()] + ["__segmentation__cell"])
+    schema = runs.schema()
+    for name in grouped:
+        table, pk = FIDELITY_TABLES[name]
+        on = " AND ".join(f"t.{k} = j.{k}" for k in pk)
+        rows = sql.query(
+            f"SELECT t._job_version, t._job_duration, t._job_start_time, j.version, j.duration, j.status "
+            f"FROM {sql.table(schema, table)} t LEFT JOIN {sql.table(schema, '~~' + table.lstrip('_'))} j ON {on}"
+        )
+        assert rows, name
+        for version, duration, started, job_version, job_duration, status in rows:
+            assert status == "success" and started is not None, (name, status, started)
+            assert version == job_version, (name, version, job_version)
+            assert abs(float(duration) - float(job_duration)) <= 1e-6, (name, duration, job_duration)
+
+
 def test_tripartite_with_xarray_matches_and_rejects_changed_fetch(djdask, sql):
     """Tripartite makes reading an upstream <xarray@>: the unchanged keys must be made as
     populate() makes them (the two fetches of a lazy array compare equal), and the key

@@ -13,6 +13,7 @@ every page, kill its own process with SIGSEGV, or never return.
 
 import os
 import signal
+import threading
 import time
 
 import datajoint as dj
@@ -67,7 +68,7 @@ def _misbehave(source_id):
         time.sleep(5)  # held: the nanny sees it
         del hog
     elif fault == "segv":
-        os.kill(os.getpid(), signal.SIGSEGV)
+        _segfault()
     elif fault == "hang":
         while True:
             time.sleep(1)
@@ -82,3 +83,10 @@ def _deadline():
     except (ValueError, KeyError):  # not on a djdask worker
         return "-"
     return "-" if deadline is None else f"{deadline:.3f}"
+
+
+def _segfault():
+    """Die of SIGSEGV here: sent to this thread (os.kill may hand it to another thread, which
+    takes a moment, time enough for make() to go on and commit), and wait for it."""
+    signal.pthread_kill(threading.get_ident(), signal.SIGSEGV)
+    time.sleep(60)
