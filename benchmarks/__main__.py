@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds one case may take")
     args = parser.parse_args(argv)
     backends = args.backend or list(STARTERS)
-    cases = args.case or ["throughput", "enqueue", "reference", "memory"]
+    cases = args.case or list(CASES)
     t0 = time.monotonic()
     rows = []
     for backend in backends:

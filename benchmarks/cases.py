@@ -64,6 +64,7 @@ def sizes(quick: bool) -> dict[str, Any]:
         "reference_scale": "medium",
         "memory_keys": (10_000, 1_000_000),
         "memory_calls": 2_000 if quick else 10_000,
+        "group_keys": 20_000 if quick else 100_000,
     }
 
 
@@ -502,6 +503,94 @@ def case_throughput(quick: bool, work: Path) -> list[dict]:
     ]
 
 
+# -- case 6: group commit ---------------------------------------------------------------
+def case_group(quick: bool, work: Path) -> list[dict]:
+    """Case 6, group commit: ``Fast`` (a make() that inserts one row) with
+    ``djdask.campaign.group-commit: [Fast]``, 2 workers, against the ceiling (two
+    connections, INSERT + COMMIT per key) and DataJoint's direct ``populate()`` in two
+    processes on halves of the keys (DataJoint's per-key transaction, nothing on top).
+    The sides take turns, ROUNDS times; the medians count."""
+    import dask
+
+    n = sizes(quick)["group_keys"]
+    prefix, log = _prefix(), work / "group.log"
+    sql = _sql()
+    tp = importlib.import_module(THROUGHPUT)
+    tp.Fast().jobs  # noqa: B018
+    ours = f"{prefix}_throughput"
+    sql.fill_integers(ours, "key", "k", n)
+    halves_env = _env(f"{prefix}d2")
+    _run(["-m", "benchmarks.baseline", "declare", THROUGHPUT, "Fast"], halves_env, log)
+    halves = f"{prefix}d2_throughput"
+    sql.fill_integers(halves, "key", "k", n)
+    ceiling = f"{prefix}_ceiling"
+    _create_schema(sql, ceiling)
+    sql.query(
+        f"CREATE TABLE {sql.table(ceiling, 'ceiling')} (k int NOT NULL PRIMARY KEY, v int NOT NULL, "
+        f"FOREIGN KEY (k) REFERENCES {sql.table(halves, 'key')} (k))"
+    )
+    ceiling_cmd = [
+        ["-m", "benchmarks.baseline", "insert", "--schema", ceiling, "--table", "ceiling", "--keys", str(n),
+         "--worker", str(i), "--workers", str(WORKERS)]
+        for i in range(WORKERS)
+    ]  # fmt: skip
+    halves_cmd = [
+        ["-m", "benchmarks.baseline", "populate", THROUGHPUT, "Fast", "--direct", "--where", f"MOD(k, {WORKERS}) = {i}"]
+        for i in range(WORKERS)
+    ]
+    runs: dict[str, list[float]] = {"ceiling": [], "halves": [], "djdask": []}
+    emptied = [(ceiling, "ceiling"), (halves, "__fast"), (ours, "__fast"), (ours, "~~fast")]
+    with warm_cluster(THROUGHPUT) as client, dask.config.set({"djdask.campaign.group-commit": ["Fast"]}):
+        for round_ in range(ROUNDS):
+            if round_:
+                for schema, table in emptied:
+                    sql.query(f"DELETE FROM {sql.table(schema, table)}")
+            settle(sql)
+            runs["ceiling"].append(Racers(ceiling_cmd, halves_env, log).run()["seconds"])
+            _check(sql, ceiling, "ceiling", n, "the ceiling")
+            settle(sql)
+            runs["halves"].append(Racers(halves_cmd, halves_env, log).run()["seconds"])
+            _check(sql, halves, "__fast", n, "DataJoint's direct populate on halves")
+            settle(sql)
+            seconds, summary = campaign(THROUGHPUT, client, targets=["Fast"])
+            runs["djdask"].append(seconds)
+            _check(sql, ours, "__fast", n, "the group-commit campaign")
+            if not summary.tables[0].group_commit:
+                raise RuntimeError("the campaign did not run Fast with group commit")
+    sql.close()
+    median = {side: statistics.median(seconds) for side, seconds in runs.items()}
+    rate, raw_rate, direct_rate = (n / median[side] for side in ("djdask", "ceiling", "halves"))
+    data = {
+        "keys": n,
+        "rounds": ROUNDS,
+        "runs_s": {side: [round(x, 3) for x in seconds] for side, seconds in runs.items()},
+        "group_commit_keys": dask.config.get("djdask.campaign.group-commit-keys"),
+    }
+    return [
+        row(
+            f"6 group commit: {n:,} keys, make() inserts one row, {WORKERS} workers",
+            djdask=f"{rate:,.0f} keys/s",
+            baseline=f"{WORKERS} connections, INSERT + COMMIT per key: {raw_rate:,.0f} keys/s",
+            ratio=rate / raw_rate,
+            ratio_text=f"{rate / raw_rate:.2f}x",
+            goal=">= 1.5x",
+            met=rate / raw_rate >= 1.5,
+            note="the whole campaign (plan, enqueue, claim, make, complete) against bare INSERT + COMMIT",
+            **data,
+        ),
+        row(
+            f"6 group commit vs DataJoint's direct populate(): {n:,} keys",
+            djdask=f"{rate:,.0f} keys/s",
+            baseline=f"{WORKERS} x populate() direct, each on half the keys: {direct_rate:,.0f} keys/s",
+            ratio=rate / direct_rate,
+            ratio_text=f"{rate / direct_rate:.2f}x",
+            goal=">= 3x",
+            met=rate / direct_rate >= 3,
+            **data,
+        ),
+    ]
+
+
 # -- case 3: enqueue ------------------------------------------------------------------
 def case_enqueue(quick: bool, work: Path) -> list[dict]:
     """Case 3: enqueue every missing key; djdask's one statement vs DataJoint's
@@ -742,6 +831,7 @@ CASES: dict[str, Callable[[bool, Path], list[dict]]] = {
     "throughput": case_throughput,
     "reference": case_reference,
     "memory": case_memory,
+    "group": case_group,
 }
 
 

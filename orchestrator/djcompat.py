@@ -47,8 +47,7 @@ __all__ = [
     "GROUP_COMMIT_ATTRIBUTES",
     "existing_keys",
     "is_tripartite",
-    "make_in_group",
-    "stamp_job_metadata",
+    "GroupMaker",
 ]
 
 EXPECTED_POPULATE1_PARAMETERS = ("key", "jobs", "suppress_errors", "return_exception_objects", "make_kwargs")
@@ -116,10 +115,8 @@ def check_compatibility() -> None:
             raise _incompatible(f"DataJoint's {owner.__name__}.{name} is gone")
     populate1 = inspect.getsource(AutoPopulate._populate1)
     for step in ("_allow_insert = True", "self._upstream_key = dict(key)", "set_ingesting(", "make(dict(key)"):
-        if step not in populate1:  # make_in_group() mirrors these steps of _populate1
-            raise _incompatible(
-                f"DataJoint's AutoPopulate._populate1 no longer does `{step}`; make_in_group() mirrors it"
-            )
+        if step not in populate1:  # GroupMaker mirrors these steps of _populate1
+            raise _incompatible(f"DataJoint's AutoPopulate._populate1 no longer does `{step}`; GroupMaker mirrors it")
     source = inspect.getsource(Connection)
     for name in ("_conn", "_config"):  # instance attributes: set in its methods
         if f"self.{name} =" not in source:
@@ -419,7 +416,7 @@ def hidden_table(connection: Any, database: str, table_name: str, definition: st
 
 
 # -- group commit: several keys' make() in one transaction ------------------------------
-#: What ``_populate1`` sets around each ``make()`` and :func:`make_in_group` sets alike.
+#: What ``_populate1`` sets around each ``make()`` and :class:`GroupMaker` sets alike.
 GROUP_COMMIT_ATTRIBUTES = ("_allow_insert", "_upstream", "_upstream_key")
 
 
@@ -443,44 +440,54 @@ def existing_keys(table: Any, keys: list[dict]) -> list[dict]:
     return (table & keys).keys()
 
 
-def make_in_group(table: Any, key: dict, make_kwargs: dict | None, version: str | None) -> BaseException | None:
-    """Run ``make(key)`` inside the caller's open transaction, as ``_populate1`` runs it
-    inside its own (inserts allowed, ``self.upstream`` and provenance set for the key),
-    without starting, checking or committing anything.  Returns what make() raised, else None."""
-    import datajoint.jobs as dj_jobs
-    from datajoint import provenance
+class GroupMaker:
+    """Runs ``make(key)`` of ``table`` inside the caller's open transaction, as ``_populate1``
+    runs it inside its own (inserts allowed, ``self.upstream`` and provenance set for the
+    key), without starting, checking or committing anything: group commit's make().
 
-    with job_version(version):
-        job_version_now = dj_jobs._get_job_version(table.connection._config)
-    table.__class__._allow_insert = True
-    table._upstream_key = dict(key)
-    table._upstream = None
-    token = provenance.set_ingesting(table.full_table_name, key, job_version_now)
-    try:
-        _make_function(table)(dict(key), **(make_kwargs or {}))
-    except Exception as error:  # the caller rolls the group back
-        return error
-    finally:
-        provenance.reset_ingesting(token)
-        table.__class__._allow_insert = False
+    What does not change from key to key (the make function, the table's name, the job
+    version) is looked up once, for the whole group."""
+
+    def __init__(self, table: Any, make_kwargs: dict | None, version: str | None) -> None:
+        import datajoint.jobs as dj_jobs
+
+        self.table = table
+        self.make = _make_function(table)
+        self.kwargs = make_kwargs or {}
+        self.name = table.full_table_name
+        with job_version(version):
+            self.version = dj_jobs._get_job_version(table.connection._config)
+
+    def __call__(self, key: dict) -> BaseException | None:
+        """Make ``key``; returns what make() raised, else None (the caller rolls back)."""
+        from datajoint import provenance
+
+        table = self.table
+        table.__class__._allow_insert = True
+        table._upstream_key = dict(key)
         table._upstream = None
-        table._upstream_key = None
-    return None
+        token = provenance.set_ingesting(self.name, key, self.version)
+        try:
+            self.make(dict(key), **self.kwargs)
+        except Exception as error:
+            return error
+        finally:
+            provenance.reset_ingesting(token)
+            table.__class__._allow_insert = False
+            table._upstream = None
+            table._upstream_key = None
+        return None
 
+    def stamp(self, made: list[tuple[dict, float, float]]) -> None:
+        """Stamp the hidden job metadata (start, duration, version) on the rows of ``made``
+        (``(key, start time, seconds)``), as ``_populate1`` does after each key's commit; here
+        inside the group's transaction, so that rows and metadata commit together."""
+        import datetime
 
-def stamp_job_metadata(table: Any, made: list[tuple[dict, float, float]], version: str | None) -> None:
-    """Stamp the hidden job metadata (start, duration, version) on the rows of ``made``
-    (``(key, start time, seconds)``), as ``_populate1`` does after each key's commit; here
-    inside the group's transaction, so rows and metadata commit together."""
-    import datetime
-
-    import datajoint.jobs as dj_jobs
-
-    if not made or not table._has_job_metadata_attrs():
-        return
-    with job_version(version):
-        stamped = dj_jobs._get_job_version(table.connection._config)
-    for key, start, seconds in made:
-        table._update_job_metadata(
-            key, start_time=datetime.datetime.fromtimestamp(start), duration=seconds, version=stamped
-        )
+        table = self.table
+        if not made or not table._has_job_metadata_attrs():
+            return
+        for key, start, seconds in made:
+            table._update_job_metadata(
+                key, start_time=datetime.datetime.fromtimestamp(start), duration=seconds, version=self.version
+            )

@@ -410,6 +410,7 @@ def _run_group(
         return None
     outcomes: list[dict[str, Any]] = []
     made: list[tuple[dict, float, float]] = []
+    maker = djcompat.GroupMaker(table, make_kwargs, version)
     began = time.monotonic()
     for index, key in enumerate(keys):
         if outcomes and (time.monotonic() - began > window or plugin.stopping or plugin.past_deadline(expected)):
@@ -419,7 +420,7 @@ def _run_group(
             continue
         running.key(offset + index, key)
         started, clock = time.time(), time.perf_counter()
-        error = djcompat.make_in_group(table, key, make_kwargs, version)
+        error = maker(key)
         if error is not None:  # roll back; the keys made so far and this one run again alone
             _roll_back(connection)
             return [o if o["status"] == "skipped" else _outcome(o["key"], "redo") for o in outcomes] + [
@@ -428,7 +429,7 @@ def _run_group(
         made.append((key, started, time.perf_counter() - clock))
         outcomes.append(_outcome(key, "success", made[-1][2]))
     try:
-        djcompat.stamp_job_metadata(table, made, version)
+        maker.stamp(made)
         connection.commit_transaction()
     except Exception as err:  # committed or not: the per-key path finds out (a committed key is skipped)
         logger.warning("Group commit of %d key(s) failed (%s); running them one at a time", len(made), err)
