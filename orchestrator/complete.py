@@ -99,9 +99,10 @@ class Completion:
         """The complete step: record a finished batch's outcomes in the jobs table, retry or
         fail its transient keys, and stream the keys it made to the child tables."""
         state = batch.table
-        outcomes, error = None, None
+        outcomes, error = batch.outcomes, None
         try:
-            outcomes = future.result() if future.status == "finished" else None
+            if outcomes is None:
+                outcomes = future.result() if future.status == "finished" else None
         except Exception as err:  # its result was lost with its worker before it could be fetched
             error = err
         if outcomes is None:  # failed as a whole: judged when its worker's exit is known

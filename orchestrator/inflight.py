@@ -36,6 +36,7 @@ class Batch:
     attempt: int = 1
     ready: float = 0.0  # monotonic time before which a retry waits
     lost: int = 0  # times its keys were lost with a worker, no culprit charged (djdask.losses)
+    outcomes: list[dict] | None = None  # its task's result, once fetched (InFlight.finished)
 
 
 class InFlight:
@@ -133,11 +134,34 @@ class InFlight:
                 done.append(self._done.get_nowait())
             except queue.Empty:
                 break
+        landed = []
         for future in done:
             batch = self.futures.pop(future, None)
             if batch is not None:  # not one cancelled and forgotten while stopping
                 self.landed(batch)
-                yield future, batch
+                landed.append((future, batch))
+        self._fetch(landed)
+        yield from landed
+
+    @staticmethod
+    def _fetch(landed: Sequence[tuple[Any, Batch]]) -> None:
+        """Fetch the results of finished tasks, one round trip per pool's client for all of
+        them (``Future.result()`` would make one each: with 64 workers, most of the loop's
+        time); if that fails (a result lost with its worker), each is fetched on its own later."""
+        by_client: dict[int, list[tuple[Any, Batch]]] = {}
+        for future, batch in landed:
+            if future.status == "finished":
+                by_client.setdefault(id(future.client), []).append((future, batch))
+        for group in by_client.values():
+            if len(group) < 2:
+                continue
+            try:
+                results = group[0][0].client.gather([future for future, _ in group])
+            except Exception as err:  # Completion fetches each one and sees which failed
+                logger.debug("Could not fetch %d results at once: %s", len(group), err)
+                continue
+            for (_, batch), outcomes in zip(group, results):
+                batch.outcomes = outcomes
 
     @staticmethod
     def landed(batch: Batch) -> None:
@@ -214,7 +238,10 @@ def claim_and_submit(
             if budget is not None and claimed >= budget:
                 return claimed
             free = min(pool.capacity - pool.tasks, state.slots - state.tasks)
-            n = state.sizer.size(pending=state.pending, slots=free)
+            size = state.sizer.size(pending=state.pending, slots=free)
+            # One claim for every free slot's batch: a claim is a transaction (five
+            # statements), and 64 workers free slots faster than one claim each keeps up with.
+            n = size * max(1, min(free, -(-state.pending // size)))
             if budget is not None:
                 n = min(n, budget - claimed)
             keys = db(lambda n=n, queue=state.queue: queue.claim(n, max_priority=priority))
@@ -223,5 +250,6 @@ def claim_and_submit(
                 break
             state.pending = max(0, state.pending - len(keys))
             claimed += len(keys)
-            inflight.submit(Batch(state, keys))
+            for start in range(0, len(keys), size):
+                inflight.submit(Batch(state, keys[start : start + size]))
     return claimed

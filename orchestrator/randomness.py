@@ -29,6 +29,7 @@ import contextlib
 import random
 import sys
 import threading
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -72,25 +73,32 @@ def _dispatcher(name: str, shared: Any, private: Any, original: Callable) -> Cal
     return _Dispatch(name, shared, private, original)
 
 
-def _rebind(shared: Any, private: Any) -> int:
-    """Replace, in every loaded module, the functions bound to ``shared``; return how many."""
+#: What a generator's functions are: bound methods, of a Python class (``random.Random``)
+#: or of an extension type (numpy's ``RandomState``).
+_BOUND = (types.MethodType, types.BuiltinMethodType)
+
+
+def _rebind(pairs: dict[int, tuple[Any, Any]]) -> int:
+    """Replace, in every loaded module, the functions bound to a shared generator by
+    dispatchers (``pairs``: ``id(shared)`` -> ``(shared, private)``), in one pass over
+    the modules; return how many."""
     replaced = 0
-    dispatchers: dict[str, Callable] = {}
+    dispatchers: dict[tuple[int, str], Callable] = {}
     for module in list(sys.modules.values()):
         namespace = getattr(module, "__dict__", None)
         if not isinstance(namespace, dict):
             continue
         for attr, value in list(namespace.items()):
-            try:
-                bound_to = getattr(value, "__self__", None)
-            except Exception:  # a proxy that refuses every attribute (DataJoint's config in thread-safe mode)
+            if type(value) not in _BOUND:  # cheap: most module attributes are nothing of the kind
                 continue
-            if bound_to is not shared or not callable(value):
+            pair = pairs.get(id(getattr(value, "__self__", None)))
+            if pair is None:
                 continue
+            shared, private = pair
             name = getattr(value, "__name__", attr)
-            if name not in dispatchers:
-                dispatchers[name] = _dispatcher(name, shared, private, value)
-            namespace[attr] = dispatchers[name]
+            if (id(shared), name) not in dispatchers:
+                dispatchers[id(shared), name] = _dispatcher(name, shared, private, value)
+            namespace[attr] = dispatchers[id(shared), name]
             replaced += 1
     return replaced
 
@@ -101,19 +109,23 @@ def isolate() -> None:
     Idempotent.  Modules imported later take the replaced functions when they
     import them from ``random`` or ``numpy.random``.
     """
-    if not any(g is random._inst for g in _isolated):  # behind random.random() and friends
-        _rebind(random._inst, random.Random())
-        _isolated.append(random._inst)
+    shared = [random._inst]  # behind random.random() and friends
     numpy = sys.modules.get("numpy")
     if numpy is None:
         try:
             import numpy
         except ImportError:  # pragma: no cover - numpy is a dependency
-            return
-    legacy = numpy.random.mtrand._rand  # the RandomState behind numpy.random.seed() and friends
-    if not any(g is legacy for g in _isolated):
-        _rebind(legacy, numpy.random.RandomState())
-        _isolated.append(legacy)
+            numpy = None
+    if numpy is not None:
+        shared.append(numpy.random.mtrand._rand)  # the RandomState behind numpy.random.seed() and friends
+    pairs = {}
+    for generator in shared:
+        if not any(g is generator for g in _isolated):
+            private = random.Random() if generator is random._inst else numpy.random.RandomState()
+            pairs[id(generator)] = (generator, private)
+    if pairs:
+        _rebind(pairs)
+        _isolated.extend(shared for shared, _ in pairs.values())
 
 
 def is_isolated() -> bool:

@@ -1,10 +1,10 @@
-"""The benchmark pipeline of cases 1, 2 and 5: two Manual tables, two Computed ones.
+"""The benchmark pipeline of cases 1, 2, 5, 6 and 7: two Manual tables, three Computed ones.
 
 ``Fast.make()`` inserts one row and does nothing else, so a populate of it
 measures the framework: reservation, transaction, bookkeeping.  ``Slow.make()``
 sleeps 50 ms first (``DJDASK_BENCH_MAKE_SECONDS``), a make() whose cost is all
 its own, so a populate of it measures how close to ideal the workers are kept
-busy.
+busy.  ``Nap.make()`` sleeps 200 ms, for case 7's many workers on two cores.
 
 The schema name starts with ``djdask.demo.schema-prefix``
 (``DASK_DJDASK__DEMO__SCHEMA_PREFIX``), as the test pipelines' do: each side of
@@ -26,7 +26,10 @@ SLOW_SECONDS = float(os.environ.get("DJDASK_BENCH_MAKE_SECONDS", "0.05"))
 
 schema = dj.Schema(f"{config.get('demo.schema-prefix')}_throughput")
 
-__all__ = ["SLOW_SECONDS", "Fast", "Key", "Slow", "SlowKey", "schema"]
+#: Seconds one ``Nap.make()`` takes (case 7, many workers).
+NAP_SECONDS = float(os.environ.get("DJDASK_BENCH_NAP_SECONDS", "0.2"))
+
+__all__ = ["NAP_SECONDS", "SLOW_SECONDS", "Fast", "Key", "Nap", "Slow", "SlowKey", "schema"]
 
 
 @schema
@@ -65,4 +68,17 @@ class Slow(dj.Computed):
 
     def make(self, key):
         time.sleep(SLOW_SECONDS)
+        self.insert1({**key, "v": key["s"]})
+
+
+@schema
+class Nap(dj.Computed):
+    definition = """
+    -> SlowKey
+    ---
+    v : int32
+    """
+
+    def make(self, key):
+        time.sleep(NAP_SECONDS)
         self.insert1({**key, "v": key["s"]})
