@@ -59,10 +59,10 @@ def sizes(quick: bool) -> dict[str, Any]:
         "throughput_keys": 5_000,
         "efficiency_keys": 400 if quick else 2_000,
         "direct_keys": 1_000 if quick else 5_000,
-        "enqueue_keys": (100_000, 1_000_000),
+        "enqueue_keys": (100_000, 1_000_000) if quick else (100_000, 1_000_000, 10_000_000),
         "refresh_keys": 2_000 if quick else 20_000,
         "reference_scale": "medium",
-        "memory_keys": (10_000, 1_000_000),
+        "memory_keys": (10_000, 1_000_000) if quick else (10_000, 10_000_000),
         "memory_calls": 2_000 if quick else 10_000,
         "group_keys": 20_000 if quick else 100_000,
     }
@@ -762,10 +762,54 @@ def case_enqueue(quick: bool, work: Path) -> list[dict]:
                     refresh_s=round(per_key * m, 3),
                 )
             )
+            rows.append(_claim_latency(sql, jobs, schema, n))
         return rows
     finally:
         inst.connection.close()
         sql.close()
+
+
+#: Keys one claim takes in case 3's latency rows (a batch of a fast make()).
+CLAIM_KEYS = 1000
+
+
+def _claim_latency(sql, jobs: Any, schema: str, n: int, claims: int = 5) -> dict:
+    """Case 3's claim latency with ``n`` keys pending: a claim of CLAIM_KEYS keys at the
+    start of the table, and at its end, when all but the last keys have been made (their
+    jobs rows deleted just before, as a campaign's complete step deletes them, the server's
+    cleanup of them not yet done); the median of ``claims`` claims each."""
+
+    def median_claim() -> float:
+        times = []
+        for _ in range(claims):
+            t0 = time.perf_counter()
+            got = jobs.claim(CLAIM_KEYS)
+            times.append(time.perf_counter() - t0)
+            if len(got) != CLAIM_KEYS:
+                raise RuntimeError(f"a claim returned {len(got)} keys, expected {CLAIM_KEYS}")
+        return statistics.median(times)
+
+    start = median_claim()
+    left = 2 * claims * CLAIM_KEYS
+    t0 = time.perf_counter()
+    sql.query(f"DELETE FROM {sql.table(schema, '~~result')} WHERE k < %s AND status = 'pending'", (n - left,))
+    deleted_s = time.perf_counter() - t0
+    end = median_claim()
+    return row(
+        f"3 claim latency, {n:,} keys: at the end of the table vs its start",
+        djdask=f"{end * 1000:.1f} ms at the end",
+        baseline=f"{start * 1000:.1f} ms at the start",
+        ratio=end / start,
+        ratio_text=f"{end / start:.2f}x",
+        goal="<= 2x",
+        met=end / start <= 2,
+        note=f"a claim of {CLAIM_KEYS:,} keys (median of {claims}); the end: all but the last {left:,} keys' "
+        f"jobs rows deleted just before (in {deleted_s:.1f} s), as if made",
+        keys=n,
+        start_ms=round(start * 1000, 2),
+        end_ms=round(end * 1000, 2),
+        delete_s=round(deleted_s, 2),
+    )
 
 
 # -- case 4: the reference pipeline ---------------------------------------------------

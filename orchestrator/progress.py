@@ -138,7 +138,8 @@ class CampaignBoard:
             rows.append(
                 {
                     "table": t["table"],
-                    "rows": t["rows"],
+                    # The server's estimate for a huge table (not counted at the start): "~12,000,000".
+                    "rows": f"~{t['rows']:,}" if t.get("rows_estimated") else t["rows"],
                     "done": t["made"],
                     "in_flight": t["in_flight"],
                     "pending": t["pending"],

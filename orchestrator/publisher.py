@@ -104,6 +104,7 @@ class StatePublisher:
                     "parents": t.parents,
                     "pool": t.pool.name if t.pool else None,
                     "rows": t.rows_before + t.summary.succeeded,
+                    "rows_estimated": t.rows_estimated,
                     "made": t.summary.succeeded + t.summary.skipped,
                     "errors": t.summary.errors,
                     "in_flight": t.keys,

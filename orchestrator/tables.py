@@ -69,6 +69,7 @@ class TableState:
     children: list[TableState] = field(default_factory=list)
     parents: list[str] = field(default_factory=list)  # class names, within the campaign
     rows_before: int = 0  # rows in the table when the campaign started
+    rows_estimated: bool = False  # rows_before is the server's estimate (a huge table)
     pending: int = 0  # estimate: claimable keys in the jobs table
     tasks: int = 0  # tasks in flight
     keys: int = 0  # keys in flight
@@ -143,8 +144,30 @@ def table_states(
         state.children = [states[c] for c in graph.dag.successors(name) if c in states]
         state.parents = [states[p].summary.table for p in graph.dag.predecessors(name) if p in states]
         state.pool = pools.route(state.info.class_name, state.resources)
-        state.rows_before = len(classes[name]())
+        state.rows_before, state.rows_estimated = starting_rows(classes[name]())
     return list(states.values())
+
+
+#: A table the server estimates past this many rows is not counted when a campaign starts
+#: (a COUNT(*) reads every row: seconds per 10 million): the page shows the estimate, marked ~.
+EXACT_COUNT_LIMIT = 1_000_000
+
+
+def starting_rows(table: Any) -> tuple[int, bool]:
+    """How many rows ``table`` has, and whether that is the server's estimate (past
+    :data:`EXACT_COUNT_LIMIT`, from its statistics) rather than a count."""
+    postgres = table.connection.adapter.backend == "postgresql"
+    sql = (
+        "SELECT c.reltuples FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s"
+        if postgres
+        else "SELECT table_rows FROM information_schema.tables WHERE table_schema = %s AND table_name = %s"
+    )
+    found = table.connection.query(sql, args=(table.database, table.table_name)).fetchall()
+    estimate = int(found[0][0] or 0) if found else 0  # PostgreSQL: -1 before the first ANALYZE
+    if estimate > EXACT_COUNT_LIMIT:
+        return estimate, True
+    return len(table), False
 
 
 def sweep(tables: Sequence[TableState], priority: int | None, *, first: bool = False) -> bool:

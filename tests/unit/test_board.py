@@ -187,3 +187,13 @@ def test_log_records_are_redacted_in_every_logger(tmp_path):
     assert "mysql://u:********@h" in out.stderr and "ValueError: s3 secret ******** refused" in out.stderr
     assert "--- Logging error ---" in out.stderr  # logging's own report of the malformed call
     assert "hunter-22-pw" not in out.stderr and "wJalr/XUtn+FEMI" not in out.stderr
+
+
+def test_a_huge_tables_estimated_rows_are_marked_as_an_estimate():
+    """A table not counted at the start (the server's estimate) shows ~ before its rows."""
+    board = CampaignBoard(window=10.0)
+    snapshot = state(1.0, {"Big": (10, 0, 2, 5), "Small": (1, 0, 0, 0)})
+    snapshot["tables"][0].update(rows=12_000_010, rows_estimated=True)
+    board.update(snapshot)
+    assert by_table(board)["Big"]["rows"] == "~12,000,010"
+    assert by_table(board)["Small"]["rows"] == 6
