@@ -270,6 +270,28 @@ def _history_data(board: CampaignBoard) -> tuple[dict[str, list], dict[str, list
     return rates, spread
 
 
+#: The pipeline plot: its least height, the pixels per table of a layer and the most
+#: tables and layers (depths) it frames at first; a bigger pipeline is panned and zoomed.
+DAG_MIN_HEIGHT = 260
+DAG_ROW_PIXELS = 46
+DAG_ROWS = 16
+DAG_COLUMNS = 8
+
+
+def frame_dag(fig: Any, pos: dict[str, tuple[float, float]]) -> None:
+    """Size the pipeline plot and frame its first layers and rows, so that table names stay
+    legible at 200 tables (11 px labels, at least DAG_ROW_PIXELS per row); the reset tool
+    returns here."""
+    xs = [p[0] for p in pos.values()]
+    ys = [p[1] for p in pos.values()]
+    rows = min(DAG_ROWS, int(max(ys) - min(ys)) + 1)
+    fig.height = max(DAG_MIN_HEIGHT, rows * DAG_ROW_PIXELS + 60)
+    x0, y0 = min(xs) - 0.6, max(ys) + 0.6
+    x1, y1 = min(max(xs), min(xs) + DAG_COLUMNS - 1) + 0.6, y0 - rows - 0.2
+    fig.x_range.update(start=x0, end=x1, reset_start=x0, reset_end=x1)
+    fig.y_range.update(start=y1, end=y0, reset_start=y1, reset_end=y0)
+
+
 def campaign_doc(plugin: DashboardPlugin, scheduler: Any, extra: dict, doc: Any) -> None:
     """The Bokeh document of the page (one per browser session)."""
     from bokeh.layouts import column
@@ -284,14 +306,18 @@ def campaign_doc(plugin: DashboardPlugin, scheduler: Any, extra: dict, doc: Any)
     )
     links = ColumnDataSource({"xs": [], "ys": []})
     fig = figure(
-        height=260,
+        name="djdask-dag",
+        height=DAG_MIN_HEIGHT,
         sizing_mode="stretch_width",
-        toolbar_location=None,
-        tools="",
+        toolbar_location="right",
+        tools="pan,wheel_zoom,box_zoom,reset",
+        active_drag="pan",
+        active_scroll="wheel_zoom",
         x_range=Range1d(-0.6, 0.6),
         y_range=Range1d(-0.6, 0.6),
-        title="Pipeline",
+        title="Pipeline (drag to pan, scroll to zoom)",
     )
+    shown: dict[str, Any] = {"layout": None}
     fig.axis.visible = False
     fig.grid.visible = False
     fig.multi_line("xs", "ys", source=links, line_color="#999999", line_width=1.5)
@@ -346,10 +372,9 @@ def campaign_doc(plugin: DashboardPlugin, scheduler: Any, extra: dict, doc: Any)
             "xs": [[pos[a][0] + 0.4, pos[b][0] - 0.4] for a, b in board.edges()],
             "ys": [[pos[a][1], pos[b][1]] for a, b in board.edges()],
         }
-        xs = [p[0] for p in pos.values()]
-        ys = [p[1] for p in pos.values()]
-        fig.x_range.start, fig.x_range.end = min(xs) - 0.6, max(xs) + 0.6
-        fig.y_range.start, fig.y_range.end = min(ys) - 0.6, max(ys) + 0.6
+        if pos != shown["layout"]:  # a new pipeline: frame it; else keep the reader's pan and zoom
+            shown["layout"] = pos
+            frame_dag(fig, pos)
 
     update()
     doc.add_periodic_callback(update, 1000)

@@ -174,15 +174,23 @@ class CampaignBoard:
         return {t["table"]: t["durations"] for t in self.state["tables"] if t.get("durations")}
 
     def layout(self) -> dict[str, tuple[float, float]]:
-        """Node positions of the DAG: x by depth, y by order within a depth."""
+        """Node positions of the DAG, in layers: x by depth, y by order within a depth, each
+        layer ordered by where its tables' parents are (their mean position), so that
+        edges run mostly level and cross less (a pass of the barycenter heuristic)."""
         if self.state is None:
             return {}
-        seen: dict[int, int] = {}
-        positions = {}
+        layers: dict[int, list[dict[str, Any]]] = {}
         for t in self.state["tables"]:
-            depth = t.get("depth", 0)
-            positions[t["table"]] = (float(depth), -float(seen.get(depth, 0)))
-            seen[depth] = seen.get(depth, 0) + 1
+            layers.setdefault(t.get("depth", 0), []).append(t)
+        positions: dict[str, tuple[float, float]] = {}
+        for depth in sorted(layers):
+
+            def parents_at(t: dict[str, Any]) -> float:
+                ys = [positions[p][1] for p in t.get("parents", ()) if p in positions]
+                return -sum(ys) / len(ys) if ys else 0.0  # y runs down from 0: sort by -y
+
+            for i, t in enumerate(sorted(layers[depth], key=parents_at)):  # stable: ties keep their order
+                positions[t["table"]] = (float(depth), -float(i))
         return positions
 
     def edges(self) -> list[tuple[str, str]]:

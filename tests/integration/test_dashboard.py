@@ -346,3 +346,69 @@ def test_unwritable_performance_report(djdask, sql, prefix, tmp_path):
     assert result.returncode == 0 and result.stdout.strip().endswith("0"), output
     assert f"The performance report {report} could not be written" in output and "Traceback" not in output
     assert sql.scalar(f"SELECT COUNT(*) FROM {table}") == 2
+
+
+#: The pipeline plot as the browser has it: its tables, tools, size and framed ranges.
+DAG_VIEW = """
+const fig = Bokeh.documents[0].get_model_by_name("djdask-dag");
+const nodes = fig.renderers.find(r => r.data_source && r.data_source.data.table).data_source.data;
+return {
+  tables: Array.from(nodes.table), x: Array.from(nodes.x), y: Array.from(nodes.y),
+  tools: fig.toolbar.tools.map(t => t.type), scroll: fig.toolbar.active_scroll ? fig.toolbar.active_scroll.type : null,
+  width: fig.inner_width, height: fig.inner_height,
+  x_range: [fig.x_range.start, fig.x_range.end], y_range: [fig.y_range.start, fig.y_range.end],
+};
+"""
+
+
+@pytest.mark.parametrize("server", ["postgres"], indirect=True)
+def test_campaign_page_draws_a_200_table_pipeline_legibly(djdask, prefix, tmp_path, chromium):
+    """A campaign over 200 tables (tests/pipelines/many.py): the page's pipeline plot has
+    every table, in layers by depth, framed so that a row gets at least 40 px and a layer
+    100 px (names of 11 px legible), with pan and wheel zoom for the rest; a screenshot
+    is kept (campaign-page-200.png)."""
+    from distributed import Client
+
+    env = djdask.env(DASK_DISTRIBUTED__SCHEDULER__PICKLE="True")
+    seeded = djdask.python("import many; many.Session.insert1({'session': 0})", env=env)
+    assert seeded.returncode == 0, seeded.stderr
+    procs, address, logs = _start_remote_cluster(djdask, tmp_path, env)
+    try:
+        with Client(address, timeout=30) as client:
+            client.wait_for_workers(2, timeout=60)
+            run_env = {
+                **env,
+                "DASK_DJDASK__CLUSTERS__REMOTE__KIND": "address",
+                "DASK_DJDASK__CLUSTERS__REMOTE__ADDRESS": address,
+            }
+            result = djdask("populate", "many", "--cluster", "remote", env=run_env, timeout=600)
+            assert result.returncode == 0, result.stdout + result.stderr
+            link = re.search(r"Campaign page: +(\S+)", result.stdout).group(1)
+            chromium.set_window_size(1400, 1100)
+            chromium.get(link)
+            deadline = time.monotonic() + 30
+            while "(finished)" not in chromium.execute_script(PAGE_TEXT):
+                assert time.monotonic() < deadline, chromium.execute_script(PAGE_TEXT)[:2000]
+                time.sleep(0.5)
+            time.sleep(1.5)  # one more refresh of the plot
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            assert chromium.save_screenshot(str(ARTIFACTS / "campaign-page-200.png"))
+            view = chromium.execute_script(DAG_VIEW)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
+        for log in logs:
+            log.close()
+    assert len(view["tables"]) == 200 and len(set(view["tables"])) == 200
+    assert {"PanTool", "WheelZoomTool", "ResetTool"} <= set(view["tools"]), view["tools"]
+    assert view["scroll"] == "WheelZoomTool"
+    x = dict(zip(view["tables"], view["x"]))
+    y = dict(zip(view["tables"], view["y"]))
+    assert x["Step000"] == 0 and x["Step001"] == 1 and x["Step010"] == 1  # layers by depth
+    assert len({(x[t], y[t]) for t in x}) == 200  # no two tables in one place
+    (x0, x1), (y0, y1) = view["x_range"], view["y_range"]
+    per_layer, per_row = view["width"] / (x1 - x0), view["height"] / (y1 - y0)
+    assert per_layer >= 100 and per_row >= 40, (per_layer, per_row, view)
+    print(f"200 tables: {per_layer:.0f} px per layer, {per_row:.0f} px per row, plot {view['width']}x{view['height']}")

@@ -197,3 +197,25 @@ def test_a_huge_tables_estimated_rows_are_marked_as_an_estimate():
     board.update(snapshot)
     assert by_table(board)["Big"]["rows"] == "~12,000,010"
     assert by_table(board)["Small"]["rows"] == 6
+
+
+def test_each_layer_is_ordered_by_its_parents_so_edges_cross_less():
+    """Children listed against their parents' order still sit level with their parents."""
+    board = CampaignBoard(window=10.0)
+    tables = [("A", 0, []), ("B", 0, []), ("D", 1, ["B"]), ("C", 1, ["A"]), ("E", 2, ["D", "C"]), ("F", 2, ["D"])]
+    board.update(
+        {
+            "version": 1,
+            "time": 1.0,
+            "campaign": {},
+            "tables": [
+                {"table": n, "depth": d, "parents": p, "rows": 0, "made": 0, "errors": 0, "in_flight": 0,
+                 "pending": 1, "seconds": 0.0}
+                for n, d, p in tables
+            ],
+            "errors": [],
+        }
+    )  # fmt: skip
+    pos = board.layout()
+    assert pos["C"] == (1.0, 0.0) and pos["D"] == (1.0, -1.0)  # level with A and B
+    assert pos["E"] == (2.0, 0.0) and pos["F"] == (2.0, -1.0)  # E between C and D, F under D
