@@ -176,6 +176,12 @@ def _create_denied(table: Any, err: BaseException) -> str:
     )
 
 
+#: The key columns of each jobs table a JobQueue of this process opened, by full name:
+#: orphan recovery and lease renewal read them here instead of loading each table's
+#: heading again (200 tables: 1.4 s at each campaign start and each orphan check).
+KEY_COLUMNS: dict[str, list[str]] = {}
+
+
 class JobQueue:
     """The jobs table of one auto-populated table, seen from a campaign.
 
@@ -205,6 +211,7 @@ class JobQueue:
         self.adapter = self.connection.adapter
         self.check_layout()
         self.pk: list[str] = list(self.jobs.primary_key)
+        KEY_COLUMNS[self.name] = self.pk
         key_source = table.key_source
         names = set(key_source.heading.names)
         self.restriction = {k: v for k, v in (restriction or {}).items() if k in names}

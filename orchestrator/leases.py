@@ -31,7 +31,7 @@ from typing import Any
 from dask.utils import parse_timedelta
 
 from . import config, djcompat
-from .jobs import Owner, keys_condition, retry_on_conflict
+from .jobs import KEY_COLUMNS, Owner, keys_condition, retry_on_conflict
 
 __all__ = ["Heartbeat", "SessionThread", "lease_timeout", "recover_orphans", "renew_leases", "restamp", "session_gone"]
 
@@ -47,7 +47,10 @@ def lease_timeout() -> float | None:
 def _key_columns(connection: Any, jobs_table: str) -> list[str]:
     from .database import import_datajoint
 
-    return list(import_datajoint().FreeTable(connection, jobs_table).primary_key)
+    known = KEY_COLUMNS.get(jobs_table)
+    if known is None:
+        known = KEY_COLUMNS[jobs_table] = list(import_datajoint().FreeTable(connection, jobs_table).primary_key)
+    return known
 
 
 def _can_see_all_sessions(connection: Any) -> bool:
