@@ -64,8 +64,18 @@ def enqueue(
         added = _insert_into_empty(queue, f"INSERT INTO {target} {select}", (int(priority),))
     if added is None:
         added = _insert_new(queue, missing, "pending", int(priority))
+    if added >= ANALYZE_AFTER and queue._is_postgres and not queue.connection.in_transaction:
+        # Fresh statistics, or PostgreSQL's planner, which thinks the table small until
+        # autovacuum analyzes it (a minute or more), sorts every pending row for each claim
+        # instead of reading the claim's index in order: 230 ms per claim at 1M keys, 11 ms
+        # after this (0.1 s).
+        queue.connection.query(f"ANALYZE {queue.name}")
     logger.debug("Enqueued %d keys of %s", added, queue.table.class_name)
     return added
+
+
+#: An enqueue of this many keys or more analyzes the jobs table (PostgreSQL).
+ANALYZE_AFTER = 10_000
 
 
 def among_keys(source: Any, among: Sequence[dict] | None) -> Any:
