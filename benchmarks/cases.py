@@ -317,6 +317,64 @@ def _create_schema(sql, name: str) -> None:
 
 
 # -- case 1 and 2: throughput and efficiency ------------------------------------------
+def _ceiling(sql, prefix: str, keys_schema: str, n: int) -> tuple[str, list[list[str]]]:
+    """The ceiling: a table of the same rows (with the same foreign key, to ``keys_schema``'s
+    ``key``) that WORKERS connections fill with INSERT + COMMIT per key, no framework at
+    all; its schema and those processes' commands."""
+    ceiling = f"{prefix}_ceiling"
+    _create_schema(sql, ceiling)
+    sql.query(
+        f"CREATE TABLE {sql.table(ceiling, 'ceiling')} (k int NOT NULL PRIMARY KEY, v int NOT NULL, "
+        f"FOREIGN KEY (k) REFERENCES {sql.table(keys_schema, 'key')} (k))"
+    )
+    commands = [
+        ["-m", "benchmarks.baseline", "insert", "--schema", ceiling, "--table", "ceiling", "--keys", str(n),
+         "--worker", str(i), "--workers", str(WORKERS)]
+        for i in range(WORKERS)
+    ]  # fmt: skip
+    return ceiling, commands
+
+
+#: DataJoint's own per-key path on both workers at once, sharing the machine as djdask's
+#: workers do: WORKERS direct populate() processes of ``Fast``, each on its share of the keys.
+HALVES = [
+    ["-m", "benchmarks.baseline", "populate", THROUGHPUT, "Fast", "--direct", "--where", f"MOD(k, {WORKERS}) = {i}"]
+    for i in range(WORKERS)
+]
+
+
+def _raced(
+    sql, commands: list[list[str]], env: dict[str, str], log: Path, written: tuple[str, str, int], who: str
+) -> Callable[[], float]:
+    """A side of :func:`_take_turns`: ``commands`` as :class:`Racers`, then a check that they
+    left the expected rows (``written``: schema, table, rows)."""
+
+    def run() -> float:
+        seconds = Racers(commands, env, log).run()["seconds"]
+        _check(sql, *written, who)
+        return seconds
+
+    return run
+
+
+def _take_turns(sql, sides: dict[str, Callable[[], float]], emptied: Sequence[tuple[str, str]]) -> dict[str, list]:
+    """Run each side ROUNDS times, the sides taking turns, the server let settle before each;
+    before each round but the first, the tables in ``emptied`` (schema, table) are emptied.
+    A side returns its seconds (and checks what it wrote); returns them by side.
+
+    One side is a couple of seconds, where a shared two-core machine varies by a fifth from
+    one run to the next: the medians count."""
+    runs: dict[str, list[float]] = {side: [] for side in sides}
+    for round_ in range(ROUNDS):
+        if round_:
+            for schema, table in emptied:
+                sql.query(f"DELETE FROM {sql.table(schema, table)}")
+        for side, run in sides.items():
+            settle(sql)
+            runs[side].append(run())
+    return runs
+
+
 def case_throughput(quick: bool, work: Path) -> list[dict]:
     """Case 1, a make() that inserts one row: djdask vs two processes of DataJoint's
     ``populate(reserve_jobs=True)`` vs the ceiling (two connections, INSERT + COMMIT per key).
@@ -349,39 +407,9 @@ def case_throughput(quick: bool, work: Path) -> list[dict]:
         copies[side] = env, schema
     env, theirs = copies["dj"]
 
-    # The ceiling: the same rows (with the same foreign key), no framework at all.
-    ceiling = f"{prefix}_ceiling"
-    _create_schema(sql, ceiling)
-    sql.query(
-        f"CREATE TABLE {sql.table(ceiling, 'ceiling')} (k int NOT NULL PRIMARY KEY, v int NOT NULL, "
-        f"FOREIGN KEY (k) REFERENCES {sql.table(theirs, 'key')} (k))"
-    )
-    ceiling_cmd = [
-        [
-            "-m",
-            "benchmarks.baseline",
-            "insert",
-            "--schema",
-            ceiling,
-            "--table",
-            "ceiling",
-            "--keys",
-            str(n),
-            "--worker",
-            str(i),
-            "--workers",
-            str(WORKERS),
-        ]
-        for i in range(WORKERS)
-    ]
+    ceiling, ceiling_cmd = _ceiling(sql, prefix, theirs, n)
     populate = [["-m", "benchmarks.baseline", "populate", THROUGHPUT, "Fast"]] * WORKERS
-    # DataJoint's own per-key path on both workers at once, sharing the machine as
-    # djdask's workers do: two direct populate() processes, each on half the keys.
     halves_env, halves = copies["d2"]
-    halves_cmd = [
-        ["-m", "benchmarks.baseline", "populate", THROUGHPUT, "Fast", "--direct", "--where", f"MOD(k, {WORKERS}) = {i}"]
-        for i in range(WORKERS)
-    ]
     direct_env, direct = copies["dd"]
     dd = {}
     for table, keys in (("Fast", n_direct), ("Slow", n_direct // 25)):
@@ -394,10 +422,14 @@ def case_throughput(quick: bool, work: Path) -> list[dict]:
         )
         _check(sql, direct, f"__{table.lower()}", keys, "DataJoint's direct populate")
 
-    # Case 1 is a couple of seconds a side, where a shared two-core machine varies by a
-    # fifth from one run to the next: each side runs ROUNDS times, the sides taking
-    # turns, and the median counts.
-    runs: dict[str, list[float]] = {"ceiling": [], "datajoint": [], "halves": [], "djdask": []}
+    summaries = []
+
+    def ours_fast() -> float:
+        seconds, summary = campaign(THROUGHPUT, client, targets=["Fast"])
+        _check(sql, ours, "__fast", n, "the djdask campaign")
+        summaries.append(summary)
+        return seconds
+
     emptied = [
         (ceiling, "ceiling"),
         (theirs, "__fast"),
@@ -407,23 +439,16 @@ def case_throughput(quick: bool, work: Path) -> list[dict]:
         (ours, "~~fast"),
     ]  # what the sides wrote, emptied before the next round
     with warm_cluster(THROUGHPUT) as client:
-        for round_ in range(ROUNDS):
-            if round_:
-                for schema, table in emptied:
-                    sql.query(f"DELETE FROM {sql.table(schema, table)}")
-            settle(sql)
-            runs["ceiling"].append(Racers(ceiling_cmd, env, log).run()["seconds"])
-            _check(sql, ceiling, "ceiling", n, "the ceiling")
-            settle(sql)
-            runs["datajoint"].append(Racers(populate, env, log).run()["seconds"])
-            _check(sql, theirs, "__fast", n, "DataJoint's populate")
-            settle(sql)
-            runs["halves"].append(Racers(halves_cmd, halves_env, log).run()["seconds"])
-            _check(sql, halves, "__fast", n, "DataJoint's direct populate on halves")
-            settle(sql)
-            fast_s, fast = campaign(THROUGHPUT, client, targets=["Fast"])
-            runs["djdask"].append(fast_s)
-            _check(sql, ours, "__fast", n, "the djdask campaign")
+        sides = {
+            "ceiling": _raced(sql, ceiling_cmd, env, log, (ceiling, "ceiling", n), "the ceiling"),
+            "datajoint": _raced(sql, populate, env, log, (theirs, "__fast", n), "DataJoint's populate"),
+            "halves": _raced(
+                sql, HALVES, halves_env, log, (halves, "__fast", n), "DataJoint's direct populate on halves"
+            ),
+            "djdask": ours_fast,
+        }
+        runs = _take_turns(sql, sides, emptied)
+        fast = summaries[-1]
         settle(sql)
         slow_s, slow = campaign(THROUGHPUT, client, targets=["Slow"])
         _check(sql, ours, "__slow", n_slow, "the djdask campaign")
@@ -523,40 +548,25 @@ def case_group(quick: bool, work: Path) -> list[dict]:
     _run(["-m", "benchmarks.baseline", "declare", THROUGHPUT, "Fast"], halves_env, log)
     halves = f"{prefix}d2_throughput"
     sql.fill_integers(halves, "key", "k", n)
-    ceiling = f"{prefix}_ceiling"
-    _create_schema(sql, ceiling)
-    sql.query(
-        f"CREATE TABLE {sql.table(ceiling, 'ceiling')} (k int NOT NULL PRIMARY KEY, v int NOT NULL, "
-        f"FOREIGN KEY (k) REFERENCES {sql.table(halves, 'key')} (k))"
-    )
-    ceiling_cmd = [
-        ["-m", "benchmarks.baseline", "insert", "--schema", ceiling, "--table", "ceiling", "--keys", str(n),
-         "--worker", str(i), "--workers", str(WORKERS)]
-        for i in range(WORKERS)
-    ]  # fmt: skip
-    halves_cmd = [
-        ["-m", "benchmarks.baseline", "populate", THROUGHPUT, "Fast", "--direct", "--where", f"MOD(k, {WORKERS}) = {i}"]
-        for i in range(WORKERS)
-    ]
-    runs: dict[str, list[float]] = {"ceiling": [], "halves": [], "djdask": []}
+    ceiling, ceiling_cmd = _ceiling(sql, prefix, halves, n)
+
+    def grouped() -> float:
+        seconds, summary = campaign(THROUGHPUT, client, targets=["Fast"])
+        _check(sql, ours, "__fast", n, "the group-commit campaign")
+        if not summary.tables[0].group_commit:
+            raise RuntimeError("the campaign did not run Fast with group commit")
+        return seconds
+
     emptied = [(ceiling, "ceiling"), (halves, "__fast"), (ours, "__fast"), (ours, "~~fast")]
     with warm_cluster(THROUGHPUT) as client, dask.config.set({"djdask.campaign.group-commit": ["Fast"]}):
-        for round_ in range(ROUNDS):
-            if round_:
-                for schema, table in emptied:
-                    sql.query(f"DELETE FROM {sql.table(schema, table)}")
-            settle(sql)
-            runs["ceiling"].append(Racers(ceiling_cmd, halves_env, log).run()["seconds"])
-            _check(sql, ceiling, "ceiling", n, "the ceiling")
-            settle(sql)
-            runs["halves"].append(Racers(halves_cmd, halves_env, log).run()["seconds"])
-            _check(sql, halves, "__fast", n, "DataJoint's direct populate on halves")
-            settle(sql)
-            seconds, summary = campaign(THROUGHPUT, client, targets=["Fast"])
-            runs["djdask"].append(seconds)
-            _check(sql, ours, "__fast", n, "the group-commit campaign")
-            if not summary.tables[0].group_commit:
-                raise RuntimeError("the campaign did not run Fast with group commit")
+        sides = {
+            "ceiling": _raced(sql, ceiling_cmd, halves_env, log, (ceiling, "ceiling", n), "the ceiling"),
+            "halves": _raced(
+                sql, HALVES, halves_env, log, (halves, "__fast", n), "DataJoint's direct populate on halves"
+            ),
+            "djdask": grouped,
+        }
+        runs = _take_turns(sql, sides, emptied)
     sql.close()
     median = {side: statistics.median(seconds) for side, seconds in runs.items()}
     rate, raw_rate, direct_rate = (n / median[side] for side in ("djdask", "ceiling", "halves"))

@@ -423,9 +423,7 @@ def _run_group(
         error = maker(key)
         if error is not None:  # roll back; the keys made so far and this one run again alone
             _roll_back(connection)
-            return [o if o["status"] == "skipped" else _outcome(o["key"], "redo") for o in outcomes] + [
-                _outcome(key, "redo")
-            ]
+            return _redo([*outcomes, _outcome(key, "redo")])
         made.append((key, started, time.perf_counter() - clock))
         outcomes.append(_outcome(key, "success", made[-1][2]))
     try:
@@ -434,11 +432,17 @@ def _run_group(
     except Exception as err:  # committed or not: the per-key path finds out (a committed key is skipped)
         logger.warning("Group commit of %d key(s) failed (%s); running them one at a time", len(made), err)
         _roll_back(connection)
-        return [o if o["status"] == "skipped" else _outcome(o["key"], "redo") for o in outcomes]
+        return _redo(outcomes)
     memory = peak_memory()
     for outcome in outcomes:
         outcome["memory"] = memory
     return outcomes
+
+
+def _redo(outcomes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A rolled-back group's outcomes: each key it made is to run again alone (``redo``);
+    keys found already made stay ``skipped``."""
+    return [o if o["status"] == "skipped" else _outcome(o["key"], "redo") for o in outcomes]
 
 
 def _pk(table: Any, key: dict) -> tuple:

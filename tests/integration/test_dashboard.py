@@ -4,12 +4,14 @@ or in any log."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 
 import pytest
 
@@ -77,8 +79,24 @@ def _wait_for_scheduler_file(path, proc) -> dict:
     return json.loads(path.read_text())
 
 
+@contextlib.contextmanager
+def remote_cluster(djdask, tmp_path, env) -> Iterator[str]:
+    """`dask scheduler` and `dask worker` processes, as on a cluster djdask did not start;
+    yields the scheduler's address, and stops them on the way out."""
+    procs, address, logs = _start_remote_cluster(djdask, tmp_path, env)
+    try:
+        yield address
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
+        for log in logs:
+            log.close()
+
+
 def _start_remote_cluster(djdask, tmp_path, env) -> tuple[list[subprocess.Popen], str, list]:
-    """`dask scheduler` and `dask worker` processes, as on a cluster djdask did not start."""
+    """The processes of :func:`remote_cluster`, its address and its log files."""
     scheduler_file = tmp_path / "scheduler.json"
     logs = [open(tmp_path / "scheduler.log", "w"), open(tmp_path / "workers.log", "w")]
     dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
@@ -152,8 +170,7 @@ def test_campaign_page_in_chromium_matches_the_database(djdask, sql, prefix, tmp
         DJ_STORES=json.dumps(stores), AWS_SECRET_ACCESS_KEY=s3_secret, DASK_DISTRIBUTED__SCHEDULER__PICKLE="True"
     )
     assert djdask.python(INSERT_DEMO, env=env).returncode == 0
-    procs, address, logs = _start_remote_cluster(djdask, tmp_path, env)
-    try:
+    with remote_cluster(djdask, tmp_path, env) as address:
         with Client(address, timeout=30) as client:
             client.wait_for_workers(2, timeout=60)
             run_env = {
@@ -212,13 +229,6 @@ def test_campaign_page_in_chromium_matches_the_database(djdask, sql, prefix, tmp
                 "scheduler log (Dask)": json.dumps(client.get_scheduler_logs()),
                 "worker logs (Dask)": json.dumps(client.get_worker_logs()),
             }
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=30)
-        for log in logs:
-            log.close()
     places["scheduler process output"] = (tmp_path / "scheduler.log").read_text()
     places["worker process output"] = (tmp_path / "workers.log").read_text()
     for where, content in places.items():
@@ -372,8 +382,7 @@ def test_campaign_page_draws_a_200_table_pipeline_legibly(djdask, prefix, tmp_pa
     env = djdask.env(DASK_DISTRIBUTED__SCHEDULER__PICKLE="True")
     seeded = djdask.python("import many; many.Session.insert1({'session': 0})", env=env)
     assert seeded.returncode == 0, seeded.stderr
-    procs, address, logs = _start_remote_cluster(djdask, tmp_path, env)
-    try:
+    with remote_cluster(djdask, tmp_path, env) as address:
         with Client(address, timeout=30) as client:
             client.wait_for_workers(2, timeout=60)
             run_env = {
@@ -394,13 +403,6 @@ def test_campaign_page_draws_a_200_table_pipeline_legibly(djdask, prefix, tmp_pa
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             assert chromium.save_screenshot(str(ARTIFACTS / "campaign-page-200.png"))
             view = chromium.execute_script(DAG_VIEW)
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=30)
-        for log in logs:
-            log.close()
     assert len(view["tables"]) == 200 and len(set(view["tables"])) == 200
     assert {"PanTool", "WheelZoomTool", "ResetTool"} <= set(view["tools"]), view["tools"]
     assert view["scroll"] == "WheelZoomTool"

@@ -15,11 +15,10 @@ group commit refuses.
 
 import itertools
 import os
-import signal
-import threading
 import time
 
 import datajoint as dj
+from make_faults import append_to_ledger, misbehave
 
 from djdask import config
 
@@ -46,18 +45,8 @@ class Entry(dj.Computed):
 
     def make(self, key):
         call = f"{os.getpid()}-{next(_calls)}"
-        line = f"{key['source_id']} {call} {time.time():.6f}\n".encode()
-        fd = os.open(os.environ["DJDASK_TEST_LEDGER"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)  # one write of a short line: atomic with O_APPEND
-        finally:
-            os.close(fd)
-        faults = dict(item.split("=") for item in os.environ.get("DJDASK_TEST_FAULTS", "").split(",") if item)
-        fault = faults.get(str(key["source_id"]))
-        if fault == "raise":
-            raise ValueError(f"source {key['source_id']} is bad")
-        if fault == "segv":
-            _segfault()
+        append_to_ledger(f"{key['source_id']} {call} {time.time():.6f}\n")
+        misbehave(key["source_id"])
         time.sleep(float(os.environ.get("DJDASK_TEST_MAKE_SECONDS", "0")))
         self.insert1({**key, "value": key["source_id"] * 3, "made_by": call})
 
@@ -78,10 +67,3 @@ class Split(dj.Computed):
 
     def make_insert(self, key, doubled):
         self.insert1({**key, "doubled": doubled})
-
-
-def _segfault():
-    """Die of SIGSEGV here: sent to this thread (os.kill may hand it to another thread, which
-    takes a moment, time enough for make() to go on and commit), and wait for it."""
-    signal.pthread_kill(threading.get_ident(), signal.SIGSEGV)
-    time.sleep(60)

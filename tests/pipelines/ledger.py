@@ -12,11 +12,10 @@ every page, kill its own process with SIGSEGV, or never return.
 """
 
 import os
-import signal
-import threading
 import time
 
 import datajoint as dj
+from make_faults import append_to_ledger, misbehave
 
 from djdask import config
 
@@ -39,14 +38,8 @@ class Entry(dj.Computed):
     """
 
     def make(self, key):
-        line = f"{key['source_id']} {os.getpid()} {_job_id()} {time.time():.3f} {_deadline()}\n"
-        line = line.encode()
-        fd = os.open(os.environ["DJDASK_TEST_LEDGER"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)  # one write of a short line: atomic with O_APPEND
-        finally:
-            os.close(fd)
-        _misbehave(key["source_id"])
+        append_to_ledger(f"{key['source_id']} {os.getpid()} {_job_id()} {time.time():.3f} {_deadline()}\n")
+        misbehave(key["source_id"])
         time.sleep(float(os.environ.get("DJDASK_TEST_MAKE_SECONDS", "0")))
         self.insert1({**key, "value": key["source_id"] * 3})
 
@@ -60,20 +53,6 @@ def _job_id():
     return next((os.environ[v] for v in JOB_ID_VARIABLES if os.environ.get(v)), "-")
 
 
-def _misbehave(source_id):
-    faults = dict(item.split("=") for item in os.environ.get("DJDASK_TEST_FAULTS", "").split(",") if item)
-    fault = faults.get(str(source_id))
-    if fault == "memory":
-        hog = b"\1" * (int(os.environ.get("DJDASK_TEST_HOG_MB", "1536")) * 2**20)
-        time.sleep(5)  # held: the nanny sees it
-        del hog
-    elif fault == "segv":
-        _segfault()
-    elif fault == "hang":
-        while True:
-            time.sleep(1)
-
-
 def _deadline():
     """The time after which this worker starts no make() (its lifetime), as djdask set it."""
     try:
@@ -83,10 +62,3 @@ def _deadline():
     except (ValueError, KeyError):  # not on a djdask worker
         return "-"
     return "-" if deadline is None else f"{deadline:.3f}"
-
-
-def _segfault():
-    """Die of SIGSEGV here: sent to this thread (os.kill may hand it to another thread, which
-    takes a moment, time enough for make() to go on and commit), and wait for it."""
-    signal.pthread_kill(threading.get_ident(), signal.SIGSEGV)
-    time.sleep(60)
