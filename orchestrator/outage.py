@@ -134,6 +134,8 @@ def is_store_unavailable(error: BaseException, *, from_store: bool = False) -> b
 def _is_store_unavailable(error: BaseException, from_store: bool) -> bool:
     if from_store and isinstance(error, OSError) and error.errno in _NETWORK_ERRNOS:
         return True
+    if from_store and isinstance(error, TimeoutError):  # the store took no answer in time
+        return True
     module = type(error).__module__ or ""
     name = type(error).__name__
     if module.startswith(("botocore", "aiobotocore")):

@@ -45,11 +45,13 @@ import hashlib
 import inspect
 import logging
 import threading
+import time
 import warnings
 import weakref
 from typing import Any
 
 import numpy as np
+from dask.callbacks import Callback
 from datajoint.builtin_codecs.schema import SchemaCodec
 from datajoint.errors import DataJointError
 
@@ -171,13 +173,19 @@ class XarrayCodec(SchemaCodec):
         where = _describe(backend, path)
         try:
             mapper = backend.get_fsmap(path)
-            with warnings.catch_warnings():
-                # Zarr warns, once per array, that fixed-length strings (coordinate labels
-                # such as "y", "x") have no Zarr v3 spec yet; zarr-python reads them back.
-                warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification")
-                writing = ds.to_zarr(mapper, mode="w-", zarr_format=3, consolidated=False, compute=False)
-                writing.compute(scheduler="synchronous")  # chunk by chunk, here, not on the cluster
+
+            def write(progressed) -> None:
+                with warnings.catch_warnings(), Callback(posttask=lambda *_: progressed()):
+                    # Zarr warns, once per array, that fixed-length strings (coordinate labels
+                    # such as "y", "x") have no Zarr v3 spec yet; zarr-python reads them back.
+                    warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification")
+                    writing = ds.to_zarr(mapper, mode="w-", zarr_format=3, consolidated=False, compute=False)
+                    writing.compute(scheduler="synchronous")  # chunk by chunk, here, not on the cluster
+
+            _within(_write_timeout(), write)
         except Exception as err:
+            if isinstance(err, StoreStalled):
+                _forget_clients(mapper.fs)
             _remove_quietly(backend, path)
             message = (
                 f"<xarray@{store_name or ''}> on {table}.{field}: could not write {where}: "
@@ -495,6 +503,57 @@ def _describe(backend: Any, path: str) -> str:
         return backend.get_url(path)
     except Exception:  # an adapter without URLs
         return path
+
+
+class StoreStalled(TimeoutError):
+    """A write to the object store got no answer within ``djdask.storage.write-timeout``."""
+
+
+def _write_timeout() -> float:
+    from dask.utils import parse_timedelta
+
+    return parse_timedelta(config.get("storage.write-timeout"))
+
+
+def _within(timeout: float, write: Any) -> None:
+    """Run ``write(progressed)`` and wait for it as long as it progresses: it calls
+    ``progressed()`` after each chunk, and a write with no progress for ``timeout`` seconds
+    is given up.
+
+    Zarr's writes wait on their event loop without a limit (``Array.__setitem__`` ignores
+    ``async.timeout``), and an S3 connection the server took but never answers is not
+    always bounded by botocore's read timeout (seen: a worker waiting for good after a
+    network outage).  So the write runs in a thread of its own; one left waiting is
+    abandoned, and the key waits for the store as in an outage."""
+    outcome: dict[str, BaseException] = {}
+    last = [time.monotonic()]
+
+    def progressed() -> None:
+        last[0] = time.monotonic()
+
+    def run() -> None:
+        try:
+            write(progressed)
+        except BaseException as err:  # noqa: BLE001  (handed to the caller's thread)
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, name="djdask-store-write", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(max(0.0, last[0] + timeout - time.monotonic()))
+        if thread.is_alive() and time.monotonic() - last[0] >= timeout:
+            raise StoreStalled(f"the store gave no answer for {timeout:g} s (djdask.storage.write-timeout)")
+    if "error" in outcome:
+        raise outcome["error"]
+
+
+def _forget_clients(fs: Any) -> None:
+    """Drop fsspec's cached filesystems of ``fs``'s kind, so that the next write opens new
+    connections instead of queueing behind the stalled one."""
+    try:
+        type(fs).clear_instance_cache()
+    except Exception as err:  # noqa: BLE001  (only a cache)
+        logger.debug("Could not clear the filesystem cache: %s", err)
 
 
 def _short(err: BaseException) -> str:

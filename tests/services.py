@@ -314,6 +314,7 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._listener: socket.socket | None = None
+        self.stalled = False  # connections are taken but nothing is relayed (stall())
         self.up()
 
     @property
@@ -350,6 +351,14 @@ class TcpProxy:
                     pass
             self._sockets.clear()
 
+    def stall(self) -> None:
+        """Keep taking connections and requests but relay nothing, either way, until
+        unstall(): a store behind a proxy or load balancer that stopped answering."""
+        self.stalled = True
+
+    def unstall(self) -> None:
+        self.stalled = False
+
     def _accept(self, listener: socket.socket) -> None:
         import threading
 
@@ -372,10 +381,11 @@ class TcpProxy:
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                while self.stalled:
+                    time.sleep(0.05)
                 sink.sendall(data)
         except OSError:
             pass

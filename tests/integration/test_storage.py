@@ -68,6 +68,7 @@ def s3_env(djdask, s3, bucket, prefix, **extra):
 
 
 @postgres_only
+@pytest.mark.long
 def test_reference_pipeline_writes_every_array_to_s3(djdask, sql, prefix, s3_server, tmp_path):
     """`djdask demo --store s3://...`: every array attribute of every row is a Zarr in the
     bucket, reads back equal to its checksum through DataJoint (lazily), and (the first
@@ -122,6 +123,7 @@ def bucket_files(s3, bucket):
     return set(s3.fs().find(bucket))
 
 
+@pytest.mark.long
 def test_failed_make_leaves_an_orphan_that_gc_removes(djdask, sql, prefix, s3_server):
     """Broken.make() writes its array, then raises: no row, an error row, and a Zarr nobody
     references. `djdask gc --dry-run` lists it and removes nothing; `djdask gc` removes it
@@ -275,6 +277,7 @@ def test_a_store_that_cannot_be_written_stops_the_campaign_first(djdask, sql, pr
 
 
 @postgres_only
+@pytest.mark.long
 def test_a_store_gone_for_good_fails_the_keys_that_need_it(djdask, sql, prefix, s3_server):
     """The S3 endpoint stops answering after the campaign started and does not come back: each
     key that writes to it waits up to the outage tolerance (3 s here), then is an error row
@@ -311,6 +314,7 @@ def test_a_store_gone_for_good_fails_the_keys_that_need_it(djdask, sql, prefix, 
 
 
 @postgres_only
+@pytest.mark.long
 def test_an_object_store_outage_is_waited_out(djdask, sql, prefix, s3_server):
     """The S3 endpoint stops answering for 15 s while keys write their arrays: the keys that
     tried are tried again once it is back, uncharged, and the campaign ends with every row
@@ -321,7 +325,12 @@ def test_an_object_store_outage_is_waited_out(djdask, sql, prefix, s3_server):
     bucket = s3_server.bucket(f"o{prefix}".lower())
     proxy = TcpProxy(("127.0.0.1", int(s3_server.endpoint.rsplit(":", 1)[1])))
     stores = {"default": "flaky", "flaky": {**s3_server.store_spec(bucket), "endpoint": proxy.endpoint}}
-    env = djdask.env(DJ_STORES=json.dumps(stores), AWS_MAX_ATTEMPTS="2", DJDASK_TEST_MAKE_SECONDS="0.2")
+    env = djdask.env(
+        DJ_STORES=json.dumps(stores),
+        AWS_MAX_ATTEMPTS="2",
+        DJDASK_TEST_MAKE_SECONDS="0.2",
+        DASK_DJDASK__STORAGE__WRITE_TIMEOUT="20s",  # a write left waiting by the outage is cut off
+    )
     assert djdask.python(f"import arrays; arrays.Source.insert({{'source_id': i}} for i in range({n}))").returncode == 0
     proc = populate_kept(djdask, env)
     table = sql.table(f"{prefix}_arrays", "__kept")
@@ -351,3 +360,39 @@ def test_an_object_store_outage_is_waited_out(djdask, sql, prefix, s3_server):
         env=env,
     )
     assert read.returncode == 0, read.stderr
+
+
+@postgres_only
+@pytest.mark.long
+def test_a_store_that_stops_answering_is_cut_off_and_waited_for(djdask, sql, prefix, s3_server):
+    """The S3 endpoint keeps taking connections and requests but answers nothing for 12 s
+    (a stalled proxy): writes waiting on it are cut off after djdask.storage.write-timeout
+    instead of hanging their workers, the keys wait for the store, and once it answers
+    again every row is made, none is an error, nothing is left reserved."""
+    from tests.services import TcpProxy
+
+    n = 12
+    bucket = s3_server.bucket(f"w{prefix}".lower())
+    proxy = TcpProxy(("127.0.0.1", int(s3_server.endpoint.rsplit(":", 1)[1])))
+    stores = {"default": "stalling", "stalling": {**s3_server.store_spec(bucket), "endpoint": proxy.endpoint}}
+    env = djdask.env(
+        DJ_STORES=json.dumps(stores), DJDASK_TEST_MAKE_SECONDS="0.2", DASK_DJDASK__STORAGE__WRITE_TIMEOUT="3s"
+    )
+    assert djdask.python(f"import arrays; arrays.Source.insert({{'source_id': i}} for i in range({n}))").returncode == 0
+    proc = populate_kept(djdask, env)
+    table = sql.table(f"{prefix}_arrays", "__kept")
+    deadline = time.monotonic() + 120
+    while "__kept" not in sql.tables(f"{prefix}_arrays") or sql.scalar(f"SELECT COUNT(*) FROM {table}") < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    proxy.stall()
+    time.sleep(12)
+    made_while_stalled = sql.scalar(f"SELECT COUNT(*) FROM {table}")
+    proxy.unstall()
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, out + err
+    assert "the store gave no answer for 3 s" in err, err  # the cut-off ran
+    assert "Object store unreachable; keys that write to it wait for it" in err, err
+    assert made_while_stalled < n, "the store never stalled a write"
+    assert sql.scalar(f"SELECT COUNT(*) FROM {table}") == n
+    assert sql.jobs_counts(f"{prefix}_arrays", "_kept") == {}
