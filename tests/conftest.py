@@ -49,20 +49,6 @@ def pytest_configure(config):
         )
 
 
-def pytest_collection_modifyitems(config, items):
-    """Long tests first (``@pytest.mark.long``).  The xdist workers take tests in this
-    order (after each batch system's group), so the long ones, mostly waiting on outages
-    and walltimes, overlap the many short ones instead of running alone at the end; a
-    90 s database outage started last kept two cores idle for 100 s.  The sort is stable
-    and the same in every worker, as xdist needs; ``long(N)`` goes before plain ``long``."""
-
-    def weight(item) -> int:
-        mark = item.get_closest_marker("long")
-        return 0 if mark is None else -(mark.args[0] if mark.args else 1)
-
-    items.sort(key=weight)
-
-
 @pytest.fixture(scope="session")
 def postgres_server(tmp_path_factory):
     server = start_or_skip(start_postgres, tmp_path_factory, "postgres")

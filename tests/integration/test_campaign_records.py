@@ -123,7 +123,6 @@ def test_report_and_cancel_of_an_unknown_id_say_so(djdask, sql, prefix):
 
 
 @pytest.mark.parametrize("server", ["postgres"], indirect=True)
-@pytest.mark.long
 def test_a_submitted_controller_outlives_the_command_and_when_killed_is_lost_and_released(
     djdask, sql, prefix, tmp_path
 ):

@@ -126,7 +126,6 @@ client.close(); cluster.close()
 """
 
 
-@pytest.mark.long
 def test_a_retiring_local_worker_hands_its_queued_keys_to_another(djdask, sql, prefix, tmp_path):
     """A worker past its lifetime (as batch jobs near their walltime) starts no new make():
     the rest of its batch goes back to the campaign (requeue) and another worker makes it;

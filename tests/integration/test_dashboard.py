@@ -143,7 +143,6 @@ def _start_remote_cluster(djdask, tmp_path, env) -> tuple[list[subprocess.Popen]
 
 
 @pytest.mark.parametrize("server", ["mariadb"], indirect=True)  # the backend whose user has a password
-@pytest.mark.long
 def test_campaign_page_in_chromium_matches_the_database(djdask, sql, prefix, tmp_path, chromium):
     """The reference pipeline on a running scheduler (the remote case: the campaign
     registers the page's plugin there). At the end Chromium loads the page: every
@@ -373,7 +372,6 @@ return {
 
 
 @pytest.mark.parametrize("server", ["postgres"], indirect=True)
-@pytest.mark.long
 def test_campaign_page_draws_a_200_table_pipeline_legibly(djdask, prefix, tmp_path, chromium):
     """A campaign over 200 tables (tests/pipelines/many.py): the page's pipeline plot has
     every table, in layers by depth, framed so that a row gets at least 40 px and a layer

@@ -35,7 +35,6 @@ def unconfigured(tmp_path):
     run(["db", "stop"], env, tmp_path)
 
 
-@pytest.mark.long
 def test_demo_populates_every_table_on_the_embedded_database(unconfigured):
     """The README's first command: with nothing configured, the demo must start the embedded
     PostgreSQL and fill every table of the reference pipeline; a missing row means a

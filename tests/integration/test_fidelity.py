@@ -222,7 +222,6 @@ def test_tripartite_with_xarray_matches_and_rejects_changed_fetch(djdask, sql):
         assert not [r for r in jobs_rows(sql, runs.schema(), table, "status") if r[0] == "error"], table
 
 
-@pytest.mark.long
 def test_global_random_seeding_on_busy_worker(djdask, sql):
     """A make() that seeds the global `random` and `numpy.random` from its key and draws
     between waits must give populate()'s draws on a busy Dask worker (batches of many
@@ -241,7 +240,6 @@ def test_global_random_seeding_on_busy_worker(djdask, sql):
     assert table["largest_batch"] > 10 and table["tasks"] > 4, table
 
 
-@pytest.mark.long
 def test_keep_completed_remakes_deleted_rows_with_metadata_from_one_place(djdask, sql):
     """With jobs.keep_completed, a key whose result rows were deleted still has its
     `success` jobs row; a later campaign must make it again, as DataJoint's refresh()
@@ -304,7 +302,6 @@ def test_keep_completed_remakes_deleted_rows_with_metadata_from_one_place(djdask
                 assert abs(float(duration) - float(job_duration)) <= 1e-6, (who, name, duration, job_duration)
 
 
-@pytest.mark.long
 def test_deleted_upstream_rows_and_ignored_keys(djdask, sql):
     """Keys enqueued (pending) whose upstream rows are then deleted must not be made (no
     error rows) nor left pending; ignore rows stay; results equal populate() on the final
@@ -399,7 +396,6 @@ def test_thread_safe_mode_pipeline(djdask, sql):
     runs.same(sql, nonempty=["__squared", "__profile"])
 
 
-@pytest.mark.long
 def test_key_source_not_a_foreign_key_of_target(djdask, sql):
     """A Computed whose primary key is its own field (key_source = Scan, a secondary
     reference) has no DataJoint jobs table: plan must say it runs unreserved, populate

@@ -14,7 +14,6 @@ def seed_badkey(djdask):
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.long
 def test_jobs_retry_and_release(djdask, sql, prefix):
     """jobs lists the error row; retry puts it back to pending; release frees a reservation
     whose session is gone but not one whose session is alive."""
@@ -76,7 +75,6 @@ LEGACY_DDL = {
 }
 
 
-@pytest.mark.long
 def test_legacy_jobs_table_is_reported_and_left_alone(djdask, sql, prefix):
     """A DataJoint 0.x `~jobs` table with live reservations stops the campaign with a clear
     message (exit 2); without them the campaign runs and warns. Its rows never change."""

@@ -48,7 +48,6 @@ def wait_for(predicate, timeout, what):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.mark.long
 def test_exactly_once_beside_datajoint_workers(djdask, sql, prefix, tmp_path):
     """Two djdask campaigns and two DataJoint populate(reserve_jobs=True) processes on one
     table of 2,000 keys: the ledger must have exactly 2,000 lines, one per key. A duplicate
@@ -104,7 +103,6 @@ def test_worker_killed_mid_make_leaves_no_partial_rows(djdask, sql, prefix, tmp_
     assert sql.jobs_counts(schema, "__analysis") == {}
 
 
-@pytest.mark.long
 def test_killed_campaign_is_recovered_by_the_next_one(djdask, sql, prefix, tmp_path):
     """SIGKILL to a whole campaign leaves reserved rows; the next campaign must free them at
     start (their sessions are gone; no timeout is configured) and finish every key."""
@@ -174,7 +172,6 @@ def test_live_long_make_survives_datajoint_orphan_timeout(djdask, sql, prefix, t
     assert len(ledger_lines(ledger)) == 2  # each make() ran once
 
 
-@pytest.mark.long
 def test_sigterm_releases_held_keys(djdask, sql, prefix, tmp_path):
     """SIGTERM (scancel, kill) to a running campaign: it exits, no key is left reserved, no
     partial work is committed, and the next run finishes the rest."""

@@ -21,7 +21,7 @@ from tests.conftest import Djdask, start_or_skip
 from tests.integration.test_jobs_engine import ledger_lines, seed_ledger
 from tests.services import start_mariadb, start_postgres
 
-pytestmark = [pytest.mark.integration, pytest.mark.long(100)]  # the 90 s outages first of all
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(params=["postgres", "mariadb"])

@@ -68,7 +68,6 @@ def s3_env(djdask, s3, bucket, prefix, **extra):
 
 
 @postgres_only
-@pytest.mark.long
 def test_reference_pipeline_writes_every_array_to_s3(djdask, sql, prefix, s3_server, tmp_path):
     """`djdask demo --store s3://...`: every array attribute of every row is a Zarr in the
     bucket, reads back equal to its checksum through DataJoint (lazily), and (the first
@@ -123,7 +122,6 @@ def bucket_files(s3, bucket):
     return set(s3.fs().find(bucket))
 
 
-@pytest.mark.long
 def test_failed_make_leaves_an_orphan_that_gc_removes(djdask, sql, prefix, s3_server):
     """Broken.make() writes its array, then raises: no row, an error row, and a Zarr nobody
     references. `djdask gc --dry-run` lists it and removes nothing; `djdask gc` removes it
@@ -277,7 +275,6 @@ def test_a_store_that_cannot_be_written_stops_the_campaign_first(djdask, sql, pr
 
 
 @postgres_only
-@pytest.mark.long
 def test_a_store_gone_for_good_fails_the_keys_that_need_it(djdask, sql, prefix, s3_server):
     """The S3 endpoint stops answering after the campaign started and does not come back: each
     key that writes to it waits up to the outage tolerance (3 s here), then is an error row
@@ -314,7 +311,6 @@ def test_a_store_gone_for_good_fails_the_keys_that_need_it(djdask, sql, prefix, 
 
 
 @postgres_only
-@pytest.mark.long
 def test_an_object_store_outage_is_waited_out(djdask, sql, prefix, s3_server):
     """The S3 endpoint stops answering for 15 s while keys write their arrays: the keys that
     tried are tried again once it is back, uncharged, and the campaign ends with every row
@@ -363,7 +359,6 @@ def test_an_object_store_outage_is_waited_out(djdask, sql, prefix, s3_server):
 
 
 @postgres_only
-@pytest.mark.long
 def test_a_store_that_stops_answering_is_cut_off_and_waited_for(djdask, sql, prefix, s3_server):
     """The S3 endpoint keeps taking connections and requests but answers nothing for 12 s
     (a stalled proxy): writes waiting on it are cut off after djdask.storage.write-timeout

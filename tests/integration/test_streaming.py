@@ -42,7 +42,6 @@ def test_results_stream_down_the_dag(djdask, sql, prefix, tmp_path):
     assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(img, '__cell_stats')}") == 16
 
 
-@pytest.mark.long
 def test_fast_makes_are_batched(djdask, sql, tmp_path):
     """5,000 keys with a 1 ms make() must travel in far fewer Dask tasks than keys; a
     campaign of one task per key would drown the scheduler."""
@@ -120,7 +119,6 @@ def test_transient_failures_are_retried_user_errors_are_not(djdask, sql, prefix,
     assert sql.jobs_counts(schema, "__flaky") == {}
 
 
-@pytest.mark.long
 def test_sigint_stops_gracefully_and_the_next_run_resumes(djdask, sql, prefix, tmp_path):
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it, workers included):
     the campaign exits within the grace period, leaves no key reserved, and a second run
