@@ -2,7 +2,8 @@
 
 Starts its own database servers (as the tests do), runs every case on each
 backend in a process of its own (:mod:`benchmarks.cases`), and writes
-``benchmarks/results/<date>.json`` and ``<date>.md``, the table it prints.
+``benchmarks/results/<date>.json`` and ``<date>.md`` (``<date>-quick.*`` with ``--quick``),
+the table it prints.
 """
 
 from __future__ import annotations
@@ -102,9 +103,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"# {backend} {name}: {time.monotonic() - started:.0f} s", flush=True)
         finally:
             server.stop()
-    stamp = datetime.date.today().isoformat()
+    today = datetime.date.today().isoformat()
+    stamp = today + ("-quick" if args.quick else "")  # a quick run never replaces the day's full one
     run = {
-        "date": stamp,
+        "date": today,
         "quick": args.quick,
         "wall_seconds": round(time.monotonic() - t0, 1),
         "machine": machine(),
