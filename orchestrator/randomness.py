@@ -33,7 +33,7 @@ import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["isolate", "is_isolated", "owned_by_this_thread"]
+__all__ = ["isolate", "is_isolated", "owned_by_this_thread", "this_thread_owns"]
 
 _owners: set[int] = set()  # threading.get_ident() of the threads running make(), while they do
 _isolated: list[Any] = []  # the global generators whose functions are dispatched
@@ -130,6 +130,11 @@ def isolate() -> None:
 
 def is_isolated() -> bool:
     return bool(_isolated)
+
+
+def this_thread_owns() -> bool:
+    """Whether this thread draws from the global generators now (it runs ``make()``)."""
+    return threading.get_ident() in _owners
 
 
 @contextlib.contextmanager

@@ -41,6 +41,7 @@ DeepHash does.  This works in any process that decodes, DataJoint's own
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import logging
@@ -55,7 +56,7 @@ from dask.callbacks import Callback
 from datajoint.builtin_codecs.schema import SchemaCodec
 from datajoint.errors import DataJointError
 
-from . import config, djcompat
+from . import config, djcompat, randomness
 from .errors import StoreUnavailableError
 from .outage import is_store_unavailable
 
@@ -527,13 +528,17 @@ def _within(timeout: float, write: Any) -> None:
     abandoned, and the key waits for the store as in an outage."""
     outcome: dict[str, BaseException] = {}
     last = [time.monotonic()]
+    # A lazy array that draws from the global generators draws, while written, from those
+    # of make()'s thread (which waits meanwhile), as in DataJoint's own populate().
+    owns = randomness.owned_by_this_thread if randomness.this_thread_owns() else contextlib.nullcontext
 
     def progressed() -> None:
         last[0] = time.monotonic()
 
     def run() -> None:
         try:
-            write(progressed)
+            with owns():
+                write(progressed)
         except BaseException as err:  # noqa: BLE001  (handed to the caller's thread)
             outcome["error"] = err
 
