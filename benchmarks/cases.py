@@ -284,20 +284,19 @@ def _check(sql, schema: str, table: str, expected: int, who: str) -> None:
         raise RuntimeError(f"{who} left {got} rows in {schema}.{table}, expected {expected}")
 
 
-def settle(sql, timeout: float = 30) -> float:
+def settle(sql, timeout: float = 30) -> None:
     """Let the server finish the previous side's background work before the next side's
     clock starts: dirty pages written (PostgreSQL CHECKPOINT; InnoDB flushed) and deleted
     rows purged (InnoDB's history list, PostgreSQL's autovacuum workers), so that neither
-    side pays for the other.  The seconds it waited."""
-    started = time.monotonic()
-    deadline = started + timeout
+    side pays for the other."""
+    deadline = time.monotonic() + timeout
     if sql.backend == "postgresql":
         sql.query("CHECKPOINT")
         while time.monotonic() < deadline and sql.scalar(
             "SELECT COUNT(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
         ):
             time.sleep(0.1)
-        return time.monotonic() - started
+        return
     status = (
         "SHOW GLOBAL STATUS WHERE Variable_name IN ('Innodb_buffer_pool_pages_dirty', 'Innodb_history_list_length')"
     )
@@ -311,7 +310,6 @@ def settle(sql, timeout: float = 30) -> float:
             time.sleep(0.1)
     finally:
         sql.query("SET GLOBAL innodb_max_dirty_pages_pct = %s", (limit,))
-    return time.monotonic() - started
 
 
 def _create_schema(sql, name: str) -> None:
@@ -897,11 +895,15 @@ CLAIM_KEYS = 1000
 
 
 def _purged_rows(sql) -> int | None:
-    """InnoDB's count of delete-marked rows purged so far (its monitor switched on), or None
-    on PostgreSQL."""
+    """InnoDB's count of delete-marked rows purged so far, its monitor switched on for the
+    counts that follow; None on PostgreSQL."""
     if sql.backend == "postgresql":
         return None
     sql.query("SET GLOBAL innodb_monitor_enable = 'purge_del_mark_records'")
+    return _purge_count(sql)
+
+
+def _purge_count(sql) -> int:
     return int(
         sql.scalar("SELECT `COUNT` FROM information_schema.INNODB_METRICS WHERE NAME = 'purge_del_mark_records'")
     )
@@ -913,7 +915,7 @@ def _wait_for_purge(sql, before: int, rows: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     last, still_since = -1, time.monotonic()
     while time.monotonic() < deadline:
-        done = _purged_rows(sql) - before
+        done = _purge_count(sql) - before
         if done >= rows:
             return
         if done != last:

@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 from dask.callbacks import Callback
+from dask.utils import parse_timedelta
 from datajoint.builtin_codecs.schema import SchemaCodec
 from datajoint.errors import DataJointError
 
@@ -511,8 +512,6 @@ class StoreStalled(TimeoutError):
 
 
 def _write_timeout() -> float:
-    from dask.utils import parse_timedelta
-
     return parse_timedelta(config.get("storage.write-timeout"))
 
 

@@ -200,6 +200,25 @@ def populate_kept(djdask, env) -> subprocess.Popen:
     )
 
 
+def behind_proxy(s3_server, bucket: str, store: str):
+    """A TCP proxy before the S3 server, and DataJoint stores whose default, ``store``,
+    writes to ``bucket`` through it."""
+    from tests.services import TcpProxy
+
+    proxy = TcpProxy(("127.0.0.1", int(s3_server.endpoint.rsplit(":", 1)[1])))
+    return proxy, {"default": store, store: {**s3_server.store_spec(bucket), "endpoint": proxy.endpoint}}
+
+
+def wait_for_kept_rows(sql, prefix: str, proc: subprocess.Popen, rows: int, timeout: float = 120) -> str:
+    """Until the campaign ``proc`` has made ``rows`` rows of ``Kept``; the table's name."""
+    table = sql.table(f"{prefix}_arrays", "__kept")
+    deadline = time.monotonic() + timeout
+    while "__kept" not in sql.tables(f"{prefix}_arrays") or sql.scalar(f"SELECT COUNT(*) FROM {table}") < rows:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    return table
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -315,12 +334,8 @@ def test_an_object_store_outage_is_waited_out(djdask, sql, prefix, s3_server):
     """The S3 endpoint stops answering for 15 s while keys write their arrays: the keys that
     tried are tried again once it is back, uncharged, and the campaign ends with every row
     made, no error row, nothing reserved, and every array readable."""
-    from tests.services import TcpProxy
-
     n = 40
-    bucket = s3_server.bucket(f"o{prefix}".lower())
-    proxy = TcpProxy(("127.0.0.1", int(s3_server.endpoint.rsplit(":", 1)[1])))
-    stores = {"default": "flaky", "flaky": {**s3_server.store_spec(bucket), "endpoint": proxy.endpoint}}
+    proxy, stores = behind_proxy(s3_server, s3_server.bucket(f"o{prefix}".lower()), "flaky")
     env = djdask.env(
         DJ_STORES=json.dumps(stores),
         AWS_MAX_ATTEMPTS="2",
@@ -329,15 +344,7 @@ def test_an_object_store_outage_is_waited_out(djdask, sql, prefix, s3_server):
     )
     assert djdask.python(f"import arrays; arrays.Source.insert({{'source_id': i}} for i in range({n}))").returncode == 0
     proc = populate_kept(djdask, env)
-    table = sql.table(f"{prefix}_arrays", "__kept")
-    deadline = time.monotonic() + 120
-    while (
-        not sql.tables(f"{prefix}_arrays")
-        or "__kept" not in sql.tables(f"{prefix}_arrays")
-        or (sql.scalar(f"SELECT COUNT(*) FROM {table}") < n // 4)
-    ):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.2)
+    table = wait_for_kept_rows(sql, prefix, proc, n // 4)
     proxy.down()
     time.sleep(15)
     proxy.up()
@@ -364,22 +371,14 @@ def test_a_store_that_stops_answering_is_cut_off_and_waited_for(djdask, sql, pre
     (a stalled proxy): writes waiting on it are cut off after djdask.storage.write-timeout
     instead of hanging their workers, the keys wait for the store, and once it answers
     again every row is made, none is an error, nothing is left reserved."""
-    from tests.services import TcpProxy
-
     n = 12
-    bucket = s3_server.bucket(f"w{prefix}".lower())
-    proxy = TcpProxy(("127.0.0.1", int(s3_server.endpoint.rsplit(":", 1)[1])))
-    stores = {"default": "stalling", "stalling": {**s3_server.store_spec(bucket), "endpoint": proxy.endpoint}}
+    proxy, stores = behind_proxy(s3_server, s3_server.bucket(f"w{prefix}".lower()), "stalling")
     env = djdask.env(
         DJ_STORES=json.dumps(stores), DJDASK_TEST_MAKE_SECONDS="0.2", DASK_DJDASK__STORAGE__WRITE_TIMEOUT="3s"
     )
     assert djdask.python(f"import arrays; arrays.Source.insert({{'source_id': i}} for i in range({n}))").returncode == 0
     proc = populate_kept(djdask, env)
-    table = sql.table(f"{prefix}_arrays", "__kept")
-    deadline = time.monotonic() + 120
-    while "__kept" not in sql.tables(f"{prefix}_arrays") or sql.scalar(f"SELECT COUNT(*) FROM {table}") < 2:
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.1)
+    table = wait_for_kept_rows(sql, prefix, proc, 2)
     proxy.stall()
     time.sleep(12)
     made_while_stalled = sql.scalar(f"SELECT COUNT(*) FROM {table}")
