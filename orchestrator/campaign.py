@@ -59,7 +59,7 @@ from .progress import TerminalProgress
 from .publisher import StatePublisher
 from .records import CampaignRecord, new_id
 from .settings import check as check_settings
-from .tables import TableState, TableSummary, group_commit_hints, sweep, table_states, unlock
+from .tables import TableState, TableSummary, group_commit_hints, order_hints, sweep, table_states, unlock
 
 __all__ = [
     "Campaign",
@@ -180,7 +180,7 @@ def finish(
     summary.waiting_for_resources = [
         t.summary.table for t in tables if t.resources is not None and t.slots == 0 and t.pending
     ]
-    summary.hints = group_commit_hints(tables)
+    summary.hints = order_hints(tables) + group_commit_hints(tables)
     for hint in summary.hints:
         logger.info("Hint: %s", hint)
     campaign.progress.finish(campaign.publisher.board.rows())
@@ -481,6 +481,8 @@ class Campaign:
                 due = inflight.next_due()
                 if due is not None:
                     time.sleep(max(0.0, due - time.monotonic()))
+                    continue
+                if inflight.delayed and inflight.stop_waiting():  # nothing runs that they could wait for
                     continue
                 # Idle: look once more for keys that other workers made ready. If
                 # that finds none we can claim (priority, restriction), we are done.

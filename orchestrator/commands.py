@@ -59,10 +59,14 @@ def plan(args: argparse.Namespace) -> int:
             ["table", "tier", "depth", "total", "missing", "ignored", "note"],
         )
         if any(not r.reserved for r in planned):
+            from .unreserved import why_unreserved
+
+            reasons = "; ".join(
+                f"{r.table}: {why_unreserved(selection.tables[r.full_name])}" for r in planned if not r.reserved
+            )
             print(
-                "\nUnreserved tables have no jobs table (no primary-key attribute comes from a foreign key, "
-                "so DataJoint cannot create one): one campaign at a time makes their keys, each after "
-                "DataJoint's 'already made' check, as DataJoint's populate() does."
+                f"\nUnreserved tables have no jobs table ({reasons}): one campaign at a time makes their keys, "
+                "each after DataJoint's 'already made' check, as DataJoint's populate() does."
             )
     return 0
 
@@ -428,16 +432,17 @@ def ignore(args: argparse.Namespace) -> int:
     from .errors import RestrictionError
     from .jobs import JobQueue
     from .planner import parse_restrictions, select
-    from .unreserved import has_jobs_table
+    from .unreserved import why_unreserved
 
     connect()
     selection = select(args.module)
     name = selection.graph.resolve(args.table)
     cls = selection.tables[name]
     class_name = selection.graph.class_names[name]
-    if not has_jobs_table(cls):
+    reason = why_unreserved(cls)
+    if reason is not None:
         raise RestrictionError(
-            f"{class_name} has no jobs table (no primary-key attribute comes from a foreign key), so it has no "
+            f"{class_name} has no jobs table ({reason}), so it has no "
             "`ignore` rows: it runs unreserved. Restrict the campaign instead (-r ATTR=VALUE)."
         )
     restriction = parse_restrictions(args.restrict, selection.graph.cut([class_name]), selection.tables)

@@ -111,15 +111,17 @@ class Completion:
         result = classify(outcomes)
         if self.accounting is not None:
             self.accounting.batch(state.summary.table, state.pool.name if state.pool else "default", outcomes)
-        for key, message, _ in result.failed:
+        failed = self._defer(batch, list(result.failed))
+        for key, message, _ in failed:
             logger.error("%s %s: %s", state.summary.table, key, redact(message or "", self.secrets))
         done = [(o["key"], o["duration"]) for o in result.done]
         self.db(lambda: state.queue.complete(done))
         made = [o for o in result.done if o["status"] == "success"]
+        if batch.deferred:
+            state.summary.deferred_made += len(made)
         state.sizer.observe([o["duration"] for o in made])
         state.summary.make_seconds += sum(o["duration"] for o in made)
         state.summary.commit_seconds += sum(o.get("commit") or 0.0 for o in made)
-        failed = list(result.failed)
         decision = self.retry.decide(batch.attempt, result.transient)
         reason = result.transient[-1]["error_message"] if result.transient else None
         if decision.retry:
@@ -150,6 +152,35 @@ class Completion:
         self.publisher.record_errors(state.summary.table, failed)
         state.record(result.succeeded, result.skipped, len(failed), t0)
         self.db(lambda: stream(state, result.made, self.priority))
+
+    def _defer(self, batch: Batch, failed: list[tuple[dict, str, str | None]]) -> list[tuple[dict, str, str | None]]:
+        """Keys whose make() raised while tables declared before theirs (neither ancestors nor
+        descendants: what a make() may read beyond its dependencies) still had keys to make
+        are not charged: they wait, reserved, until those tables are done, and run once more
+        (:attr:`Batch.after`).  Sequential populate() would have made those tables first.
+        Returns the failures that stand."""
+        state = batch.table
+        if not failed or batch.deferred:
+            return failed
+        busy = [t for t in state.earlier if self.inflight.busy(t)]
+        if not busy:
+            return failed
+        keys = [key for key, _, _ in failed]
+        names = [t.summary.table for t in busy]
+        logger.info(
+            "%s: %d key(s) failed while %s, declared before it, still had keys to make; they run again once "
+            "those are done (no attempt charged). First error: %s",
+            state.summary.table,
+            len(keys),
+            ", ".join(names),
+            redact(failed[0][1] or "", self.secrets),
+        )
+        state.summary.deferred += len(keys)
+        state.summary.deferred_for = sorted(set(state.summary.deferred_for) | set(names))
+        self.inflight.delay(
+            Batch(state, keys, batch.attempt, time.monotonic(), batch.lost, after=tuple(busy), deferred=True)
+        )
+        return []
 
     def judged(self, batch: Batch, verdict: Verdict, t0: float) -> None:
         """A batch whose task failed as a whole, judged (:func:`djdask.losses.judge`): its

@@ -48,6 +48,9 @@ __all__ = [
     "existing_keys",
     "is_tripartite",
     "GroupMaker",
+    "KeyCodec",
+    "sql_value",
+    "jobs_declaration_error",
 ]
 
 EXPECTED_POPULATE1_PARAMETERS = ("key", "jobs", "suppress_errors", "return_exception_objects", "make_kwargs")
@@ -131,6 +134,13 @@ def check_compatibility() -> None:
         if not callable(getattr(SchemaCodec, name, None)):
             raise _incompatible(f"DataJoint's SchemaCodec.{name}, which the <xarray@> codec builds on, is gone")
 
+    import datajoint.codecs
+
+    decode = tuple(inspect.signature(getattr(datajoint.codecs, "decode_attribute", lambda: None)).parameters)
+    if decode[:2] != ("attr", "data"):
+        raise _incompatible(
+            "DataJoint's codecs.decode_attribute(attr, data), which KeyCodec decodes keys with, changed"
+        )
     params = tuple(inspect.signature(AutoPopulate._populate1).parameters)[1:]
     if params != EXPECTED_POPULATE1_PARAMETERS:
         raise _incompatible(
@@ -491,3 +501,99 @@ class GroupMaker:
             table._update_job_metadata(
                 key, start_time=datetime.datetime.fromtimestamp(start), duration=seconds, version=self.version
             )
+
+
+class KeyCodec:
+    """Keys read with plain SQL, turned into what DataJoint's own fetch gives, and back.
+
+    djdask reads a jobs table's keys with its own SQL (a claim is one statement), so
+    the driver's values arrive as the database stores them: a ``uuid`` is 16 raw
+    bytes on MySQL/MariaDB, where DataJoint's ``fetch`` and ``populate()`` hand
+    ``make()`` a :class:`uuid.UUID`.  :meth:`decode` applies DataJoint's own
+    ``codecs.decode_attribute`` (the one function every fetch decodes with; not in
+    DataJoint's documented API, hence here) to the attributes whose stored form
+    differs from their Python form; :meth:`sql_value` turns a decoded value back
+    into what the driver must send to match the stored one.
+
+    Parameters
+    ----------
+    heading : datajoint.Heading
+        The heading the rows were read with (a jobs table's, or a table's).
+    names : sequence of str
+        The key's attributes, in the order of a row tuple.
+    backend : str
+        ``"mysql"`` or ``"postgresql"``.
+    """
+
+    def __init__(self, heading: Any, names: Any, backend: str) -> None:
+        from datajoint.codecs import decode_attribute
+
+        self.names = list(names)
+        self.backend = backend
+        # Only attributes whose stored form differs are decoded: a claim of 1,000 keys of
+        # plain integers pays nothing.
+        self._decoders = {
+            name: (
+                _decode_uuid if heading[name].uuid else lambda value, attr=heading[name]: decode_attribute(attr, value)
+            )
+            for name in self.names
+            if heading[name].uuid or heading[name].json or heading[name].codec is not None
+        }
+
+    @property
+    def identity(self) -> bool:
+        """Whether stored and Python forms coincide for every attribute of the key."""
+        return not self._decoders
+
+    def decode(self, row: Any) -> dict:
+        """A row (tuple in ``names`` order, or dict) as the key DataJoint's fetch returns."""
+        values = [row[n] for n in self.names] if isinstance(row, dict) else list(row)
+        key = dict(zip(self.names, values))
+        for name, decode in self._decoders.items():
+            if isinstance(key[name], (bytes, bytearray, memoryview, str)):  # not decoded already
+                key[name] = decode(key[name])
+        return key
+
+    def sql_value(self, value: Any) -> Any:
+        """``value`` as a driver argument that matches its stored form (a :class:`uuid.UUID`
+        as 16 bytes on MySQL/MariaDB, as text on PostgreSQL's ``uuid`` type)."""
+        return sql_value(value, self.backend)
+
+
+def _decode_uuid(value: Any) -> Any:
+    """A stored uuid as DataJoint's fetch gives it: 16 bytes on MySQL/MariaDB, text from
+    PostgreSQL's native ``uuid`` type (which DataJoint's decoder does not expect)."""
+    import uuid
+
+    return uuid.UUID(value) if isinstance(value, str) else uuid.UUID(bytes=bytes(value))
+
+
+def sql_value(value: Any, backend: str) -> Any:
+    """A key value as a driver argument matching the stored form: DataJoint stores a
+    :class:`uuid.UUID` as ``binary(16)`` on MySQL/MariaDB; every other value is sent as is."""
+    import uuid
+
+    if isinstance(value, uuid.UUID):
+        return value.bytes if backend != "postgresql" else str(value)
+    return value
+
+
+def jobs_declaration_error(jobs: Any) -> str | None:
+    """Why DataJoint cannot declare the jobs table ``jobs`` (a ``datajoint.jobs.Job`` not yet
+    declared), or None when it can.
+
+    DataJoint 2.3 builds a jobs table's definition from the types its heading reports;
+    on PostgreSQL some come back as the server's names (``double precision``,
+    ``timestamp without time zone``, an enum's own type), which its parser then
+    refuses, so ``populate(reserve_jobs=True)`` fails on such a table while plain
+    ``populate()`` works.  The definition is compiled here without running it
+    (``datajoint.declare.declare`` only builds the SQL).
+    """
+    from datajoint.declare import declare
+    from datajoint.errors import DataJointError
+
+    try:
+        declare(jobs.full_table_name, jobs.definition, {}, jobs.connection.adapter, config=jobs.connection._config)
+    except DataJointError as err:
+        return str(err)
+    return None

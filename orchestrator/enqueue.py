@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import djcompat
+from .inputs import gate
 
 if TYPE_CHECKING:
     from .jobs import JobQueue
@@ -96,6 +97,8 @@ def _insert_parts(queue: JobQueue, keys: Any, status: str) -> tuple[str, str]:
     q = queue._q
     cols = ", ".join(q(k) for k in queue.pk)
     select = f"SELECT {cols}, '{status}', %s FROM ({keys.make_sql(fields=queue.pk)}) AS {q('_missing')}"
+    if status == "pending" and queue.blockers:  # only keys whose inputs have nothing left to make for them
+        select += f" WHERE {gate(q('_missing'), queue.pk, queue.blockers, q)}"
     return f"{queue.name} ({cols}, {q('status')}, {q('priority')})", select
 
 

@@ -5,6 +5,13 @@ into their masters, with their parents: a master depends on everything its
 parts depend on, since its ``make()`` fills them.  The result keeps only
 Imported and Computed tables; an edge ``A -> B`` means that ``B`` depends on
 ``A`` directly or through tables that are not auto-populated.
+
+A table may also depend on tables its foreign keys do not name: those its
+``key_source`` names (``Mouse & Behavior``), and those a user declares
+(``djdask_after``, ``djdask.campaign.after``; see :mod:`djdask.inputs`).  They
+are edges of the DAG too, and :attr:`PipelineGraph.inputs` keeps them apart:
+a key of such a table is ready only when its inputs have nothing left to make
+for it.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from .errors import UnknownTableError
+from .errors import InvalidInputError, UnknownTableError
 
 __all__ = ["PipelineGraph", "TableInfo", "build_graph", "table_tier"]
 
@@ -71,11 +78,18 @@ class PipelineGraph:
         Nodes are full table names of auto-populated master tables.
     class_names : dict
         Full table name -> the class name users know the table by.
+    inputs : dict, optional
+        Full table name -> the tables it depends on beyond its foreign keys (edges of
+        ``dag`` too): what its ``key_source`` names, and what the user declared.
     """
 
-    def __init__(self, dag: nx.DiGraph, class_names: dict[str, str]) -> None:
+    def __init__(
+        self, dag: nx.DiGraph, class_names: dict[str, str], inputs: dict[str, frozenset[str]] | None = None
+    ) -> None:
         self.dag = dag
         self.class_names = class_names
+        self.inputs = {t: frozenset(p for p in ps if p in dag) for t, ps in (inputs or {}).items() if t in dag}
+        self.inputs = {t: ps for t, ps in self.inputs.items() if ps}
         depth: dict[str, int] = {}
         self.order: list[str] = list(nx.lexicographical_topological_sort(dag, key=lambda n: class_names.get(n, n)))
         for node in self.order:
@@ -120,7 +134,51 @@ class PipelineGraph:
         for target in targets:
             full = self.resolve(target)
             keep |= {full} | nx.ancestors(self.dag, full)
-        return PipelineGraph(self.dag.subgraph(keep).copy(), self.class_names)
+        return PipelineGraph(self.dag.subgraph(keep).copy(), self.class_names, self.inputs)
+
+    def with_inputs(self, inputs: dict[str, set[str]], why: dict[tuple[str, str], str] | None = None) -> PipelineGraph:
+        """This graph with the edges ``parent -> table`` of ``inputs`` (table -> parents) added.
+
+        An input that is already an ancestor through foreign keys adds nothing: its keys
+        stream to the table as any parent's do.  An input that would close a cycle is an
+        error naming it (``why``: how each edge was declared, for the message).
+        """
+        dag = self.dag.copy()
+        added: dict[str, set[str]] = {}
+        for table, parents in inputs.items():
+            for parent in parents:
+                if table not in dag or parent not in dag or parent == table or parent in nx.ancestors(self.dag, table):
+                    continue
+                dag.add_edge(parent, table)
+                added.setdefault(table, set()).add(parent)
+        if not nx.is_directed_acyclic_graph(dag):
+            cycle = nx.find_cycle(dag)
+            steps = "; ".join(
+                f"{self.class_names.get(b, b)} after {self.class_names.get(a, a)}"
+                + (f" ({why[(b, a)]})" if why and (b, a) in why else "")
+                for a, b in cycle
+            )
+            raise InvalidInputError(
+                f"The tables' dependencies form a cycle: {steps}. A table cannot wait for its own "
+                "descendants: remove one of these (djdask_after, djdask.campaign.after, or the key_source)."
+            )
+        merged = {t: set(ps) for t, ps in self.inputs.items()}
+        for table, parents in added.items():
+            merged.setdefault(table, set()).update(parents)
+        return PipelineGraph(dag, self.class_names, {t: frozenset(ps) for t, ps in merged.items()})
+
+    def blockers(self, table: str) -> list[str]:
+        """The tables whose keys still to make hold back keys of ``table``: its inputs beyond
+        foreign keys and all their ancestors (an input's keys appear only as its own parents'
+        are made), in dependency order; empty for a table whose foreign keys are the whole story."""
+        inputs = self.inputs.get(table)
+        if not inputs:
+            return []
+        found: set[str] = set()
+        for parent in inputs:
+            found |= {parent} | nx.ancestors(self.dag, parent)
+        found.discard(table)
+        return [n for n in self.order if n in found]
 
 
 def build_graph(connection, schemas: set[str], class_names: dict[str, str]) -> PipelineGraph:

@@ -37,6 +37,10 @@ class Batch:
     ready: float = 0.0  # monotonic time before which a retry waits
     lost: int = 0  # times its keys were lost with a worker, no culprit charged (djdask.losses)
     outcomes: list[dict] | None = None  # its task's result, once fetched (InFlight.finished)
+    #: Tables that must have nothing left to make before it runs: its make()s raised while
+    #: these, declared before its table, still had keys to make (:meth:`Completion.batch`).
+    after: tuple[TableState, ...] = ()
+    deferred: bool = False  # it ran once already and failed while they had keys to make: charged now
 
 
 class InFlight:
@@ -113,13 +117,38 @@ class InFlight:
 
     def submit_due(self, now: float) -> None:
         """Submit the delayed batches whose time has come, where their pool has room."""
-        for batch in [b for b in self.delayed if b.ready <= now and b.table.pool.tasks < b.table.pool.capacity]:
+        for batch in [
+            b
+            for b in self.delayed
+            if b.ready <= now and b.table.pool.tasks < b.table.pool.capacity and not self.waiting(b)
+        ]:
             self.delayed.remove(batch)
             self.submit(batch)
 
     def next_due(self) -> float | None:
-        """When the earliest delayed batch is due (monotonic), or None."""
-        return min((b.ready for b in self.delayed), default=None)
+        """When the earliest delayed batch is due (monotonic), or None; batches that wait for
+        other tables (:attr:`Batch.after`) are not due while those have keys to make."""
+        return min((b.ready for b in self.delayed if not self.waiting(b)), default=None)
+
+    def busy(self, state: TableState, besides: Batch | None = None) -> bool:
+        """Whether ``state``'s table, or a table above it in the campaign, has keys to make:
+        pending, in flight, or waiting here (``besides`` not counted)."""
+        tables = {id(t) for t in (state, *state.ancestors)}
+        if any(t.pending > 0 or t.keys > 0 for t in (state, *state.ancestors)):
+            return True
+        return any(id(b.table) in tables for b in self.delayed if b is not besides)
+
+    def waiting(self, batch: Batch) -> bool:
+        """Whether a batch still waits for the tables of its :attr:`Batch.after`."""
+        return any(self.busy(t, besides=batch) for t in batch.after)
+
+    def stop_waiting(self) -> int:
+        """Let every batch that waits for other tables run (nothing else can run: the campaign
+        would end with them); return how many."""
+        waiting = [b for b in self.delayed if b.after]
+        for batch in waiting:
+            batch.after = ()
+        return len(waiting)
 
     # -- back ------------------------------------------------------------------------
     def finished(self, timeout: float) -> Iterator[tuple[Any, Batch]]:

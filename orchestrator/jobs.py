@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 from . import djcompat, enqueue
 from .checks import PRIORITY_RANGE, check_make_kwargs, check_priority  # noqa: F401  (re-exported)
 from .errors import JobsTableError
+from .inputs import gate
 
 __all__ = [
     "JOBS_COLUMNS",
@@ -108,14 +109,17 @@ class Owner:
 
 
 def keys_condition(
-    quote: Callable[[str], str], pk: Sequence[str], keys: Sequence[Sequence[Any] | dict]
+    quote: Callable[[str], str], pk: Sequence[str], keys: Sequence[Sequence[Any] | dict], *, backend: str
 ) -> tuple[str, list]:
-    """SQL matching exactly ``keys`` (dicts or value tuples in ``pk`` order), with its arguments."""
+    """SQL matching exactly ``keys`` (dicts or value tuples in ``pk`` order), with its arguments;
+    values as DataJoint's fetch gives them or as stored (:func:`djdask.djcompat.sql_value`)."""
     rows = [[key[k] for k in pk] if isinstance(key, dict) else list(key) for key in keys]
     if len(pk) == 1:
-        return f"{quote(pk[0])} IN ({', '.join(['%s'] * len(rows))})", [row[0] for row in rows]
+        return f"{quote(pk[0])} IN ({', '.join(['%s'] * len(rows))})", [
+            djcompat.sql_value(row[0], backend) for row in rows
+        ]
     one = "(" + " AND ".join(f"{quote(k)} = %s" for k in pk) + ")"
-    return "(" + " OR ".join([one] * len(rows)) + ")", [v for row in rows for v in row]
+    return "(" + " OR ".join([one] * len(rows)) + ")", [djcompat.sql_value(v, backend) for row in rows for v in row]
 
 
 def _declared_jobs(table: Any, *, attempts: int = 5) -> Any:
@@ -211,6 +215,9 @@ class JobQueue:
         self.adapter = self.connection.adapter
         self.check_layout()
         self.pk: list[str] = list(self.jobs.primary_key)
+        # Keys leave this queue as DataJoint's fetch gives them (a uuid as uuid.UUID), whatever
+        # the driver returned; they come back in that form and are sent as stored.
+        self.codec = djcompat.KeyCodec(self.jobs.heading, self.pk, self.adapter.backend)
         KEY_COLUMNS[self.name] = self.pk
         key_source = table.key_source
         names = set(key_source.heading.names)
@@ -220,6 +227,9 @@ class JobQueue:
 
         self.key_source = restrict(key_source, self.restriction)
         self.owner = owner or Owner.of(self.connection)
+        #: Queues of the tables whose keys still to make hold this table's keys back (its
+        #: inputs beyond foreign keys, :mod:`djdask.inputs`); set by the campaign.
+        self.blockers: list[JobQueue | Any] = []
 
     # -- helpers ---------------------------------------------------------------
     def _q(self, name: str) -> str:
@@ -239,7 +249,7 @@ class JobQueue:
         index serves it on every backend: a plain ``IN`` for one column, an ``OR`` of
         equalities for several (MariaDB scans the table, and waits on every locked row,
         for a row-constructor ``IN``)."""
-        return keys_condition(self._q, self.pk, keys)
+        return keys_condition(self._q, self.pk, keys, backend=self.adapter.backend)
 
     def check_layout(self) -> None:
         """Refuse a jobs table that is not in DataJoint 2.x's layout, before touching it."""
@@ -298,7 +308,7 @@ class JobQueue:
                 self.connection.query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
             with self.connection.transaction:
                 rows = self.connection.query(select, args=tuple(args), as_dict=True).fetchall()
-                keys = [{k: row[k] for k in self.pk} for row in rows]
+                keys = [self.codec.decode(row) for row in rows]
                 if keys:
                     condition, key_args = self._keys_condition(keys)
                     self.connection.query(
@@ -338,22 +348,27 @@ class JobQueue:
 
     def _present(self, keys: Sequence[dict]) -> set[tuple]:
         """Which of ``keys`` are in the key source now (a key claimed may have vanished
-        since it was enqueued: its upstream row was deleted)."""
+        since it was enqueued: its upstream row was deleted) and ready (its inputs beyond
+        foreign keys have nothing left to make for it: a row that ``refresh()`` or another
+        campaign enqueued may be early)."""
         if not keys:
             return set()
-        # Plain SQL on both sides, so that the values compare as the driver returns them.
+        # Plain SQL, read back through the same codec as the claim's keys.
         condition, args = self._keys_condition(keys)
         cols = ", ".join(self._q(k) for k in self.pk)
+        if self.blockers:
+            condition += f" AND {gate(self._q('_source'), self.pk, self.blockers, self._q)}"
         rows = self.connection.query(
             f"SELECT {cols} FROM ({self.full_key_source.proj().make_sql(fields=self.pk)}) AS {self._q('_source')} "
             f"WHERE {condition}",
             args=args,
         ).fetchall()
-        return {tuple(row) for row in rows}
+        return {self._tuple(self.codec.decode(row)) for row in rows}
 
     def _drop_vanished(self, keys: Sequence[dict]) -> None:
         """Remove the rows of claimed keys that have left the key source, as ``refresh()``
-        removes vanished keys: there is nothing to make for them."""
+        removes vanished keys: there is nothing to make for them (or not yet: a key whose
+        inputs still have keys to make is enqueued again once they are made)."""
         q = self._q
         condition, args = self._keys_condition(keys)
         self.connection.query(
@@ -362,7 +377,10 @@ class JobQueue:
             args=(self.owner.host, self.owner.pid, *args),
         )
         logger.info(
-            "%s: %d claimed key(s) have left the key source; their rows were removed", self.table.class_name, len(keys)
+            "%s: %d claimed key(s) have left the key source%s; their rows were removed",
+            self.table.class_name,
+            len(keys),
+            " or wait for their inputs" if self.blockers else "",
         )
 
     def complete(self, done: Iterable[tuple[dict, float]]) -> None:
@@ -375,7 +393,12 @@ class JobQueue:
         condition, args = self._keys_condition([key for key, _ in done])
         if djcompat.jobs_settings(self.connection).keep_completed:
             cases = " ".join("WHEN " + " AND ".join(f"{q(k)} = %s" for k in self.pk) + " THEN %s" for _ in done)
-            case_args = [v for key, duration in done for v in (*(key[k] for k in self.pk), float(duration))]
+            backend = self.adapter.backend
+            case_args = [
+                v
+                for key, duration in done
+                for v in (*(djcompat.sql_value(key[k], backend) for k in self.pk), float(duration))
+            ]
             sql = (
                 f"UPDATE {self.name} SET {q('status')} = 'success', "
                 f"{q('completed_time')} = CURRENT_TIMESTAMP(3), {q('duration')} = CASE {cases} END "
@@ -432,7 +455,7 @@ class JobQueue:
             args=(self.owner.host, self.owner.pid),
         ).fetchall()
         kept = {self._tuple(k) for k in keep}
-        stray = [dict(zip(self.pk, row)) for row in rows if tuple(row) not in kept]
+        stray = [key for key in map(self.codec.decode, rows) if self._tuple(key) not in kept]
         return sum(self.release(stray[i : i + 500]) for i in range(0, len(stray), 500))
 
     def retry_errors(self) -> int:

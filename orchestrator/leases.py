@@ -117,7 +117,7 @@ def recover_orphans(
         count = 0
         for start in range(0, len(rows), 500):
             chunk = rows[start : start + 500]
-            in_list, key_args = keys_condition(q, pk, chunk)
+            in_list, key_args = keys_condition(q, pk, chunk, backend=connection.adapter.backend)
             sql = (
                 f"UPDATE {table} SET {q('status')} = 'pending', {q('reserved_time')} = NULL, {q('host')} = '', "
                 f"{q('pid')} = 0, {q('connection_id')} = 0, {q('user')} = '' "

@@ -24,7 +24,8 @@ class LoadedPipeline:
         The importable name the user gave (``pipeline``, ``mylab.pipeline``).
     tables : dict
         Full table name (as the database quotes it) -> table class, for every
-        declared non-part table class found in the module and its submodules.
+        declared non-part table class found in the module and its submodules, in
+        the order the modules define them.
     schemas : set of str
         The database schemas those tables live in.
     """
@@ -89,7 +90,11 @@ def load_pipeline(module_name: str) -> LoadedPipeline:
     tiers = (dj.Manual, dj.Lookup, dj.Imported, dj.Computed)
     loaded = LoadedPipeline(module_name)
     for module in _modules(_import(module_name)):
-        for _, obj in inspect.getmembers(module, inspect.isclass):
+        # In the module's own order (its namespace keeps definition order): the order
+        # DataJoint's sequential populate() follows, which some make()s rely on (djdask.inputs).
+        for obj in list(vars(module).values()):
+            if not inspect.isclass(obj):
+                continue
             if not issubclass(obj, tiers) or issubclass(obj, dj.Part) or obj in tiers:
                 continue
             if getattr(obj, "database", None) is None:  # a class never bound to a schema

@@ -108,6 +108,12 @@ class RetryPolicy:
             return Decision()
         if attempt < self.max_attempts:
             return Decision(retry=[o["key"] for o in transient], attempt=attempt + 1, wait=self.delay(attempt + 1))
+        # The message stays what DataJoint's populate() writes for the error; the attempts
+        # are djdask's own account, so they go at the end of the stack.
+        note = f"djdask: gave up after {attempt} attempts, each failed transiently (djdask.campaign.max-attempts)"
         return Decision(
-            failed=[(o["key"], f"{o['error_message']} (after {attempt} attempts)", o["error_stack"]) for o in transient]
+            failed=[
+                (o["key"], o["error_message"], f"{o['error_stack'].rstrip()}\n\n{note}" if o["error_stack"] else note)
+                for o in transient
+            ]
         )

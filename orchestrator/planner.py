@@ -34,6 +34,16 @@ class PlanRow:
 
 
 def _convert(value: str, attr: Any) -> Any:
+    if attr.uuid:
+        import uuid
+
+        try:
+            return uuid.UUID(value.strip())
+        except ValueError:
+            raise RestrictionError(
+                f"Restriction {attr.name}={value!r}: {attr.name} is a uuid but {value!r} is not one. "
+                f"Give it as 32 hex digits, dashes optional, e.g. -r {attr.name}=12345678-1234-5678-1234-567812345678."
+            ) from None
     if attr.numeric:
         try:
             number = float(value.strip())
@@ -262,7 +272,10 @@ def select(module_name: str, targets: Sequence[str] = (), restrictions: Sequence
     names = {n: cls.__name__ for n, cls in loaded.tables.items()}
     # The pipeline's own connection: in DataJoint's thread-safe mode there is no global one.
     connection = next(iter(loaded.tables.values()))().connection
-    graph = build_graph(connection, loaded.schemas, names).cut(list(targets))
+    from .inputs import hidden_inputs
+
+    # Tables a key_source names, and those users declared, order the campaign as foreign keys do.
+    graph = build_graph(connection, loaded.schemas, names).with_inputs(*hidden_inputs(auto)).cut(list(targets))
     if isinstance(restrictions, dict):
         restriction = parse_restrictions([f"{k}={v}" for k, v in restrictions.items()], graph, auto)
     else:

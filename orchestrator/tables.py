@@ -19,13 +19,13 @@ from . import djcompat
 from .batching import BatchSizer
 from .jobs import JobQueue, Owner
 from .pools import resources_of
-from .unreserved import UnreservedQueue, has_jobs_table
+from .unreserved import UnreservedQueue, why_unreserved
 
 if TYPE_CHECKING:
     from .planner import Selection
     from .pools import Pool, Pools
 
-__all__ = ["TableState", "TableSummary", "group_commit_hints", "sweep", "table_states", "unlock"]
+__all__ = ["TableState", "TableSummary", "group_commit_hints", "order_hints", "sweep", "table_states", "unlock"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,9 @@ class TableSummary:
     make_seconds: float = 0.0  # the make() durations of its keys made, summed
     commit_seconds: float = 0.0  # of which their commits (keys made one per transaction)
     group_commit: bool = False
+    deferred: int = 0  # keys whose make() raised while earlier tables had keys to make: run again after
+    deferred_made: int = 0  # ... of which made when they ran again
+    deferred_for: list[str] = field(default_factory=list)  # the tables they waited for
     first_done: float | None = None  # seconds after the campaign started
     last_done: float | None = None
 
@@ -68,6 +71,10 @@ class TableState:
     tripartite: bool = False  # its make() runs its own transaction (no group commit)
     children: list[TableState] = field(default_factory=list)
     parents: list[str] = field(default_factory=list)  # class names, within the campaign
+    ancestors: list[TableState] = field(default_factory=list)  # within the campaign, all levels
+    #: Tables of the campaign declared before this one that are neither its ancestors nor its
+    #: descendants: what its make() may read that its dependencies do not name (djdask.inputs).
+    earlier: list[TableState] = field(default_factory=list)
     rows_before: int = 0  # rows in the table when the campaign started
     rows_estimated: bool = False  # rows_before is the server's estimate (a huge table)
     pending: int = 0  # estimate: claimable keys in the jobs table
@@ -120,13 +127,14 @@ def table_states(
     for info in graph:
         cls = classes[info.full_name]
         table = cls()
-        if has_jobs_table(table):
+        reason = why_unreserved(table)
+        if reason is None:
             jobs_queue: JobQueue | UnreservedQueue = JobQueue(table, selection.restriction, owner)
         else:
             logger.info(
-                "%s has no jobs table (no primary-key attribute comes from a foreign key): "
-                "it runs unreserved, as DataJoint's populate() runs it.",
+                "%s has no jobs table (%s): it runs unreserved, as DataJoint's populate() runs it.",
                 info.class_name,
+                reason,
             )
             jobs_queue = UnreservedQueue(table, selection.restriction)
         states[info.full_name] = TableState(
@@ -140,7 +148,24 @@ def table_states(
             tripartite=djcompat.is_tripartite(cls),
         )
         states[info.full_name].summary.group_commit = info.class_name in (groups or {})
+    import networkx as nx
+
+    declared = {name: number for number, name in enumerate(classes)}
     for name, state in states.items():
+        above, below = nx.ancestors(graph.dag, name), nx.descendants(graph.dag, name)
+        state.ancestors = [states[a] for a in graph.order if a in above and a in states]
+        state.earlier = [
+            other
+            for other_name, other in states.items()
+            if declared.get(other_name, 0) < declared.get(name, 0) and other_name not in above | below
+        ]
+        state.queue.blockers = [states[b].queue for b in graph.blockers(name) if b in states]
+        if state.queue.blockers:
+            logger.info(
+                "%s waits, key by key, for %s: its key_source or djdask_after names tables its foreign keys do not.",
+                state.summary.table,
+                ", ".join(states[b].summary.table for b in graph.blockers(name) if b in states),
+            )
         state.children = [states[c] for c in graph.dag.successors(name) if c in states]
         state.parents = [states[p].summary.table for p in graph.dag.predecessors(name) if p in states]
         state.pool = pools.route(state.info.class_name, state.resources)
@@ -198,6 +223,25 @@ def unlock(tables: Sequence[TableState]) -> None:
 #: share of their make() time, over at least GROUP_COMMIT_HINT_KEYS keys.
 GROUP_COMMIT_HINT_SHARE = 0.25
 GROUP_COMMIT_HINT_KEYS = 100
+
+
+def order_hints(tables: Sequence[TableState]) -> list[str]:
+    """One line per table whose keys failed while earlier-declared tables still had keys to
+    make and were made once those were done: its make() reads them, and the campaign should
+    order them from the start."""
+    hints = []
+    for state in tables:
+        made = state.summary
+        if not made.deferred_made:
+            continue
+        names = ", ".join(made.deferred_for)
+        hints.append(
+            f"{made.table}: {made.deferred_made} of its keys failed while {names} still had keys to make, and were made "
+            f"once {'it was' if len(made.deferred_for) == 1 else 'they were'} done: its make() reads {names}, which "
+            f"its foreign keys do not name. Declare it so that campaigns order them from the start: "
+            f"djdask_after = [{names}] on {made.table}, or djdask.campaign.after: {{{made.table}: [{names}]}}."
+        )
+    return hints
 
 
 def group_commit_hints(tables: Sequence[TableState]) -> list[str]:

@@ -25,30 +25,47 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["UnreservedQueue", "has_jobs_table"]
+__all__ = ["UnreservedQueue", "has_jobs_table", "why_unreserved"]
 
 logger = logging.getLogger(__name__)
 
-_jobs_possible: dict[str, bool] = {}
+#: Full table name -> None when DataJoint can keep a jobs table for it, else why not.
+_no_jobs_table: dict[str, str | None] = {}
+
+NO_FK_KEY = "no primary-key attribute comes from a foreign key"
 
 
-def has_jobs_table(table: Any) -> bool:
-    """Whether DataJoint can keep a jobs table for ``table`` (an instance or class):
-    False when no primary-key attribute of it comes from a foreign key."""
+def why_unreserved(table: Any) -> str | None:
+    """Why DataJoint cannot keep a jobs table for ``table`` (an instance or class), or None
+    when it can: no primary-key attribute of it comes from a foreign key, or DataJoint
+    cannot declare the jobs table its key needs (:func:`djdask.djcompat.jobs_declaration_error`)."""
     from datajoint.errors import DataJointError
     from datajoint.jobs import Job
 
+    from .djcompat import jobs_declaration_error
+
     table = table() if isinstance(table, type) else table
     name = table.full_table_name
-    if name not in _jobs_possible:
+    if name not in _no_jobs_table:
         try:
-            Job(table)
-            _jobs_possible[name] = True
+            jobs = Job(table)
         except DataJointError as err:
             if "no FK-derived primary key" not in str(err):
                 raise
-            _jobs_possible[name] = False
-    return _jobs_possible[name]
+            _no_jobs_table[name] = NO_FK_KEY
+        else:
+            error = None if jobs.is_declared else jobs_declaration_error(jobs)
+            _no_jobs_table[name] = (
+                None
+                if error is None
+                else f"DataJoint cannot declare its jobs table ({error}); its populate(reserve_jobs=True) fails alike"
+            )
+    return _no_jobs_table[name]
+
+
+def has_jobs_table(table: Any) -> bool:
+    """Whether DataJoint can keep a jobs table for ``table`` (an instance or class)."""
+    return why_unreserved(table) is None
 
 
 class UnreservedQueue:
@@ -79,6 +96,8 @@ class UnreservedQueue:
         self._empty: set[tuple] = set()  # made, committed, and still missing: make() inserts nothing
         self._holds = 0  # times this session holds the table's lock (re-entrant on both backends)
         self._refused = False
+        #: Queues whose keys still to make hold this table's keys back (:mod:`djdask.inputs`).
+        self.blockers: list[Any] = []
 
     @property
     def name(self) -> str:
@@ -91,6 +110,30 @@ class UnreservedQueue:
 
     def _tuple(self, key: dict) -> tuple:
         return tuple(key[k] for k in self.pk)
+
+    def _ready_sql(self, select: str) -> str:
+        """``SELECT select`` over the missing keys whose inputs have nothing left to make for them."""
+        from .inputs import gate
+
+        q = self.connection.adapter.quote_identifier
+        alias = q("_missing")
+        return (
+            f"SELECT {select} FROM ({self._missing().make_sql()}) AS {alias} "
+            f"WHERE {gate(alias, self.pk, self.blockers, q)}"
+        )
+
+    def _missing_keys(self, limit: int) -> list[dict]:
+        """Up to ``limit`` missing keys in key order (only ready ones, for a table with inputs
+        beyond its foreign keys), as DataJoint's fetch gives them."""
+        if not self.blockers:
+            return self._missing().keys(order_by=self.pk, limit=limit)
+        from .djcompat import KeyCodec
+
+        q = self.connection.adapter.quote_identifier
+        cols = ", ".join(q(k) for k in self.pk)
+        codec = KeyCodec(self.key_source.heading, self.pk, self.connection.adapter.backend)
+        rows = self.connection.query(f"{self._ready_sql(cols)} ORDER BY {cols} LIMIT {int(limit)}").fetchall()
+        return [codec.decode(row) for row in rows]
 
     # -- the lock ------------------------------------------------------------------
     def _lock_name(self) -> str:
@@ -144,7 +187,7 @@ class UnreservedQueue:
         """Nothing is enqueued; with ``among``, how many of those keys are now missing."""
         if not among or not self.lock():
             return 0
-        return len(self._missing(among))
+        return len(self._missing(among)) if not self.blockers else self.counts()["pending"]
 
     def claim(self, limit: int, *, max_priority: int | None = None) -> list[dict]:
         """Up to ``limit`` missing keys that are not in flight and have not failed."""
@@ -152,7 +195,7 @@ class UnreservedQueue:
             return []
         skip = len(self._in_flight) + len(self._failed) + len(self._empty)
         keys = []
-        for key in self._missing().keys(order_by=self.pk, limit=limit + skip):
+        for key in self._missing_keys(limit + skip):
             key = {k: key[k] for k in self.pk}
             t = self._tuple(key)
             if t in self._in_flight or t in self._failed or t in self._empty:
@@ -185,7 +228,11 @@ class UnreservedQueue:
         """``pending``: missing keys this campaign may still make."""
         if not self.lock():
             return {"pending": 0, "reserved": 0, "success": 0, "error": 0, "ignore": 0, "total": 0}
-        missing = len(self._missing())
+        missing = (
+            int(self.connection.query(self._ready_sql("COUNT(*)")).fetchone()[0])
+            if self.blockers
+            else len(self._missing())
+        )
         pending = max(0, missing - len(self._in_flight) - len(self._failed) - len(self._empty))
         return {
             "pending": pending,

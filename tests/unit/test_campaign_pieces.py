@@ -45,7 +45,14 @@ def test_retry_policy_backs_off_exponentially_then_fails_with_the_count():
     assert (second.attempt, second.wait) == (3, 2.0)
     last = policy.decide(3, transient)
     assert not last.retry
-    assert last.failed == [({"k": 1}, "OperationalError: (2013, 'Lost connection') (after 3 attempts)", None)]
+    # DataJoint's message, unchanged; the attempts are told in the stack.
+    assert last.failed == [
+        (
+            {"k": 1},
+            "OperationalError: (2013, 'Lost connection')",
+            "djdask: gave up after 3 attempts, each failed transiently (djdask.campaign.max-attempts)",
+        )
+    ]
     assert policy.decide(1, []).retry == [] and policy.decide(1, []).failed == []
 
 
