@@ -117,8 +117,7 @@ class Completion:
         done = [(o["key"], o["duration"]) for o in result.done]
         self.db(lambda: state.queue.complete(done))
         made = [o for o in result.done if o["status"] == "success"]
-        if batch.deferred:
-            state.summary.deferred_made += len(made)
+        self._credit(batch, len(made))
         state.sizer.observe([o["duration"] for o in made])
         state.summary.make_seconds += sum(o["duration"] for o in made)
         state.summary.commit_seconds += sum(o.get("commit") or 0.0 for o in made)
@@ -156,31 +155,41 @@ class Completion:
     def _defer(self, batch: Batch, failed: list[tuple[dict, str, str | None]]) -> list[tuple[dict, str, str | None]]:
         """Keys whose make() raised while tables declared before theirs (neither ancestors nor
         descendants: what a make() may read beyond its dependencies) still had keys to make
-        are not charged: they wait, reserved, until those tables are done, and run once more
-        (:attr:`Batch.after`).  Sequential populate() would have made those tables first.
-        Returns the failures that stand."""
+        are not charged: they wait, reserved, until one of those tables is done, and run
+        again (:attr:`Batch.after`); sequential populate() would have made those first.
+        They wait again while fewer such tables are busy than the last time, and are charged
+        once none is, or no fewer.  Returns the failures that stand."""
         state = batch.table
-        if not failed or batch.deferred:
+        if not failed:
             return failed
         busy = [t for t in state.earlier if self.inflight.busy(t)]
-        if not busy:
+        if not busy or (batch.waited and not set(map(id, busy)) < set(map(id, batch.after))):
             return failed
         keys = [key for key, _, _ in failed]
-        names = [t.summary.table for t in busy]
         logger.info(
             "%s: %d key(s) failed while %s, declared before it, still had keys to make; they run again once "
-            "those are done (no attempt charged). First error: %s",
+            "one of those is done (no attempt charged). First error: %s",
             state.summary.table,
             len(keys),
-            ", ".join(names),
+            ", ".join(t.summary.table for t in busy),
             redact(failed[0][1] or "", self.secrets),
         )
-        state.summary.deferred += len(keys)
-        state.summary.deferred_for = sorted(set(state.summary.deferred_for) | set(names))
+        if not batch.waited:
+            state.summary.deferred += len(keys)
         self.inflight.delay(
-            Batch(state, keys, batch.attempt, time.monotonic(), batch.lost, after=tuple(busy), deferred=True)
+            Batch(state, keys, batch.attempt, time.monotonic(), batch.lost, after=tuple(busy), waited=True)
         )
         return []
+
+    def _credit(self, batch: Batch, made: int) -> None:
+        """Keys that had waited (:meth:`_defer`) were made: the tables they waited for that are
+        done now are what their make() reads (named at the campaign's end)."""
+        if not batch.after or not made:
+            return
+        summary = batch.table.summary
+        summary.deferred_made += made
+        done = {t.summary.table for t in batch.after if not self.inflight.busy(t)}
+        summary.deferred_for = sorted(set(summary.deferred_for) | done)
 
     def judged(self, batch: Batch, verdict: Verdict, t0: float) -> None:
         """A batch whose task failed as a whole, judged (:func:`djdask.losses.judge`): its

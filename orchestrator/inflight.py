@@ -37,10 +37,10 @@ class Batch:
     ready: float = 0.0  # monotonic time before which a retry waits
     lost: int = 0  # times its keys were lost with a worker, no culprit charged (djdask.losses)
     outcomes: list[dict] | None = None  # its task's result, once fetched (InFlight.finished)
-    #: Tables that must have nothing left to make before it runs: its make()s raised while
-    #: these, declared before its table, still had keys to make (:meth:`Completion.batch`).
+    #: Tables one of which must have nothing left to make before it runs: its make()s raised
+    #: while these, declared before its table, still had keys to make (:meth:`Completion.batch`).
     after: tuple[TableState, ...] = ()
-    deferred: bool = False  # it ran once already and failed while they had keys to make: charged now
+    waited: bool = False  # it has waited so (a failure is charged once it may not wait again)
 
 
 class InFlight:
@@ -139,15 +139,16 @@ class InFlight:
         return any(id(b.table) in tables for b in self.delayed if b is not besides)
 
     def waiting(self, batch: Batch) -> bool:
-        """Whether a batch still waits for the tables of its :attr:`Batch.after`."""
-        return any(self.busy(t, besides=batch) for t in batch.after)
+        """Whether a batch still waits: every table of its :attr:`Batch.after` has keys to make."""
+        return bool(batch.after) and all(self.busy(t, besides=batch) for t in batch.after)
 
     def stop_waiting(self) -> int:
         """Let every batch that waits for other tables run (nothing else can run: the campaign
         would end with them); return how many."""
-        waiting = [b for b in self.delayed if b.after]
+        waiting = [b for b in self.delayed if self.waiting(b)]
         for batch in waiting:
-            batch.after = ()
+            batch.ready = 0.0
+            batch.after = batch.after[:0]  # runs now; a failure then is charged
         return len(waiting)
 
     # -- back ------------------------------------------------------------------------

@@ -43,7 +43,10 @@ def key_source_inputs(cls: type, candidates: Sequence[str]) -> set[str]:
     The key source's SQL names every table it joins, restricts by or aggregates, quoted
     as DataJoint quotes full table names; a table's own foreign-key parents are among
     them (the graph already has those edges)."""
-    sql = cls().key_source.make_sql()
+    source = cls().key_source
+    if isinstance(source, type):  # `key_source = Topic`: DataJoint accepts a table class too
+        source = source()
+    sql = source.make_sql()
     own = cls.full_table_name
     return {name for name in candidates if name != own and name in sql}
 
