@@ -3,6 +3,10 @@
 They read and write the records of :mod:`djdask.records`; ``cancel`` and
 ``report`` need only the database (a campaign id is unique in it), ``campaigns``
 the pipeline module, whose first schema holds its records.
+
+The records' times are UTC (:mod:`djdask.clock`), and so is every time these
+commands print: the listing's headings and the report say so, and ``--json``
+gives them as ISO 8601 with ``+00:00``.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from typing import Any
 
 from dask.utils import format_bytes, format_time
 
+from . import clock
 from .errors import InvalidInputError
 
-__all__ = ["campaigns", "cancel", "report", "jobs_of_campaign"]
+__all__ = ["campaigns", "cancel", "report", "jobs_of_campaign", "owner_windows"]
 
 
 def _connection(module: str | None) -> Any:
@@ -39,17 +44,19 @@ def _connection(module: str | None) -> Any:
     return next(iter(load_pipeline(module).tables.values()))().connection
 
 
-def _duration(record: dict[str, Any], now: datetime.datetime) -> str:
+def duration(record: dict[str, Any], now: datetime.datetime) -> float:
+    """Seconds a campaign ran (to ``now``, the server's time in UTC, while it runs; to its
+    last heartbeat while it waits to start), never negative."""
     end = record["ended"] or (now if record["state"] == "running" else record["heartbeat"])
-    return format_time(max(0.0, (end - record["started"]).total_seconds()))
+    return max(0.0, (clock.naive_utc(end) - clock.naive_utc(record["started"])).total_seconds())
 
 
-def _when(value: Any) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
+def _iso(value: datetime.datetime) -> str:
+    return clock.naive_utc(value).replace(tzinfo=datetime.timezone.utc).isoformat(sep=" ", timespec="milliseconds")
 
 
 def _plain(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: (_when(v) if isinstance(v, datetime.datetime) else v) for k, v in record.items()}
+    return {k: (_iso(v) if isinstance(v, datetime.datetime) else v) for k, v in record.items()}
 
 
 def campaigns(args: argparse.Namespace) -> int:
@@ -78,15 +85,15 @@ def campaigns(args: argparse.Namespace) -> int:
             "state": r["state"],
             "user": r["user"],
             "host": r["host"],
-            "started": _when(r["started"]),
-            "duration": _duration(r, now),
+            "started (UTC)": clock.utc_text(r["started"]),
+            "duration": format_time(duration(r, now)),
             "made": r["keys_made"],
             "errors": r["errors"],
             "code": r["code_version"] or "-",
         }
         for r in rows
     ]
-    print_table(table, ["id", "state", "user", "host", "started", "duration", "made", "errors", "code"])
+    print_table(table, ["id", "state", "user", "host", "started (UTC)", "duration", "made", "errors", "code"])
     return 0
 
 
@@ -147,10 +154,38 @@ def _cancel_job(record: dict[str, Any]) -> None:
     print(f"Its batch job {record['job_id']} exits as soon as it starts.")
 
 
+def owner_windows(
+    owners: list[dict[str, Any]], ended: datetime.datetime | None
+) -> list[tuple[str, int, datetime.datetime, datetime.datetime | None]]:
+    """Each controller's host and pid, and when it held the campaign's keys, in the clock the
+    jobs tables' times are written in (its session's): from its start to the next one's
+    start, or to the campaign's end (``None`` while it runs: no end).
+
+    ``owners`` are the record's: ``started`` in UTC and ``session_utc_offset`` the seconds
+    the session's clock was ahead of UTC.  Owners written by earlier djdask versions have no
+    offset: their ``started``, and the record's ``ended``, are in the session's clock already.
+    """
+
+    def stored(text: str) -> datetime.datetime:
+        # An earlier version's start on PostgreSQL carries its session's zone: its wall time
+        # is the session's clock.
+        return datetime.datetime.fromisoformat(str(text)).replace(tzinfo=None)
+
+    windows = []
+    for number, owner in enumerate(owners):
+        offset = datetime.timedelta(seconds=int(owner.get("session_utc_offset") or 0))
+        if number + 1 < len(owners):
+            until: datetime.datetime | None = stored(owners[number + 1]["started"]) + offset
+        else:
+            until = None if ended is None else clock.naive_utc(ended) + offset
+        windows.append((owner["host"], int(owner["pid"]), stored(owner["started"]) + offset, until))
+    return windows
+
+
 def jobs_of_campaign(connection: Any, record: dict[str, Any]) -> dict[str, dict[str, int]] | None:
     """Rows of the pipeline's jobs tables that the campaign's controllers held (their host and
-    pid, between each one's start and the next one's, or the campaign's end), by table and
-    status; None when the module cannot be imported here."""
+    pid, between each one's start and the next one's, or the campaign's end: :func:`owner_windows`),
+    by table and status; None when the module cannot be imported here."""
     from .errors import DjdaskError
     from .planner import existing_jobs, select
 
@@ -159,14 +194,15 @@ def jobs_of_campaign(connection: Any, record: dict[str, Any]) -> dict[str, dict[
     except DjdaskError:
         return None
     q = connection.adapter.quote_identifier
-    owners = record.get("owners") or []
-    end = record["ended"] or connection.query("SELECT CURRENT_TIMESTAMP(3)").fetchone()[0]
     windows, args = [], []
     when = f"COALESCE({q('completed_time')}, {q('reserved_time')})"
-    for number, owner in enumerate(owners):
-        until = owners[number + 1]["started"] if number + 1 < len(owners) else end
-        windows.append(f"({q('host')} = %s AND {q('pid')} = %s AND {when} >= %s AND {when} <= %s)")
-        args += [owner["host"], owner["pid"], owner["started"], until]
+    for host, pid, since, until in owner_windows(record.get("owners") or [], record["ended"]):
+        window = f"{q('host')} = %s AND {q('pid')} = %s AND {when} >= %s"
+        args += [host, pid, since]
+        if until is not None:
+            window += f" AND {when} <= %s"
+            args.append(until)
+        windows.append(f"({window})")
     counts: dict[str, dict[str, int]] = {}
     for name, jobs in existing_jobs(selection.tables, selection.graph.order):
         rows = (
@@ -188,7 +224,7 @@ def report(args: argparse.Namespace) -> int:
     from .records import find
 
     connection = _connection(args.module)
-    _, record = find(connection, args.id)
+    records, record = find(connection, args.id)
     account = record.get("accounting") or {}
     jobs = jobs_of_campaign(connection, record)
     if args.json:
@@ -203,11 +239,12 @@ def report(args: argparse.Namespace) -> int:
         f"  code {record['code_version'] or '-'}; djdask {record['djdask_version']}, "
         f"DataJoint {record['datajoint_version']}"
     )
-    now = datetime.datetime.now() if record["ended"] is None else record["ended"]
-    print(
-        f"  started {_when(record['started'])}, ended {_when(record['ended'])}, "
-        f"{_duration(record, now)}; controllers: {record['controllers']}"
-    )
+    seconds = format_time(duration(record, records.now()))
+    if record["ended"] is not None:
+        span = f"ended {clock.utc_text(record['ended'], zone=' UTC')} after {seconds}"
+    else:
+        span = f"running for {seconds}" if record["state"] == "running" else "its controller has not started"
+    print(f"  started {clock.utc_text(record['started'], zone=' UTC')}, {span}; controllers: {record['controllers']}")
     if record["targets"] or record["restriction"] not in ("", "{}", {}):
         print(f"  targets {record['targets'] or 'all'}; restriction {record['restriction'] or '{}'}")
     if record["dashboard"]:
@@ -233,8 +270,10 @@ def report(args: argparse.Namespace) -> int:
             }
         )
     columns = ["table", "made", "errors", "retries", "busy", "make() min/p50/p95/max", "peak memory", "jobs rows"]
-    print_table(tables, columns)
-    print()
+    if tables:
+        print_table(tables, columns)
+    else:  # not headings over no rows
+        print(_no_figures(record))
     pools = []
     for p in account.get("pools") or []:
         name = p["pool"]
@@ -252,9 +291,25 @@ def report(args: argparse.Namespace) -> int:
                 else "-",
             }
         )
-    print_table(
-        pools, ["pool", "profile", "worker time", "busy", "idle", "peak memory", "jobs", "node-hours requested"]
-    )
+    if pools:
+        print()
+        print_table(
+            pools, ["pool", "profile", "worker time", "busy", "idle", "peak memory", "jobs", "node-hours requested"]
+        )
     if jobs is None:
         print(f"\n(jobs-table rows not counted: {record['module']} cannot be imported here)")
     return 0
+
+
+def _no_figures(record: dict[str, Any]) -> str:
+    """What the report says of a campaign with no tables in its accounting yet (or ever)."""
+    from dask.utils import parse_timedelta
+
+    from . import config
+
+    if record["state"] == "submitted":
+        return "Starting: its controller has not started yet; figures come once it runs."
+    if record["state"] == "running":
+        beat = format_time(parse_timedelta(config.get("campaign.heartbeat")))
+        return f"Starting: no figures yet; the campaign records them with its heartbeat, every {beat}."
+    return "No figures: the campaign ended before it recorded any."

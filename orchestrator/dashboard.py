@@ -25,6 +25,7 @@ from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
+from .clock import utc_text
 from .progress import HISTORY_KEY, METADATA_KEY, CampaignBoard, format_eta, longest_running
 
 __all__ = ["DashboardPlugin", "fill_colour", "page_link", "report_html"]
@@ -177,7 +178,9 @@ def _history_html(history: list[dict[str, Any]] | None, board: CampaignBoard | N
     head = ["campaign", "state", "user", "host", "started", "made", "errors", "code"]
     rows = "".join(
         f'<tr><td><a href="{PAGE}/campaigns/{e(str(r["campaign"]))}">{e(str(r["campaign"]))}</a></td>'
-        + "".join(f"<td>{e(str(r.get(k)))}</td>" for k in ("state", "user", "host", "started", "keys_made", "errors"))
+        + "".join(f"<td>{e(str(r.get(k)))}</td>" for k in ("state", "user", "host"))
+        + f"<td>{e(utc_text(r.get('started'), zone=' UTC'))}</td>"
+        + "".join(f"<td>{e(str(r.get(k)))}</td>" for k in ("keys_made", "errors"))
         + f"<td>{e(str(r.get('code_version') or '-'))}</td></tr>"
         for r in history
     )
@@ -198,7 +201,8 @@ def report_html(record: dict[str, Any]) -> str:
         f"<h2>djdask campaign {e(str(record['campaign']))} of {e(str(record['module']))}: "
         f"{e(str(record['state']))}</h2>",
         f"<p>{e(str(record['user']))} on {e(str(record['host']))}, pid {e(str(record['pid']))}; started "
-        f"{e(str(record['started']))}, ended {e(str(record.get('ended') or '-'))}; exit code "
+        f"{e(utc_text(record['started'], zone=' UTC'))}, ended "
+        f"{e(utc_text(record.get('ended'), zone=' UTC'))}; exit code "
         f"{e(str(record.get('exit_code')))}; code {e(str(record.get('code_version') or '-'))}; controllers "
         f"{e(str(record.get('controllers')))}. In a terminal: <code>djdask report {e(str(record['campaign']))}"
         "</code>.</p>",

@@ -30,7 +30,7 @@ from typing import Any
 
 from dask.utils import parse_timedelta
 
-from . import config, djcompat
+from . import clock, config, djcompat
 from .jobs import KEY_COLUMNS, Owner, keys_condition, retry_on_conflict
 
 __all__ = ["Heartbeat", "SessionThread", "lease_timeout", "recover_orphans", "renew_leases", "restamp", "session_gone"]
@@ -61,20 +61,25 @@ def _can_see_all_sessions(connection: Any) -> bool:
     return bool(rows[0])
 
 
-def session_gone(connection: Any, stamp: str = "reserved_time") -> tuple[str, list]:
+def session_gone(connection: Any, stamp: str = "reserved_time", *, utc: bool = False) -> tuple[str, list]:
     """SQL (on alias ``j``) true for rows whose session (``j.connection_id``, stamped at
-    ``j.<stamp>``) has ended: reservations, and campaign records (:mod:`djdask.records`)."""
+    ``j.<stamp>``) has ended: reservations, and campaign records (:mod:`djdask.records`).
+
+    ``utc``: the stamp is UTC (the records'), not the session's time (the jobs tables')."""
     q = connection.adapter.quote_identifier
     if connection.adapter.backend == "postgresql":
+        # backend_start has a time zone; a plain stamp is read in the zone it was written in.
+        stamped = f"(j.{q(stamp)} AT TIME ZONE 'UTC')" if utc else f"j.{q(stamp)}"
         return (
             "NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = j.connection_id "
-            f"AND a.backend_start <= j.{q(stamp)} + INTERVAL '1 second')",
+            f"AND a.backend_start <= {stamped} + INTERVAL '1 second')",
             [],
         )
     uptime = int(connection.query("SHOW GLOBAL STATUS LIKE 'Uptime'").fetchone()[1])
+    now = clock.utc_now_sql(connection) if utc else clock.session_now_sql(connection)
     condition = (
         "(NOT EXISTS (SELECT 1 FROM information_schema.PROCESSLIST p WHERE p.ID = j.connection_id) "
-        f"OR j.{q(stamp)} < CURRENT_TIMESTAMP(3) - INTERVAL %s SECOND)"
+        f"OR j.{q(stamp)} < {now} - INTERVAL %s SECOND)"
     )
     args: list[Any] = [uptime]
     if not _can_see_all_sessions(connection):
@@ -98,7 +103,8 @@ def recover_orphans(
         Seconds; reservations not renewed for this long are orphans too.
     """
     q = connection.adapter.quote_identifier
-    snapshot = connection.query("SELECT CURRENT_TIMESTAMP(3)").fetchone()[0]
+    # The jobs tables' clock (the session's time), naive as their columns read.
+    snapshot = connection.query(f"SELECT {clock.session_now_sql(connection)}").fetchone()[0]
     dead, dead_args = session_gone(connection)
     if lease_timeout:
         dead = f"({dead} OR j.reserved_time < %s - {connection.adapter.interval_expr(int(lease_timeout), 'second')})"

@@ -19,6 +19,7 @@ from email.message import EmailMessage
 from typing import Any
 
 from . import config
+from .clock import utc_text
 from .database import redact
 
 __all__ = ["ErrorWatch", "campaign_ended", "campaign_lost", "message", "send"]
@@ -84,7 +85,7 @@ def campaign_lost(record: dict[str, Any], secrets: list[str]) -> int:
     ]
     text = (
         f"djdask campaign {record['campaign']} of {record['module']} lost: its controller (user {record['user']} "
-        f"on {record['host']}, pid {record['pid']}) stopped beating at {record['heartbeat']}; "
+        f"on {record['host']}, pid {record['pid']}) stopped beating at {utc_text(record['heartbeat'], zone=' UTC')}; "
         f"{record.get('keys_made', 0)} key(s) made, {record.get('errors', 0)} error(s). The next campaign "
         "releases its keys."
     )

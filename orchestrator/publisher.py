@@ -9,6 +9,7 @@ the campaign's loop.  Secrets are masked in everything it publishes.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 from collections import deque
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from dask.utils import parse_timedelta
 
 from . import config
+from .clock import utc_text
 from .database import redact
 from .jobs import ERROR_MESSAGE_LENGTH
 from .notify import ErrorWatch
@@ -214,7 +216,12 @@ def _history_entry(record: dict[str, Any]) -> dict[str, Any]:
     """What the page shows of a campaign record: plain values, no duration histograms."""
     account = dict(record.get("accounting") or {})
     account["tables"] = [{k: v for k, v in t.items() if k != "durations"} for t in account.get("tables") or []]
-    entry = {k: (str(v) if hasattr(v, "isoformat") else v) for k, v in record.items() if k != "accounting"}
+    # The records' times are UTC (djdask.clock): the page says so beside each.
+    entry = {
+        k: (utc_text(v, zone=" UTC") if isinstance(v, datetime.datetime) else v)
+        for k, v in record.items()
+        if k != "accounting"
+    }
     return {**entry, "accounting": account}
 
 

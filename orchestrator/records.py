@@ -18,6 +18,10 @@ or when the heartbeat is older than ``djdask.campaign.lost-after``.  Whoever
 notices first (a campaign, ``djdask campaigns``) marks it and sends the
 notification, once.
 
+Its times are the database server's clock in UTC, whatever the time zone of
+the session or of the machine that writes or reads them (:mod:`djdask.clock`);
+records of earlier djdask versions hold their session's time, read as UTC.
+
 Every reservation a campaign makes carries, as DataJoint's own do, the host
 and pid of the process that made it; the record keeps the host, pid and start
 of each of its controllers (``owners``), so any jobs-table row (reserved, error,
@@ -30,6 +34,7 @@ DataJoint writes: a campaign id in them would make djdask's rows differ from
 
 from __future__ import annotations
 
+import datetime
 import importlib
 import json
 import logging
@@ -42,7 +47,7 @@ from typing import Any
 
 from dask.utils import parse_timedelta
 
-from . import config, djcompat
+from . import clock, config, djcompat
 from .errors import CampaignNotFoundError, JobsTableError
 from .leases import SessionThread
 
@@ -88,7 +93,7 @@ cancel_requested=null  : datetime(3)      # set by `djdask cancel`
 keys_made=0            : int64
 errors=0               : int64
 accounting=null        : json             # per table and per pool (djdask.accounting)
-owners=null            : json             # each controller: host, pid, started (server time)
+owners=null            : json             # each controller: host, pid, started (UTC), session_utc_offset
 """
 
 #: States of a campaign that no controller runs any more.
@@ -221,11 +226,12 @@ class Records:
                 raise
         return True
 
-    def now(self) -> Any:
-        return self.connection.query("SELECT CURRENT_TIMESTAMP(3)").fetchone()[0]
+    def now(self) -> datetime.datetime:
+        """The server's time in UTC (naive): the clock of every time in the records."""
+        return clock.utc_now(self.connection)
 
     def insert(self, row: dict[str, Any]) -> None:
-        """A new record; ``started`` and ``heartbeat`` are the server's time."""
+        """A new record; ``started`` and ``heartbeat`` are the server's time (UTC)."""
         row = {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in row.items()}
         now = self.now()
         row.setdefault("started", now)
@@ -235,11 +241,11 @@ class Records:
         self.connection.query(f"INSERT INTO {self.name} ({names}) VALUES ({marks})", args=tuple(row.values()))
 
     def update(self, campaign: str, where_state: Iterable[str] | None = None, **fields: Any) -> int:
-        """Set ``fields`` of a record (``now`` as a value: the server's time); return rows changed."""
+        """Set ``fields`` of a record (``now`` as a value: the server's time, UTC); return rows changed."""
         sets, args = [], []
         for name, value in fields.items():
             if value == "now":
-                sets.append(f"{self.q(name)} = CURRENT_TIMESTAMP(3)")
+                sets.append(f"{self.q(name)} = {clock.utc_now_sql(self.connection)}")
                 continue
             sets.append(f"{self.q(name)} = %s")
             args.append(json.dumps(value) if isinstance(value, (dict, list)) else value)
@@ -287,11 +293,12 @@ class Records:
         q, interval = self.q, self.connection.adapter.interval_expr
         beat = parse_timedelta(config.get("campaign.heartbeat"))
         lost_after = parse_timedelta(config.get("campaign.lost-after"))
-        gone, gone_args = session_gone(self.connection, stamp="heartbeat")
+        gone, gone_args = session_gone(self.connection, stamp="heartbeat", utc=True)
+        now = clock.utc_now_sql(self.connection)
         condition = (
-            f"j.{q('state')} = 'running' AND ((j.{q('heartbeat')} < CURRENT_TIMESTAMP(3) - "
+            f"j.{q('state')} = 'running' AND ((j.{q('heartbeat')} < {now} - "
             f"{interval(max(1, int(3 * beat)), 'second')} AND {gone}) OR j.{q('heartbeat')} < "
-            f"CURRENT_TIMESTAMP(3) - {interval(max(1, int(lost_after)), 'second')})"
+            f"{now} - {interval(max(1, int(lost_after)), 'second')})"
         )
         candidates = self.connection.query(
             f"SELECT j.{q('campaign')} FROM {self.name} j WHERE {condition}", args=tuple(gone_args)
@@ -307,13 +314,13 @@ class Records:
                 record = self.get(campaign)
                 if record is not None:
                     logger.warning(
-                        "Campaign %s of %s (user %s on %s, pid %s) stopped beating at %s: marked lost.",
+                        "Campaign %s of %s (user %s on %s, pid %s) stopped beating at %s UTC: marked lost.",
                         campaign,
                         record["module"],
                         record["user"],
                         record["host"],
                         record["pid"],
-                        record["heartbeat"],
+                        clock.utc_text(record["heartbeat"]),
                     )
                     marked.append(record)
         return marked
@@ -465,7 +472,14 @@ class CampaignRecord:
             "state": "running",
         }
         existing = records.get(campaign)
-        owner_now = {"host": owner.host, "pid": owner.pid, "started": str(records.now())}
+        # The jobs tables' times are in this session's clock: the offset lets `djdask report`
+        # find the rows this controller held (:func:`djdask.campaigns.jobs_of_campaign`).
+        owner_now = {
+            "host": owner.host,
+            "pid": owner.pid,
+            "started": str(records.now()),
+            "session_utc_offset": clock.session_offset(connection),
+        }
         if existing is None:
             records.insert({"campaign": campaign, **row, "controllers": 1, "owners": [owner_now]})
             return cls(records, campaign, None)

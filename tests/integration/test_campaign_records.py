@@ -1,7 +1,8 @@
 """Campaign records on real servers: every campaign registers itself in ``~djdask_campaign``,
 its reservations carry its id, ``djdask campaigns`` lists it, ``djdask report`` gives its
-accounting (which agrees with the jobs tables), ``djdask cancel`` stops it from another
-process, and a campaign killed outright is shown ``lost`` (and notified once)."""
+accounting (which agrees with the jobs tables), and a campaign killed outright is shown
+``lost`` (and notified once).  ``djdask cancel`` from another process, and every command while
+a campaign runs, in other time zones than UTC: ``test_campaign_times.py``."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from collections import Counter
 
 import pytest
 
-from tests.integration.test_jobs_engine import ledger_lines, seed_ledger, start_campaign, wait_for
+from tests.integration.test_campaign_times import parallel
+from tests.integration.test_jobs_engine import ledger_lines, seed_ledger, wait_for
 from tests.integration.test_notify import Hooks
 
 pytestmark = pytest.mark.integration
@@ -36,7 +38,11 @@ def test_a_campaign_is_recorded_traced_and_reported(djdask, sql, prefix, tmp_pat
     assert result.returncode == 0, result.stdout + result.stderr
     campaign = re.search(r"Campaign:\s+([0-9a-f]{8}) ", result.stdout).group(1)
 
-    [record] = campaigns(djdask, env)
+    listed, report, text = parallel(
+        djdask, env, ["campaigns", "ledger", "--json"], ["report", campaign[:4], "--json"], ["report", campaign]
+    )
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    [record] = json.loads(listed.stdout)
     assert record["campaign"] == campaign and record["module"] == "ledger"
     assert record["state"] == "finished" and record["exit_code"] == 0
     assert record["keys_made"] == n and record["errors"] == 0 and record["controllers"] == 1
@@ -61,65 +67,16 @@ def test_a_campaign_is_recorded_traced_and_reported(djdask, sql, prefix, tmp_pat
     )
     assert [tuple(o[:2]) + (o[3],) for o in owners] == [(record["host"], record["pid"], n)]
     assert "djdask" not in owners[0][2]
-    assert record["owners"] == [
-        {"host": record["host"], "pid": record["pid"], "started": record["owners"][0]["started"]}
-    ]
+    [owner] = record["owners"]
+    assert set(owner) == {"host", "pid", "started", "session_utc_offset"}
+    assert (owner["host"], owner["pid"]) == (record["host"], record["pid"])
 
-    report = djdask("report", campaign[:4], "--json", env=env)
     assert report.returncode == 0, report.stdout + report.stderr
     figures = json.loads(report.stdout)
     assert figures["jobs_tables"] == {"Entry": {"success": n}}
-    text = djdask("report", campaign, env=env)
     assert text.returncode == 0 and f"Campaign {campaign} of ledger: finished" in text.stdout
     assert re.search(rf"Entry\s+{n}\s+0\s+0\s", text.stdout), text.stdout
     assert "success 30" in text.stdout
-
-    # A second campaign is a second record; the listing is newest first.
-    again = djdask("populate", "ledger", "--workers", "1", env=env)
-    assert again.returncode == 0
-    listed = campaigns(djdask, env)
-    assert [r["campaign"] for r in listed][1] == campaign and listed[0]["keys_made"] == 0
-
-
-@pytest.mark.parametrize("server", ["postgres"], indirect=True)  # the record's SQL runs on both in the first test
-def test_cancel_from_another_process_stops_the_campaign(djdask, sql, prefix, tmp_path):
-    n = 200
-    seed_ledger(djdask, n)
-    ledger = tmp_path / "ledger.txt"
-    env = djdask.env(DJDASK_TEST_LEDGER=str(ledger), DJDASK_TEST_MAKE_SECONDS="0.2")
-    proc = start_campaign(env, tmp_path)
-    schema = prefix + "_ledger"
-    try:
-        wait_for(lambda: sql.scalar(f"SELECT COUNT(*) FROM {sql.table(schema, '__entry')}") >= 4, 120, "keys made")
-        [record] = campaigns(djdask, env)
-        assert record["state"] == "running"
-        start = time.monotonic()
-        cancelled = djdask("cancel", record["campaign"], env=env)
-        out, err = proc.communicate(timeout=60)
-        stopped = time.monotonic() - start
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
-    assert f"Campaign {record['campaign']} stopped: cancelled." in cancelled.stdout
-    assert proc.returncode == 130, out + err
-    assert stopped < 10, f"the campaign took {stopped:.1f} s to stop"
-    print(f"cancel: the campaign stopped {stopped:.1f} s after `djdask cancel` started")
-    [after] = campaigns(djdask, env)
-    assert after["state"] == "cancelled" and after["exit_code"] == 130 and 0 < after["keys_made"] < n
-    assert sql.jobs_counts(schema, "__entry").get("reserved", 0) == 0
-    keys = Counter(int(k) for k, *_ in ledger_lines(ledger))
-    assert max(keys.values()) == 1
-    assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(schema, '__entry')}") == after["keys_made"]
-
-
-@pytest.mark.parametrize("server", ["postgres"], indirect=True)
-def test_report_and_cancel_of_an_unknown_id_say_so(djdask, sql, prefix):
-    seed_ledger(djdask, 1)
-    for command in (["report", "abcdef12"], ["cancel", "abcdef12"], ["report", "not-an-id"]):
-        result = djdask(*command)
-        assert result.returncode == 2 and "Traceback" not in result.stderr
-        assert "campaign" in result.stderr.lower(), result.stderr
 
 
 @pytest.mark.parametrize("server", ["postgres"], indirect=True)
@@ -172,7 +129,7 @@ def test_a_submitted_controller_outlives_the_command_and_when_killed_is_lost_and
     assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(schema, '__entry')}") == n
     keys = Counter(int(k) for k, *_ in ledger_lines(ledger))
     assert set(keys) == set(range(n)) and max(keys.values()) <= 2
-    assert [r["state"] for r in campaigns(djdask, env)] == ["finished", "lost"]
+    assert [r["state"] for r in campaigns(djdask, env)] == ["finished", "lost"]  # a record each, newest first
     # One message per end: the lost one (once, though judged again) and the finished one.
     assert sorted(b["campaign"]["state"] for b in hooks.bodies) == ["finished", "lost"]
     hooks.close()
