@@ -65,14 +65,20 @@ def session_gone(connection: Any, stamp: str = "reserved_time", *, utc: bool = F
     """SQL (on alias ``j``) true for rows whose session (``j.connection_id``, stamped at
     ``j.<stamp>``) has ended: reservations, and campaign records (:mod:`djdask.records`).
 
-    ``utc``: the stamp is UTC (the records'), not the session's time (the jobs tables')."""
+    ``utc``: the stamp is UTC (the records'), not the session's time (the jobs tables').
+    On MySQL/MariaDB every session takes the server's ``time_zone`` (neither DataJoint nor
+    djdask sets one), so a jobs-table stamp is compared with the reader's session time."""
     q = connection.adapter.quote_identifier
     if connection.adapter.backend == "postgresql":
-        # backend_start has a time zone; a plain stamp is read in the zone it was written in.
-        stamped = f"(j.{q(stamp)} AT TIME ZONE 'UTC')" if utc else f"j.{q(stamp)}"
+        # A backend that started after the stamp reused a dead owner's pid. A jobs-table stamp
+        # is in its writer's TimeZone, which no other session can read back (PGTZ, a role's
+        # setting): it is taken at the latest instant it can mean (a writer at UTC-12), or a
+        # session east of the writer would judge a live owner gone and free its keys. A pid
+        # reused within those hours passes for the owner: that orphan waits for it to end.
+        late = "1 second" if utc else "12 hours 1 second"
         return (
             "NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = j.connection_id "
-            f"AND a.backend_start <= {stamped} + INTERVAL '1 second')",
+            f"AND a.backend_start <= (j.{q(stamp)} AT TIME ZONE 'UTC') + INTERVAL '{late}')",
             [],
         )
     uptime = int(connection.query("SHOW GLOBAL STATUS LIKE 'Uptime'").fetchone()[1])
