@@ -191,6 +191,7 @@ def test_campaign_commands_while_it_runs_and_after_in_other_time_zones(djdask, s
             "".join(
                 f"$ djdask {' '.join(command)}\n{result.stdout}\n"
                 for command, result in (
+                    (["report", campaign, "  # in its first seconds"], early),
                     (["campaigns", "ledger"], listing),
                     (["campaigns", "ledger", "--json"], listed),
                     (["report", campaign], report),
