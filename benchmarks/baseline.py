@@ -17,7 +17,7 @@ with the server's ``DJ_*`` variables and a schema prefix of its own:
 
 The racing roles (``populate``, ``insert``) import and connect first, print
 ``ready``, wait for a line on stdin and only then start, so that the clock of
-:class:`benchmarks.cases.Racers` covers the work and not Python's start-up.
+:class:`benchmarks.cases.sides.Racers` covers the work and not Python's start-up.
 They end with one line ``RESULT {json}`` holding their start and end times.
 """
 
