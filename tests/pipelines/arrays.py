@@ -33,19 +33,8 @@ class Source(dj.Manual):
     """
 
 
-@schema
-class Kept(dj.Computed):
-    definition = """
-    -> Source
-    ---
-    data : <xarray@>
-    """
-
-    def make(self, key):
-        time.sleep(float(os.environ.get("DJDASK_TEST_MAKE_SECONDS", "0")))
-        self.insert1({**key, "data": small(key)})
-
-
+# Declared before Kept: a make() that fails while tables declared before it still have keys
+# to make runs again once they are done (djdask.inputs), which would write a second orphan.
 @schema
 class Broken(dj.Computed):
     definition = """
@@ -57,6 +46,19 @@ class Broken(dj.Computed):
     def make(self, key):
         self.insert1({**key, "data": small(key)})  # the Zarr is written here...
         raise RuntimeError("make() failed after writing its array")  # ...and the row rolled back
+
+
+@schema
+class Kept(dj.Computed):
+    definition = """
+    -> Source
+    ---
+    data : <xarray@>
+    """
+
+    def make(self, key):
+        time.sleep(float(os.environ.get("DJDASK_TEST_MAKE_SECONDS", "0")))
+        self.insert1({**key, "data": small(key)})
 
 
 @schema

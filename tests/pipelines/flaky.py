@@ -23,6 +23,20 @@ class Thing(dj.Manual):
     """
 
 
+# Declared first: a make() that fails while tables declared before it still have keys to
+# make waits for them and runs again (djdask.inputs); this one must fail at once.
+@schema
+class Broken(dj.Computed):
+    definition = """
+    -> Thing
+    """
+
+    def make(self, key):
+        with open(os.environ["DJDASK_TEST_LEDGER"], "a") as f:
+            f.write(f"{key['thing_id']}\n")
+        raise ValueError(f"thing {key['thing_id']} is malformed")
+
+
 @schema
 class Flaky(dj.Computed):
     definition = """
@@ -35,15 +49,3 @@ class Flaky(dj.Computed):
             marker.write_text("seen")
             raise ConnectionError(f"connection to the object store reset (thing {key['thing_id']})")
         self.insert1(key)
-
-
-@schema
-class Broken(dj.Computed):
-    definition = """
-    -> Thing
-    """
-
-    def make(self, key):
-        with open(os.environ["DJDASK_TEST_LEDGER"], "a") as f:
-            f.write(f"{key['thing_id']}\n")
-        raise ValueError(f"thing {key['thing_id']} is malformed")
