@@ -48,7 +48,7 @@ def _report(**fields) -> None:
 
 
 def _tables(module_name: str, names: list[str]) -> list[type]:
-    from djdask.database import import_datajoint
+    from djdask.db.connect import import_datajoint
 
     import_datajoint()
     logging.getLogger("datajoint").setLevel(logging.WARNING)

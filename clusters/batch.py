@@ -23,9 +23,9 @@ from typing import Any
 import dask.config
 from dask.utils import parse_timedelta
 
-from djdask import config
+from djdask.config import namespace as config
 from djdask.errors import ProfileError
-from djdask.executor import LIFETIME_ENV, STAGGER_ENV
+from djdask.worker.executor import LIFETIME_ENV, STAGGER_ENV
 
 from .scaling import Demand, DemandAdaptive
 from .security import secure_scheduler, security_of

@@ -19,7 +19,7 @@ from typing import Any
 
 from dask.utils import parse_timedelta
 
-from djdask import config
+from djdask.config import namespace as config
 from djdask.errors import ProfileError
 
 from .scaling import Demand

@@ -21,7 +21,7 @@ from typing import Any
 
 import dask.config
 
-from djdask.config import load_defaults
+from djdask.config.namespace import load_defaults
 from djdask.errors import ProfileError, ProfileNotFoundError
 
 __all__ = ["KINDS", "Profile", "light_upkeep", "local_cluster", "profile_names", "resolve"]
@@ -209,7 +209,7 @@ LIGHT_PER_CORE = 4
 def light_upkeep(workers: int) -> dict[str, Any]:
     """The Dask settings that make a LocalCluster of ``workers`` light (``djdask.campaign.light-workers``):
     64 idle workers and their nannies on 2 cores took 1.3 cores of upkeep, 0.16 light."""
-    from djdask import config
+    from djdask.config import namespace as config
 
     light = config.get("campaign.light-workers")
     if light == "auto":
@@ -234,7 +234,7 @@ def local_cluster(workers: int | None = None, *, dashboard_address: str | None =
     """
     from distributed import LocalCluster
 
-    from djdask import config
+    from djdask.config import namespace as config
 
     if workers is None:
         workers = os.cpu_count() or 1

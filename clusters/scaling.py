@@ -20,7 +20,7 @@ __all__ = ["Demand", "DemandAdaptive"]
 class Demand:
     """Between a campaign and a pool that scales: ``workers``, the worker processes the
     campaign could keep busy now (pending plus running keys), set by the campaign;
-    ``cap``, the most workers the database can take (:mod:`djdask.capacity`);
+    ``cap``, the most workers the database can take (:mod:`djdask.db.capacity`);
     ``submitted`` and ``submit_errors``, jobs the batch system took or refused, set by
     the pool."""
 

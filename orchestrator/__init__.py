@@ -15,21 +15,21 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .campaign import Campaign, CampaignSummary, TableSummary
-    from .database import connect
-    from .errors import DjdaskError
-    from .planner import plan, select
+    from djdask.campaign.loop import Campaign, CampaignSummary, TableSummary
+    from djdask.db.connect import connect
+    from djdask.errors import DjdaskError
+    from djdask.planning.planner import plan, select
 
 __all__ = ["Campaign", "CampaignSummary", "DjdaskError", "TableSummary", "connect", "plan", "select"]
 
 _WHERE = {
-    "Campaign": "campaign",
-    "CampaignSummary": "campaign",
-    "TableSummary": "campaign",
-    "connect": "database",
+    "Campaign": "campaign.loop",
+    "CampaignSummary": "campaign.loop",
+    "TableSummary": "campaign.loop",
+    "connect": "db.connect",
     "DjdaskError": "errors",
-    "plan": "planner",
-    "select": "planner",
+    "plan": "planning.planner",
+    "select": "planning.planner",
 }
 
 

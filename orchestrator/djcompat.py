@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import DataJointCompatibilityError
+from djdask.errors import DataJointCompatibilityError
 
 __all__ = [
     "EXPECTED_POPULATE1_PARAMETERS",

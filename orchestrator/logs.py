@@ -1,5 +1,5 @@
 """How djdask's processes log: one function sets it up, in the CLI, the worker plugin and
-:meth:`Campaign.run <djdask.campaign.Campaign.run>`.
+:meth:`Campaign.run <djdask.campaign.loop.Campaign.run>`.
 
 Importing djdask configures nothing.  :func:`setup_logging` masks the secrets
 the process knows in every log record it makes from then on, keeps the
@@ -70,8 +70,8 @@ def setup_logging(*, verbose: int | None = None, connections: Sequence[Any] = ()
     worker : bool
         A Dask worker process: drop DataJoint's key-less log of a failing ``make()``.
     """
-    from . import djcompat
-    from .database import redact_logs
+    from djdask import djcompat
+    from djdask.db.connect import redact_logs
 
     redact_logs(connections)
     _add_once(logging.getLogger("tornado.application"), _DropRefusals)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from djdask import config, storage  # noqa: F401  (storage registers the <xarray@> codec)
-from djdask.database import import_datajoint
+from djdask import storage  # noqa: F401  (storage registers the <xarray@> codec)
+from djdask.config import namespace as config
+from djdask.db.connect import import_datajoint
 
 dj = import_datajoint()
 

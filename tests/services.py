@@ -52,7 +52,7 @@ class Server:
 
     def instance(self):
         """A DataJoint Instance (own config and connection) on this server."""
-        from djdask.database import import_datajoint
+        from djdask.db.connect import import_datajoint
 
         dj = import_datajoint()
         env = self.env
@@ -91,7 +91,7 @@ def _free_port() -> int:
 
 def start_postgres(base: Path) -> Server:
     """djdask's embedded PostgreSQL in ``base`` (the same code path as `djdask demo`)."""
-    from djdask.database import SERVER_USER, EmbeddedPostgres
+    from djdask.db.connect import SERVER_USER, EmbeddedPostgres
 
     server = EmbeddedPostgres(base)
     try:

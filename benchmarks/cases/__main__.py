@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--calls", type=int)
     args = parser.parse_args(argv)
     _quiet()
-    from djdask.database import import_datajoint
+    from djdask.db.connect import import_datajoint
 
     import_datajoint()
     if args.case == "memory-run":

@@ -90,7 +90,7 @@ def row(
 # -- helpers --------------------------------------------------------------------
 def schema_prefix() -> str:
     """This case's schema prefix (``djdask.demo.schema-prefix``), which djdask's side uses."""
-    from djdask import config
+    from djdask.config import namespace as config
 
     return str(config.get("demo.schema-prefix"))
 
@@ -145,8 +145,8 @@ class FirstRow(threading.Thread):
 
 def _warm(module: str) -> int:
     """On a worker: import the pipeline and connect, as the baseline's processes do before the clock."""
-    from djdask.database import import_datajoint
-    from djdask.loader import load_pipeline
+    from djdask.db.connect import import_datajoint
+    from djdask.planning.loader import load_pipeline
 
     load_pipeline(module)
     import_datajoint().conn()
@@ -174,7 +174,7 @@ def warm_cluster(module: str, workers: int = WORKERS) -> Iterator[Any]:
 def campaign(module: str, client: Any, **kwargs: Any) -> tuple[float, Any]:
     """Run a campaign on ``client``'s workers; its wall time in seconds (construction
     included: it plans from the database) and its summary."""
-    from djdask.campaign import Campaign
+    from djdask.campaign.loop import Campaign
 
     t0 = time.perf_counter()
     summary = Campaign(module, client=client, **kwargs).run()

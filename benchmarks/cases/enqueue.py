@@ -17,7 +17,7 @@ def case_enqueue(quick: bool, work: Path) -> list[dict]:
     """Case 3: enqueue every missing key; djdask's one statement vs DataJoint's
     ``jobs.refresh()``, which inserts one row per key: measured on fewer keys and
     extrapolated linearly."""
-    from djdask.jobs import JobQueue
+    from djdask.jobs.queue import JobQueue
     from tests.pipelines.simple import declare
     from tests.services import Server
 

@@ -57,7 +57,7 @@ def case_workers(quick: bool, work: Path) -> list[dict]:
     that sleeps 200 ms (the CPU does not decide), against the ideal (keys x 200 ms / 64)
     and 64 processes of DataJoint's ``populate(reserve_jobs=True)``; the server's client
     sessions while the campaign runs, against the workers plus djdask's own."""
-    from djdask.capacity import OWN_CONNECTIONS
+    from djdask.db.capacity import OWN_CONNECTIONS
 
     workers, per_worker = 64, (30 if quick else 100)
     n = workers * per_worker

@@ -29,7 +29,7 @@ def case_reference(quick: bool, work: Path) -> list[dict]:
     djdask's streaming campaign vs two processes each running
     ``populate(reserve_jobs=True)`` table by table in topological order."""
     from djdask.pipeline.demo import insert_demo_data
-    from djdask.planner import select
+    from djdask.planning.planner import select
 
     scale = sizes(quick)["reference_scale"]
     prefix, log, sql = schema_prefix(), work / "reference.log", sql_client()

@@ -16,8 +16,8 @@ from __future__ import annotations
 import os
 import time
 
-from djdask import config
-from djdask.database import import_datajoint
+from djdask.config import namespace as config
+from djdask.db.connect import import_datajoint
 
 dj = import_datajoint()
 

@@ -12,7 +12,7 @@ RESOURCE_RUN = """
 import json, sys
 from distributed import Client, Nanny, Scheduler, SpecCluster
 from djdask import Campaign
-from djdask.database import connect
+from djdask.db.connect import connect
 
 connect()
 workers = {

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from djdask.capacity import OWN_CONNECTIONS
+from djdask.db.capacity import OWN_CONNECTIONS
 from tests.conftest import Djdask, start_or_skip
 from tests.integration.test_jobs_engine import seed_ledger
 from tests.services import start_mariadb

@@ -249,7 +249,7 @@ def test_secrets_in_error_messages_are_masked(djdask, sql, prefix, tmp_path):
     code = f"""
 import json, sys
 from distributed import Client, LocalCluster
-from djdask.campaign import Campaign
+from djdask.campaign.loop import Campaign
 cluster = LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0")
 client = Client(cluster)
 summary = Campaign("leaky", client=client, performance_report={str(report)!r}).run()
@@ -322,7 +322,7 @@ def test_page_without_bokeh_says_how_to_install_it(tmp_path):
     )
     try:
         info = _wait_for_scheduler_file(scheduler_file, proc)
-        from djdask.dashboard import DashboardPlugin
+        from djdask.monitor.dashboard import DashboardPlugin
 
         with Client(info["address"], timeout=30) as client:
             client.register_plugin(DashboardPlugin(), name=DashboardPlugin.name)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from djdask.errors import JobsTableError
-from djdask.jobs import JobQueue
-from djdask.leases import recover_orphans
+from djdask.jobs.leases import recover_orphans
+from djdask.jobs.queue import JobQueue
 from tests.pipelines.simple import declare
 
 pytestmark = pytest.mark.integration
@@ -221,7 +221,7 @@ def test_heartbeat_restamps_after_reconnect(dj_instance, prefix):
     """After the campaign's session is lost and re-established, its keys must carry the new
     session id at the next renewal, or they would look orphaned and be taken."""
     from djdask import djcompat
-    from djdask.leases import renew_leases
+    from djdask.jobs.leases import renew_leases
 
     Key, Result = declare(dj_instance, prefix + "_hb")
     Key.insert({"k": i} for i in range(4))
@@ -252,7 +252,7 @@ def test_a_huge_table_is_not_counted_at_the_start(dj_instance, prefix, sql, monk
     """A table the server's statistics put past the limit is not counted (no COUNT(*) over
     millions of rows as a campaign starts): its rows are the estimate, marked as one; a
     table under it is counted exactly."""
-    from djdask import tables
+    from djdask.campaign import tables
 
     Key, Result = declare(dj_instance, prefix + "_big")
     Key.insert([{"k": i} for i in range(3000)])

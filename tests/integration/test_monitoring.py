@@ -42,7 +42,7 @@ def test_errors_are_grouped_by_message(djdask, sql, prefix):
 HOLD = """
 import sys, time
 import ledger
-from djdask.jobs import JobQueue
+from djdask.jobs.queue import JobQueue
 q = JobQueue(ledger.Entry())
 q.enqueue()
 keys = q.claim(5)

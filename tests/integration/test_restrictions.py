@@ -30,8 +30,8 @@ TRICKY = [n for n in NAMES if n not in ("a", "1", "plain")]
 MATCHES = """
 import json, sys
 import names
-from djdask.jobs import JobQueue
-from djdask.planner import plan, select
+from djdask.jobs.queue import JobQueue
+from djdask.planning.planner import plan, select
 out = {}
 for name in json.loads(sys.argv[1]):
     selection = select("names", (), ["name=" + name])

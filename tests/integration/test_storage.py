@@ -31,7 +31,7 @@ READ_BACK = """
 import json, sys
 import numpy as np, xarray as xr
 import djdask.pipeline as pipeline
-from djdask.storage import verify
+from djdask.storage.codec import verify
 opts = json.loads(sys.argv[1])
 out = {"verified": 0, "plain": 0, "lazy": 0}
 for table in (pipeline.ScanMovie, pipeline.MotionCorrection, pipeline.Segmentation, pipeline.Traces):

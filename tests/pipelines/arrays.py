@@ -11,7 +11,8 @@ import datajoint as dj
 import numpy as np
 import xarray as xr
 
-from djdask import config, storage  # noqa: F401  (registers <xarray@>)
+from djdask import storage  # noqa: F401  (registers <xarray@>)
+from djdask.config import namespace as config
 
 schema = dj.Schema(f"{config.get('demo.schema-prefix')}_arrays")
 
@@ -34,7 +35,7 @@ class Source(dj.Manual):
 
 
 # Declared before Kept: a make() that fails while tables declared before it still have keys
-# to make runs again once they are done (djdask.inputs), which would write a second orphan.
+# to make runs again once they are done (djdask.planning.inputs), which would write a second orphan.
 @schema
 class Broken(dj.Computed):
     definition = """

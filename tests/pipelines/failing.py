@@ -3,7 +3,7 @@ that names the item, items leaving 1 modulo 3 with one fixed message."""
 
 import datajoint as dj
 
-from djdask import config
+from djdask.config import namespace as config
 
 schema = dj.Schema(f"{config.get('demo.schema-prefix')}_failing")
 

@@ -16,7 +16,7 @@ Everything here is deterministic: populated by DataJoint's own ``populate()`` or
 import datajoint as dj
 import numpy as np
 
-from djdask import config
+from djdask.config import namespace as config
 
 schema = dj.Schema(f"{config.get('demo.schema-prefix')}_fidelity")
 

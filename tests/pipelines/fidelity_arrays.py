@@ -15,7 +15,8 @@ import datajoint as dj
 import numpy as np
 import xarray as xr
 
-from djdask import config, storage  # noqa: F401  (registers <xarray@>)
+from djdask import storage  # noqa: F401  (registers <xarray@>)
+from djdask.config import namespace as config
 
 schema = dj.Schema(f"{config.get('demo.schema-prefix')}_fidelity_arrays")
 

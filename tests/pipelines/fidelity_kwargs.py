@@ -5,7 +5,7 @@ auto-populated table here accepts ``scale``, so a campaign may pass it to all.""
 
 import datajoint as dj
 
-from djdask import config
+from djdask.config import namespace as config
 
 schema = dj.Schema(f"{config.get('demo.schema-prefix')}_fidelity_kwargs")
 

@@ -12,7 +12,7 @@ runs it without reservations.  ``Area`` (below ``Scan``) and ``DetectionCount``
 
 import datajoint as dj
 
-from djdask import config
+from djdask.config import namespace as config
 
 schema = dj.Schema(f"{config.get('demo.schema-prefix')}_fidelity_newkey")
 

@@ -13,7 +13,7 @@ import time
 import datajoint as dj
 import numpy as np
 
-from djdask import config
+from djdask.config import namespace as config
 
 schema = dj.Schema(f"{config.get('demo.schema-prefix')}_fidelity_random")
 

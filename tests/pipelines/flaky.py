@@ -11,7 +11,7 @@ from pathlib import Path
 
 import datajoint as dj
 
-from djdask import config
+from djdask.config import namespace as config
 
 schema = dj.Schema(f"{config.get('demo.schema-prefix')}_flaky")
 
@@ -24,7 +24,7 @@ class Thing(dj.Manual):
 
 
 # Declared first: a make() that fails while tables declared before it still have keys to
-# make waits for them and runs again (djdask.inputs); this one must fail at once.
+# make waits for them and runs again (djdask.planning.inputs); this one must fail at once.
 @schema
 class Broken(dj.Computed):
     definition = """

@@ -6,7 +6,7 @@ Each row records the name of the Dask worker that made it.
 import datajoint as dj
 from distributed import get_worker
 
-from djdask import config
+from djdask.config import namespace as config
 
 schema = dj.Schema(f"{config.get('demo.schema-prefix')}_gpu")
 

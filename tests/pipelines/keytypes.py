@@ -19,7 +19,7 @@ import uuid
 
 import datajoint as dj
 
-from djdask import config
+from djdask.config import namespace as config
 
 schema = dj.Schema(f"{config.get('demo.schema-prefix')}_keytypes")
 

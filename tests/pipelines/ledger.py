@@ -17,7 +17,7 @@ import time
 import datajoint as dj
 from make_faults import append_to_ledger, misbehave
 
-from djdask import config
+from djdask.config import namespace as config
 
 schema = dj.Schema(f"{config.get('demo.schema-prefix')}_ledger")
 

@@ -4,7 +4,7 @@ it as transient, then writes the error row DataJoint's populate() writes."""
 import datajoint as dj
 from datajoint.errors import LostConnectionError
 
-from djdask import config
+from djdask.config import namespace as config
 
 schema = dj.Schema(f"{config.get('demo.schema-prefix')}_lost")
 

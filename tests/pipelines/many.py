@@ -16,7 +16,7 @@ import os
 
 import datajoint as dj
 
-from djdask import config
+from djdask.config import namespace as config
 
 N_TABLES = int(os.environ.get("DJDASK_TEST_MANY_TABLES", "200"))
 N_SCHEMAS = int(os.environ.get("DJDASK_TEST_MANY_SCHEMAS", "4"))

@@ -3,7 +3,7 @@ SQL fragments (tests/integration/test_restrictions.py)."""
 
 import datajoint as dj
 
-from djdask import config
+from djdask.config import namespace as config
 
 schema = dj.Schema(f"{config.get('demo.schema-prefix')}_names")
 

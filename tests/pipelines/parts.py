@@ -11,7 +11,7 @@ from pathlib import Path
 
 import datajoint as dj
 
-from djdask import config
+from djdask.config import namespace as config
 
 schema = dj.Schema(f"{config.get('demo.schema-prefix')}_parts")
 

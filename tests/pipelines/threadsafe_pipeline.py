@@ -7,7 +7,7 @@ import os
 import datajoint as dj
 import numpy as np
 
-from djdask import config
+from djdask.config import namespace as config
 
 _env = os.environ
 _extra = {"database__name": _env["DJ_DATABASE_NAME"]} if _env.get("DJ_BACKEND") == "postgresql" else {}

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from djdask.accounting import Accounting, Durations, by_name
-from djdask.campaign import CampaignSummary, TableSummary, ending
+from djdask.campaign.loop import CampaignSummary, TableSummary, ending
 from djdask.errors import DjdaskError
+from djdask.records.accounting import Accounting, Durations, by_name
 
 
 def test_percentiles_are_within_five_percent_for_any_count():

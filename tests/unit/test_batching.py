@@ -2,7 +2,7 @@
 
 import pytest
 
-from djdask.batching import BatchSizer
+from djdask.campaign.batching import BatchSizer
 
 
 def test_first_batch_has_one_key():

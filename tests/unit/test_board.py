@@ -8,9 +8,9 @@ import urllib.request
 
 import pytest
 
-from djdask.dashboard import DashboardPlugin, fill_colour, page_link
-from djdask.database import redact
-from djdask.progress import METADATA_KEY, CampaignBoard
+from djdask.db.connect import redact
+from djdask.monitor.dashboard import DashboardPlugin, fill_colour, page_link
+from djdask.monitor.progress import METADATA_KEY, CampaignBoard
 
 
 def state(
@@ -172,7 +172,7 @@ def test_log_records_are_redacted_in_every_logger(tmp_path):
         "import logging, os\n"
         "os.environ['DJ_PASS'] = 'hunter-22-pw'\n"
         "os.environ['AWS_SECRET_ACCESS_KEY'] = 'wJalr/XUtn+FEMI'\n"
-        "from djdask.database import redact_logs\n"
+        "from djdask.db.connect import redact_logs\n"
         "redact_logs()\n"
         "logging.basicConfig()\n"
         "logging.getLogger('datajoint').error('make failed: mysql://u:%s@h', 'hunter-22-pw')\n"

@@ -6,9 +6,9 @@ from __future__ import annotations
 import dask.config
 import pytest
 
+from djdask.campaign.outcomes import RetryPolicy, classify
+from djdask.campaign.pools import Pools, covers
 from djdask.errors import DjdaskError
-from djdask.outcomes import RetryPolicy, classify
-from djdask.pools import Pools, covers
 
 
 def outcome(key: int, status: str, message: str | None = None) -> dict:

@@ -1,10 +1,10 @@
-"""Fitting a campaign's workers into the database server's free connections (djdask.capacity)."""
+"""Fitting a campaign's workers into the database server's free connections (djdask.db.capacity)."""
 
 from __future__ import annotations
 
 import pytest
 
-from djdask.capacity import OWN_CONNECTIONS, Budget, fit
+from djdask.db.capacity import OWN_CONNECTIONS, Budget, fit
 
 
 def test_workers_that_fit_are_left_alone():

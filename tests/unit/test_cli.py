@@ -6,8 +6,8 @@ import io
 
 import pytest
 
-from djdask.cli import _parser
-from djdask.progress import TerminalProgress
+from djdask.cli.parser import _parser
+from djdask.monitor.progress import TerminalProgress
 
 
 def test_documented_flags_parse():
@@ -96,7 +96,7 @@ def test_progress_redraws_in_place_on_a_tty():
     ],
 )
 def test_clusters_script_options_refuse_bad_input(args, message, capsys, monkeypatch):
-    from djdask.cli import main
+    from djdask.cli.parser import main
 
     monkeypatch.setenv(
         "DASK_DJDASK__CLUSTERS__K8S", '{"kind": "kubernetes", "image": "i:1", "cores": 1, "memory": "1G"}'
@@ -114,7 +114,7 @@ def test_clusters_script_options_refuse_bad_input(args, message, capsys, monkeyp
 
 
 def test_the_lsf_script_joins_the_scheduler_given(capsys):
-    from djdask.cli import main
+    from djdask.cli.parser import main
 
     assert main(["clusters", "script", "lsf", "--scheduler", "tls://10.0.0.5:8786"]) == 0
     out = capsys.readouterr().out

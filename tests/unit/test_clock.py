@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import datetime
 
-from djdask.campaigns import _no_figures, duration, owner_windows
-from djdask.clock import naive_utc, utc_text
-from djdask.publisher import _history_entry
+from djdask.cli.campaigns import _no_figures, duration, owner_windows
+from djdask.db.clock import naive_utc, utc_text
+from djdask.monitor.publisher import _history_entry
 
 UTC = datetime.timezone.utc
 NEW_YORK = datetime.timezone(datetime.timedelta(hours=-5))

@@ -6,7 +6,7 @@ import networkx as nx
 import pytest
 
 from djdask.errors import UnknownTableError
-from djdask.graph import PipelineGraph, _master, table_tier
+from djdask.planning.graph import PipelineGraph, _master, table_tier
 
 
 @pytest.mark.parametrize("q", ['"', "`"])

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dask
 import pytest
 
-from djdask.batching import BatchSizer
-from djdask.checks import group_commits
+from djdask.campaign.batching import BatchSizer
+from djdask.campaign.checks import group_commits
+from djdask.campaign.tables import GROUP_COMMIT_HINT_KEYS, TableState, TableSummary, group_commit_hints
 from djdask.errors import InvalidInputError
-from djdask.tables import GROUP_COMMIT_HINT_KEYS, TableState, TableSummary, group_commit_hints
 
 
 class Plain:

@@ -1,12 +1,12 @@
-"""Who is charged when a task fails as a whole (djdask.losses.judge), and how a worker's
-exit reads (djdask.watchdog): pure, no database, no cluster."""
+"""Who is charged when a task fails as a whole (djdask.campaign.losses.judge), and how a worker's
+exit reads (djdask.worker.watchdog): pure, no database, no cluster."""
 
 from __future__ import annotations
 
 import signal
 
-from djdask.losses import Verdict, duration_text, judge
-from djdask.watchdog import Beacon, beacon_path, describe_exit, read_beacon
+from djdask.campaign.losses import Verdict, duration_text, judge
+from djdask.worker.watchdog import Beacon, beacon_path, describe_exit, read_beacon
 
 KEYS = [{"k": i} for i in range(5)]
 MiB = 2**20
@@ -114,7 +114,7 @@ def test_a_result_lost_with_its_worker_charges_nobody():
     check skips those already committed), never an error row "NoneType: None"."""
     from types import SimpleNamespace
 
-    from djdask.losses import Losses
+    from djdask.campaign.losses import Losses
 
     losses = Losses(wait=0.0)
     batch = SimpleNamespace(keys=[KEYS[0]])

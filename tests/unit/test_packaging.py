@@ -68,7 +68,19 @@ def test_console_script_and_packages():
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert data["project"]["name"] == "djdask"
     assert data["project"]["scripts"]["djdask"] == "djdask.cli:main"
-    assert set(data["tool"]["setuptools"]["packages"]) == {"djdask", "djdask.clusters", "djdask.pipeline"}
+    assert set(data["tool"]["setuptools"]["packages"]) == folder_packages()
+
+
+def folder_packages() -> set[str]:
+    """Every folder of the three that holds an ``__init__.py``, by the name it installs as: an
+    editable install finds a sub-package pyproject.toml forgot, a wheel leaves it out."""
+    roots = {"orchestrator": "djdask", "clusters": "djdask.clusters", "pipeline": "djdask.pipeline"}
+    found = set()
+    for folder, name in roots.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            parts = init.parent.relative_to(ROOT / folder).parts
+            found.add(".".join((name, *parts)))
+    return found
 
 
 def test_the_wheel_installs_everything_under_djdask(tmp_path):
@@ -92,9 +104,12 @@ def test_the_wheel_installs_everything_under_djdask(tmp_path):
         "djdask",
         wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info",
     }
+    packages = {n.rsplit("/", 1)[0].replace("/", ".") for n in names if n.endswith("/__init__.py")}
+    assert packages == folder_packages()
     for expected in (
-        "djdask/campaign.py",
-        "djdask/djdask.yaml",
+        "djdask/campaign/loop.py",
+        "djdask/config/djdask.yaml",
+        "djdask/config/djdask-schema.yaml",
         "djdask/clusters/slurm.py",
         "djdask/clusters/clusters.yaml",
         "djdask/pipeline/imaging.py",

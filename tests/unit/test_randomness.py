@@ -15,7 +15,7 @@ SCRIPT = textwrap.dedent(
     import random, threading, time
     import numpy as np
     import distributed.protocol.compression as compression  # holds `from random import randint`
-    from djdask import randomness
+    from djdask.worker import randomness
 
     randomness.isolate()
     from random import random as imported_after  # a pipeline's own import, made after isolate()

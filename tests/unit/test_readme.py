@@ -33,8 +33,15 @@ def test_code_map_names_exist():
     import importlib
 
     text = (ROOT / "README.md").read_text()
-    section = text.split("## Code map", 1)[1]
-    table = [line for line in section.splitlines() if line.startswith("| ")]
+    section = text.split("## Code map", 1)[1].split("A campaign, step by step", 1)[1]
+    lines = section.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("| "))
+    table = []
+    for line in lines[first:]:
+        if not line.startswith("|"):
+            break
+        if line.startswith("| "):
+            table.append(line)
     steps = {}
     for line in table[1:]:
         cells = [c.strip() for c in line.strip("|").split("|")]
@@ -64,3 +71,28 @@ def test_code_map_names_exist():
                     continue
             for attr in parts[cut:]:
                 obj = getattr(obj, attr)  # AttributeError: the map names something gone
+
+
+def test_code_map_sub_packages_exist():
+    """The README's table of sub-packages names each one and its modules: each must exist, and
+    every sub-package of djdask must be in it."""
+    import importlib
+    import pkgutil
+
+    import djdask
+
+    text = (ROOT / "README.md").read_text()
+    section = text.split("| sub-package | what it holds |", 1)[1].split("\n\n", 1)[0]
+    listed = {}
+    for line in section.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        listed[cells[0].strip("`")] = re.findall(r"\(`(\w+)`", cells[1])
+    actual = {f"djdask.{m.name}" for m in pkgutil.iter_modules(djdask.__path__) if m.ispkg} - {
+        "djdask.clusters",
+        "djdask.pipeline",
+    }
+    assert set(listed) == actual
+    for package, modules in listed.items():
+        assert modules, package
+        for module in modules:
+            importlib.import_module(f"{package}.{module}")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from djdask import settings
+from djdask.config import schema as settings
 from djdask.errors import SettingsError
 from tests.conftest import ROOT, clean_env
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from djdask.storage import XarrayCodec, checksum, default_chunks
+from djdask.storage.codec import XarrayCodec, checksum, default_chunks
 
 
 def test_default_chunks_split_the_leading_dimension_first():
@@ -129,7 +129,7 @@ def test_decoded_value_changed_in_place_hashes_by_content(store):
 
 
 def test_deephash_of_an_in_memory_value_is_of_its_content():
-    from djdask.storage import install_deephash
+    from djdask.storage.codec import install_deephash
 
     install_deephash()  # done by the first decode; this test may run in a process that has none
     assert _deephash(_movie()) == _deephash(_movie())
@@ -197,7 +197,7 @@ def test_deephash_install_is_once_and_deepdiffs_hook_is_as_relied_on():
     from datajoint.autopopulate import AutoPopulate
     from deepdiff.deephash import DeepHash as original
 
-    from djdask.storage import install_deephash
+    from djdask.storage.codec import install_deephash
 
     # the private method overridden: a deepdiff that changes it must fail here
     assert tuple(inspect.signature(original._hash).parameters) == ("self", "obj", "parent", "parents_ids")

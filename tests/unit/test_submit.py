@@ -10,9 +10,9 @@ import os
 import dask
 import pytest
 
-from djdask.cli import _parser, main
+from djdask.cli.parser import _parser, main
 from djdask.clusters import resolve
-from djdask.submit import KINDS, _job_id, _script, controller_command, controller_stop_after
+from djdask.records.submit import KINDS, _job_id, _script, controller_command, controller_stop_after
 
 WALLTIMES = {"slurm": "02:00:00", "pbs": "02:00:00", "sge": "02:00:00", "lsf": "2:00"}
 

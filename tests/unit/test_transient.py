@@ -8,7 +8,7 @@ import pymysql
 import pytest
 from datajoint.errors import DataJointError, DuplicateError, LostConnectionError
 
-from djdask.executor import is_transient
+from djdask.worker.executor import is_transient
 
 TRANSIENT = [
     pymysql.err.OperationalError(2003, "Can't connect to MySQL server on '127.0.0.1'"),
@@ -70,7 +70,7 @@ def _client_error(code: str, status: int) -> BaseException:
 def test_database_connection_errors_are_told_from_other_services():
     """An outage is waited out only when the *database* went away: a make()'s own lost
     connection to some archive (a bare ConnectionResetError) stays an attempt."""
-    from djdask.outage import is_connection_error
+    from djdask.db.outage import is_connection_error
 
     for error in TRANSIENT[:6]:
         assert is_connection_error(error), error
@@ -88,8 +88,8 @@ def test_an_unreachable_or_throttling_store_is_waited_for_however_it_is_wrapped(
 
     from botocore.exceptions import EndpointConnectionError
 
+    from djdask.db.outage import is_store_unavailable
     from djdask.errors import StoreUnavailableError
-    from djdask.outage import is_store_unavailable
 
     waited = [
         EndpointConnectionError(endpoint_url="http://127.0.0.1:9"),

@@ -1,0 +1,65 @@
+"""The ``djdask`` command line: the parser, what each command does, and the campaign-record commands.
+
+Public names are imported from their modules when first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "campaigns",
+    "cancel",
+    "clusters",
+    "config",
+    "db",
+    "demo",
+    "errors",
+    "gc",
+    "ignore",
+    "jobs",
+    "jobs_of_campaign",
+    "main",
+    "owner_windows",
+    "plan",
+    "populate",
+    "release",
+    "report",
+    "retry",
+    "status",
+]
+
+_WHERE = {
+    "campaigns": "campaigns",
+    "cancel": "campaigns",
+    "clusters": "commands",
+    "config": "commands",
+    "db": "commands",
+    "demo": "commands",
+    "errors": "commands",
+    "gc": "commands",
+    "ignore": "commands",
+    "jobs": "commands",
+    "jobs_of_campaign": "campaigns",
+    "main": "parser",
+    "owner_windows": "campaigns",
+    "plan": "commands",
+    "populate": "commands",
+    "release": "commands",
+    "report": "campaigns",
+    "retry": "commands",
+    "status": "commands",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

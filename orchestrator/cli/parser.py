@@ -1,0 +1,355 @@
+"""The ``djdask`` command line.
+
+Exit codes: 0 when every attempted key succeeded, 1 when a ``make()`` failed,
+2 for bad input or an unreachable database (a one-paragraph message, no
+traceback, nothing changed), 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import textwrap
+from collections.abc import Sequence
+from typing import Any
+
+from djdask.cli import commands
+from djdask.errors import DjdaskError, InvalidInputError
+
+__all__ = ["main"]
+
+logger = logging.getLogger("djdask")
+
+
+# -- parser ---------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes read like every other djdask error: one paragraph, exit code 2."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"djdask: {message}. See `{self.prog} --help`.\n")
+
+
+def _count(text: str) -> int:
+    """A whole number of at least 1 (workers, keys, rows)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give 1 or more") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is less than 1; give 1 or more")
+    return value
+
+
+def _durations(args: argparse.Namespace) -> None:
+    """The duration options as seconds (read after Dask's config, which parsing them imports)."""
+    from dask.utils import parse_timedelta
+
+    for option in ("target_duration", "min_age", "stop_after"):
+        text = getattr(args, option, None)
+        if text is None:
+            continue
+        try:
+            seconds = float(parse_timedelta(text))
+        except (ValueError, KeyError, TypeError, IndexError):
+            seconds = float("nan")
+        if not seconds > 0 and not (option == "min_age" and seconds == 0):
+            flag = "--" + option.replace("_", "-")
+            raise InvalidInputError(
+                f"{flag} {text!r} is not a positive duration. Write it like 5s, 10m, 2h or 30 (seconds)."
+            )
+        setattr(args, option, seconds)
+
+
+def _output_file(text: str) -> str:
+    """A file djdask writes at the end: its folder must exist and be writable now."""
+    path = os.path.abspath(os.path.expanduser(text))
+    folder = os.path.dirname(path)
+    if os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory; give a file name in it")
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise argparse.ArgumentTypeError(f"{text!r} cannot be written: {folder} is not a folder you may write to")
+    return text
+
+
+def _campaigns():
+    from djdask.cli import campaigns
+
+    return campaigns
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from djdask.records.submit import submit
+
+    return submit(args)
+
+
+def restrict_option(p: argparse.ArgumentParser, help: str) -> None:
+    """``-r ATTR=VALUE``, repeatable: checked against the tables' headings, never raw SQL."""
+    p.add_argument("-r", "--restrict", action="append", default=[], metavar="ATTR=VALUE", help=help)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="djdask", description="Run DataJoint pipelines on Dask: one command, every table, any cluster."
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def selection_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("module", help="importable pipeline package or module, e.g. pipeline or mylab.pipeline")
+        p.add_argument(
+            "--target",
+            action="append",
+            default=[],
+            metavar="TABLE",
+            help="populate this table and its auto-populated ancestors (repeatable)",
+        )
+        restrict_option(p, "only keys with this attribute value (repeatable)")
+
+    store_help = (
+        "where <xarray@> arrays go: s3://BUCKET/PREFIX (AWS_* variables), a directory, or a "
+        "DataJoint store name; default DataJoint's stores.default, else a local store"
+    )
+    p = sub.add_parser("demo", help="run the reference pipeline on a LocalCluster")
+    p.add_argument("--workers", type=_count, default=2, help="worker processes (default 2)")
+    p.add_argument("--store", metavar="STORE", help=store_help)
+    p.add_argument("--scale", choices=["small", "medium"], default="small")
+    p.add_argument("--json-summary", type=_output_file, metavar="FILE", help="write the campaign summary as JSON")
+    p.add_argument(
+        "--performance-report",
+        type=_output_file,
+        metavar="FILE",
+        help="write Dask's performance report of the campaign (HTML)",
+    )
+    p.set_defaults(func=commands.demo)
+
+    p = sub.add_parser("plan", help="tables in order with their missing-key counts; changes nothing")
+    selection_args(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=commands.plan)
+
+    def campaign_args(p: argparse.ArgumentParser) -> None:
+        selection_args(p)
+        p.add_argument("--workers", type=_count, default=None, help="worker processes (default: CPU cores)")
+        p.add_argument("--max-calls", type=_count, metavar="N", help="make() at most N keys in all")
+        p.add_argument(
+            "--make-kwargs",
+            metavar="JSON",
+            help="keyword arguments for every make(), as a JSON object, as populate(make_kwargs=...)",
+        )
+        p.add_argument(
+            "--priority",
+            type=int,
+            metavar="P",
+            help="new jobs get priority P; only jobs of priority <= P run (lower runs first)",
+        )
+        p.add_argument("--store", metavar="STORE", help=store_help)
+        p.add_argument(
+            "--target-duration",
+            metavar="DURATION",
+            help="how long one Dask task should take, e.g. 5s (default 2s)",
+        )
+        p.add_argument(
+            "--cluster",
+            metavar="[POOL=]PROFILE",
+            action="append",
+            help="where workers run (djdask clusters list); default local. Repeat with POOL=PROFILE "
+            "for several pools: tables go to the pool offering their resources, else `default`",
+        )
+        p.add_argument(
+            "--stop-after",
+            metavar="DURATION",
+            help="stop claiming after this long (e.g. 6h); running keys finish, the rest are released",
+        )
+        p.add_argument(
+            "--resubmit",
+            action="store_true",
+            help="near its walltime the controller submits its successor, which goes on (see `djdask submit`)",
+        )
+
+    p = sub.add_parser("populate", help="populate the pipeline on Dask workers")
+    campaign_args(p)
+    p.add_argument("--json-summary", type=_output_file, metavar="FILE", help="write the campaign summary as JSON")
+    p.add_argument(
+        "--performance-report",
+        type=_output_file,
+        metavar="FILE",
+        help="write Dask's performance report of the campaign (HTML)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    p.add_argument("--campaign-id", metavar="ID", help=argparse.SUPPRESS)  # a submitted campaign's controller
+    p.set_defaults(func=commands.populate)
+
+    p = sub.add_parser(
+        "submit",
+        help="start a campaign's controller as a batch job of the profile (or detached, on local) and return",
+    )
+    campaign_args(p)
+    p.add_argument(
+        "--walltime",
+        metavar="TIME",
+        help="the controller job's walltime (default the profile's), e.g. 24:00:00",
+    )
+    p.add_argument("--memory", default="4G", help="the controller job's memory (default 4G)")
+    p.set_defaults(func=_submit)
+
+    p = sub.add_parser("campaigns", help="running and past campaigns of a pipeline, newest first")
+    p.add_argument("module", help="importable pipeline package or module")
+    p.add_argument("--limit", type=_count, default=20, help="at most this many (default 20)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=lambda args: _campaigns().campaigns(args))
+
+    p = sub.add_parser("cancel", help="stop a running campaign from any machine that reaches the database")
+    p.add_argument("id", help="the campaign id (its first digits are enough)")
+    p.add_argument("module", nargs="?", help="the pipeline module (needed only in DataJoint's thread-safe mode)")
+    p.add_argument("--no-wait", action="store_true", help="return once asked; do not wait for it to stop")
+    p.set_defaults(func=lambda args: _campaigns().cancel(args))
+
+    p = sub.add_parser("report", help="a campaign's record and accounting, per table and per pool")
+    p.add_argument("id", help="the campaign id (its first digits are enough)")
+    p.add_argument("module", nargs="?", help="the pipeline module (needed only in DataJoint's thread-safe mode)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=lambda args: _campaigns().report(args))
+
+    p = sub.add_parser("errors", help="error rows grouped by message, with counts and an example key")
+    p.add_argument("module", help="importable pipeline package or module")
+    p.add_argument("--table", action="append", default=[], metavar="TABLE", help="only this table (repeatable)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=commands.errors)
+
+    p = sub.add_parser("gc", help="remove Zarr stores of <xarray@> results that no row references")
+    p.add_argument("module", help="importable pipeline package or module")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
+    p.add_argument(
+        "--min-age",
+        metavar="DURATION",
+        help="only remove stores older than this (default djdask.storage.gc-min-age, 1h)",
+    )
+    p.add_argument("--store", metavar="STORE", help=store_help)
+    p.set_defaults(func=commands.gc)
+
+    p = sub.add_parser("clusters", help="cluster profiles: list, show, script")
+    p.add_argument("action", choices=["list", "show", "script"])
+    p.add_argument("profile", nargs="?", help="profile name (show, script)")
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="script: the job script of a worker that joins this scheduler (e.g. a running campaign's), "
+        "instead of a placeholder",
+    )
+    p.add_argument(
+        "--controller",
+        metavar="'MODULE [OPTIONS]'",
+        help="script, kubernetes profiles: the Kubernetes objects (a Job and its ServiceAccount, Role, "
+        "RoleBinding and ConfigMap) that run `djdask populate MODULE [OPTIONS] --cluster PROFILE` inside "
+        "the cluster; apply them with kubectl apply -f -",
+    )
+    p.set_defaults(func=commands.clusters)
+
+    p = sub.add_parser("status", help="per table: rows, pending, reserved, error")
+    p.add_argument("module", help="importable pipeline package or module")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=commands.status)
+
+    p = sub.add_parser(
+        "jobs", help="list jobs-table rows; `jobs init MODULE` creates the jobs tables (once, as a privileged user)"
+    )
+    p.add_argument("module", help="importable pipeline package or module (or `init`, then the module)")
+    p.add_argument("init", nargs="?", metavar="MODULE", help=argparse.SUPPRESS)
+    p.add_argument("--table", action="append", default=[], help="only this table (repeatable)")
+    p.add_argument("--status", choices=["pending", "reserved", "success", "error", "ignore"])
+    p.add_argument("--limit", type=_count, default=None, help="at most this many rows per table")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=commands.jobs)
+
+    p = sub.add_parser("retry", help="put error rows back to pending")
+    p.add_argument("module", help="importable pipeline package or module")
+    p.add_argument("--table", action="append", default=[], help="only this table (repeatable)")
+    p.set_defaults(func=commands.retry)
+
+    p = sub.add_parser("ignore", help="mark missing keys of a table `ignore`, as DataJoint's jobs.ignore(key)")
+    p.add_argument("module", help="importable pipeline package or module")
+    p.add_argument("--table", required=True, metavar="TABLE", help="the table (its class name)")
+    restrict_option(p, "only keys with this attribute value (repeatable); default every missing key")
+    p.set_defaults(func=commands.ignore)
+
+    p = sub.add_parser("release", help="free orphaned reservations now")
+    p.add_argument("module", help="importable pipeline package or module")
+    p.set_defaults(func=commands.release)
+
+    p = sub.add_parser("config", help="djdask's settings: value and where each was set (all checked first)")
+    p.add_argument("--markdown", action="store_true", help="print the settings reference (docs/settings.md)")
+    p.set_defaults(func=commands.config)
+
+    p = sub.add_parser("db", help="the embedded PostgreSQL server")
+    p.add_argument("action", choices=["start", "stop", "status", "url"])
+    p.set_defaults(func=commands.db)
+    return parser
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    # SIGTERM (scancel, kill, a batch system's walltime) unwinds like Ctrl-C, so
+    # that a campaign releases the keys it holds on its way out.
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``djdask`` console script; returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        from djdask.config.schema import check, load_dask_config
+
+        load_dask_config()  # a config file Dask cannot read: a message, not a traceback at import
+        from djdask.logs import setup_logging
+
+        setup_logging(verbose=args.verbose)
+        check()  # every djdask.* setting, before anything is touched
+        _durations(args)
+        from djdask.db.connect import import_datajoint
+
+        import_datajoint()  # first, so that DataJoint's import-time warnings are filtered
+        signal.signal(signal.SIGTERM, _terminate)
+        return args.func(args)
+    except DjdaskError as err:
+        print(
+            "djdask: "
+            + textwrap.fill(
+                str(err), width=100, subsequent_indent="  ", break_on_hyphens=False, break_long_words=False
+            ),
+            file=sys.stderr,
+        )
+        return 2
+    except BrokenPipeError:  # `djdask jobs ... | head`: the reader left; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        print("djdask: interrupted; reserved keys were released. Run the same command to resume.", file=sys.stderr)
+        return 130
+    except Exception as err:
+        from djdask.jobs.queue import is_permission_error
+
+        if not is_permission_error(err):
+            raise
+        from djdask.db.connect import redact
+
+        reason = redact(str(err).strip().splitlines()[0][:300])
+        print(
+            "djdask: "
+            + textwrap.fill(
+                f"The database refused a statement for want of a privilege ({reason}). The README's Security "
+                "section lists the privileges a campaign needs on each backend; ask your database administrator "
+                "for them. Nothing was changed by the statement refused.",
+                width=100,
+                subsequent_indent="  ",
+                break_on_hyphens=False,
+            ),
+            file=sys.stderr,
+        )
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

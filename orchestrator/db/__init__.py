@@ -1,0 +1,84 @@
+"""The database: connecting as DataJoint does (or the embedded PostgreSQL), its connection
+capacity, outages waited out, and the server's clock.
+
+Public names are imported from their modules when first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "Budget",
+    "EmbeddedPostgres",
+    "OUTAGE_TOPIC",
+    "OWN_CONNECTIONS",
+    "Outage",
+    "budget",
+    "check",
+    "connect",
+    "describe",
+    "fit",
+    "import_datajoint",
+    "is_configured",
+    "is_connection_error",
+    "is_store_unavailable",
+    "naive_utc",
+    "planned_workers",
+    "reconnect",
+    "redact",
+    "redact_logs",
+    "secrets",
+    "session_now_sql",
+    "session_offset",
+    "settings_view",
+    "store_backoff",
+    "utc_now",
+    "utc_now_sql",
+    "utc_text",
+    "wait_for_database",
+]
+
+_WHERE = {
+    "Budget": "capacity",
+    "EmbeddedPostgres": "connect",
+    "OUTAGE_TOPIC": "outage",
+    "OWN_CONNECTIONS": "capacity",
+    "Outage": "outage",
+    "budget": "capacity",
+    "check": "capacity",
+    "connect": "connect",
+    "describe": "connect",
+    "fit": "capacity",
+    "import_datajoint": "connect",
+    "is_configured": "connect",
+    "is_connection_error": "outage",
+    "is_store_unavailable": "outage",
+    "naive_utc": "clock",
+    "planned_workers": "capacity",
+    "reconnect": "outage",
+    "redact": "connect",
+    "redact_logs": "connect",
+    "secrets": "connect",
+    "session_now_sql": "clock",
+    "session_offset": "clock",
+    "settings_view": "connect",
+    "store_backoff": "outage",
+    "utc_now": "clock",
+    "utc_now_sql": "clock",
+    "utc_text": "clock",
+    "wait_for_database": "outage",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

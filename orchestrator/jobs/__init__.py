@@ -1,0 +1,78 @@
+"""DataJoint's jobs tables as a queue: set-based enqueue, claims, leases and orphans, tables
+without a jobs table, and legacy jobs tables.
+
+Public names are imported from their modules when first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "Heartbeat",
+    "JOBS_COLUMNS",
+    "JobQueue",
+    "Owner",
+    "PRIORITY_RANGE",
+    "SessionThread",
+    "UnreservedQueue",
+    "among_keys",
+    "check_legacy_jobs",
+    "check_make_kwargs",
+    "check_priority",
+    "enqueue",
+    "has_jobs_table",
+    "ignore",
+    "keys_condition",
+    "keys_in",
+    "lease_timeout",
+    "legacy_jobs_tables",
+    "recover_orphans",
+    "renew_leases",
+    "restamp",
+    "retry_on_conflict",
+    "session_gone",
+    "tidy",
+    "why_unreserved",
+]
+
+_WHERE = {
+    "Heartbeat": "leases",
+    "JOBS_COLUMNS": "queue",
+    "JobQueue": "queue",
+    "Owner": "queue",
+    "PRIORITY_RANGE": "queue",
+    "SessionThread": "leases",
+    "UnreservedQueue": "unreserved",
+    "among_keys": "enqueue",
+    "check_legacy_jobs": "legacy",
+    "check_make_kwargs": "queue",
+    "check_priority": "queue",
+    "enqueue": "enqueue",
+    "has_jobs_table": "unreserved",
+    "ignore": "enqueue",
+    "keys_condition": "queue",
+    "keys_in": "enqueue",
+    "lease_timeout": "leases",
+    "legacy_jobs_tables": "legacy",
+    "recover_orphans": "leases",
+    "renew_leases": "leases",
+    "restamp": "leases",
+    "retry_on_conflict": "queue",
+    "session_gone": "leases",
+    "tidy": "enqueue",
+    "why_unreserved": "unreserved",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -1,0 +1,51 @@
+"""The campaign's published state, the terminal board, and the campaign page of the dashboard.
+
+Public names are imported from their modules when first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "CampaignBoard",
+    "DashboardPlugin",
+    "METADATA_KEY",
+    "RUNNING_METRIC",
+    "StatePublisher",
+    "TerminalProgress",
+    "fill_colour",
+    "format_eta",
+    "format_rows",
+    "longest_running",
+    "page_link",
+    "report_html",
+]
+
+_WHERE = {
+    "CampaignBoard": "progress",
+    "DashboardPlugin": "dashboard",
+    "METADATA_KEY": "progress",
+    "RUNNING_METRIC": "progress",
+    "StatePublisher": "publisher",
+    "TerminalProgress": "progress",
+    "fill_colour": "dashboard",
+    "format_eta": "progress",
+    "format_rows": "progress",
+    "longest_running": "progress",
+    "page_link": "dashboard",
+    "report_html": "dashboard",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

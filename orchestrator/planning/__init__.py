@@ -1,0 +1,62 @@
+"""What a campaign would do: the pipeline loaded, its DAG (foreign keys and the inputs beyond
+them), restrictions checked, the plan and the status queries.
+
+Public names are imported from their modules when first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "LoadedPipeline",
+    "PipelineGraph",
+    "PlanRow",
+    "Selection",
+    "TableInfo",
+    "build_graph",
+    "declared_inputs",
+    "gate",
+    "hidden_inputs",
+    "key_source_inputs",
+    "load_pipeline",
+    "parse_restrictions",
+    "plan",
+    "select",
+    "still_to_make",
+    "table_counts",
+    "table_tier",
+]
+
+_WHERE = {
+    "LoadedPipeline": "loader",
+    "PipelineGraph": "graph",
+    "PlanRow": "planner",
+    "Selection": "planner",
+    "TableInfo": "graph",
+    "build_graph": "graph",
+    "declared_inputs": "inputs",
+    "gate": "inputs",
+    "hidden_inputs": "inputs",
+    "key_source_inputs": "inputs",
+    "load_pipeline": "loader",
+    "parse_restrictions": "planner",
+    "plan": "planner",
+    "select": "planner",
+    "still_to_make": "inputs",
+    "table_counts": "planner",
+    "table_tier": "graph",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

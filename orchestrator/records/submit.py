@@ -1,0 +1,347 @@
+"""``djdask submit``: a campaign whose controller outlives the login session.
+
+The campaign's record is made at once (state ``submitted``), then its
+controller, ``djdask populate ... --campaign-id ID``, starts as a batch job of
+the profile (SLURM, PBS, SGE, LSF) or, on ``local``, as a detached process;
+``submit`` returns with the id, the log and how to watch it.  The job script
+and the log live in ``djdask.campaign.submit-dir`` (default
+``~/.djdask/campaigns``, which a cluster's nodes share with its login node).
+
+A controller stops claiming ``djdask.campaign.controller-margin`` before its
+walltime (at most a quarter of it), lets running keys finish within the grace
+period and releases the rest.  With ``--resubmit`` it then submits the same
+job script again: its successor takes the record over (``controllers`` counts
+them) and the accounting adds up, so a campaign longer than any walltime
+finishes by itself.  Credentials are never written to the script: the batch
+system hands the submitting shell's environment to the job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from djdask.errors import InvalidInputError, ProfileError
+
+__all__ = ["CANCEL_COMMANDS", "controller_stop_after", "hand_over", "resubmit", "stop_after", "submit", "submit_dir"]
+
+#: Per batch kind: the submit command (with its options), the cancel command, the
+#: directive prefix and how each directive is written.
+KINDS: dict[str, dict[str, Any]] = {
+    "slurm": {
+        "submit": ["sbatch", "--parsable"],
+        "cancel": "scancel",
+        "prefix": "#SBATCH",
+        "name": "--job-name={}",
+        "log": ["--output={}", "--open-mode=append"],
+        "walltime": "--time={}",
+        "memory": "--mem={}",
+        "cores": "--cpus-per-task=1",
+        "queue": "--partition={}",
+        "account": "--account={}",
+        "chdir": "--chdir={}",
+        "export": None,
+    },
+    "pbs": {
+        "submit": ["qsub"],
+        "cancel": "qdel",
+        # Also on qsub's command line: SLURM's PBS wrappers (slurm-wlm-torque) give
+        # sbatch their own -o/-e, which win over the script's directives.
+        "log_on_command_line": True,
+        "prefix": "#PBS",
+        "name": "-N {}",
+        "log": ["-o {}", "-j oe"],
+        "walltime": "-l walltime={}",
+        "memory": "-l mem={}",
+        "cores": "-l select=1:ncpus=1",
+        "queue": "-q {}",
+        "account": "-A {}",
+        "chdir": None,
+        "export": "-V",
+    },
+    "sge": {
+        "submit": ["qsub", "-terse"],
+        "cancel": "qdel",
+        "prefix": "#$",
+        "name": "-N {}",
+        "log": ["-o {}", "-j y"],
+        "walltime": "-l h_rt={}",
+        "memory": "-l h_vmem={}",
+        "cores": None,
+        "queue": "-q {}",
+        "account": "-A {}",
+        "chdir": "-wd {}",
+        "export": "-V",
+    },
+    "lsf": {
+        "submit": ["bsub"],
+        "cancel": "bkill",
+        "prefix": "#BSUB",
+        "name": "-J {}",
+        "log": ["-o {}"],
+        "walltime": "-W {}",
+        "memory": "-M {}",
+        "cores": "-n 1",
+        "queue": "-q {}",
+        "account": "-P {}",
+        "chdir": "-cwd {}",
+        "export": None,
+    },
+}
+CANCEL_COMMANDS = {kind: spec["cancel"] for kind, spec in KINDS.items()}
+
+
+def submit_dir() -> Path:
+    """Where job scripts and logs of submitted campaigns go (created, private to the user)."""
+    from djdask.config import namespace as config
+
+    configured = config.get("campaign.submit-dir")
+    folder = Path(configured).expanduser() if configured else Path.home() / ".djdask" / "campaigns"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return folder
+
+
+def controller_stop_after(walltime_s: float) -> float:
+    """Seconds a controller with this walltime claims keys: its walltime less
+    ``djdask.campaign.controller-margin`` (at most a quarter of it)."""
+    from dask.utils import parse_timedelta
+
+    from djdask.config import namespace as config
+
+    margin = float(parse_timedelta(config.get("campaign.controller-margin")))
+    return max(1.0, walltime_s - min(margin, walltime_s / 4))
+
+
+def controller_command(args: argparse.Namespace, campaign: str, stop_after: float | None) -> list[str]:
+    """The ``djdask populate`` command line of a submitted campaign's controller."""
+    command = [sys.executable, "-m", "djdask.cli", "populate", args.module]
+    for target in args.target:
+        command += ["--target", target]
+    for restriction in args.restrict:
+        command += ["-r", restriction]
+    for option in ("workers", "max_calls", "priority", "store", "make_kwargs"):
+        value = getattr(args, option, None)
+        if value is not None:
+            value = json.dumps(value) if isinstance(value, dict) else value
+            command += ["--" + option.replace("_", "-"), str(value)]
+    if args.target_duration is not None:
+        command += ["--target-duration", f"{args.target_duration}s"]
+    for cluster in args.cluster or []:
+        command += ["--cluster", cluster]
+    command += ["--campaign-id", campaign]
+    if stop_after is not None:
+        command += ["--stop-after", f"{max(1.0, stop_after):.0f}s"]
+    if args.resubmit:
+        command += ["--resubmit"]
+    return command
+
+
+def batch_output(script: Path) -> Path:
+    """Where the batch system writes a controller job's own output (a job killed at its
+    walltime says so there); the controller itself appends to ``<id>.log``."""
+    return script.with_suffix(".batch.out")
+
+
+def _script(kind: str, profile: Any, args: argparse.Namespace, campaign: str, log: Path, walltime: str) -> str:
+    """The controller's job script.  Its body appends its output to ``log`` itself: a
+    batch system's ``-o`` file is rewritten by each job on some systems (PBS copies it
+    back when the job ends), and successive controllers share the log."""
+    spec = KINDS[kind]
+    raw = profile.raw
+    stop_after = controller_stop_after(profile.kind.walltime_seconds(walltime))
+    if args.stop_after:
+        stop_after = min(stop_after, args.stop_after)
+    lines = ["#!/usr/bin/env bash"]
+    out = batch_output(Path(log))
+    directives = [spec["name"].format(f"djdask-{campaign}"), *(d.format(out) for d in spec["log"])]
+    directives.append(spec["walltime"].format(walltime))
+    directives.append(spec["memory"].format(args.memory))
+    for key in ("cores", "export"):
+        if spec[key]:
+            directives.append(spec[key])
+    if raw.get("queue"):
+        directives.append(spec["queue"].format(raw["queue"]))
+    if raw.get("account"):
+        directives.append(spec["account"].format(raw["account"]))
+    if spec["chdir"]:
+        directives.append(spec["chdir"].format(os.getcwd()))
+    lines += [f"{spec['prefix']} {d}" for d in directives]
+    command = " ".join(shlex.quote(part) for part in controller_command(args, campaign, stop_after))
+    lines += [
+        f"exec >>{shlex.quote(str(log))} 2>&1",
+        f"cd {shlex.quote(os.getcwd())}",
+        f'echo "== djdask controller of campaign {campaign}: $(date -u +%FT%TZ) on $(hostname)"',
+        f"exec {command}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _job_id(output: str) -> str:
+    """The job id in a submit command's output (``123``, ``123;cluster``, ``Job <123> ...``)."""
+    match = re.search(r"(\d+(?:\.[\w.-]+)?)", output)
+    if not match:
+        raise ProfileError(f"The batch system took the controller job but printed no job id: {output.strip()!r}")
+    return match.group(1)
+
+
+def _submit_script(kind: str, script: Path) -> str:
+    spec = KINDS[kind]
+    command = list(spec["submit"])
+    if spec.get("log_on_command_line"):
+        command += [part for d in spec["log"] for part in d.format(batch_output(script)).split(" ", 1)]
+    command.append(str(script))
+    if kind == "lsf":  # bsub reads the script on stdin
+        done = subprocess.run(command[:-1], stdin=script.open(), capture_output=True, text=True)
+    else:
+        done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ProfileError(
+            f"`{' '.join(command)}` refused the controller job: {(done.stderr or done.stdout).strip()[:500]}"
+        )
+    return _job_id(done.stdout)
+
+
+def submit(args: argparse.Namespace) -> int:
+    """``djdask submit MODULE ... --cluster PROFILE``: record the campaign, start its controller
+    as a batch job (or a detached process on ``local``), print how to follow it, return."""
+    from djdask.campaign.checks import check_priority
+    from djdask.cli.commands import make_kwargs_arg, pools_arg
+    from djdask.clusters import resolve
+    from djdask.planning.planner import select
+    from djdask.records.records import Records, description, home_schema, new_id
+
+    check_priority(args.priority)
+    args.make_kwargs = make_kwargs_arg(args.make_kwargs)
+    pools = pools_arg(args.cluster) or {"default": "local"}
+    profiles = {name: resolve(profile) for name, profile in pools.items()}
+    for profile in profiles.values():
+        profile.validate()
+    controller = profiles["default"]
+    kind = controller.kind.name
+    if kind == "local" and args.resubmit:
+        raise InvalidInputError(
+            "--resubmit hands a campaign over before its controller's walltime; a controller on `local` has "
+            "none. Leave --resubmit out, or submit with a batch profile (--cluster PROFILE)."
+        )
+    if kind != "local" and kind not in KINDS:
+        raise InvalidInputError(
+            f"`djdask submit` starts controllers on SLURM, PBS, SGE, LSF or local; profile "
+            f"{controller.name!r} is {kind}. Run `djdask populate` there, or submit with another profile."
+        )
+    selection = select(args.module, args.target, args.restrict)  # a bad module or restriction stops here
+    connection = selection.connection
+    records = Records(connection, home_schema(selection.tables))
+    records.ensure()
+    campaign = new_id()
+    folder = submit_dir()
+    log, script = folder / f"{campaign}.log", folder / f"{campaign}.sh"
+    from djdask.jobs.queue import Owner
+
+    owner = Owner.of(connection)
+    records.insert(
+        {
+            "campaign": campaign,
+            **description(selection, owner.user, {**pools, "controller": controller.name if kind == "local" else kind}),
+            "host": platform.node(),
+            "pid": 0,
+            "state": "submitted",
+            "log": str(log),
+        }
+    )
+    try:
+        if kind == "local":
+            job = _start_detached(args, campaign, log, args.stop_after)
+        else:
+            walltime = args.walltime or controller.kind.settings(controller.name, controller.raw).get("walltime")
+            if not walltime or not controller.kind.walltime_pattern.match(str(walltime)):
+                raise InvalidInputError(
+                    f"The controller job needs a walltime {controller.kind.name} reads"
+                    + (f" ({walltime!r} is not one)" if walltime else f" (profile {controller.name!r} has none)")
+                    + f": give --walltime {controller.kind.walltime_example}."
+                )
+            script.write_text(_script(kind, controller, args, campaign, log, walltime))
+            script.chmod(0o700)
+            job = _submit_script(kind, script)
+    except BaseException:
+        records.update(campaign, ("submitted",), state="failed", ended="now", exit_code=2)
+        raise
+    records.update(campaign, job_id=job)
+    print(f"Campaign {campaign} submitted: controller {'job ' + job if kind != 'local' else job}.")
+    print(f"Log:      {log}")
+    print(f"Watch:    djdask campaigns {args.module}   (or: tail -f {log})")
+    print(f"Cancel:   djdask cancel {campaign}")
+    print(f"Report:   djdask report {campaign}")
+    return 0
+
+
+def _start_detached(args: argparse.Namespace, campaign: str, log: Path, stop_after: float | None) -> str:
+    """The controller as a process of its own session: it outlives this shell."""
+    command = controller_command(args, campaign, stop_after)
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=os.getcwd(),
+        )
+    return f"pid {process.pid}"
+
+
+def resubmit(record: dict[str, Any]) -> str:
+    """Submit a controller's job script once more (its successor); return the new job id."""
+    kind = (record.get("clusters") or {}).get("controller")
+    script = Path(record["log"]).with_suffix(".sh")
+    if kind not in KINDS or not script.exists():
+        raise ProfileError(
+            f"Campaign {record['campaign']} cannot resubmit its controller: no job script {script} for a "
+            f"batch system (controller: {kind}). Submit it again with `djdask submit`."
+        )
+    if shutil.which(KINDS[kind]["submit"][0]) is None:
+        raise ProfileError(f"`{KINDS[kind]['submit'][0]}` is not on this node's PATH: the successor is not submitted.")
+    return _submit_script(kind, script)
+
+
+def stop_after(campaign: Any, seconds: float, *, resubmit: bool) -> None:
+    """Stop ``campaign`` claiming after ``seconds`` (its controller's walltime is near): to hand
+    over to a successor with ``resubmit``, else to end as cancelled."""
+    import threading
+
+    def time_is_up() -> None:
+        print(
+            f"djdask: {seconds:.0f} s are up: no new keys; running ones may finish"
+            + ("; then the successor takes over." if resubmit else "."),
+            file=sys.stderr,
+            flush=True,
+        )
+        campaign.hand_over() if resubmit else campaign.request_stop()
+
+    timer = threading.Timer(seconds, time_is_up)
+    timer.daemon = True
+    timer.start()
+
+
+def hand_over(campaign: Any, summary: Any) -> int:
+    """After a controller stopped for its successor: submit it, note its job on the record."""
+    from djdask.errors import DjdaskError
+
+    records, campaign_id = campaign.record.records, campaign.record.campaign
+    made = sum(t.succeeded for t in summary.tables)
+    try:
+        job = resubmit(records.get(campaign_id) or {"campaign": campaign_id})
+    except DjdaskError:
+        records.update(campaign_id, ("submitted",), state="failed", ended="now", exit_code=2)
+        raise
+    records.update(campaign_id, job_id=job)
+    print(f"\nCampaign {campaign_id}: {made} key(s) made by this controller; handed over to job {job}.")
+    return 0
