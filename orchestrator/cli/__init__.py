@@ -9,7 +9,6 @@ import importlib
 from typing import Any
 
 __all__ = [
-    "campaigns",
     "cancel",
     "clusters",
     "config",
@@ -31,7 +30,6 @@ __all__ = [
 ]
 
 _WHERE = {
-    "campaigns": "campaigns",
     "cancel": "campaigns",
     "clusters": "commands",
     "config": "commands",

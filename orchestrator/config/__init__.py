@@ -17,7 +17,6 @@ __all__ = [
     "load_defaults",
     "markdown",
     "resolve",
-    "schema",
     "settings",
     "source",
 ]
@@ -30,7 +29,6 @@ _WHERE = {
     "load_defaults": "namespace",
     "markdown": "schema",
     "resolve": "namespace",
-    "schema": "schema",
     "settings": "schema",
     "source": "schema",
 }

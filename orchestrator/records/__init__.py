@@ -32,7 +32,6 @@ __all__ = [
     "resubmit",
     "send",
     "stop_after",
-    "submit",
     "submit_dir",
 ]
 
@@ -59,7 +58,6 @@ _WHERE = {
     "resubmit": "submit",
     "send": "notify",
     "stop_after": "submit",
-    "submit": "submit",
     "submit_dir": "submit",
 }
 
