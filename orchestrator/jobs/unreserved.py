@@ -104,7 +104,7 @@ class UnreservedQueue:
         return self.table.full_table_name
 
     def _missing(self, among: Sequence[dict] | None = None) -> Any:
-        from djdask.jobs.queue.enqueue import among_keys
+        from djdask.jobs.enqueue import among_keys
 
         return (among_keys(self.key_source, among) - self.table).proj()
 
