@@ -24,7 +24,7 @@ import dask.config
 from dask.utils import parse_timedelta
 
 from djdask.config import namespace as config
-from djdask.errors import ProfileError
+from djdask.errors import ProfileError, SubmitRefused
 from djdask.worker.executor import LIFETIME_ENV, STAGGER_ENV
 
 from .scaling import Demand, DemandAdaptive
@@ -51,10 +51,6 @@ _OWN_KEYS = {
 def _load(spec: str) -> Any:
     module, _, attr = spec.partition(":")
     return getattr(importlib.import_module(module), attr)
-
-
-class SubmitRefused(RuntimeError):
-    """The batch system refused a worker job (reported to the campaign, not logged twice)."""
 
 
 def _reporting_job(job_class: type, demand: Demand) -> type:

@@ -25,6 +25,7 @@ __all__ = [
     "SettingsError",
     "DataJointCompatibilityError",
     "CampaignNotFoundError",
+    "SubmitRefused",
 ]
 
 
@@ -90,3 +91,8 @@ class DataJointCompatibilityError(DjdaskError, ImportError):
 
 class CampaignNotFoundError(DjdaskError, LookupError):
     """No campaign record has the id given (or more than one starts with it)."""
+
+
+class SubmitRefused(RuntimeError):
+    """The batch system refused a worker job (reported to the campaign, not logged twice).
+    Not a :class:`DjdaskError`: it ends no command; the pool's scaling reports it."""

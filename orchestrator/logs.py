@@ -36,7 +36,7 @@ class _DropRefusals(logging.Filter):
     loop; the campaign reports it once, in words, instead."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from djdask.clusters.batch import SubmitRefused
+        from djdask.errors import SubmitRefused
 
         return not (record.exc_info and isinstance(record.exc_info[1], SubmitRefused))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,6 +15,8 @@ __all__ = [
     "check_make_kwargs",
     "check_priority",
     "group_commits",
+    "make_kwargs_arg",
+    "pools_arg",
     "table_timeout",
 ]
 
@@ -149,3 +152,34 @@ def group_commits(tables: Mapping[str, type]) -> dict[str, tuple[int, float]]:
     keys = int(config.get("campaign.group-commit-keys"))
     window = float(parse_timedelta(config.get("campaign.group-commit-window")))
     return {name: (keys, window) for name in chosen}
+
+
+def pools_arg(values: list[str] | None) -> dict[str, str] | None:
+    """``--cluster PROFILE`` or ``--cluster POOL=PROFILE`` (repeated) as ``{pool: profile}``."""
+    if not values:
+        return None
+    pools: dict[str, str] = {}
+    for value in values:
+        pool, _, profile = value.rpartition("=")
+        pool = pool or "default"
+        if not profile or pool in pools:
+            raise InvalidInputError(
+                f"--cluster {value!r}: give each pool once, as --cluster PROFILE (the default pool) or "
+                "--cluster POOL=PROFILE, e.g. --cluster default=slurm --cluster gpu=gpu."
+            )
+        pools[pool] = profile
+    return pools
+
+
+def make_kwargs_arg(value: str | None) -> dict | None:
+    """``--make-kwargs JSON``: a JSON object of keyword arguments for every make()."""
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as err:
+        raise InvalidInputError(
+            f"--make-kwargs {value!r} is not JSON ({err.msg} at character {err.pos}). Give a JSON object, "
+            "e.g. --make-kwargs '{\"scale\": 3}'."
+        ) from None
+    return check_make_kwargs(parsed, "--make-kwargs")

@@ -9,8 +9,11 @@ import importlib
 from typing import Any
 
 __all__ = [
+    "COMMAND_MODULES",
+    "build_parser",
     "cancel",
     "clusters",
+    "command",
     "config",
     "db",
     "demo",
@@ -30,8 +33,11 @@ __all__ = [
 ]
 
 _WHERE = {
+    "COMMAND_MODULES": "parser",
+    "build_parser": "parser",
     "cancel": "campaigns",
     "clusters": "commands",
+    "command": "parser",
     "config": "commands",
     "db": "commands",
     "demo": "commands",

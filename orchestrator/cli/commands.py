@@ -15,8 +15,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from djdask.campaign.checks import make_kwargs_arg, pools_arg
 from djdask.djcompat import dependencies_loaded_once
-from djdask.errors import DjdaskError, InvalidInputError
+from djdask.errors import InvalidInputError
 
 __all__ = [
     "plan",
@@ -59,7 +60,7 @@ def plan(args: argparse.Namespace) -> int:
             ["table", "tier", "depth", "total", "missing", "ignored", "note"],
         )
         if any(not r.reserved for r in planned):
-            from djdask.jobs.unreserved import why_unreserved
+            from djdask.djcompat import why_unreserved
 
             reasons = "; ".join(
                 f"{r.table}: {why_unreserved(selection.tables[r.full_name])}" for r in planned if not r.reserved
@@ -202,39 +203,6 @@ def run_campaign(module: str, args: argparse.Namespace, targets=(), restrictions
     return summary.exit_code
 
 
-def pools_arg(values: list[str] | None) -> dict[str, str] | None:
-    """``--cluster PROFILE`` or ``--cluster POOL=PROFILE`` (repeated) as ``{pool: profile}``."""
-    if not values:
-        return None
-    pools: dict[str, str] = {}
-    for value in values:
-        pool, _, profile = value.rpartition("=")
-        pool = pool or "default"
-        if not profile or pool in pools:
-            raise DjdaskError(
-                f"--cluster {value!r}: give each pool once, as --cluster PROFILE (the default pool) or "
-                "--cluster POOL=PROFILE, e.g. --cluster default=slurm --cluster gpu=gpu."
-            )
-        pools[pool] = profile
-    return pools
-
-
-def make_kwargs_arg(value: str | None) -> dict | None:
-    """``--make-kwargs JSON``: a JSON object of keyword arguments for every make()."""
-    from djdask.campaign.checks import check_make_kwargs
-
-    if value is None:
-        return None
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError as err:
-        raise DjdaskError(
-            f"--make-kwargs {value!r} is not JSON ({err.msg} at character {err.pos}). Give a JSON object, "
-            "e.g. --make-kwargs '{\"scale\": 3}'."
-        ) from None
-    return check_make_kwargs(parsed, "--make-kwargs")
-
-
 def populate(args: argparse.Namespace) -> int:
     from djdask.campaign.checks import check_priority
     from djdask.db.connect import connect
@@ -347,9 +315,9 @@ def jobs_init(args: argparse.Namespace) -> int:
     from datajoint.jobs import Job
 
     from djdask.db.connect import connect
+    from djdask.djcompat import has_jobs_table
     from djdask.errors import InvalidInputError
     from djdask.jobs.queue import _declared_jobs
-    from djdask.jobs.unreserved import has_jobs_table
     from djdask.planning.planner import select
 
     if args.module != "init":
@@ -388,7 +356,7 @@ def retry(args: argparse.Namespace) -> int:
 
     connect()
     selection = select(args.module)
-    from djdask.jobs.unreserved import has_jobs_table
+    from djdask.djcompat import has_jobs_table
 
     total = 0
     for name in selected_tables(selection, args.table):
@@ -429,9 +397,9 @@ def release(args: argparse.Namespace) -> int:
 
 def ignore(args: argparse.Namespace) -> int:
     from djdask.db.connect import connect
+    from djdask.djcompat import why_unreserved
     from djdask.errors import RestrictionError
     from djdask.jobs.queue import JobQueue
-    from djdask.jobs.unreserved import why_unreserved
     from djdask.planning.planner import parse_restrictions, select
 
     connect()
@@ -508,7 +476,7 @@ def _controller_args(text: str) -> list[str]:
     """``djdask populate`` arguments of a Kubernetes controller, checked as populate checks them."""
     import shlex
 
-    from djdask.cli.parser import _parser
+    from djdask.cli.parser import build_parser
 
     try:
         words = shlex.split(text)
@@ -526,7 +494,7 @@ def _controller_args(text: str) -> list[str]:
             "--controller: leave --cluster out; the controller runs on the profile you name "
             "(djdask clusters script PROFILE --controller ...)."
         )
-    _parser().parse_args(["populate", *words])  # a wrong option stops here, as populate would
+    build_parser().parse_args(["populate", *words])  # a wrong option stops here, as populate would
     return words
 
 

@@ -8,18 +8,18 @@ traceback, nothing changed), 130 when interrupted.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import signal
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from djdask.cli import commands
 from djdask.errors import DjdaskError, InvalidInputError
 
-__all__ = ["main"]
+__all__ = ["COMMAND_MODULES", "build_parser", "command", "main"]
 
 logger = logging.getLogger("djdask")
 
@@ -74,16 +74,23 @@ def _output_file(text: str) -> str:
     return text
 
 
-def _campaigns():
-    from djdask.cli import campaigns
+#: Where each group of commands lives: the parser names the function that runs a command and
+#: imports it only when that command runs (``djdask status`` does not load Dask's client).
+COMMAND_MODULES = {
+    "commands": "djdask.cli.commands",
+    "campaigns": "djdask.cli.campaigns",
+    "submit": "djdask.records.submit",
+}
 
-    return campaigns
 
+def command(group: str, name: str) -> Callable[[argparse.Namespace], int]:
+    """The function ``name`` of the command group ``group``, imported when the command runs."""
 
-def _submit(args: argparse.Namespace) -> int:
-    from djdask.records.submit import submit
+    def run(args: argparse.Namespace) -> int:
+        return getattr(importlib.import_module(COMMAND_MODULES[group]), name)(args)
 
-    return submit(args)
+    run.__qualname__ = f"{group}.{name}"
+    return run
 
 
 def restrict_option(p: argparse.ArgumentParser, help: str) -> None:
@@ -91,7 +98,8 @@ def restrict_option(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("-r", "--restrict", action="append", default=[], metavar="ATTR=VALUE", help=help)
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``djdask`` command line's parser: every command, its options and their checks."""
     parser = _Parser(
         prog="djdask", description="Run DataJoint pipelines on Dask: one command, every table, any cluster."
     )
@@ -124,12 +132,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="write Dask's performance report of the campaign (HTML)",
     )
-    p.set_defaults(func=commands.demo)
+    p.set_defaults(func=command("commands", "demo"))
 
     p = sub.add_parser("plan", help="tables in order with their missing-key counts; changes nothing")
     selection_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=commands.plan)
+    p.set_defaults(func=command("commands", "plan"))
 
     def campaign_args(p: argparse.ArgumentParser) -> None:
         selection_args(p)
@@ -181,7 +189,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     p.add_argument("--campaign-id", metavar="ID", help=argparse.SUPPRESS)  # a submitted campaign's controller
-    p.set_defaults(func=commands.populate)
+    p.set_defaults(func=command("commands", "populate"))
 
     p = sub.add_parser(
         "submit",
@@ -194,31 +202,31 @@ def _parser() -> argparse.ArgumentParser:
         help="the controller job's walltime (default the profile's), e.g. 24:00:00",
     )
     p.add_argument("--memory", default="4G", help="the controller job's memory (default 4G)")
-    p.set_defaults(func=_submit)
+    p.set_defaults(func=command("submit", "submit"))
 
     p = sub.add_parser("campaigns", help="running and past campaigns of a pipeline, newest first")
     p.add_argument("module", help="importable pipeline package or module")
     p.add_argument("--limit", type=_count, default=20, help="at most this many (default 20)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=lambda args: _campaigns().campaigns(args))
+    p.set_defaults(func=command("campaigns", "campaigns"))
 
     p = sub.add_parser("cancel", help="stop a running campaign from any machine that reaches the database")
     p.add_argument("id", help="the campaign id (its first digits are enough)")
     p.add_argument("module", nargs="?", help="the pipeline module (needed only in DataJoint's thread-safe mode)")
     p.add_argument("--no-wait", action="store_true", help="return once asked; do not wait for it to stop")
-    p.set_defaults(func=lambda args: _campaigns().cancel(args))
+    p.set_defaults(func=command("campaigns", "cancel"))
 
     p = sub.add_parser("report", help="a campaign's record and accounting, per table and per pool")
     p.add_argument("id", help="the campaign id (its first digits are enough)")
     p.add_argument("module", nargs="?", help="the pipeline module (needed only in DataJoint's thread-safe mode)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=lambda args: _campaigns().report(args))
+    p.set_defaults(func=command("campaigns", "report"))
 
     p = sub.add_parser("errors", help="error rows grouped by message, with counts and an example key")
     p.add_argument("module", help="importable pipeline package or module")
     p.add_argument("--table", action="append", default=[], metavar="TABLE", help="only this table (repeatable)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=commands.errors)
+    p.set_defaults(func=command("commands", "errors"))
 
     p = sub.add_parser("gc", help="remove Zarr stores of <xarray@> results that no row references")
     p.add_argument("module", help="importable pipeline package or module")
@@ -229,7 +237,7 @@ def _parser() -> argparse.ArgumentParser:
         help="only remove stores older than this (default djdask.storage.gc-min-age, 1h)",
     )
     p.add_argument("--store", metavar="STORE", help=store_help)
-    p.set_defaults(func=commands.gc)
+    p.set_defaults(func=command("commands", "gc"))
 
     p = sub.add_parser("clusters", help="cluster profiles: list, show, script")
     p.add_argument("action", choices=["list", "show", "script"])
@@ -247,12 +255,12 @@ def _parser() -> argparse.ArgumentParser:
         "RoleBinding and ConfigMap) that run `djdask populate MODULE [OPTIONS] --cluster PROFILE` inside "
         "the cluster; apply them with kubectl apply -f -",
     )
-    p.set_defaults(func=commands.clusters)
+    p.set_defaults(func=command("commands", "clusters"))
 
     p = sub.add_parser("status", help="per table: rows, pending, reserved, error")
     p.add_argument("module", help="importable pipeline package or module")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=commands.status)
+    p.set_defaults(func=command("commands", "status"))
 
     p = sub.add_parser(
         "jobs", help="list jobs-table rows; `jobs init MODULE` creates the jobs tables (once, as a privileged user)"
@@ -263,30 +271,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--status", choices=["pending", "reserved", "success", "error", "ignore"])
     p.add_argument("--limit", type=_count, default=None, help="at most this many rows per table")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=commands.jobs)
+    p.set_defaults(func=command("commands", "jobs"))
 
     p = sub.add_parser("retry", help="put error rows back to pending")
     p.add_argument("module", help="importable pipeline package or module")
     p.add_argument("--table", action="append", default=[], help="only this table (repeatable)")
-    p.set_defaults(func=commands.retry)
+    p.set_defaults(func=command("commands", "retry"))
 
     p = sub.add_parser("ignore", help="mark missing keys of a table `ignore`, as DataJoint's jobs.ignore(key)")
     p.add_argument("module", help="importable pipeline package or module")
     p.add_argument("--table", required=True, metavar="TABLE", help="the table (its class name)")
     restrict_option(p, "only keys with this attribute value (repeatable); default every missing key")
-    p.set_defaults(func=commands.ignore)
+    p.set_defaults(func=command("commands", "ignore"))
 
     p = sub.add_parser("release", help="free orphaned reservations now")
     p.add_argument("module", help="importable pipeline package or module")
-    p.set_defaults(func=commands.release)
+    p.set_defaults(func=command("commands", "release"))
 
     p = sub.add_parser("config", help="djdask's settings: value and where each was set (all checked first)")
     p.add_argument("--markdown", action="store_true", help="print the settings reference (docs/settings.md)")
-    p.set_defaults(func=commands.config)
+    p.set_defaults(func=command("commands", "config"))
 
     p = sub.add_parser("db", help="the embedded PostgreSQL server")
     p.add_argument("action", choices=["start", "stop", "status", "url"])
-    p.set_defaults(func=commands.db)
+    p.set_defaults(func=command("commands", "db"))
     return parser
 
 
@@ -298,7 +306,7 @@ def _terminate(signum: int, frame: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``djdask`` console script; returns the exit code."""
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         from djdask.config.schema import check, load_dask_config
 

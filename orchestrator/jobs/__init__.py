@@ -14,15 +14,12 @@ __all__ = [
     "JOBS_COLUMNS",
     "JobQueue",
     "Owner",
-    "PRIORITY_RANGE",
     "SessionThread",
     "UnreservedQueue",
     "among_keys",
     "check_legacy_jobs",
-    "check_make_kwargs",
-    "check_priority",
-    "has_jobs_table",
     "ignore",
+    "is_conflict",
     "keys_condition",
     "keys_in",
     "lease_timeout",
@@ -33,7 +30,6 @@ __all__ = [
     "retry_on_conflict",
     "session_gone",
     "tidy",
-    "why_unreserved",
 ]
 
 _WHERE = {
@@ -41,15 +37,12 @@ _WHERE = {
     "JOBS_COLUMNS": "queue",
     "JobQueue": "queue",
     "Owner": "queue",
-    "PRIORITY_RANGE": "queue",
     "SessionThread": "leases",
     "UnreservedQueue": "unreserved",
     "among_keys": "enqueue",
     "check_legacy_jobs": "legacy",
-    "check_make_kwargs": "queue",
-    "check_priority": "queue",
-    "has_jobs_table": "unreserved",
     "ignore": "enqueue",
+    "is_conflict": "conflicts",
     "keys_condition": "queue",
     "keys_in": "enqueue",
     "lease_timeout": "leases",
@@ -57,10 +50,9 @@ _WHERE = {
     "recover_orphans": "leases",
     "renew_leases": "leases",
     "restamp": "leases",
-    "retry_on_conflict": "queue",
+    "retry_on_conflict": "conflicts",
     "session_gone": "leases",
     "tidy": "enqueue",
-    "why_unreserved": "unreserved",
 }
 
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from djdask import djcompat
+from djdask.jobs.conflicts import is_conflict, retry_on_conflict
 from djdask.planning.inputs import gate
 
 if TYPE_CHECKING:
@@ -109,7 +110,6 @@ def _insert_new(queue: JobQueue, keys: Any, status: str, priority: int) -> int:
         sql = f"INSERT INTO {target} {select} ON CONFLICT DO NOTHING"
     else:
         sql = f"INSERT IGNORE INTO {target} {select}"
-    from djdask.jobs.queue import retry_on_conflict
 
     def attempt() -> int:
         return queue.connection.query(sql, args=(priority,)).rowcount
@@ -138,7 +138,6 @@ def exists_in(queue: JobQueue, expression: Any) -> str:
 def _delete(queue: JobQueue, where: str) -> int:
     """``DELETE`` jobs rows, retried on a lock conflict; on MySQL under READ COMMITTED, so
     that reading the key source takes no shared locks on the tables other workers insert into."""
-    from djdask.jobs.queue import retry_on_conflict
 
     def attempt() -> int:
         if not queue._is_postgres:
@@ -197,15 +196,13 @@ def _insert_into_empty(queue: JobQueue, sql: str, args: tuple) -> int | None:
     """
     from datajoint.errors import DuplicateError
 
-    from djdask.jobs.queue import _is_conflict
-
     try:
         with _bulk_load(queue):
             return queue.connection.query(sql, args=args).rowcount
     except Exception as err:
         # Another campaign bulk-loaded the same keys at the same moment: its rows won
         # (a duplicate), or InnoDB chose this statement as a deadlock's victim (rolled back).
-        if not (isinstance(err, DuplicateError) or _is_conflict(err)):
+        if not (isinstance(err, DuplicateError) or is_conflict(err)):
             raise
         logger.debug("Keys of %s enqueued concurrently (%s); enqueueing them one by one", queue.table.class_name, err)
         return None

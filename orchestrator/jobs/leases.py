@@ -33,7 +33,8 @@ from dask.utils import parse_timedelta
 from djdask import djcompat
 from djdask.config import namespace as config
 from djdask.db import clock
-from djdask.jobs.queue import KEY_COLUMNS, Owner, keys_condition, retry_on_conflict
+from djdask.jobs.conflicts import retry_on_conflict
+from djdask.jobs.queue import KEY_COLUMNS, Owner, keys_condition
 
 __all__ = ["Heartbeat", "SessionThread", "lease_timeout", "recover_orphans", "renew_leases", "restamp", "session_gone"]
 

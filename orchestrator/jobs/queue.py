@@ -28,23 +28,19 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from djdask import djcompat
-from djdask.campaign.checks import PRIORITY_RANGE, check_make_kwargs, check_priority  # noqa: F401  (re-exported)
 from djdask.errors import JobsTableError
 from djdask.jobs import enqueue
+from djdask.jobs.conflicts import retry_on_conflict
 from djdask.planning.inputs import gate
 
 __all__ = [
     "JOBS_COLUMNS",
     "JobQueue",
     "Owner",
-    "PRIORITY_RANGE",
-    "check_make_kwargs",
-    "check_priority",
     "keys_condition",
-    "retry_on_conflict",
 ]
 
 logger = logging.getLogger(__name__)
@@ -68,30 +64,6 @@ JOBS_COLUMNS = (
 )
 
 ERROR_MESSAGE_LENGTH = 2047  # DataJoint's varchar(2047)
-
-T = TypeVar("T")
-
-
-def _is_conflict(err: Exception) -> bool:
-    text = f"{type(err).__name__} {err}".lower()
-    return "deadlock" in text or "could not serialize" in text or "lock wait timeout" in text
-
-
-def retry_on_conflict(fn: Callable[[], T], *, attempts: int = 5) -> T:
-    """Run ``fn``; when the database reports a deadlock or serialization failure, retry.
-
-    The statements djdask runs on jobs tables are short and idempotent, and
-    the heartbeat's renewals can meet a batch completion on the same rows.
-    """
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except Exception as err:
-            if attempt + 1 == attempts or not _is_conflict(err):
-                raise
-            logger.debug("Retrying after a lock conflict: %s", err)
-            time.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)

@@ -213,8 +213,7 @@ def _submit_script(kind: str, script: Path) -> str:
 def submit(args: argparse.Namespace) -> int:
     """``djdask submit MODULE ... --cluster PROFILE``: record the campaign, start its controller
     as a batch job (or a detached process on ``local``), print how to follow it, return."""
-    from djdask.campaign.checks import check_priority
-    from djdask.cli.commands import make_kwargs_arg, pools_arg
+    from djdask.campaign.checks import check_priority, make_kwargs_arg, pools_arg
     from djdask.clusters import resolve
     from djdask.planning.planner import select
     from djdask.records.records import Records, description, home_schema, new_id

@@ -202,7 +202,7 @@ def test_workers_retire_before_the_walltime():
 
 
 def test_pools_on_the_command_line():
-    from djdask.cli.commands import pools_arg as _pools_arg
+    from djdask.campaign.checks import pools_arg as _pools_arg
     from djdask.errors import DjdaskError
 
     assert _pools_arg(["slurm"]) == {"default": "slurm"}
