@@ -12,6 +12,7 @@ from typing import Any
 __all__ = [
     "Budget",
     "EmbeddedPostgres",
+    "MYSQL_CONNECTION_CODES",
     "OUTAGE_TOPIC",
     "OWN_CONNECTIONS",
     "Outage",
@@ -23,6 +24,7 @@ __all__ = [
     "is_configured",
     "is_connection_error",
     "is_store_unavailable",
+    "is_transient",
     "naive_utc",
     "planned_workers",
     "reconnect",
@@ -42,6 +44,7 @@ __all__ = [
 _WHERE = {
     "Budget": "capacity",
     "EmbeddedPostgres": "connect",
+    "MYSQL_CONNECTION_CODES": "outage",
     "OUTAGE_TOPIC": "outage",
     "OWN_CONNECTIONS": "capacity",
     "Outage": "outage",
@@ -53,6 +56,7 @@ _WHERE = {
     "is_configured": "connect",
     "is_connection_error": "outage",
     "is_store_unavailable": "outage",
+    "is_transient": "outage",
     "naive_utc": "clock",
     "planned_workers": "capacity",
     "reconnect": "outage",

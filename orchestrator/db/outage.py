@@ -37,10 +37,12 @@ from typing import Any, TypeVar
 from djdask.errors import DatabaseOutageError
 
 __all__ = [
+    "MYSQL_CONNECTION_CODES",
     "OUTAGE_TOPIC",
     "Outage",
     "is_connection_error",
     "is_store_unavailable",
+    "is_transient",
     "reconnect",
     "store_backoff",
     "wait_for_database",
@@ -56,8 +58,9 @@ OUTAGE_TOPIC = "djdask-database-outage"
 #: Backoff between reconnection attempts: first wait, growth, cap (seconds).
 FIRST_WAIT, GROWTH, MOST_WAIT = 0.5, 2.0, 5.0
 
-# pymysql: can't connect, server gone away, lost during query, server shutting down.
-_MYSQL_CODES = {2003, 2006, 2013, 2055, 1053}
+#: pymysql's codes of a lost or refused connection: can't connect (2003), server gone away
+#: (2006), lost during a query (2013), lost at a system error (2055), server shutting down (1053).
+MYSQL_CONNECTION_CODES = frozenset({2003, 2006, 2013, 2055, 1053})
 
 
 def is_connection_error(error: BaseException) -> bool:
@@ -83,7 +86,7 @@ def _is_connection_error(error: BaseException) -> bool:
 
         if isinstance(error, pymysql.err.InterfaceError):  # a closed connection used again
             return True
-        if isinstance(error, pymysql.err.OperationalError) and error.args and error.args[0] in _MYSQL_CODES:
+        if isinstance(error, pymysql.err.OperationalError) and error.args and error.args[0] in MYSQL_CONNECTION_CODES:
             return True
     except ImportError:  # pragma: no cover - pymysql is a dependency
         pass
@@ -95,6 +98,14 @@ def _is_connection_error(error: BaseException) -> bool:
     except ImportError:  # pragma: no cover - psycopg2 comes with datajoint[postgres]
         pass
     return False
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a ``make()``'s failure is worth another attempt: the database connection was lost
+    or refused (:func:`is_connection_error`, the one classification the controller and the
+    workers share), or another connection of its own was lost or timed out.  Anything else is
+    the user's error, recorded at once."""
+    return is_connection_error(error) or isinstance(error, (ConnectionError, TimeoutError))
 
 
 #: Network failures of a socket (not a full disk or a missing file): errno values.

@@ -32,6 +32,7 @@ from djdask.db.outage import (
     OUTAGE_TOPIC,
     is_connection_error,
     is_store_unavailable,
+    is_transient,
     reconnect,
     store_backoff,
     wait_for_database,
@@ -41,7 +42,7 @@ from djdask.records.accounting import peak_memory
 from djdask.worker import randomness
 from djdask.worker.watchdog import Beacon
 
-__all__ = ["LIFETIME_ENV", "PLUGIN_NAME", "STAGGER_ENV", "PipelinePlugin", "is_transient", "run_batch"]
+__all__ = ["LIFETIME_ENV", "PLUGIN_NAME", "STAGGER_ENV", "PipelinePlugin", "run_batch"]
 
 LIFETIME_ENV = "DJDASK_WORKER_LIFETIME"
 STAGGER_ENV = "DJDASK_WORKER_LIFETIME_STAGGER"
@@ -169,31 +170,6 @@ def _deadline() -> float | None:
     stagger = float(os.environ.get(STAGGER_ENV) or 0)
     started = psutil.Process().create_time()
     return started + float(lifetime) + random.uniform(-stagger, stagger)
-
-
-def is_transient(error: BaseException) -> bool:
-    """Whether a failure is worth retrying: the connection to the database or to object
-    storage was lost or timed out.  Anything else raised by ``make()`` is the user's
-    error and is recorded at once."""
-    from datajoint.errors import LostConnectionError
-
-    if isinstance(error, (LostConnectionError, ConnectionError, TimeoutError)):
-        return True
-    try:
-        import pymysql
-
-        if isinstance(error, pymysql.err.OperationalError) and error.args and error.args[0] in (2003, 2006, 2013):
-            return True
-    except ImportError:  # pragma: no cover - pymysql is a dependency
-        pass
-    try:
-        import psycopg2
-
-        if isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError)):
-            return True
-    except ImportError:  # pragma: no cover - psycopg2 comes with datajoint[postgres]
-        pass
-    return False
 
 
 def _reconnect_if_lost(connection: Any) -> None:

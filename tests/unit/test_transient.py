@@ -8,7 +8,7 @@ import pymysql
 import pytest
 from datajoint.errors import DataJointError, DuplicateError, LostConnectionError
 
-from djdask.worker.executor import is_transient
+from djdask.db.outage import MYSQL_CONNECTION_CODES, is_connection_error, is_transient
 
 TRANSIENT = [
     pymysql.err.OperationalError(2003, "Can't connect to MySQL server on '127.0.0.1'"),
@@ -33,6 +33,21 @@ PERMANENT = [
     MemoryError(),
     ZeroDivisionError("division by zero"),
 ]
+
+
+#: Every pymysql code of a lost connection, and a closed connection used again: the one list the
+#: controller (outages) and the workers (a make()'s attempts) share.
+DATABASE_LOST = [pymysql.err.OperationalError(code, "lost") for code in sorted(MYSQL_CONNECTION_CODES)] + [
+    pymysql.err.InterfaceError(0, ""),
+]
+
+
+@pytest.mark.parametrize("error", DATABASE_LOST, ids=lambda e: f"{type(e).__name__}-{e.args[0] if e.args else ''}")
+def test_one_classification_of_a_lost_database_for_controller_and_workers(error):
+    """The controller waits out an outage on exactly the errors a worker retries a key for: two
+    lists drifted apart once (the workers missed 2055, 1053 and a closed connection)."""
+    assert is_connection_error(error) and is_transient(error)
+    assert is_transient(_wrapped(error, DataJointError("while inserting")))
 
 
 @pytest.mark.parametrize("error", TRANSIENT, ids=lambda e: f"{type(e).__name__}-{e.args[0] if e.args else ''}")
@@ -70,8 +85,6 @@ def _client_error(code: str, status: int) -> BaseException:
 def test_database_connection_errors_are_told_from_other_services():
     """An outage is waited out only when the *database* went away: a make()'s own lost
     connection to some archive (a bare ConnectionResetError) stays an attempt."""
-    from djdask.db.outage import is_connection_error
-
     for error in TRANSIENT[:6]:
         assert is_connection_error(error), error
         assert is_connection_error(_wrapped(error, DataJointError("while inserting"))), error
