@@ -93,6 +93,26 @@ class BatchKind:
     #: Job directives that hand the submitting shell's environment (the database's
     #: DJ_* settings among it) to the job, where the batch system does not by default.
     export_directives: tuple[str, ...] = ()
+    #: A campaign's controller as a job of its own (``djdask submit``): the options of
+    #: ``submit_command`` for a job script, the command that cancels a job, the script's
+    #: directive prefix, and how each directive is written (``{}`` takes the value; None: the
+    #: kind has no such directive).  A kind without a ``directive_prefix`` runs no controller.
+    submit_options: tuple[str, ...] = ()
+    cancel_command = ""
+    directive_prefix = ""
+    name_directive = ""
+    log_directives: tuple[str, ...] = ()
+    walltime_directive = ""
+    memory_directive = ""
+    cores_directive: str | None = None
+    queue_directive = ""
+    account_directive = ""
+    chdir_directive: str | None = None
+    #: Give the log directives on the submit command line too (SLURM's PBS wrappers hand sbatch
+    #: their own -o/-e, which win over the script's).
+    log_on_command_line = False
+    #: The submit command reads the script on its standard input (bsub), not as an argument.
+    script_on_stdin = False
 
     def walltime_seconds(self, walltime: str) -> float:
         """Seconds in a walltime this kind reads (``H:MM:SS``; LSF overrides for ``H:MM``)."""

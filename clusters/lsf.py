@@ -14,6 +14,18 @@ class LSFKind(BatchKind):
     cluster_class = "dask_jobqueue:LSFCluster"
     job_class = "dask_jobqueue.lsf:LSFJob"
     submit_command = "bsub"
+    # The controller's own job (djdask submit).
+    cancel_command = "bkill"
+    script_on_stdin = True
+    directive_prefix = "#BSUB"
+    name_directive = "-J {}"
+    log_directives = ("-o {}",)
+    walltime_directive = "-W {}"
+    memory_directive = "-M {}"
+    cores_directive = "-n 1"
+    queue_directive = "-q {}"
+    account_directive = "-P {}"
+    chdir_directive = "-cwd {}"
     walltime_pattern = re.compile(r"^\d+:\d{2}$")  # LSF's -W takes hours:minutes
     walltime_example = "04:00"
 

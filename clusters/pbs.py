@@ -13,3 +13,14 @@ class PBSKind(BatchKind):
     job_class = "dask_jobqueue.pbs:PBSJob"
     submit_command = "qsub"
     export_directives = ("-V",)  # qsub starts a job with none of the submitting environment: ``-V`` hands it over
+    # The controller's own job (djdask submit).
+    cancel_command = "qdel"
+    log_on_command_line = True
+    directive_prefix = "#PBS"
+    name_directive = "-N {}"
+    log_directives = ("-o {}", "-j oe")
+    walltime_directive = "-l walltime={}"
+    memory_directive = "-l mem={}"
+    cores_directive = "-l select=1:ncpus=1"
+    queue_directive = "-q {}"
+    account_directive = "-A {}"

@@ -24,7 +24,7 @@ import dask.config
 from djdask.config.namespace import load_defaults
 from djdask.errors import ProfileError, ProfileNotFoundError
 
-__all__ = ["KINDS", "Profile", "light_upkeep", "local_cluster", "profile_names", "resolve"]
+__all__ = ["KINDS", "Profile", "batch_kind", "light_upkeep", "local_cluster", "profile_names", "resolve"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,15 @@ def _kind(name: str) -> Any:
         ) from None
     module, _, cls = spec.partition(":")
     return getattr(importlib.import_module(module), cls)()
+
+
+def batch_kind(name: str) -> Any | None:
+    """The kind object named ``name`` when it can run a campaign's controller as a batch job
+    (``djdask submit``), else None (``local``, an unknown name, a kind without job scripts)."""
+    if name not in _KINDS:
+        return None
+    kind = _kind(name)
+    return kind if getattr(kind, "directive_prefix", "") else None
 
 
 def profile_names() -> list[str]:

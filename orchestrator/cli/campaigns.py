@@ -142,10 +142,10 @@ def _cancel_job(record: dict[str, Any]) -> None:
     import shutil
     import subprocess
 
-    from djdask.records.submit import CANCEL_COMMANDS
+    from djdask.records.submit import cancel_command
 
     kind = (record.get("clusters") or {}).get("controller") or ""
-    command = CANCEL_COMMANDS.get(kind)
+    command = cancel_command(kind)
     if command and shutil.which(command):
         done = subprocess.run([command, str(record["job_id"])], capture_output=True, text=True)
         if done.returncode == 0:

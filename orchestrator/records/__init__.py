@@ -11,7 +11,6 @@ from typing import Any
 
 __all__ = [
     "Accounting",
-    "CANCEL_COMMANDS",
     "DEFINITION",
     "Durations",
     "ErrorWatch",
@@ -21,6 +20,7 @@ __all__ = [
     "by_name",
     "campaign_ended",
     "campaign_lost",
+    "cancel_command",
     "code_version",
     "controller_stop_after",
     "find",
@@ -37,7 +37,6 @@ __all__ = [
 
 _WHERE = {
     "Accounting": "accounting",
-    "CANCEL_COMMANDS": "submit",
     "DEFINITION": "records",
     "Durations": "accounting",
     "ErrorWatch": "notify",
@@ -47,6 +46,7 @@ _WHERE = {
     "by_name": "accounting",
     "campaign_ended": "notify",
     "campaign_lost": "notify",
+    "cancel_command": "submit",
     "code_version": "records",
     "controller_stop_after": "submit",
     "find": "records",

@@ -30,74 +30,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from djdask.clusters.profiles import batch_kind
 from djdask.errors import InvalidInputError, ProfileError
 
-__all__ = ["CANCEL_COMMANDS", "controller_stop_after", "hand_over", "resubmit", "stop_after", "submit", "submit_dir"]
+__all__ = ["cancel_command", "controller_stop_after", "hand_over", "resubmit", "stop_after", "submit", "submit_dir"]
 
-#: Per batch kind: the submit command (with its options), the cancel command, the
-#: directive prefix and how each directive is written.
-KINDS: dict[str, dict[str, Any]] = {
-    "slurm": {
-        "submit": ["sbatch", "--parsable"],
-        "cancel": "scancel",
-        "prefix": "#SBATCH",
-        "name": "--job-name={}",
-        "log": ["--output={}", "--open-mode=append"],
-        "walltime": "--time={}",
-        "memory": "--mem={}",
-        "cores": "--cpus-per-task=1",
-        "queue": "--partition={}",
-        "account": "--account={}",
-        "chdir": "--chdir={}",
-        "export": None,
-    },
-    "pbs": {
-        "submit": ["qsub"],
-        "cancel": "qdel",
-        # Also on qsub's command line: SLURM's PBS wrappers (slurm-wlm-torque) give
-        # sbatch their own -o/-e, which win over the script's directives.
-        "log_on_command_line": True,
-        "prefix": "#PBS",
-        "name": "-N {}",
-        "log": ["-o {}", "-j oe"],
-        "walltime": "-l walltime={}",
-        "memory": "-l mem={}",
-        "cores": "-l select=1:ncpus=1",
-        "queue": "-q {}",
-        "account": "-A {}",
-        "chdir": None,
-        "export": "-V",
-    },
-    "sge": {
-        "submit": ["qsub", "-terse"],
-        "cancel": "qdel",
-        "prefix": "#$",
-        "name": "-N {}",
-        "log": ["-o {}", "-j y"],
-        "walltime": "-l h_rt={}",
-        "memory": "-l h_vmem={}",
-        "cores": None,
-        "queue": "-q {}",
-        "account": "-A {}",
-        "chdir": "-wd {}",
-        "export": "-V",
-    },
-    "lsf": {
-        "submit": ["bsub"],
-        "cancel": "bkill",
-        "prefix": "#BSUB",
-        "name": "-J {}",
-        "log": ["-o {}"],
-        "walltime": "-W {}",
-        "memory": "-M {}",
-        "cores": "-n 1",
-        "queue": "-q {}",
-        "account": "-P {}",
-        "chdir": "-cwd {}",
-        "export": None,
-    },
-}
-CANCEL_COMMANDS = {kind: spec["cancel"] for kind, spec in KINDS.items()}
+
+def cancel_command(kind: str) -> str | None:
+    """The command that cancels a controller job of batch kind ``kind`` (None: not a batch kind)."""
+    found = batch_kind(kind)
+    return found.cancel_command if found is not None else None
 
 
 def submit_dir() -> Path:
@@ -151,30 +93,30 @@ def batch_output(script: Path) -> Path:
     return script.with_suffix(".batch.out")
 
 
-def _script(kind: str, profile: Any, args: argparse.Namespace, campaign: str, log: Path, walltime: str) -> str:
+def _script(profile: Any, args: argparse.Namespace, campaign: str, log: Path, walltime: str) -> str:
     """The controller's job script.  Its body appends its output to ``log`` itself: a
     batch system's ``-o`` file is rewritten by each job on some systems (PBS copies it
     back when the job ends), and successive controllers share the log."""
-    spec = KINDS[kind]
+    kind = profile.kind
     raw = profile.raw
-    stop_after = controller_stop_after(profile.kind.walltime_seconds(walltime))
+    stop_after = controller_stop_after(kind.walltime_seconds(walltime))
     if args.stop_after:
         stop_after = min(stop_after, args.stop_after)
     lines = ["#!/usr/bin/env bash"]
     out = batch_output(Path(log))
-    directives = [spec["name"].format(f"djdask-{campaign}"), *(d.format(out) for d in spec["log"])]
-    directives.append(spec["walltime"].format(walltime))
-    directives.append(spec["memory"].format(args.memory))
-    for key in ("cores", "export"):
-        if spec[key]:
-            directives.append(spec[key])
+    directives = [kind.name_directive.format(f"djdask-{campaign}"), *(d.format(out) for d in kind.log_directives)]
+    directives.append(kind.walltime_directive.format(walltime))
+    directives.append(kind.memory_directive.format(args.memory))
+    if kind.cores_directive:
+        directives.append(kind.cores_directive)
+    directives += kind.export_directives
     if raw.get("queue"):
-        directives.append(spec["queue"].format(raw["queue"]))
+        directives.append(kind.queue_directive.format(raw["queue"]))
     if raw.get("account"):
-        directives.append(spec["account"].format(raw["account"]))
-    if spec["chdir"]:
-        directives.append(spec["chdir"].format(os.getcwd()))
-    lines += [f"{spec['prefix']} {d}" for d in directives]
+        directives.append(kind.account_directive.format(raw["account"]))
+    if kind.chdir_directive:
+        directives.append(kind.chdir_directive.format(os.getcwd()))
+    lines += [f"{kind.directive_prefix} {d}" for d in directives]
     command = " ".join(shlex.quote(part) for part in controller_command(args, campaign, stop_after))
     lines += [
         f"exec >>{shlex.quote(str(log))} 2>&1",
@@ -193,15 +135,14 @@ def _job_id(output: str) -> str:
     return match.group(1)
 
 
-def _submit_script(kind: str, script: Path) -> str:
-    spec = KINDS[kind]
-    command = list(spec["submit"])
-    if spec.get("log_on_command_line"):
-        command += [part for d in spec["log"] for part in d.format(batch_output(script)).split(" ", 1)]
-    command.append(str(script))
-    if kind == "lsf":  # bsub reads the script on stdin
-        done = subprocess.run(command[:-1], stdin=script.open(), capture_output=True, text=True)
+def _submit_script(kind: Any, script: Path) -> str:
+    command = [kind.submit_command, *kind.submit_options]
+    if kind.log_on_command_line:
+        command += [part for d in kind.log_directives for part in d.format(batch_output(script)).split(" ", 1)]
+    if kind.script_on_stdin:
+        done = subprocess.run(command, stdin=script.open(), capture_output=True, text=True)
     else:
+        command.append(str(script))
         done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise ProfileError(
@@ -231,7 +172,7 @@ def submit(args: argparse.Namespace) -> int:
             "--resubmit hands a campaign over before its controller's walltime; a controller on `local` has "
             "none. Leave --resubmit out, or submit with a batch profile (--cluster PROFILE)."
         )
-    if kind != "local" and kind not in KINDS:
+    if kind != "local" and batch_kind(kind) is None:
         raise InvalidInputError(
             f"`djdask submit` starts controllers on SLURM, PBS, SGE, LSF or local; profile "
             f"{controller.name!r} is {kind}. Run `djdask populate` there, or submit with another profile."
@@ -267,9 +208,9 @@ def submit(args: argparse.Namespace) -> int:
                     + (f" ({walltime!r} is not one)" if walltime else f" (profile {controller.name!r} has none)")
                     + f": give --walltime {controller.kind.walltime_example}."
                 )
-            script.write_text(_script(kind, controller, args, campaign, log, walltime))
+            script.write_text(_script(controller, args, campaign, log, walltime))
             script.chmod(0o700)
-            job = _submit_script(kind, script)
+            job = _submit_script(controller.kind, script)
     except BaseException:
         records.update(campaign, ("submitted",), state="failed", ended="now", exit_code=2)
         raise
@@ -299,15 +240,16 @@ def _start_detached(args: argparse.Namespace, campaign: str, log: Path, stop_aft
 
 def resubmit(record: dict[str, Any]) -> str:
     """Submit a controller's job script once more (its successor); return the new job id."""
-    kind = (record.get("clusters") or {}).get("controller")
+    name = (record.get("clusters") or {}).get("controller") or ""
+    kind = batch_kind(name)
     script = Path(record["log"]).with_suffix(".sh")
-    if kind not in KINDS or not script.exists():
+    if kind is None or not script.exists():
         raise ProfileError(
             f"Campaign {record['campaign']} cannot resubmit its controller: no job script {script} for a "
-            f"batch system (controller: {kind}). Submit it again with `djdask submit`."
+            f"batch system (controller: {name}). Submit it again with `djdask submit`."
         )
-    if shutil.which(KINDS[kind]["submit"][0]) is None:
-        raise ProfileError(f"`{KINDS[kind]['submit'][0]}` is not on this node's PATH: the successor is not submitted.")
+    if shutil.which(kind.submit_command) is None:
+        raise ProfileError(f"`{kind.submit_command}` is not on this node's PATH: the successor is not submitted.")
     return _submit_script(kind, script)
 
 

@@ -6,12 +6,12 @@ import io
 
 import pytest
 
-from djdask.cli.parser import _parser
+from djdask.cli.parser import build_parser
 from djdask.monitor.progress import TerminalProgress
 
 
 def test_documented_flags_parse():
-    args = _parser().parse_args(
+    args = build_parser().parse_args(
         [
             "populate",
             "mylab.pipeline",
@@ -36,18 +36,18 @@ def test_documented_flags_parse():
         3,
         "s.json",
     )
-    assert _parser().parse_args(["demo"]).scale == "small"
-    assert _parser().parse_args(["plan", "p", "--json"]).json
+    assert build_parser().parse_args(["demo"]).scale == "small"
+    assert build_parser().parse_args(["plan", "p", "--json"]).json
 
 
 def test_unknown_scale_is_refused():
     with pytest.raises(SystemExit) as exc:
-        _parser().parse_args(["demo", "--scale", "huge"])
+        build_parser().parse_args(["demo", "--scale", "huge"])
     assert exc.value.code == 2
 
 
 def test_populate_campaign_flags_parse():
-    args = _parser().parse_args(
+    args = build_parser().parse_args(
         ["populate", "p", "--dry-run", "--max-calls", "5", "--priority", "2", "--target-duration", "5s"]
     )
     assert (args.dry_run, args.max_calls, args.priority, args.target_duration) == (True, 5, 2, "5s")

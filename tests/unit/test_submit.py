@@ -10,34 +10,41 @@ import os
 import dask
 import pytest
 
-from djdask.cli.parser import _parser, main
+from djdask.cli.parser import build_parser, main
 from djdask.clusters import resolve
-from djdask.records.submit import KINDS, _job_id, _script, controller_command, controller_stop_after
+from djdask.clusters.profiles import batch_kind
+from djdask.records.submit import _job_id, _script, controller_command, controller_stop_after
 
 WALLTIMES = {"slurm": "02:00:00", "pbs": "02:00:00", "sge": "02:00:00", "lsf": "2:00"}
 
 
 def _args(*extra: str) -> argparse.Namespace:
-    args = _parser().parse_args(["submit", "mylab.pipeline", "--cluster", "site", *extra])
+    args = build_parser().parse_args(["submit", "mylab.pipeline", "--cluster", "site", *extra])
     args.make_kwargs = None
     if args.stop_after is not None:
         args.stop_after = float(dask.utils.parse_timedelta(args.stop_after))
     return args
 
 
-@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_the_batch_kinds_that_run_a_controller():
+    """One registry of batch systems: the kind classes say which run a controller job."""
+    from djdask.clusters.profiles import KINDS
+
+    assert sorted(k for k in KINDS if batch_kind(k) is not None) == sorted(WALLTIMES)
+
+
+@pytest.mark.parametrize("kind", sorted(WALLTIMES))
 def test_the_controller_job_script_of_each_batch_system(kind, tmp_path):
     profile = {"kind": kind, "cores": 4, "memory": "8GB", "queue": "long", "account": "lab42"}
     with dask.config.set({"djdask.clusters.site": {**profile, "walltime": WALLTIMES[kind]}}):
         script = _script(
-            kind,
             resolve("site"),
             _args("--resubmit", "-r", "subject=3"),
             "1a2b3c4d",
             tmp_path / "x.log",
             WALLTIMES[kind],
         )
-    prefix = KINDS[kind]["prefix"]
+    prefix = batch_kind(kind).directive_prefix
     directives = [line for line in script.splitlines() if line.startswith(prefix + " ")]
     assert any("djdask-1a2b3c4d" in d for d in directives)
     assert any(WALLTIMES[kind] in d for d in directives) and any("long" in d for d in directives)
