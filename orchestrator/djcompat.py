@@ -48,12 +48,7 @@ __all__ = [
     "existing_keys",
     "is_tripartite",
     "GroupMaker",
-    "KeyCodec",
-    "sql_value",
     "jobs_declaration_error",
-    "has_jobs_table",
-    "why_unreserved",
-    "NO_FK_KEY",
 ]
 
 EXPECTED_POPULATE1_PARAMETERS = ("key", "jobs", "suppress_errors", "return_exception_objects", "make_kwargs")
@@ -506,81 +501,6 @@ class GroupMaker:
             )
 
 
-class KeyCodec:
-    """Keys read with plain SQL, turned into what DataJoint's own fetch gives, and back.
-
-    djdask reads a jobs table's keys with its own SQL (a claim is one statement), so
-    the driver's values arrive as the database stores them: a ``uuid`` is 16 raw
-    bytes on MySQL/MariaDB, where DataJoint's ``fetch`` and ``populate()`` hand
-    ``make()`` a :class:`uuid.UUID`.  :meth:`decode` applies DataJoint's own
-    ``codecs.decode_attribute`` (the one function every fetch decodes with; not in
-    DataJoint's documented API, hence here) to the attributes whose stored form
-    differs from their Python form; :meth:`sql_value` turns a decoded value back
-    into what the driver must send to match the stored one.
-
-    Parameters
-    ----------
-    heading : datajoint.Heading
-        The heading the rows were read with (a jobs table's, or a table's).
-    names : sequence of str
-        The key's attributes, in the order of a row tuple.
-    backend : str
-        ``"mysql"`` or ``"postgresql"``.
-    """
-
-    def __init__(self, heading: Any, names: Any, backend: str) -> None:
-        from datajoint.codecs import decode_attribute
-
-        self.names = list(names)
-        self.backend = backend
-        # Only attributes whose stored form differs are decoded: a claim of 1,000 keys of
-        # plain integers pays nothing.
-        self._decoders = {
-            name: (
-                _decode_uuid if heading[name].uuid else lambda value, attr=heading[name]: decode_attribute(attr, value)
-            )
-            for name in self.names
-            if heading[name].uuid or heading[name].json or heading[name].codec is not None
-        }
-
-    @property
-    def identity(self) -> bool:
-        """Whether stored and Python forms coincide for every attribute of the key."""
-        return not self._decoders
-
-    def decode(self, row: Any) -> dict:
-        """A row (tuple in ``names`` order, or dict) as the key DataJoint's fetch returns."""
-        values = [row[n] for n in self.names] if isinstance(row, dict) else list(row)
-        key = dict(zip(self.names, values))
-        for name, decode in self._decoders.items():
-            if isinstance(key[name], (bytes, bytearray, memoryview, str)):  # not decoded already
-                key[name] = decode(key[name])
-        return key
-
-    def sql_value(self, value: Any) -> Any:
-        """``value`` as a driver argument that matches its stored form (a :class:`uuid.UUID`
-        as 16 bytes on MySQL/MariaDB, as text on PostgreSQL's ``uuid`` type)."""
-        return sql_value(value, self.backend)
-
-
-def _decode_uuid(value: Any) -> Any:
-    """A stored uuid as DataJoint's fetch gives it: 16 bytes on MySQL/MariaDB, text from
-    PostgreSQL's native ``uuid`` type (which DataJoint's decoder does not expect)."""
-    import uuid
-
-    return uuid.UUID(value) if isinstance(value, str) else uuid.UUID(bytes=bytes(value))
-
-
-def sql_value(value: Any, backend: str) -> Any:
-    """A key value as a driver argument matching the stored form: DataJoint stores a
-    :class:`uuid.UUID` as ``binary(16)`` on MySQL/MariaDB; every other value is sent as is."""
-    import uuid
-
-    if isinstance(value, uuid.UUID):
-        return value.bytes if backend != "postgresql" else str(value)
-    return value
-
-
 def jobs_declaration_error(jobs: Any) -> str | None:
     """Why DataJoint cannot declare the jobs table ``jobs`` (a ``datajoint.jobs.Job`` not yet
     declared), or None when it can.
@@ -600,40 +520,3 @@ def jobs_declaration_error(jobs: Any) -> str | None:
     except DataJointError as err:
         return str(err)
     return None
-
-
-#: Full table name -> None when DataJoint can keep a jobs table for it, else why not.
-_no_jobs_table: dict[str, str | None] = {}
-
-NO_FK_KEY = "no primary-key attribute comes from a foreign key"
-
-
-def why_unreserved(table: Any) -> str | None:
-    """Why DataJoint cannot keep a jobs table for ``table`` (an instance or class), or None
-    when it can: no primary-key attribute of it comes from a foreign key, or DataJoint
-    cannot declare the jobs table its key needs (:func:`djdask.djcompat.jobs_declaration_error`)."""
-    from datajoint.errors import DataJointError
-    from datajoint.jobs import Job
-
-    table = table() if isinstance(table, type) else table
-    name = table.full_table_name
-    if name not in _no_jobs_table:
-        try:
-            jobs = Job(table)
-        except DataJointError as err:
-            if "no FK-derived primary key" not in str(err):
-                raise
-            _no_jobs_table[name] = NO_FK_KEY
-        else:
-            error = None if jobs.is_declared else jobs_declaration_error(jobs)
-            _no_jobs_table[name] = (
-                None
-                if error is None
-                else f"DataJoint cannot declare its jobs table ({error}); its populate(reserve_jobs=True) fails alike"
-            )
-    return _no_jobs_table[name]
-
-
-def has_jobs_table(table: Any) -> bool:
-    """Whether DataJoint can keep a jobs table for ``table`` (an instance or class)."""
-    return why_unreserved(table) is None

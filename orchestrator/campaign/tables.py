@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 from djdask import djcompat
 from djdask.campaign.batching import BatchSizer
 from djdask.campaign.pools import resources_of
-from djdask.djcompat import why_unreserved
 from djdask.jobs.queue import JobQueue, Owner
 from djdask.jobs.unreserved import UnreservedQueue
+from djdask.planning.reservable import why_unreserved
 
 if TYPE_CHECKING:
     from djdask.campaign.pools import Pool, Pools

@@ -60,7 +60,7 @@ def plan(args: argparse.Namespace) -> int:
             ["table", "tier", "depth", "total", "missing", "ignored", "note"],
         )
         if any(not r.reserved for r in planned):
-            from djdask.djcompat import why_unreserved
+            from djdask.planning.reservable import why_unreserved
 
             reasons = "; ".join(
                 f"{r.table}: {why_unreserved(selection.tables[r.full_name])}" for r in planned if not r.reserved
@@ -315,10 +315,10 @@ def jobs_init(args: argparse.Namespace) -> int:
     from datajoint.jobs import Job
 
     from djdask.db.connect import connect
-    from djdask.djcompat import has_jobs_table
     from djdask.errors import InvalidInputError
     from djdask.jobs.queue import _declared_jobs
     from djdask.planning.planner import select
+    from djdask.planning.reservable import has_jobs_table
 
     if args.module != "init":
         raise InvalidInputError(
@@ -356,7 +356,7 @@ def retry(args: argparse.Namespace) -> int:
 
     connect()
     selection = select(args.module)
-    from djdask.djcompat import has_jobs_table
+    from djdask.planning.reservable import has_jobs_table
 
     total = 0
     for name in selected_tables(selection, args.table):
@@ -397,10 +397,10 @@ def release(args: argparse.Namespace) -> int:
 
 def ignore(args: argparse.Namespace) -> int:
     from djdask.db.connect import connect
-    from djdask.djcompat import why_unreserved
     from djdask.errors import RestrictionError
     from djdask.jobs.queue import JobQueue
     from djdask.planning.planner import parse_restrictions, select
+    from djdask.planning.reservable import why_unreserved
 
     connect()
     selection = select(args.module)

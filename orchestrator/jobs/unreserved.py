@@ -89,7 +89,7 @@ class UnreservedQueue:
         beyond its foreign keys), as DataJoint's fetch gives them."""
         if not self.blockers:
             return self._missing().keys(order_by=self.pk, limit=limit)
-        from djdask.djcompat import KeyCodec
+        from djdask.keys import KeyCodec
 
         q = self.connection.adapter.quote_identifier
         cols = ", ".join(q(k) for k in self.pk)

@@ -11,6 +11,7 @@ from typing import Any
 
 __all__ = [
     "LoadedPipeline",
+    "NO_FK_KEY",
     "PipelineGraph",
     "PlanRow",
     "Selection",
@@ -18,6 +19,7 @@ __all__ = [
     "build_graph",
     "declared_inputs",
     "gate",
+    "has_jobs_table",
     "hidden_inputs",
     "key_source_inputs",
     "load_pipeline",
@@ -27,10 +29,12 @@ __all__ = [
     "still_to_make",
     "table_counts",
     "table_tier",
+    "why_unreserved",
 ]
 
 _WHERE = {
     "LoadedPipeline": "loader",
+    "NO_FK_KEY": "reservable",
     "PipelineGraph": "graph",
     "PlanRow": "planner",
     "Selection": "planner",
@@ -38,6 +42,7 @@ _WHERE = {
     "build_graph": "graph",
     "declared_inputs": "inputs",
     "gate": "inputs",
+    "has_jobs_table": "reservable",
     "hidden_inputs": "inputs",
     "key_source_inputs": "inputs",
     "load_pipeline": "loader",
@@ -47,6 +52,7 @@ _WHERE = {
     "still_to_make": "inputs",
     "table_counts": "planner",
     "table_tier": "graph",
+    "why_unreserved": "reservable",
 }
 
 

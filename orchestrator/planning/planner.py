@@ -116,7 +116,7 @@ def parse_restrictions(pairs: Sequence[str], graph: PipelineGraph, tables: dict[
 
 def plan(graph: PipelineGraph, tables: dict[str, type], restriction: dict[str, Any]) -> list[PlanRow]:
     """Count total and missing keys per table, in dependency order; changes nothing."""
-    from djdask.djcompat import has_jobs_table
+    from djdask.planning.reservable import has_jobs_table
 
     rows = []
     for info in graph:
@@ -153,7 +153,7 @@ def table_counts(graph: PipelineGraph, tables: dict[str, type]) -> list[dict[str
     """Per table: rows in the table and jobs by status, read without creating anything."""
     from datajoint.jobs import Job
 
-    from djdask.djcompat import has_jobs_table
+    from djdask.planning.reservable import has_jobs_table
 
     out = []
     for info in graph:
@@ -180,7 +180,7 @@ def existing_jobs(tables: dict[str, type], names: Sequence[str]):
     """``(name, Job)`` for each of ``names`` whose jobs table exists; none is created."""
     from datajoint.jobs import Job
 
-    from djdask.djcompat import has_jobs_table
+    from djdask.planning.reservable import has_jobs_table
 
     for name in names:
         if not has_jobs_table(tables[name]):

@@ -66,7 +66,7 @@ def test_an_explicit_stop_after_and_the_margin_of_short_walltimes():
     assert controller_stop_after(3600) == 3600 - 300
     assert controller_stop_after(120) == 90  # at most a quarter of the walltime
     with dask.config.set({"djdask.clusters.site": {"kind": "slurm", "cores": 1, "memory": "1GB"}}):
-        script = _script("slurm", resolve("site"), _args("--stop-after", "10m"), "1a2b3c4d", "/x.log", "01:00:00")
+        script = _script(resolve("site"), _args("--stop-after", "10m"), "1a2b3c4d", "/x.log", "01:00:00")
     assert "--stop-after 600s" in script
 
 
