@@ -11,8 +11,9 @@ uses, not for Dask's client and the campaign loop.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from djdask.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from djdask.campaign.loop import Campaign, CampaignSummary, TableSummary
@@ -32,14 +33,4 @@ _WHERE = {
     "select": "planning.planner",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, __all__)

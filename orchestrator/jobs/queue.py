@@ -30,10 +30,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from djdask import djcompat, keys
+from djdask import djcompat
 from djdask.errors import JobsTableError
 from djdask.jobs import enqueue
 from djdask.jobs.conflicts import retry_on_conflict
+from djdask.keys import KeyCodec, sql_value
 from djdask.planning.inputs import gate
 
 __all__ = [
@@ -88,9 +89,9 @@ def keys_condition(
     values as DataJoint's fetch gives them or as stored (:func:`djdask.keys.sql_value`)."""
     rows = [[key[k] for k in pk] if isinstance(key, dict) else list(key) for key in keys]
     if len(pk) == 1:
-        return f"{quote(pk[0])} IN ({', '.join(['%s'] * len(rows))})", [keys.sql_value(row[0], backend) for row in rows]
+        return f"{quote(pk[0])} IN ({', '.join(['%s'] * len(rows))})", [sql_value(row[0], backend) for row in rows]
     one = "(" + " AND ".join(f"{quote(k)} = %s" for k in pk) + ")"
-    return "(" + " OR ".join([one] * len(rows)) + ")", [keys.sql_value(v, backend) for row in rows for v in row]
+    return "(" + " OR ".join([one] * len(rows)) + ")", [sql_value(v, backend) for row in rows for v in row]
 
 
 def _declared_jobs(table: Any, *, attempts: int = 5) -> Any:
@@ -188,7 +189,7 @@ class JobQueue:
         self.pk: list[str] = list(self.jobs.primary_key)
         # Keys leave this queue as DataJoint's fetch gives them (a uuid as uuid.UUID), whatever
         # the driver returned; they come back in that form and are sent as stored.
-        self.codec = keys.KeyCodec(self.jobs.heading, self.pk, self.adapter.backend)
+        self.codec = KeyCodec(self.jobs.heading, self.pk, self.adapter.backend)
         KEY_COLUMNS[self.name] = self.pk
         key_source = table.key_source
         names = set(key_source.heading.names)
@@ -366,9 +367,7 @@ class JobQueue:
             cases = " ".join("WHEN " + " AND ".join(f"{q(k)} = %s" for k in self.pk) + " THEN %s" for _ in done)
             backend = self.adapter.backend
             case_args = [
-                v
-                for key, duration in done
-                for v in (*(keys.sql_value(key[k], backend) for k in self.pk), float(duration))
+                v for key, duration in done for v in (*(sql_value(key[k], backend) for k in self.pk), float(duration))
             ]
             sql = (
                 f"UPDATE {self.name} SET {q('status')} = 'success', "

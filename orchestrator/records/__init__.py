@@ -6,8 +6,7 @@ Public names are imported from their modules when first used.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from djdask.lazy import lazy_exports
 
 __all__ = [
     "Accounting",
@@ -61,14 +60,4 @@ _WHERE = {
     "submit_dir": "submit",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, __all__)
