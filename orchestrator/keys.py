@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 __all__ = ["KeyCodec", "sql_value"]
@@ -15,9 +16,10 @@ class KeyCodec:
     bytes on MySQL/MariaDB, where DataJoint's ``fetch`` and ``populate()`` hand
     ``make()`` a :class:`uuid.UUID`.  :meth:`decode` applies DataJoint's own
     ``codecs.decode_attribute`` (the one function every fetch decodes with; not in
-    DataJoint's documented API, hence here) to the attributes whose stored form
-    differs from their Python form; :meth:`sql_value` turns a decoded value back
-    into what the driver must send to match the stored one.
+    DataJoint's documented API, so :func:`djdask.djcompat.check_compatibility` checks
+    it) to the attributes whose stored form differs from their Python form;
+    :func:`sql_value` turns a decoded value back into what the driver must send to
+    match the stored one.
 
     Parameters
     ----------
@@ -25,15 +27,12 @@ class KeyCodec:
         The heading the rows were read with (a jobs table's, or a table's).
     names : sequence of str
         The key's attributes, in the order of a row tuple.
-    backend : str
-        ``"mysql"`` or ``"postgresql"``.
     """
 
-    def __init__(self, heading: Any, names: Any, backend: str) -> None:
+    def __init__(self, heading: Any, names: Any) -> None:
         from datajoint.codecs import decode_attribute
 
         self.names = list(names)
-        self.backend = backend
         # Only attributes whose stored form differs are decoded: a claim of 1,000 keys of
         # plain integers pays nothing.
         self._decoders = {
@@ -44,11 +43,6 @@ class KeyCodec:
             if heading[name].uuid or heading[name].json or heading[name].codec is not None
         }
 
-    @property
-    def identity(self) -> bool:
-        """Whether stored and Python forms coincide for every attribute of the key."""
-        return not self._decoders
-
     def decode(self, row: Any) -> dict:
         """A row (tuple in ``names`` order, or dict) as the key DataJoint's fetch returns."""
         values = [row[n] for n in self.names] if isinstance(row, dict) else list(row)
@@ -58,25 +52,17 @@ class KeyCodec:
                 key[name] = decode(key[name])
         return key
 
-    def sql_value(self, value: Any) -> Any:
-        """``value`` as a driver argument that matches its stored form (a :class:`uuid.UUID`
-        as 16 bytes on MySQL/MariaDB, as text on PostgreSQL's ``uuid`` type)."""
-        return sql_value(value, self.backend)
-
 
 def _decode_uuid(value: Any) -> Any:
     """A stored uuid as DataJoint's fetch gives it: 16 bytes on MySQL/MariaDB, text from
     PostgreSQL's native ``uuid`` type (which DataJoint's decoder does not expect)."""
-    import uuid
-
     return uuid.UUID(value) if isinstance(value, str) else uuid.UUID(bytes=bytes(value))
 
 
 def sql_value(value: Any, backend: str) -> Any:
     """A key value as a driver argument matching the stored form: DataJoint stores a
-    :class:`uuid.UUID` as ``binary(16)`` on MySQL/MariaDB; every other value is sent as is."""
-    import uuid
-
+    :class:`uuid.UUID` as ``binary(16)`` on MySQL/MariaDB (as text to PostgreSQL's ``uuid``
+    type); every other value is sent as is."""
     if isinstance(value, uuid.UUID):
         return value.bytes if backend != "postgresql" else str(value)
     return value

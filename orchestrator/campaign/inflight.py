@@ -133,10 +133,11 @@ class InFlight:
     def busy(self, state: TableState, besides: Batch | None = None) -> bool:
         """Whether ``state``'s table, or a table above it in the campaign, has keys to make:
         pending, in flight, or waiting here (``besides`` not counted)."""
-        tables = {id(t) for t in (state, *state.ancestors)}
-        if any(t.pending > 0 or t.keys > 0 for t in (state, *state.ancestors)):
+        family = (state, *state.ancestors)
+        if any(t.pending > 0 or t.keys > 0 for t in family):
             return True
-        return any(id(b.table) in tables for b in self.delayed if b is not besides)
+        ids = {id(t) for t in family}
+        return any(id(b.table) in ids for b in self.delayed if b is not besides)
 
     def waiting(self, batch: Batch) -> bool:
         """Whether a batch still waits: every table of its :attr:`Batch.after` has keys to make."""

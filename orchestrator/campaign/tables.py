@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import networkx as nx
+
 from djdask import djcompat
 from djdask.campaign.batching import BatchSizer
 from djdask.campaign.pools import resources_of
@@ -149,23 +151,23 @@ def table_states(
             tripartite=djcompat.is_tripartite(cls),
         )
         states[info.full_name].summary.group_commit = info.class_name in (groups or {})
-    import networkx as nx
-
     declared = {name: number for number, name in enumerate(classes)}
     for name, state in states.items():
         above, below = nx.ancestors(graph.dag, name), nx.descendants(graph.dag, name)
+        related = above | below
         state.ancestors = [states[a] for a in graph.order if a in above and a in states]
         state.earlier = [
             other
             for other_name, other in states.items()
-            if declared.get(other_name, 0) < declared.get(name, 0) and other_name not in above | below
+            if declared[other_name] < declared[name] and other_name not in related
         ]
-        state.queue.blockers = [states[b].queue for b in graph.blockers(name) if b in states]
-        if state.queue.blockers:
+        blockers = [states[b] for b in graph.blockers(name) if b in states]
+        state.queue.blockers = [b.queue for b in blockers]
+        if blockers:
             logger.info(
                 "%s waits, key by key, for %s: its key_source or djdask_after names tables its foreign keys do not.",
                 state.summary.table,
-                ", ".join(states[b].summary.table for b in graph.blockers(name) if b in states),
+                ", ".join(b.summary.table for b in blockers),
             )
         state.children = [states[c] for c in graph.dag.successors(name) if c in states]
         state.parents = [states[p].summary.table for p in graph.dag.predecessors(name) if p in states]

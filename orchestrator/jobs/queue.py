@@ -36,6 +36,7 @@ from djdask.jobs import enqueue
 from djdask.jobs.conflicts import retry_on_conflict
 from djdask.keys import KeyCodec, sql_value
 from djdask.planning.inputs import gate
+from djdask.planning.planner import restrict
 
 __all__ = [
     "JOBS_COLUMNS",
@@ -189,14 +190,12 @@ class JobQueue:
         self.pk: list[str] = list(self.jobs.primary_key)
         # Keys leave this queue as DataJoint's fetch gives them (a uuid as uuid.UUID), whatever
         # the driver returned; they come back in that form and are sent as stored.
-        self.codec = KeyCodec(self.jobs.heading, self.pk, self.adapter.backend)
+        self.codec = KeyCodec(self.jobs.heading, self.pk)
         KEY_COLUMNS[self.name] = self.pk
         key_source = table.key_source
         names = set(key_source.heading.names)
         self.restriction = {k: v for k, v in (restriction or {}).items() if k in names}
         self.full_key_source = key_source
-        from djdask.planning.planner import restrict
-
         self.key_source = restrict(key_source, self.restriction)
         self.owner = owner or Owner.of(self.connection)
         #: Queues of the tables whose keys still to make hold this table's keys back (its

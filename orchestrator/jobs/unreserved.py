@@ -25,6 +25,11 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from djdask.jobs.enqueue import among_keys
+from djdask.keys import KeyCodec
+from djdask.planning.inputs import gate
+from djdask.planning.planner import restrict
+
 __all__ = ["UnreservedQueue"]
 
 logger = logging.getLogger(__name__)
@@ -49,10 +54,9 @@ class UnreservedQueue:
         key_source = table.key_source
         names = set(key_source.heading.names)
         self.restriction = {k: v for k, v in (restriction or {}).items() if k in names}
-        from djdask.planning.planner import restrict
-
         self.key_source = restrict(key_source, self.restriction)
         self.pk: list[str] = list(key_source.primary_key)
+        self.codec = KeyCodec(key_source.heading, self.pk)  # for the keys read with its own SQL
         self._in_flight: set[tuple] = set()
         self._failed: set[tuple] = set()
         self._empty: set[tuple] = set()  # made, committed, and still missing: make() inserts nothing
@@ -66,36 +70,36 @@ class UnreservedQueue:
         return self.table.full_table_name
 
     def _missing(self, among: Sequence[dict] | None = None) -> Any:
-        from djdask.jobs.enqueue import among_keys
-
         return (among_keys(self.key_source, among) - self.table).proj()
 
     def _tuple(self, key: dict) -> tuple:
         return tuple(key[k] for k in self.pk)
 
-    def _ready_sql(self, select: str) -> str:
-        """``SELECT select`` over the missing keys whose inputs have nothing left to make for them."""
-        from djdask.planning.inputs import gate
-
+    def _ready_sql(self, select: str, among: Sequence[dict] | None = None) -> str:
+        """``SELECT select`` over the missing keys (matching ``among``) whose inputs have nothing
+        left to make for them."""
         q = self.connection.adapter.quote_identifier
         alias = q("_missing")
         return (
-            f"SELECT {select} FROM ({self._missing().make_sql()}) AS {alias} "
+            f"SELECT {select} FROM ({self._missing(among).make_sql()}) AS {alias} "
             f"WHERE {gate(alias, self.pk, self.blockers, q)}"
         )
+
+    def _count_ready(self, among: Sequence[dict] | None = None) -> int:
+        """How many missing keys (matching ``among``) are ready to make."""
+        if not self.blockers:
+            return len(self._missing(among))
+        return int(self.connection.query(self._ready_sql("COUNT(*)", among)).fetchone()[0])
 
     def _missing_keys(self, limit: int) -> list[dict]:
         """Up to ``limit`` missing keys in key order (only ready ones, for a table with inputs
         beyond its foreign keys), as DataJoint's fetch gives them."""
         if not self.blockers:
             return self._missing().keys(order_by=self.pk, limit=limit)
-        from djdask.keys import KeyCodec
-
         q = self.connection.adapter.quote_identifier
         cols = ", ".join(q(k) for k in self.pk)
-        codec = KeyCodec(self.key_source.heading, self.pk, self.connection.adapter.backend)
         rows = self.connection.query(f"{self._ready_sql(cols)} ORDER BY {cols} LIMIT {int(limit)}").fetchall()
-        return [codec.decode(row) for row in rows]
+        return [self.codec.decode(row) for row in rows]
 
     # -- the lock ------------------------------------------------------------------
     def _lock_name(self) -> str:
@@ -149,7 +153,7 @@ class UnreservedQueue:
         """Nothing is enqueued; with ``among``, how many of those keys are now missing."""
         if not among or not self.lock():
             return 0
-        return len(self._missing(among)) if not self.blockers else self.counts()["pending"]
+        return self._count_ready(among)
 
     def claim(self, limit: int, *, max_priority: int | None = None) -> list[dict]:
         """Up to ``limit`` missing keys that are not in flight and have not failed."""
@@ -190,11 +194,7 @@ class UnreservedQueue:
         """``pending``: missing keys this campaign may still make."""
         if not self.lock():
             return {"pending": 0, "reserved": 0, "success": 0, "error": 0, "ignore": 0, "total": 0}
-        missing = (
-            int(self.connection.query(self._ready_sql("COUNT(*)")).fetchone()[0])
-            if self.blockers
-            else len(self._missing())
-        )
+        missing = self._count_ready()
         pending = max(0, missing - len(self._in_flight) - len(self._failed) - len(self._empty))
         return {
             "pending": pending,
