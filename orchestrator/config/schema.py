@@ -224,7 +224,7 @@ def settings() -> dict[str, Any]:
     """The merged ``djdask`` namespace, as every part of djdask reads it."""
     import dask.config
 
-    from djdask import config  # noqa: F401  (the shipped defaults)
+    from djdask.config import namespace  # noqa: F401  (the shipped defaults)
 
     return dask.config.get("djdask", default={})
 

@@ -85,6 +85,17 @@ def test_values_that_fit_pass():
     settings.check({"campaign": {"worker-memory": "auto", "walltime-margin": 2}})
 
 
+def test_settings_of_a_fresh_process_hold_the_shipped_defaults():
+    """``settings()`` is what `djdask config` lists: in a process that imported nothing else of
+    djdask, the shipped defaults would be missing from it (``djdask.config`` the package loads
+    none of them)."""
+    code = "from djdask.config.schema import settings; print(settings()['campaign']['max-attempts'])"
+    result = subprocess.run([sys.executable, "-c", code], env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    with open(settings.DEFAULTS_PATH) as f:
+        assert result.stdout.strip() == str(yaml.safe_load(f)["djdask"]["campaign"]["max-attempts"])
+
+
 def djdask(*args, config: Path | None = None, **env):
     extra = {"DASK_CONFIG": str(config)} if config else {}
     return subprocess.run(
