@@ -22,6 +22,8 @@ from typing import Any
 
 import dask.config
 from dask.utils import parse_timedelta
+from distributed import Client
+from distributed.core import Status
 
 from djdask.config import namespace as config
 from djdask.errors import ProfileError, SubmitRefused
@@ -55,7 +57,6 @@ def _load(spec: str) -> Any:
 
 def _reporting_job(job_class: type, demand: Demand) -> type:
     """``job_class`` that reports each submission, taken or refused, to ``demand``."""
-    from distributed.core import Status
 
     class ReportingJob(job_class):
         async def start(self):
@@ -207,8 +208,6 @@ class BatchKind:
         """Start the scheduler here and a dask-jobqueue cluster that submits jobs as the
         work needs them, up to ``max-jobs``; return ``(client, cluster)``.  ``workers`` is
         for local profiles only.  Without a ``demand``, Dask's own adaptive scaling."""
-        from distributed import Client
-
         self.check_submit(profile)
         kwargs = self.settings(profile, raw)
         kwargs.update(secure_scheduler(profile, raw, kwargs.get("scheduler_options")))

@@ -15,9 +15,12 @@ import copy
 import logging
 import re
 import threading
+import time
 from typing import Any
 
+import yaml
 from dask.utils import parse_timedelta
+from distributed import Client
 
 from djdask.config import namespace as config
 from djdask.errors import ProfileError
@@ -86,7 +89,7 @@ class KubernetesKind:
             )
         pod_settings = self._pod_settings(profile, raw)
         try:
-            from dask_kubernetes.operator import make_cluster_spec
+            from dask_kubernetes.operator import make_cluster_spec  # lazy: an optional dependency (1 s)
         except ImportError:
             raise ProfileError(
                 f"Profile {profile!r} is of kind kubernetes, which needs dask-kubernetes: "
@@ -167,8 +170,6 @@ class KubernetesKind:
         that may create DaskClusters (Role, RoleBinding), a ConfigMap holding this profile
         (the controller's dask config) and a Job running ``djdask populate`` with ``populate``
         (module and options) on this profile, its credentials from the profile's Secret."""
-        import yaml
-
         cluster = self.manifest(profile, raw)
         namespace = cluster["metadata"].get("namespace")
         name = f"{cluster['metadata']['name']}-controller"
@@ -241,8 +242,6 @@ class KubernetesKind:
     def script(self, profile: str, raw: dict[str, Any], controller: list[str] | None = None) -> str:
         """The DaskCluster manifest; with ``controller`` (``djdask populate`` arguments), the
         objects that run the campaign's controller in the cluster (``kubectl apply -f -``)."""
-        import yaml
-
         if controller is not None:
             return yaml.safe_dump_all(self.controller(profile, raw, controller), sort_keys=False)
         return yaml.safe_dump(self.manifest(profile, raw), sort_keys=False)
@@ -258,8 +257,7 @@ class KubernetesKind:
         }
 
     def start(self, profile: str, raw: dict[str, Any], workers: int | None = None, demand: Demand | None = None):
-        from dask_kubernetes.operator import KubeCluster
-        from distributed import Client
+        from dask_kubernetes.operator import KubeCluster  # lazy: an optional dependency (1 s)
 
         spec = self.manifest(profile, raw)
         try:
@@ -290,8 +288,6 @@ class DemandScaler(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        import time
-
         current, lower_since = 0, None
         while not self.stopped.wait(self.interval):
             if getattr(self.cluster, "status", None) is not None and self.cluster.status.name in ("closing", "closed"):

@@ -20,15 +20,18 @@ from types import MappingProxyType
 from typing import Any
 
 import dask.config
+from dask.utils import parse_timedelta
 
-from djdask.config.namespace import load_defaults
+from djdask.config import namespace as config
 from djdask.errors import ProfileError, ProfileNotFoundError
+
+from .security import client_security
 
 __all__ = ["KINDS", "Profile", "batch_kind", "light_upkeep", "local_cluster", "profile_names", "resolve"]
 
 logger = logging.getLogger(__name__)
 
-load_defaults(os.path.join(os.path.dirname(__file__), "clusters.yaml"))
+config.load_defaults(os.path.join(os.path.dirname(__file__), "clusters.yaml"))
 
 _KINDS: dict[str, str] = {
     "local": "djdask.clusters.profiles:LocalKind",
@@ -127,6 +130,7 @@ class LocalKind:
     name = "local"
 
     def start(self, profile: str, raw: dict[str, Any], workers: int | None = None, demand: Any = None):
+        # lazy: Dask's client (0.4 s), only as a pool starts: listing or checking profiles goes without
         from distributed import Client
 
         cluster = local_cluster(workers or raw.get("workers"))
@@ -176,10 +180,8 @@ class SchedulerFileKind:
 
 def _connect(profile: str, raw: dict[str, Any], what: str, setting: str, **where: Any):
     """A Client of a running scheduler, or a ProfileError saying which setting to check."""
-    from dask.utils import parse_timedelta
+    # lazy: Dask's client (0.4 s), only as a pool starts: listing or checking profiles goes without
     from distributed import Client
-
-    from .security import client_security
 
     timeout = parse_timedelta(raw.get("connect-timeout", "10s"))
     try:
@@ -218,8 +220,6 @@ LIGHT_PER_CORE = 4
 def light_upkeep(workers: int) -> dict[str, Any]:
     """The Dask settings that make a LocalCluster of ``workers`` light (``djdask.campaign.light-workers``):
     64 idle workers and their nannies on 2 cores took 1.3 cores of upkeep, 0.16 light."""
-    from djdask.config import namespace as config
-
     light = config.get("campaign.light-workers")
     if light == "auto":
         light = workers > LIGHT_PER_CORE * (os.cpu_count() or 1)
@@ -241,9 +241,8 @@ def local_cluster(workers: int | None = None, *, dashboard_address: str | None =
     dashboard_address : str, optional
         Where the Dask dashboard listens; default ``djdask.campaign.dashboard-address``.
     """
+    # lazy: Dask's client (0.4 s), only as a pool starts: listing or checking profiles goes without
     from distributed import LocalCluster
-
-    from djdask.config import namespace as config
 
     if workers is None:
         workers = os.cpu_count() or 1

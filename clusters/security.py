@@ -52,6 +52,7 @@ def security_of(profile: str, raw: Mapping[str, Any], *, create: bool = False, d
     if value in ("temporary", True, None):
         if not create:
             return None
+        # lazy: Dask's client (0.4 s), only as a pool starts: listing or checking profiles goes without
         from distributed.security import Security
 
         return Security.temporary()
@@ -66,6 +67,7 @@ def security_of(profile: str, raw: Mapping[str, Any], *, create: bool = False, d
             )
         if not create:
             return None
+        # lazy: Dask's client (0.4 s), only as a pool starts: listing or checking profiles goes without
         from distributed.security import Security
 
         cert, key = files["cert"], files["key"]

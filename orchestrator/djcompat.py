@@ -15,11 +15,13 @@ installed DataJoint and fails loudly when they change.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import inspect
 import logging
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -55,7 +57,7 @@ EXPECTED_POPULATE1_PARAMETERS = ("key", "jobs", "suppress_errors", "return_excep
 
 
 def _incompatible(message: str) -> DataJointCompatibilityError:
-    import datajoint
+    import datajoint  # lazy: DataJoint (1 s; warns unless import_datajoint loads it)
 
     return DataJointCompatibilityError(
         f"{message} (DataJoint {getattr(datajoint, '__version__', '?')} is installed). Install a DataJoint "
@@ -87,6 +89,8 @@ def check_compatibility() -> None:
     """Check every private DataJoint name djdask uses; raise
     :class:`~djdask.errors.DataJointCompatibilityError` naming the first one missing
     or changed."""
+    # lazy: DataJoint (1 s; warns unless import_datajoint loads it)
+    import datajoint.codecs
     import datajoint.instance
     import datajoint.jobs
     import datajoint.provenance
@@ -131,8 +135,6 @@ def check_compatibility() -> None:
     for name in SCHEMA_CODEC_METHODS:
         if not callable(getattr(SchemaCodec, name, None)):
             raise _incompatible(f"DataJoint's SchemaCodec.{name}, which the <xarray@> codec builds on, is gone")
-
-    import datajoint.codecs
 
     decode = tuple(inspect.signature(getattr(datajoint.codecs, "decode_attribute", lambda: None)).parameters)
     if decode[:2] != ("attr", "data"):
@@ -267,7 +269,7 @@ def job_version(version: str | None) -> Iterator[None]:
     if version is None:
         yield
         return
-    import datajoint.jobs as dj_jobs
+    import datajoint.jobs as dj_jobs  # lazy: DataJoint (1 s; warns unless import_datajoint loads it)
 
     with _version_lock:
         if _original_get_job_version is None:
@@ -316,7 +318,7 @@ SCHEMA_CODEC_METHODS = ("_extract_context", "_codec_config", "_build_path", "_ge
 def thread_safe_mode() -> bool:
     """Whether DataJoint runs in thread-safe mode (``DJ_THREAD_SAFE``): no global
     ``dj.config`` or ``dj.conn()``, each ``dj.Instance`` with its own."""
-    from datajoint.instance import _load_thread_safe
+    from datajoint.instance import _load_thread_safe  # lazy: DataJoint (1 s; warns unless import_datajoint loads it)
 
     return bool(_load_thread_safe())
 
@@ -324,9 +326,7 @@ def thread_safe_mode() -> bool:
 def fresh_config() -> Any:
     """A DataJoint config read anew from ``datajoint.json``, ``.secrets/`` and ``DJ_*``:
     what a ``dj.Instance`` starts from (thread-safe mode has no global one)."""
-    import warnings
-
-    from datajoint.instance import _create_config
+    from datajoint.instance import _create_config  # lazy: DataJoint (1 s; warns unless import_datajoint loads it)
 
     with warnings.catch_warnings():  # "No datajoint.json found": settings may well be DJ_* only
         warnings.filterwarnings("ignore", message=r"No datajoint\.json found")
@@ -355,7 +355,7 @@ def quiet_make_errors() -> None:
 
 def current_job_version(connection: Any) -> str:
     """The code version DataJoint stamps on reserved jobs (``jobs.version_method``)."""
-    from datajoint.jobs import _get_job_version
+    from datajoint.jobs import _get_job_version  # lazy: DataJoint (1 s; warns unless import_datajoint loads it)
 
     return _get_job_version(connection._config)
 
@@ -382,7 +382,7 @@ def clone_connection(connection: Any) -> Any:
     own session.  The settings, password included, are taken from the existing
     connection object and never written anywhere.
     """
-    from datajoint.connection import Connection
+    from datajoint.connection import Connection  # lazy: DataJoint (1 s; warns unless import_datajoint loads it)
 
     info = connection.conn_info
     return Connection(
@@ -401,6 +401,7 @@ def hidden_table(connection: Any, database: str, table_name: str, definition: st
     """A DataJoint table of djdask's own (``~`` name, hidden from the pipeline's diagram), made
     as DataJoint makes its jobs tables: declare it with ``.declare()`` if ``.is_declared``
     is false; fetch and insert as with any table."""
+    # lazy: DataJoint (1 s; warns unless import_datajoint loads it)
     from datajoint.heading import Heading
     from datajoint.table import Table
 
@@ -457,7 +458,7 @@ class GroupMaker:
     version) is looked up once, for the whole group."""
 
     def __init__(self, table: Any, make_kwargs: dict | None, version: str | None) -> None:
-        import datajoint.jobs as dj_jobs
+        import datajoint.jobs as dj_jobs  # lazy: DataJoint (1 s; warns unless import_datajoint loads it)
 
         self.table = table
         self.make = _make_function(table)
@@ -468,7 +469,7 @@ class GroupMaker:
 
     def __call__(self, key: dict) -> BaseException | None:
         """Make ``key``; returns what make() raised, else None (the caller rolls back)."""
-        from datajoint import provenance
+        from datajoint import provenance  # lazy: DataJoint (1 s; warns unless import_datajoint loads it)
 
         table = self.table
         table.__class__._allow_insert = True
@@ -490,8 +491,6 @@ class GroupMaker:
         """Stamp the hidden job metadata (start, duration, version) on the rows of ``made``
         (``(key, start time, seconds)``), as ``_populate1`` does after each key's commit; here
         inside the group's transaction, so that rows and metadata commit together."""
-        import datetime
-
         table = self.table
         if not made or not table._has_job_metadata_attrs():
             return
@@ -512,6 +511,7 @@ def jobs_declaration_error(jobs: Any) -> str | None:
     ``populate()`` works.  The definition is compiled here without running it
     (``datajoint.declare.declare`` only builds the SQL).
     """
+    # lazy: DataJoint (1 s; warns unless import_datajoint loads it)
     from datajoint.declare import declare
     from datajoint.errors import DataJointError
 

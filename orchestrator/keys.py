@@ -30,7 +30,7 @@ class KeyCodec:
     """
 
     def __init__(self, heading: Any, names: Any) -> None:
-        from datajoint.codecs import decode_attribute
+        from datajoint.codecs import decode_attribute  # lazy: DataJoint (1 s; warns unless import_datajoint loads it)
 
         self.names = list(names)
         # Only attributes whose stored form differs are decoded: a claim of 1,000 keys of

@@ -18,6 +18,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from djdask import djcompat
+from djdask.db.connect import redact_logs
+from djdask.errors import SubmitRefused
+
 __all__ = ["setup_logging"]
 
 
@@ -36,8 +40,6 @@ class _DropRefusals(logging.Filter):
     loop; the campaign reports it once, in words, instead."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from djdask.errors import SubmitRefused
-
         return not (record.exc_info and isinstance(record.exc_info[1], SubmitRefused))
 
 
@@ -70,9 +72,6 @@ def setup_logging(*, verbose: int | None = None, connections: Sequence[Any] = ()
     worker : bool
         A Dask worker process: drop DataJoint's key-less log of a failing ``make()``.
     """
-    from djdask import djcompat
-    from djdask.db.connect import redact_logs
-
     redact_logs(connections)
     _add_once(logging.getLogger("tornado.application"), _DropRefusals)
     _add_once(logging.getLogger("distributed.scheduler"), _WorkerLossNoise)
@@ -81,7 +80,8 @@ def setup_logging(*, verbose: int | None = None, connections: Sequence[Any] = ()
         djcompat.quiet_make_errors()  # the campaign reports each failure, with its key
     if verbose is None:
         return
-    import distributed  # noqa: F401  (it sets its loggers' levels when first imported: ours come after)
+    # lazy: for the terminal only: distributed sets its loggers' levels when imported, and ours must come after
+    import distributed  # noqa: F401
 
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
     handler = logging.StreamHandler(sys.stderr)

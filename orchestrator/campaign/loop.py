@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dask.utils import parse_timedelta
+from distributed import performance_report as dask_report
 
 from djdask.campaign.checks import (
     check_count,
@@ -144,6 +145,7 @@ def open_step(campaign: Campaign, connection: Any, summary: CampaignSummary) -> 
     """The open step: the store, the secrets to mask and the logging set up; the campaign's owner
     (the host and pid on what it reserves), its tables' states (their jobs tables made) and its
     record; returns the table states."""
+    # lazy: djdask.storage imports DataJoint (1 s) to register <xarray@>: after connect() did, quietly
     from djdask.storage.stores import configure_store
 
     configure_store(campaign.store)  # before any worker starts: they inherit it
@@ -223,8 +225,6 @@ def performance_report(client: Any, filename: str | None, secrets: list[str]) ->
     if not filename:
         yield
         return
-    from distributed import performance_report as dask_report
-
     stack = contextlib.ExitStack()
     stack.enter_context(client.as_current())
     stack.enter_context(dask_report(filename=str(filename)))

@@ -19,11 +19,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import dask.config
+from distributed import Client
+
+from djdask.campaign.losses import MEMORY_TOPIC, Losses
+from djdask.clusters import local_cluster, resolve
+from djdask.clusters.scaling import Demand
 from djdask.config import namespace as config
+from djdask.db.outage import OUTAGE_TOPIC
 from djdask.errors import DjdaskError, ProfileError
+from djdask.worker.executor import PLUGIN_NAME
+from djdask.worker.watchdog import TOPIC, WatchdogPlugin
 
 if TYPE_CHECKING:
-    from djdask.campaign.losses import Losses
     from djdask.campaign.tables import TableState
 
 __all__ = ["Pool", "Pools", "covers", "resources_of"]
@@ -81,8 +89,6 @@ def _executing(dask_worker) -> list[str]:
 
 def _stop_starting(dask_worker) -> None:
     """Run on each worker: no make() starts from now on."""
-    from djdask.worker.executor import PLUGIN_NAME
-
     plugin = dask_worker.plugins.get(PLUGIN_NAME)
     if plugin is not None:
         plugin.stopping = True
@@ -108,8 +114,6 @@ class Pools:
         if client is not None or not cluster:
             self.pools = {"default": Pool("default")}
             return
-        from djdask.clusters import resolve  # clusters imports orchestrator: import late
-
         named = {"default": cluster} if isinstance(cluster, str) else dict(cluster)
         if "default" not in named:
             raise DjdaskError(
@@ -147,13 +151,6 @@ class Pools:
     ) -> None:
         """Start each pool's workers (or reach its scheduler), register the pipeline and the
         nannies' watchdog, and send the workers' exit reports to ``losses``."""
-        import dask
-        from distributed import Client
-
-        from djdask.clusters import local_cluster
-        from djdask.clusters.scaling import Demand
-        from djdask.worker.watchdog import WatchdogPlugin
-
         for pool in self.pools.values():
             # A task whose worker dies is given up at once, not run on more workers
             # (Dask's default, 3): the campaign decides which of its keys is to blame
@@ -257,10 +254,6 @@ class Pools:
         """Close what the campaign started.  Closing a cluster kills its workers, which
         rolls back any make() still in its transaction (no partial rows), and cancels
         its batch jobs."""
-        from djdask.campaign.losses import MEMORY_TOPIC
-        from djdask.db.outage import OUTAGE_TOPIC
-        from djdask.worker.watchdog import TOPIC
-
         for pool in self.pools.values():
             if pool.cluster is None:
                 continue

@@ -49,7 +49,8 @@ def load_dask_config() -> None:
     """Import Dask's config; a config file it cannot read becomes a :class:`SettingsError`
     naming the file, the line and what is wrong there."""
     try:
-        import dask.config  # noqa: F401  (reads every config file at import)
+        # lazy: the point: Dask reads every config file when dask.config is first imported
+        import dask.config  # noqa: F401
     except ValueError as err:
         found = re.search(r"config file at '(.+?)' is malformed", str(err))
         if found is None:
@@ -87,7 +88,7 @@ def source(path: str) -> str | None:
         named = [_canonical(p) for p in name[5:].lower().split("__")] if name.startswith("DASK_") else []
         if named and parts[: len(named)] == named:  # the setting, or a mapping holding it
             return f"environment variable {name}"
-    import dask.config
+    import dask.config  # lazy: only after load_dask_config (the CLI imports this module first)
 
     found = [p for p in dask.config.paths_containing_key(path) if p.resolve() != DEFAULTS_PATH.resolve()]
     if not found:
@@ -122,7 +123,7 @@ def _is_number(value: Any) -> bool:
 
 def _parsed(kind: str, value: Any) -> float | None:
     """``value`` as a number of its kind (seconds, bytes, the number itself), or None."""
-    from dask.utils import parse_bytes, parse_timedelta
+    from dask.utils import parse_bytes, parse_timedelta  # lazy: it imports dask.config: after load_dask_config
 
     if kind in ("integer", "number"):
         if not _is_number(value) or (kind == "integer" and not isinstance(value, int)):
@@ -222,9 +223,10 @@ def _problems(value: Any, spec: Mapping[str, Any], path: str) -> Iterator[tuple[
 
 def settings() -> dict[str, Any]:
     """The merged ``djdask`` namespace, as every part of djdask reads it."""
-    import dask.config
+    import dask.config  # lazy: only after load_dask_config (the CLI imports this module first)
 
-    from djdask.config import namespace  # noqa: F401  (the shipped defaults)
+    # lazy: the shipped defaults; it imports dask.config, as above
+    from djdask.config import namespace  # noqa: F401
 
     return dask.config.get("djdask", default={})
 
@@ -232,7 +234,7 @@ def settings() -> dict[str, Any]:
 def _layers() -> Iterator[tuple[Path | str | None, Any]]:
     """``(where, djdask namespace)`` of each place settings come from: every config file,
     the environment, then the merged result (which also holds values set in code)."""
-    import dask.config
+    import dask.config  # lazy: only after load_dask_config (the CLI imports this module first)
 
     for path, loaded in dask.config.collect_yaml(dask.config.paths, return_paths=True):
         if "djdask" in loaded and path.resolve() != DEFAULTS_PATH.resolve():

@@ -21,6 +21,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from djdask.config import namespace as config
 from djdask.errors import DjdaskError
 
 __all__ = ["OWN_CONNECTIONS", "Budget", "budget", "check", "fit", "planned_workers"]
@@ -75,8 +76,6 @@ def planned_workers(pools: Any, workers: int | None) -> dict[str, int]:
     """The most worker processes each pool of ``pools`` (:class:`djdask.campaign.pools.Pools`) would
     start: ``workers`` (or the cores here) on a local pool, ``max-jobs`` x processes per job
     on a batch pool, ``max-workers`` on Kubernetes.  Pools of running schedulers are left out."""
-    from djdask.config import namespace as config
-
     planned: dict[str, int] = {}
     if getattr(pools, "client", None) is not None:  # a client given to the campaign: its workers are there
         return planned

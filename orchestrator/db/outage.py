@@ -34,7 +34,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from djdask.errors import DatabaseOutageError
+from djdask.djcompat import live_connection_id
+from djdask.errors import DatabaseOutageError, StoreUnavailableError
 
 __all__ = [
     "MYSQL_CONNECTION_CODES",
@@ -77,12 +78,12 @@ def is_connection_error(error: BaseException) -> bool:
 
 
 def _is_connection_error(error: BaseException) -> bool:
-    from datajoint.errors import LostConnectionError
+    from datajoint.errors import LostConnectionError  # lazy: DataJoint (1 s; warns unless import_datajoint loads it)
 
     if isinstance(error, LostConnectionError):
         return True
     try:
-        import pymysql
+        import pymysql  # lazy: a driver, when an error is to be classified (a campaign uses one of two)
 
         if isinstance(error, pymysql.err.InterfaceError):  # a closed connection used again
             return True
@@ -91,7 +92,7 @@ def _is_connection_error(error: BaseException) -> bool:
     except ImportError:  # pragma: no cover - pymysql is a dependency
         pass
     try:
-        import psycopg2
+        import psycopg2  # lazy: a driver, when an error is to be classified (a campaign uses one of two)
 
         if isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError)):
             return True
@@ -131,8 +132,6 @@ def is_store_unavailable(error: BaseException, *, from_store: bool = False) -> b
     A bare network ``OSError`` counts only ``from_store`` (raised by a store's client, as
     the codec knows): from anywhere else in a ``make()`` it names no store.
     """
-    from djdask.errors import StoreUnavailableError
-
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
@@ -259,8 +258,6 @@ class Outage:
         reported, self._reported = self._reported, None
         if reported is None:
             return
-        from djdask.djcompat import live_connection_id
-
         try:
             before = live_connection_id(self.connection)
         except Exception:

@@ -194,7 +194,7 @@ def _insert_into_empty(queue: JobQueue, sql: str, args: tuple) -> int | None:
     that another process enqueued in between is a duplicate error, not a second row;
     jobs tables have no foreign keys.
     """
-    from datajoint.errors import DuplicateError
+    from datajoint.errors import DuplicateError  # lazy: DataJoint (1 s; warns unless import_datajoint loads it)
 
     try:
         with _bulk_load(queue):

@@ -33,6 +33,8 @@ from dask.utils import parse_timedelta
 from djdask import djcompat
 from djdask.config import namespace as config
 from djdask.db import clock
+from djdask.db.connect import import_datajoint
+from djdask.db.outage import is_connection_error, reconnect
 from djdask.jobs.conflicts import retry_on_conflict
 from djdask.jobs.queue import KEY_COLUMNS, Owner, keys_condition
 
@@ -48,8 +50,6 @@ def lease_timeout() -> float | None:
 
 
 def _key_columns(connection: Any, jobs_table: str) -> list[str]:
-    from djdask.db.connect import import_datajoint
-
     known = KEY_COLUMNS.get(jobs_table)
     if known is None:
         known = KEY_COLUMNS[jobs_table] = list(import_datajoint().FreeTable(connection, jobs_table).primary_key)
@@ -206,8 +206,6 @@ class SessionThread:
         raise NotImplementedError
 
     def _run(self) -> None:
-        from djdask.db.outage import is_connection_error, reconnect
-
         conn = djcompat.clone_connection(self.connection)
         try:
             while not self._stop.wait(self.interval):

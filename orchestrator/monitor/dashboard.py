@@ -23,7 +23,10 @@ import json
 import logging
 from typing import Any
 
+from dask.utils import format_bytes, format_time
 from distributed.diagnostics.plugin import SchedulerPlugin
+from tornado import web
+from tornado.ioloop import IOLoop, PeriodicCallback
 
 from djdask.db.clock import utc_text
 from djdask.monitor.progress import HISTORY_KEY, METADATA_KEY, CampaignBoard, format_eta, longest_running
@@ -193,8 +196,6 @@ def _history_html(history: list[dict[str, Any]] | None, board: CampaignBoard | N
 
 def report_html(record: dict[str, Any]) -> str:
     """A campaign's report (as ``djdask report`` prints it) as a page."""
-    from dask.utils import format_bytes, format_time
-
     e = html.escape
     account = record.get("accounting") or {}
     parts = [
@@ -234,6 +235,7 @@ def report_html(record: dict[str, Any]) -> str:
 
 def _history_figures() -> tuple[Any, Any, Any, Any]:
     """The throughput and the make() duration plots, with their data sources."""
+    # lazy: bokeh (1.2 s), perhaps missing where the scheduler runs (the page then says so)
     from bokeh.models import ColumnDataSource, HoverTool
     from bokeh.plotting import figure
 
@@ -298,6 +300,7 @@ def frame_dag(fig: Any, pos: dict[str, tuple[float, float]]) -> None:
 
 def campaign_doc(plugin: DashboardPlugin, scheduler: Any, extra: dict, doc: Any) -> None:
     """The Bokeh document of the page (one per browser session)."""
+    # lazy: bokeh (1.2 s), perhaps missing where the scheduler runs (the page then says so)
     from bokeh.layouts import column
     from bokeh.models import ColumnDataSource, Div, HoverTool, LabelSet, Range1d
     from bokeh.plotting import figure
@@ -387,7 +390,7 @@ def campaign_doc(plugin: DashboardPlugin, scheduler: Any, extra: dict, doc: Any)
     )
     doc.title = "Dask: djdask campaign"
     try:  # the dashboard's own page frame (navigation bar) and theme
-        from distributed.dashboard.components.scheduler import BOKEH_THEME, env
+        from distributed.dashboard.components.scheduler import BOKEH_THEME, env  # lazy: bokeh, as above
 
         doc.template = env.get_template("simple.html")
         doc.template_variables.update(extra)
@@ -423,8 +426,6 @@ class DashboardPlugin(SchedulerPlugin):
         self.board.update(scheduler.task_metadata.get(METADATA_KEY))
 
     async def start(self, scheduler: Any) -> None:
-        from tornado.ioloop import PeriodicCallback
-
         self._callback = PeriodicCallback(lambda: self.poll(scheduler), self.interval * 1000)
         self._callback.start()
         if getattr(scheduler, "http_application", None) is None:
@@ -439,8 +440,6 @@ class DashboardPlugin(SchedulerPlugin):
             self._callback.stop()
 
     def _add_page(self, scheduler: Any) -> None:
-        from tornado import web
-
         plugin = self
         prefix = "/"
         for app in scheduler.http_application.applications:  # Dask's own Bokeh pages, if any
@@ -472,6 +471,7 @@ class DashboardPlugin(SchedulerPlugin):
             (rf"{base}{PAGE}/campaigns/([0-9a-f]+)", Report),
         ]
         try:
+            # lazy: bokeh (1.2 s), perhaps missing where the scheduler runs (the page then says so)
             from distributed.dashboard.core import BokehApplication
             from distributed.dashboard.scheduler import template_variables
         except ImportError:
@@ -488,20 +488,12 @@ class DashboardPlugin(SchedulerPlugin):
             prefix=prefix,
             template_variables=variables,
         )
-        from tornado.ioloop import IOLoop
-
         scheduler.http_application.add_application(app)
         app.initialize(IOLoop.current())
         app.start()
 
 
-try:
-    from tornado.web import RequestHandler as _Handler
-except ImportError:  # pragma: no cover - tornado comes with distributed
-    _Handler = object  # type: ignore[assignment,misc]
-
-
-class _MissingBokeh(_Handler):  # type: ignore[misc,valid-type]
+class _MissingBokeh(web.RequestHandler):
     """The page when the scheduler's Python has no (suitable) bokeh."""
 
     def get(self) -> None:

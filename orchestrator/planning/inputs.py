@@ -26,6 +26,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from djdask.config import namespace as config
 from djdask.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -58,8 +59,6 @@ def declared_inputs(classes: Mapping[str, type]) -> tuple[dict[str, set[str]], d
     ``djdask_after = [SessionSummary]`` on a class (classes or class names), and
     ``djdask.campaign.after: {QualityCheck: [SessionSummary]}``.  A name that is no
     auto-populated table of the pipeline is an error that lists the known ones."""
-    from djdask.config import namespace as config
-
     by_name = {cls.__name__: full for full, cls in classes.items()}
 
     def resolve(value: Any, where: str) -> str:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from djdask.db.connect import connect, redact, secrets
 from djdask.errors import RestrictionError
-from djdask.planning.graph import PipelineGraph
+from djdask.planning.graph import PipelineGraph, build_graph
+from djdask.planning.inputs import hidden_inputs
+from djdask.planning.loader import load_pipeline
+from djdask.planning.reservable import has_jobs_table
 
 __all__ = ["PlanRow", "Selection", "parse_restrictions", "plan", "select", "table_counts"]
 
@@ -35,8 +41,6 @@ class PlanRow:
 
 def _convert(value: str, attr: Any) -> Any:
     if attr.uuid:
-        import uuid
-
         try:
             return uuid.UUID(value.strip())
         except ValueError:
@@ -116,8 +120,6 @@ def parse_restrictions(pairs: Sequence[str], graph: PipelineGraph, tables: dict[
 
 def plan(graph: PipelineGraph, tables: dict[str, type], restriction: dict[str, Any]) -> list[PlanRow]:
     """Count total and missing keys per table, in dependency order; changes nothing."""
-    from djdask.planning.reservable import has_jobs_table
-
     rows = []
     for info in graph:
         table = tables[info.full_name]()
@@ -134,7 +136,7 @@ def plan(graph: PipelineGraph, tables: dict[str, type], restriction: dict[str, A
 
 def _ignored_missing(table: Any, restriction: dict[str, Any]) -> int:
     """Missing keys of ``table`` whose jobs rows say ``ignore`` (none when it has no jobs table yet)."""
-    from datajoint.jobs import Job
+    from datajoint.jobs import Job  # lazy: DataJoint (1 s; warns unless import_datajoint loads it)
 
     jobs = Job(table)
     if not jobs.is_declared:
@@ -151,9 +153,7 @@ def _ignored_missing(table: Any, restriction: dict[str, Any]) -> int:
 
 def table_counts(graph: PipelineGraph, tables: dict[str, type]) -> list[dict[str, Any]]:
     """Per table: rows in the table and jobs by status, read without creating anything."""
-    from datajoint.jobs import Job
-
-    from djdask.planning.reservable import has_jobs_table
+    from datajoint.jobs import Job  # lazy: DataJoint (1 s; warns unless import_datajoint loads it)
 
     out = []
     for info in graph:
@@ -178,9 +178,7 @@ def table_counts(graph: PipelineGraph, tables: dict[str, type]) -> list[dict[str
 
 def existing_jobs(tables: dict[str, type], names: Sequence[str]):
     """``(name, Job)`` for each of ``names`` whose jobs table exists; none is created."""
-    from datajoint.jobs import Job
-
-    from djdask.planning.reservable import has_jobs_table
+    from datajoint.jobs import Job  # lazy: DataJoint (1 s; warns unless import_datajoint loads it)
 
     for name in names:
         if not has_jobs_table(tables[name]):
@@ -219,10 +217,6 @@ def reservation_holders(graph: PipelineGraph, tables: dict[str, type]) -> list[d
 def error_groups(graph: PipelineGraph, tables: dict[str, type], names: Sequence[str] | None = None) -> list[dict]:
     """Error rows grouped per table by message (numbers masked, so messages that differ
     only in a key value group together): count, the first message and its key."""
-    import re
-
-    from djdask.db.connect import redact, secrets
-
     known = secrets()  # a make() may have put one in its error message
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     for name, jobs in existing_jobs(tables, names or graph.order):
@@ -262,18 +256,12 @@ def select(module_name: str, targets: Sequence[str] = (), restrictions: Sequence
     The database is chosen first, as the command line chooses it (DataJoint's
     settings, else the embedded PostgreSQL), since importing a pipeline connects.
     """
-    from djdask.db.connect import connect
-    from djdask.planning.graph import build_graph
-    from djdask.planning.loader import load_pipeline
-
     connect()
     loaded = load_pipeline(module_name)
     auto = loaded.auto_populated()
     names = {n: cls.__name__ for n, cls in loaded.tables.items()}
     # The pipeline's own connection: in DataJoint's thread-safe mode there is no global one.
     connection = next(iter(loaded.tables.values()))().connection
-    from djdask.planning.inputs import hidden_inputs
-
     # Tables a key_source names, and those users declared, order the campaign as foreign keys do.
     graph = build_graph(connection, loaded.schemas, names).with_inputs(*hidden_inputs(auto)).cut(list(targets))
     if isinstance(restrictions, dict):

@@ -18,6 +18,7 @@ def why_unreserved(table: Any) -> str | None:
     """Why DataJoint cannot keep a jobs table for ``table`` (an instance or class), or None
     when it can: no primary-key attribute of it comes from a foreign key, or DataJoint
     cannot declare the jobs table its key needs (:func:`djdask.djcompat.jobs_declaration_error`)."""
+    # lazy: DataJoint (1 s; warns unless import_datajoint loads it)
     from datajoint.errors import DataJointError
     from datajoint.jobs import Job
 

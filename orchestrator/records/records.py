@@ -43,6 +43,7 @@ import re
 import secrets
 import subprocess
 from collections.abc import Callable, Iterable
+from importlib.metadata import PackageNotFoundError, packages_distributions, version
 from typing import Any
 
 from dask.utils import parse_timedelta
@@ -51,7 +52,9 @@ from djdask import djcompat
 from djdask.config import namespace as config
 from djdask.db import clock
 from djdask.errors import CampaignNotFoundError, JobsTableError
-from djdask.jobs.leases import SessionThread
+from djdask.jobs.leases import SessionThread, session_gone
+from djdask.jobs.queue import is_permission_error
+from djdask.records.notify import campaign_lost
 
 __all__ = [
     "DEFINITION",
@@ -143,8 +146,6 @@ def code_version(module_name: str) -> str:
                 return commit.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
         except (OSError, subprocess.SubprocessError):
             pass
-    from importlib.metadata import PackageNotFoundError, packages_distributions, version
-
     top = module_name.split(".")[0]
     for distribution in packages_distributions().get(top, []):
         try:
@@ -170,9 +171,7 @@ def description(selection: Any, user: str, clusters: dict[str, str]) -> dict[str
 
 def versions() -> dict[str, str]:
     """djdask's and DataJoint's versions, as a record keeps them."""
-    from importlib.metadata import version
-
-    import datajoint
+    import datajoint  # lazy: DataJoint (1 s; warns unless import_datajoint loads it)
 
     return {"djdask_version": version("djdask"), "datajoint_version": str(getattr(datajoint, "__version__", ""))}
 
@@ -212,8 +211,6 @@ class Records:
         """Create the table if missing (as DataJoint declares tables); True if it was created."""
         if self.exists():
             return False
-        from djdask.jobs.queue import is_permission_error
-
         try:
             self.table.declare()
         except Exception as err:
@@ -281,8 +278,6 @@ class Records:
     def mark_lost(self, secrets_: list[str]) -> list[dict[str, Any]]:
         """:meth:`judge_lost`, and notify each campaign this call marked (once: the next
         call finds it marked already)."""
-        from djdask.records.notify import campaign_lost
-
         marked = self.judge_lost() if self.exists() else []
         for record in marked:
             campaign_lost(record, secrets_)
@@ -290,8 +285,6 @@ class Records:
 
     def judge_lost(self) -> list[dict[str, Any]]:
         """Mark running campaigns that stopped beating ``lost``; return those this call marked."""
-        from djdask.jobs.leases import session_gone
-
         q, interval = self.q, self.connection.adapter.interval_expr
         beat = parse_timedelta(config.get("campaign.heartbeat"))
         lost_after = parse_timedelta(config.get("campaign.lost-after"))

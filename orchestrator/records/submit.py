@@ -27,11 +27,20 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
+from dask.utils import parse_timedelta
+
+from djdask.campaign.checks import check_priority, make_kwargs_arg, pools_arg
+from djdask.clusters import resolve
 from djdask.clusters.profiles import batch_kind
-from djdask.errors import InvalidInputError, ProfileError
+from djdask.config import namespace as config
+from djdask.errors import DjdaskError, InvalidInputError, ProfileError
+from djdask.jobs.queue import Owner
+from djdask.planning.planner import select
+from djdask.records.records import Records, description, home_schema, new_id
 
 __all__ = ["cancel_command", "controller_stop_after", "hand_over", "resubmit", "stop_after", "submit", "submit_dir"]
 
@@ -44,8 +53,6 @@ def cancel_command(kind: str) -> str | None:
 
 def submit_dir() -> Path:
     """Where job scripts and logs of submitted campaigns go (created, private to the user)."""
-    from djdask.config import namespace as config
-
     configured = config.get("campaign.submit-dir")
     folder = Path(configured).expanduser() if configured else Path.home() / ".djdask" / "campaigns"
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -55,10 +62,6 @@ def submit_dir() -> Path:
 def controller_stop_after(walltime_s: float) -> float:
     """Seconds a controller with this walltime claims keys: its walltime less
     ``djdask.campaign.controller-margin`` (at most a quarter of it)."""
-    from dask.utils import parse_timedelta
-
-    from djdask.config import namespace as config
-
     margin = float(parse_timedelta(config.get("campaign.controller-margin")))
     return max(1.0, walltime_s - min(margin, walltime_s / 4))
 
@@ -154,11 +157,6 @@ def _submit_script(kind: Any, script: Path) -> str:
 def submit(args: argparse.Namespace) -> int:
     """``djdask submit MODULE ... --cluster PROFILE``: record the campaign, start its controller
     as a batch job (or a detached process on ``local``), print how to follow it, return."""
-    from djdask.campaign.checks import check_priority, make_kwargs_arg, pools_arg
-    from djdask.clusters import resolve
-    from djdask.planning.planner import select
-    from djdask.records.records import Records, description, home_schema, new_id
-
     check_priority(args.priority)
     args.make_kwargs = make_kwargs_arg(args.make_kwargs)
     pools = pools_arg(args.cluster) or {"default": "local"}
@@ -184,8 +182,6 @@ def submit(args: argparse.Namespace) -> int:
     campaign = new_id()
     folder = submit_dir()
     log, script = folder / f"{campaign}.log", folder / f"{campaign}.sh"
-    from djdask.jobs.queue import Owner
-
     owner = Owner.of(connection)
     records.insert(
         {
@@ -256,7 +252,6 @@ def resubmit(record: dict[str, Any]) -> str:
 def stop_after(campaign: Any, seconds: float, *, resubmit: bool) -> None:
     """Stop ``campaign`` claiming after ``seconds`` (its controller's walltime is near): to hand
     over to a successor with ``resubmit``, else to end as cancelled."""
-    import threading
 
     def time_is_up() -> None:
         print(
@@ -274,8 +269,6 @@ def stop_after(campaign: Any, seconds: float, *, resubmit: bool) -> None:
 
 def hand_over(campaign: Any, summary: Any) -> int:
     """After a controller stopped for its successor: submit it, note its job on the record."""
-    from djdask.errors import DjdaskError
-
     records, campaign_id = campaign.record.records, campaign.record.campaign
     made = sum(t.succeeded for t in summary.tables)
     try:

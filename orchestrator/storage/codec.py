@@ -42,9 +42,11 @@ DeepHash does.  This works in any process that decodes, DataJoint's own
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import inspect
 import logging
+import sys
 import threading
 import time
 import warnings
@@ -53,12 +55,14 @@ from typing import Any
 
 import numpy as np
 from dask.callbacks import Callback
-from dask.utils import parse_timedelta
+from dask.utils import parse_bytes, parse_timedelta
 from datajoint.builtin_codecs.schema import SchemaCodec
 from datajoint.errors import DataJointError
+from datajoint.gc import GarbageCollector
 
 from djdask import djcompat
 from djdask.config import namespace as config
+from djdask.db.connect import import_datajoint, settings_view
 from djdask.db.outage import is_store_unavailable
 from djdask.errors import StoreUnavailableError
 from djdask.worker import randomness
@@ -73,7 +77,7 @@ _DATAARRAY = "__xarray_dataarray_variable__"
 def default_chunks(shape: tuple[int, ...], dtype: Any, limit: int | None = None) -> tuple[int, ...]:
     """A chunk shape for an array: the leading dimension split to about ``limit`` bytes per
     chunk with the others whole, or every dimension split when a slice alone exceeds it."""
-    from dask.array.core import normalize_chunks
+    from dask.array.core import normalize_chunks  # lazy: dask.array (0.2 s), for arrays only
 
     if not shape:
         return ()
@@ -86,8 +90,6 @@ def default_chunks(shape: tuple[int, ...], dtype: Any, limit: int | None = None)
 
 
 def _parse_bytes(value: Any) -> int:
-    from dask.utils import parse_bytes
-
     return parse_bytes(value) if isinstance(value, str) else int(value)
 
 
@@ -127,7 +129,7 @@ class XarrayCodec(SchemaCodec):
     name = "xarray"
 
     def validate(self, value: Any) -> None:
-        import xarray as xr
+        import xarray as xr  # lazy: xarray (0.4 s), for arrays only (DataJoint loads this codec in any process)
 
         if isinstance(value, dict) and "path" in value:
             return  # already encoded (a copy of a stored reference)
@@ -140,7 +142,7 @@ class XarrayCodec(SchemaCodec):
     def encode(
         self, value: Any, *, key: dict | None = None, context: dict | None = None, store_name: str | None = None
     ) -> dict:
-        import xarray as xr
+        import xarray as xr  # lazy: xarray (0.4 s), for arrays only (DataJoint loads this codec in any process)
 
         if isinstance(value, dict) and "path" in value:
             return value
@@ -238,7 +240,7 @@ class XarrayCodec(SchemaCodec):
         return ds
 
     def decode(self, stored: dict, *, key: dict | None = None, context: dict | None = None) -> Any:
-        import xarray as xr
+        import xarray as xr  # lazy: xarray (0.4 s), for arrays only (DataJoint loads this codec in any process)
 
         cfg = self._codec_config(key, context)
         backend = self._get_backend(stored.get("store") or None, config=cfg)
@@ -263,7 +265,7 @@ class XarrayCodec(SchemaCodec):
 
 def verify(value: Any, stored: dict) -> bool:
     """Whether a fetched value's content matches the checksum recorded at insert."""
-    import xarray as xr
+    import xarray as xr  # lazy: xarray (0.4 s), for arrays only (DataJoint loads this codec in any process)
 
     ds = (
         value.to_dataset(name=value.name if value.name is not None else _DATAARRAY)
@@ -284,7 +286,7 @@ _DEEPHASH_PARAMETERS = ("self", "obj", "parent", "parents_ids")
 
 def _parts(value) -> tuple:
     """The names and Variable objects a Dataset or DataArray is made of."""
-    import xarray as xr
+    import xarray as xr  # lazy: xarray (0.4 s), for arrays only (DataJoint loads this codec in any process)
 
     if isinstance(value, xr.DataArray):
         return ((("name", value.name), value.variable), *((("coord", k), v) for k, v in value.coords.variables.items()))
@@ -330,15 +332,13 @@ def _stored_identity(value) -> str | None:
 
 
 def _is_xarray(value) -> bool:
-    import sys
-
     xr = sys.modules.get("xarray")  # never imported: the value cannot be one
     return xr is not None and isinstance(value, (xr.Dataset, xr.DataArray, xr.Variable))
 
 
 def _xarray_hash_text(value) -> str:
     """What DeepHash hashes for an xarray Dataset, DataArray or Variable."""
-    import xarray as xr
+    import xarray as xr  # lazy: xarray (0.4 s), for arrays only (DataJoint loads this codec in any process)
 
     if isinstance(value, xr.Variable):
         return "xarray.Variable|content|" + checksum(xr.Dataset({_DATAARRAY: value}))
@@ -364,7 +364,7 @@ def install_deephash() -> bool:
         ``DeepHash._hash`` no longer has the signature overridden (a warning says so).
     """
     try:
-        import deepdiff
+        import deepdiff  # lazy: deepdiff (0.6 s), once a value is decoded
     except ImportError:
         return False
     with _install_lock:
@@ -403,7 +403,7 @@ def _xarray_deephash(base: type) -> type:
             try:
                 self.hashes[self._make_hash_key(obj)] = (result, 1)
             except TypeError:
-                from deepdiff.helper import get_id
+                from deepdiff.helper import get_id  # lazy: deepdiff (0.6 s), as in install_deephash
 
                 self.hashes[get_id(obj)] = (result, 1)
             return result, 1
@@ -421,8 +421,6 @@ def _object_root(path: str) -> str:
 
 def _age_seconds(backend: Any, path: str) -> float | None:
     """Seconds since a stored file was written (None when the store does not say)."""
-    import datetime
-
     info = backend.fs.info(djcompat.store_full_path(backend, path))
     stamp = info.get("mtime") or info.get("LastModified") or info.get("created")
     if stamp is None:
@@ -443,10 +441,6 @@ def collect_garbage(
     Returns, per store: referenced, orphaned, orphaned_bytes, removed, too_recent,
     and the orphaned object paths.
     """
-    from datajoint.gc import GarbageCollector
-
-    from djdask.db.connect import import_datajoint, settings_view
-
     dj = import_datajoint()
     conn = connection if connection is not None else dj.conn()
     schemas = [

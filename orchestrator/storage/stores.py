@@ -19,6 +19,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from datajoint.storage import get_storage_backend
+
+from djdask import djcompat
 from djdask.db.connect import _default_data_dir, import_datajoint, redact, settings_view
 from djdask.errors import StoreError
 
@@ -51,8 +54,6 @@ def configure_store(store: str | None = None, *, probe: bool = True) -> str:
     StoreError
         The value names no store djdask can use, or the store cannot be written.
     """
-    from djdask import djcompat
-
     dj = import_datajoint()
     stores = {k: (dict(v) if isinstance(v, dict) else v) for k, v in dict(settings_view().stores or {}).items()}
     configured = ", ".join(k for k in stores if k != "default") or "none"
@@ -142,8 +143,6 @@ def probe_store(name: str, spec: dict[str, Any]) -> None:
     key = json.dumps(spec, sort_keys=True, default=str)
     if key in _probed:
         return
-    from datajoint.storage import get_storage_backend
-
     failure: list[BaseException] = []
 
     def attempt() -> None:

@@ -25,9 +25,13 @@ import random
 import time
 from typing import Any
 
+import dask
+import psutil
 from distributed import WorkerPlugin, get_worker
+from tornado.ioloop import PeriodicCallback
 
 from djdask import djcompat
+from djdask.db.connect import import_datajoint
 from djdask.db.outage import (
     OUTAGE_TOPIC,
     is_connection_error,
@@ -37,7 +41,9 @@ from djdask.db.outage import (
     store_backoff,
     wait_for_database,
 )
+from djdask.logs import setup_logging
 from djdask.monitor.progress import RUNNING_METRIC
+from djdask.planning.loader import load_pipeline
 from djdask.records.accounting import peak_memory
 from djdask.worker import randomness
 from djdask.worker.watchdog import Beacon
@@ -73,10 +79,6 @@ class PipelinePlugin(WorkerPlugin):
         self.stopping = False  # the campaign stops: start no more make() (Pools.stop_starting)
 
     def setup(self, worker: Any) -> None:
-        from djdask.db.connect import import_datajoint
-        from djdask.logs import setup_logging
-        from djdask.planning.loader import load_pipeline
-
         import_datajoint()
         setup_logging(worker=True)  # masking from the start: importing the pipeline may log
         # Before the pipeline is imported, so that its `from random import ...` take
@@ -98,8 +100,6 @@ class PipelinePlugin(WorkerPlugin):
         worker.metrics[RUNNING_METRIC] = lambda worker: self.now  # sent to the scheduler with each heartbeat
         self.deadline = _deadline()
         if self.deadline is not None:
-            from tornado.ioloop import PeriodicCallback
-
             callback = PeriodicCallback(lambda: self._maybe_retire(worker), 500)
             worker.periodic_callbacks["djdask-lifetime"] = callback
             callback.start()
@@ -154,6 +154,7 @@ def _warm_up() -> None:
     """Import now what DataJoint's populate imports on its first ``make()`` (deepdiff, some
     60 ms), so that the first key of a campaign does not wait for it."""
     try:
+        # lazy: the point: on a worker, as it starts (the campaign's process imports this module too)
         import deepdiff  # noqa: F401
     except ImportError:  # pragma: no cover - a dependency of DataJoint
         pass
@@ -165,8 +166,6 @@ def _deadline() -> float | None:
     lifetime = os.environ.get(LIFETIME_ENV)
     if not lifetime:
         return None
-    import psutil
-
     stagger = float(os.environ.get(STAGGER_ENV) or 0)
     started = psutil.Process().create_time()
     return started + float(lifetime) + random.uniform(-stagger, stagger)
@@ -206,8 +205,6 @@ def run_batch(
     ``group`` is ``(keys, seconds)`` for a table with group commit (:func:`_run_grouped`):
     up to that many keys, or keys for up to that long, share one transaction.
     """
-    import dask
-
     worker = get_worker()
     plugin = worker.plugins[PLUGIN_NAME]
     table = plugin.tables[table_name]()

@@ -26,12 +26,15 @@ are untouched, so a library that holds them directly (scikit-learn's
 from __future__ import annotations
 
 import contextlib
+import importlib
 import random
 import sys
 import threading
 import types
 from collections.abc import Callable, Iterator
 from typing import Any
+
+import numpy
 
 __all__ = ["isolate", "is_isolated", "owned_by_this_thread", "this_thread_owns"]
 
@@ -64,8 +67,6 @@ class _Dispatch:
 
 
 def _module_function(module: str, name: str) -> Callable:
-    import importlib
-
     return getattr(importlib.import_module(module), name)
 
 
@@ -109,15 +110,10 @@ def isolate() -> None:
     Idempotent.  Modules imported later take the replaced functions when they
     import them from ``random`` or ``numpy.random``.
     """
-    shared = [random._inst]  # behind random.random() and friends
-    numpy = sys.modules.get("numpy")
-    if numpy is None:
-        try:
-            import numpy
-        except ImportError:  # pragma: no cover - numpy is a dependency
-            numpy = None
-    if numpy is not None:
-        shared.append(numpy.random.mtrand._rand)  # the RandomState behind numpy.random.seed() and friends
+    shared = [
+        random._inst,  # behind random.random() and friends
+        numpy.random.mtrand._rand,  # the RandomState behind numpy.random.seed() and friends
+    ]
     pairs = {}
     for generator in shared:
         if not any(g is generator for g in _isolated):

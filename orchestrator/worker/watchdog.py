@@ -33,7 +33,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 from distributed.diagnostics.plugin import NannyPlugin
+from tornado.ioloop import PeriodicCallback
 
 __all__ = ["TOPIC", "Beacon", "WatchdogPlugin", "beacon_path", "describe_exit"]
 
@@ -153,8 +155,6 @@ class WatchdogPlugin(NannyPlugin):
         self._callback: Any = None
 
     def setup(self, nanny: Any) -> None:
-        from tornado.ioloop import PeriodicCallback
-
         self.nanny = nanny
         self.path = beacon_path(nanny.address)
         self.path.parent.mkdir(mode=0o700, exist_ok=True)
@@ -198,8 +198,6 @@ class WatchdogPlugin(NannyPlugin):
         self._enforce_time_limit()
 
     def _sample_memory(self) -> None:
-        import psutil
-
         try:
             self._peak = max(self._peak, psutil.Process(self._pid).memory_info().rss)
         except (psutil.Error, OSError):
