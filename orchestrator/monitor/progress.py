@@ -17,9 +17,10 @@ import time
 from collections import deque
 from typing import Any, TextIO
 
+from djdask.worker.executor import RUNNING_METRIC
+
 __all__ = [
     "METADATA_KEY",
-    "RUNNING_METRIC",
     "CampaignBoard",
     "TerminalProgress",
     "format_eta",
@@ -27,13 +28,10 @@ __all__ = [
     "longest_running",
 ]
 
-#: The worker metric (sent with each heartbeat to the scheduler) naming the key a worker runs.
-RUNNING_METRIC = "djdask-running"
-
 
 def longest_running(workers: Any, limit: int = 10, now: float | None = None) -> list[dict[str, Any]]:
     """The keys running longest on ``workers`` (the scheduler's worker states), from each
-    worker's :data:`RUNNING_METRIC`: table, key, worker and seconds, longest first."""
+    worker's :data:`~djdask.worker.executor.RUNNING_METRIC`: table, key, worker and seconds, longest first."""
     now = time.time() if now is None else now
     running = []
     for ws in workers:

@@ -16,26 +16,18 @@ runs and when it ends; ``djdask report`` prints it.
 from __future__ import annotations
 
 import math
-import resource
-import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Accounting", "Durations", "by_name", "peak_memory"]
+__all__ = ["Accounting", "Durations", "by_name"]
 
 #: Width of one histogram bin, as a ratio: percentiles are exact within 5%.
 RATIO = 1.05
 #: The lower edge of bin 0, in seconds; shorter durations fall into it.
 FLOOR = 1e-4
-
-
-def peak_memory() -> int:
-    """This process's peak resident memory in bytes (a worker's, when run in one)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 @dataclass
@@ -140,9 +132,10 @@ class _Pool:
 class Accounting:
     """The accounting of one campaign (and of the controllers before it, ``earlier``).
 
-    :meth:`batch` takes each finished batch's outcomes (their ``duration`` and
-    the worker's ``memory`` peak); :meth:`snapshot` adds the tables' counts and the
-    pools' worker-seconds and jobs, as kept in the campaign record.
+    :meth:`batch` takes each finished batch's outcomes (their ``duration`` and the
+    worker's ``memory`` peak, :func:`~djdask.worker.executor.peak_memory`);
+    :meth:`snapshot` adds the tables' counts and the pools' worker-seconds and jobs,
+    as kept in the campaign record.
     """
 
     def __init__(self, earlier: Mapping[str, Any] | None = None) -> None:

@@ -13,6 +13,7 @@ __all__ = [
     "LIFETIME_ENV",
     "PLUGIN_NAME",
     "PipelinePlugin",
+    "RUNNING_METRIC",
     "STAGGER_ENV",
     "TOPIC",
     "WatchdogPlugin",
@@ -21,6 +22,7 @@ __all__ = [
     "is_isolated",
     "isolate",
     "owned_by_this_thread",
+    "peak_memory",
     "run_batch",
     "this_thread_owns",
 ]
@@ -30,6 +32,7 @@ _WHERE = {
     "LIFETIME_ENV": "executor",
     "PLUGIN_NAME": "executor",
     "PipelinePlugin": "executor",
+    "RUNNING_METRIC": "executor",
     "STAGGER_ENV": "executor",
     "TOPIC": "watchdog",
     "WatchdogPlugin": "watchdog",
@@ -38,6 +41,7 @@ _WHERE = {
     "is_isolated": "randomness",
     "isolate": "randomness",
     "owned_by_this_thread": "randomness",
+    "peak_memory": "executor",
     "run_batch": "executor",
     "this_thread_owns": "randomness",
 }

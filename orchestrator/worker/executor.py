@@ -22,6 +22,8 @@ from __future__ import annotations
 import logging
 import os
 import random
+import resource
+import sys
 import time
 from typing import Any
 
@@ -42,18 +44,19 @@ from djdask.db.outage import (
     wait_for_database,
 )
 from djdask.logs import setup_logging
-from djdask.monitor.progress import RUNNING_METRIC
 from djdask.planning.loader import load_pipeline
-from djdask.records.accounting import peak_memory
 from djdask.worker import randomness
 from djdask.worker.watchdog import Beacon
 
-__all__ = ["LIFETIME_ENV", "PLUGIN_NAME", "STAGGER_ENV", "PipelinePlugin", "run_batch"]
+__all__ = ["LIFETIME_ENV", "PLUGIN_NAME", "RUNNING_METRIC", "STAGGER_ENV", "PipelinePlugin", "peak_memory", "run_batch"]
 
 LIFETIME_ENV = "DJDASK_WORKER_LIFETIME"
 STAGGER_ENV = "DJDASK_WORKER_LIFETIME_STAGGER"
 
 PLUGIN_NAME = "djdask-pipeline"
+
+#: The worker metric (sent with each heartbeat to the scheduler) naming the key a worker runs.
+RUNNING_METRIC = "djdask-running"
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +172,12 @@ def _deadline() -> float | None:
     stagger = float(os.environ.get(STAGGER_ENV) or 0)
     started = psutil.Process().create_time()
     return started + float(lifetime) + random.uniform(-stagger, stagger)
+
+
+def peak_memory() -> int:
+    """This process's peak resident memory in bytes (a worker's, when run in one)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 def _reconnect_if_lost(connection: Any) -> None:

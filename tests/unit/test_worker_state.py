@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace
 
-from djdask.monitor.progress import RUNNING_METRIC, longest_running
-from djdask.worker.executor import PipelinePlugin
+from djdask.monitor.progress import longest_running
+from djdask.worker.executor import RUNNING_METRIC, PipelinePlugin
 
 
 def test_a_key_starts_only_if_the_lifetime_left_exceeds_its_expected_duration():
