@@ -204,11 +204,9 @@ def run_campaign(module: str, args: argparse.Namespace, targets=(), restrictions
 
 
 def populate(args: argparse.Namespace) -> int:
-    from djdask.campaign.checks import check_priority
     from djdask.db.connect import connect
     from djdask.errors import InvalidInputError
 
-    check_priority(args.priority)  # before anything reaches the database
     if args.resubmit and not args.campaign_id:
         raise InvalidInputError(
             "--resubmit is for campaigns whose controller `djdask submit` started: submit it with "
