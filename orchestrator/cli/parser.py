@@ -69,9 +69,15 @@ def _durations(args: argparse.Namespace) -> None:
 
 
 #: Where each group of commands lives: the parser names the function that runs a command and
-#: imports it only when that command runs (``djdask status`` does not load Dask's client).
+#: imports its module only when that command runs (``djdask status`` does not import the campaign loop).
 COMMAND_MODULES = {
-    "commands": "djdask.cli.commands",
+    "inspection": "djdask.cli.inspection",
+    "running": "djdask.cli.running",
+    "jobs_tables": "djdask.cli.jobs_tables",
+    "garbage": "djdask.cli.garbage",
+    "profiles": "djdask.cli.profiles",
+    "settings": "djdask.cli.settings",
+    "server": "djdask.cli.server",
     "campaigns": "djdask.cli.campaigns",
     "submit": "djdask.records.submit",
 }
@@ -130,12 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", metavar="STORE", help=store_help)
     p.add_argument("--scale", choices=["small", "medium"], default="small")
     output_files(p)
-    p.set_defaults(func=command("commands", "demo"))
+    p.set_defaults(func=command("running", "demo"))
 
     p = sub.add_parser("plan", help="tables in order with their missing-key counts; changes nothing")
     selection_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=command("commands", "plan"))
+    p.set_defaults(func=command("inspection", "plan"))
 
     def campaign_args(p: argparse.ArgumentParser) -> None:
         selection_args(p)
@@ -188,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     output_files(p)
     p.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     p.add_argument("--campaign-id", metavar="ID", help=argparse.SUPPRESS)  # a submitted campaign's controller
-    p.set_defaults(func=command("commands", "populate"))
+    p.set_defaults(func=command("running", "populate"))
 
     p = sub.add_parser(
         "submit",
@@ -225,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("module", help="importable pipeline package or module")
     p.add_argument("--table", action="append", default=[], metavar="TABLE", help="only this table (repeatable)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=command("commands", "errors"))
+    p.set_defaults(func=command("inspection", "errors"))
 
     p = sub.add_parser("gc", help="remove Zarr stores of <xarray@> results that no row references")
     p.add_argument("module", help="importable pipeline package or module")
@@ -236,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="only remove stores older than this (default djdask.storage.gc-min-age, 1h)",
     )
     p.add_argument("--store", metavar="STORE", help=store_help)
-    p.set_defaults(func=command("commands", "gc"))
+    p.set_defaults(func=command("garbage", "gc"))
 
     p = sub.add_parser("clusters", help="cluster profiles: list, show, script")
     p.add_argument("action", choices=["list", "show", "script"])
@@ -254,12 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
         "RoleBinding and ConfigMap) that run `djdask populate MODULE [OPTIONS] --cluster PROFILE` inside "
         "the cluster; apply them with kubectl apply -f -",
     )
-    p.set_defaults(func=command("commands", "clusters"))
+    p.set_defaults(func=command("profiles", "clusters"))
 
     p = sub.add_parser("status", help="per table: rows, pending, reserved, error")
     p.add_argument("module", help="importable pipeline package or module")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=command("commands", "status"))
+    p.set_defaults(func=command("inspection", "status"))
 
     p = sub.add_parser(
         "jobs", help="list jobs-table rows; `jobs init MODULE` creates the jobs tables (once, as a privileged user)"
@@ -272,30 +278,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit", type=_checked(count_arg, "--limit"), default=None, help="at most this many rows per table"
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=command("commands", "jobs"))
+    p.set_defaults(func=command("jobs_tables", "jobs"))
 
     p = sub.add_parser("retry", help="put error rows back to pending")
     p.add_argument("module", help="importable pipeline package or module")
     p.add_argument("--table", action="append", default=[], help="only this table (repeatable)")
-    p.set_defaults(func=command("commands", "retry"))
+    p.set_defaults(func=command("jobs_tables", "retry"))
 
     p = sub.add_parser("ignore", help="mark missing keys of a table `ignore`, as DataJoint's jobs.ignore(key)")
     p.add_argument("module", help="importable pipeline package or module")
     p.add_argument("--table", required=True, metavar="TABLE", help="the table (its class name)")
     restrict_option(p, "only keys with this attribute value (repeatable); default every missing key")
-    p.set_defaults(func=command("commands", "ignore"))
+    p.set_defaults(func=command("jobs_tables", "ignore"))
 
     p = sub.add_parser("release", help="free orphaned reservations now")
     p.add_argument("module", help="importable pipeline package or module")
-    p.set_defaults(func=command("commands", "release"))
+    p.set_defaults(func=command("jobs_tables", "release"))
 
     p = sub.add_parser("config", help="djdask's settings: value and where each was set (all checked first)")
     p.add_argument("--markdown", action="store_true", help="print the settings reference (docs/settings.md)")
-    p.set_defaults(func=command("commands", "config"))
+    p.set_defaults(func=command("settings", "config"))
 
     p = sub.add_parser("db", help="the embedded PostgreSQL server")
     p.add_argument("action", choices=["start", "stop", "status", "url"])
-    p.set_defaults(func=command("commands", "db"))
+    p.set_defaults(func=command("server", "db"))
     return parser
 
 
