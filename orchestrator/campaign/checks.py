@@ -1,8 +1,18 @@
-"""Checks of a campaign's arguments, made before anything reaches the database."""
+"""Checks of a campaign's arguments, made before anything reaches the database.
+
+One definition of each check serves both callers: the Python API (:class:`djdask.Campaign`)
+calls ``check_*`` with the argument's name, the command line's parser calls the ``*_arg``
+forms with the option's (its ``type=`` callables), so a mistake reads the same either way:
+``workers=0`` or ``--workers 0``, what was wrong, and how to write it.
+
+The parser imports this module for every command, ``djdask --help`` too: what a check needs
+beyond the standard library (Dask, cloudpickle, djdask's config) is imported when it runs.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,10 +23,13 @@ __all__ = [
     "check_count",
     "check_duration",
     "check_make_kwargs",
+    "check_output_file",
     "check_priority",
+    "count_arg",
     "group_commits",
     "make_kwargs_arg",
     "pools_arg",
+    "priority_arg",
     "table_timeout",
 ]
 
@@ -26,18 +39,51 @@ __all__ = [
 PRIORITY_RANGE = (0, 127)
 
 
+def _as_written(what: str, value: str) -> str:
+    """``what`` given ``value`` as the user writes it: ``--workers 4`` on the command line (an
+    option's name starts with ``-``), ``workers=4`` in Python."""
+    return f"{what} {value}" if what.startswith("-") else f"{what}={value}"
+
+
+def _whole(text: str) -> int | str:
+    """The command line's text of a whole number as that number; other text unchanged, for the
+    check to refuse as it is."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _seconds(value: Any) -> float:
+    """``value`` (``"5s"``, ``"2h"``, a number of seconds) in seconds; NaN when it is no duration."""
+    # lazy: the parser imports this module; Dask, which reads its config files, loads after parsing
+    from dask.utils import parse_timedelta
+
+    try:
+        return float(parse_timedelta(value))
+    except (ValueError, KeyError, TypeError, IndexError):
+        return float("nan")
+
+
 def check_priority(priority: Any, what: str = "--priority") -> int | None:
     """``priority`` as an int in :data:`PRIORITY_RANGE` (None stays None), else a clear error."""
     if priority is None:
         return None
     low, high = PRIORITY_RANGE
-    if isinstance(priority, bool) or not isinstance(priority, int) or not low <= priority <= high:
+    whole = isinstance(priority, int) and not isinstance(priority, bool)
+    if not whole or not low <= priority <= high:
+        problem = "is outside" if whole else "is not a whole number in"
         raise InvalidInputError(
-            f"{what} {priority!r} is outside {low}..{high}, the priorities DataJoint's jobs tables hold alike on "
-            f"MySQL and PostgreSQL (lower runs first; DataJoint's default is 5). Give a whole number from {low} "
-            f"to {high}, e.g. {what} 3."
+            f"{_as_written(what, repr(priority))} {problem} {low}..{high}, the priorities DataJoint's jobs "
+            "tables hold alike on MySQL and PostgreSQL (lower runs first; DataJoint's default is 5). Give a "
+            f"whole number from {low} to {high}, e.g. {_as_written(what, '3')}."
         )
     return priority
+
+
+def priority_arg(text: str, what: str = "--priority") -> int:
+    """``--priority P``: the command line's text, checked as :func:`check_priority` checks a priority."""
+    return check_priority(_whole(text), what)
 
 
 def check_count(value: Any, what: str) -> int | None:
@@ -45,25 +91,45 @@ def check_count(value: Any, what: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInputError(f"{what} is {value!r}: give a whole number of 1 or more, e.g. {what}=4.")
+        raise InvalidInputError(
+            f"{_as_written(what, repr(value))} is not a whole number of 1 or more: give one, e.g. "
+            f"{_as_written(what, '4')}."
+        )
     return value
 
 
-def check_duration(value: Any, what: str) -> float | None:
-    """``value`` (seconds, or "5s", "2h") as positive seconds (None stays None), else a clear error."""
+def count_arg(text: str, what: str) -> int:
+    """``--workers N`` and the like: the command line's text, checked as :func:`check_count` checks a count."""
+    return check_count(_whole(text), what)
+
+
+def check_duration(value: Any, what: str, *, zero: bool = False) -> float | None:
+    """``value`` (seconds, or "5s", "2h"; the command line's text too) as positive seconds, or 0
+    or more with ``zero`` (None stays None), else a clear error."""
     if value is None:
         return None
-    from dask.utils import parse_timedelta
-
-    try:
-        seconds = float(parse_timedelta(value))
-    except (ValueError, KeyError, TypeError, IndexError):
-        seconds = float("nan")
-    if isinstance(value, bool) or not seconds > 0:
+    seconds = _seconds(value)
+    if isinstance(value, bool) or not (seconds > 0 or (zero and seconds == 0)):
+        kind = "a duration of 0 or more" if zero else "a positive duration"
         raise InvalidInputError(
-            f'{what} is {value!r}, which is not a positive duration: write it like "5s", "2h" or 30 (seconds).'
+            f"{_as_written(what, repr(value))} is not {kind}: write it like 5s, 10m, 2h or 30 (seconds)."
         )
     return seconds
+
+
+def check_output_file(value: str, what: str) -> str:
+    """``value``, a file written at the end (``--json-summary``): its folder must exist and be
+    writable now, not after the campaign."""
+    path = os.path.abspath(os.path.expanduser(value))
+    folder = os.path.dirname(path)
+    if os.path.isdir(path):
+        raise InvalidInputError(f"{_as_written(what, repr(value))} is a directory: give the name of a file in it.")
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise InvalidInputError(
+            f"{_as_written(what, repr(value))} cannot be written: {folder} is not a folder you may write to. "
+            "Create it, or give a file in a folder of yours."
+        )
+    return value
 
 
 def check_make_kwargs(make_kwargs: Any, what: str = "make_kwargs") -> dict | None:
@@ -75,9 +141,10 @@ def check_make_kwargs(make_kwargs: Any, what: str = "make_kwargs") -> dict | Non
             f"{what} must map argument names to values, like populate(make_kwargs={{'scale': 3}}); got "
             f"{make_kwargs!r}. On the command line: --make-kwargs '{{\"scale\": 3}}'."
         )
-    try:
-        import cloudpickle
+    # lazy: the parser imports this module; cloudpickle (20 ms) only when make_kwargs are given
+    import cloudpickle
 
+    try:
         cloudpickle.dumps(make_kwargs)
     except Exception as err:
         raise InvalidInputError(
@@ -90,8 +157,7 @@ def check_make_kwargs(make_kwargs: Any, what: str = "make_kwargs") -> dict | Non
 def table_timeout(cls: type) -> float | None:
     """Seconds one ``make()`` of table ``cls`` may run: ``djdask.campaign.timeouts.<Class>``,
     else the class attribute ``djdask_timeout`` (``"2h"``, ``"90s"``, seconds); None: no limit."""
-    from dask.utils import parse_timedelta
-
+    # lazy: the parser imports this module; Dask, which reads its config files, loads after parsing
     from djdask.config import namespace as config
 
     configured = (config.get("campaign.timeouts") or {}).get(cls.__name__)
@@ -99,11 +165,8 @@ def table_timeout(cls: type) -> float | None:
     if value is None:
         return None
     where = f"djdask.campaign.timeouts.{cls.__name__}" if configured is not None else f"{cls.__name__}.djdask_timeout"
-    try:
-        seconds = float(parse_timedelta(value))
-    except (TypeError, ValueError, KeyError):
-        seconds = -1.0
-    if isinstance(value, bool) or seconds <= 0:
+    seconds = _seconds(value)
+    if isinstance(value, bool) or not seconds > 0:
         raise InvalidInputError(
             f'{where} is {value!r}, which is not a positive duration. Write it like "2h", "90s" or 600 '
             "(seconds), or remove it for no limit."
@@ -118,6 +181,7 @@ def group_commits(tables: Mapping[str, type]) -> dict[str, tuple[int, float]]:
     A table opts in with ``djdask.campaign.group-commit: [Class, ...]`` or the class
     attribute ``djdask_group_commit = True``.  A name that is no auto-populated table of
     the pipeline, and a tripartite make(), are clear errors."""
+    # lazy: the parser imports this module; Dask, which reads its config files, loads after parsing
     from dask.utils import parse_timedelta
 
     from djdask import djcompat

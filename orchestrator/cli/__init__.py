@@ -1,4 +1,4 @@
-"""The ``djdask`` command line: the parser, what each command does, and the campaign-record commands.
+"""The ``djdask`` command line: the parser, one module per group of commands, and how they print.
 
 Public names are imported from their modules when first used.
 """
@@ -35,24 +35,24 @@ _WHERE = {
     "COMMAND_MODULES": "parser",
     "build_parser": "parser",
     "cancel": "campaigns",
-    "clusters": "commands",
+    "clusters": "profiles",
     "command": "parser",
-    "config": "commands",
-    "db": "commands",
-    "demo": "commands",
-    "errors": "commands",
-    "gc": "commands",
-    "ignore": "commands",
-    "jobs": "commands",
+    "config": "settings",
+    "db": "server",
+    "demo": "running",
+    "errors": "inspection",
+    "gc": "garbage",
+    "ignore": "jobs_tables",
+    "jobs": "jobs_tables",
     "jobs_of_campaign": "campaigns",
     "main": "parser",
     "owner_windows": "campaigns",
-    "plan": "commands",
-    "populate": "commands",
-    "release": "commands",
+    "plan": "inspection",
+    "populate": "running",
+    "release": "jobs_tables",
     "report": "campaigns",
-    "retry": "commands",
-    "status": "commands",
+    "retry": "jobs_tables",
+    "status": "inspection",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _WHERE, __all__)

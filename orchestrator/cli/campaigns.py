@@ -11,17 +11,27 @@ gives them as ISO 8601 with ``+00:00``.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
+import shutil
+import subprocess
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dask.utils import format_bytes, format_time
+from dask.utils import format_bytes, format_time, parse_timedelta
 
+from djdask.cli.output import print_table
+from djdask.config import namespace as config
 from djdask.db import clock
-from djdask.errors import InvalidInputError
+from djdask.db.connect import connect, secrets
+from djdask.errors import DjdaskError, InvalidInputError
+from djdask.planning.loader import load_pipeline
+from djdask.planning.planner import existing_jobs, select
+from djdask.records.records import ENDED, Records, find, home_schema
+
+if TYPE_CHECKING:
+    import argparse
 
 __all__ = ["campaigns", "cancel", "report", "jobs_of_campaign", "owner_windows"]
 
@@ -29,8 +39,6 @@ __all__ = ["campaigns", "cancel", "report", "jobs_of_campaign", "owner_windows"]
 def _connection(module: str | None) -> Any:
     """A connection to the pipeline database: DataJoint's settings (or the embedded
     server), else, in DataJoint's thread-safe mode, the pipeline module's own."""
-    from djdask.db.connect import connect
-
     connection = connect()
     if connection is not None:
         return connection
@@ -39,8 +47,6 @@ def _connection(module: str | None) -> Any:
             "DataJoint runs in thread-safe mode: the database settings come with the pipeline. "
             "Name its module too, e.g. `djdask cancel ID mylab.pipeline`."
         )
-    from djdask.planning.loader import load_pipeline
-
     return next(iter(load_pipeline(module).tables.values()))().connection
 
 
@@ -61,11 +67,6 @@ def _plain(record: dict[str, Any]) -> dict[str, Any]:
 
 def campaigns(args: argparse.Namespace) -> int:
     """``djdask campaigns MODULE``: running and past campaigns of a pipeline, newest first."""
-    from djdask.cli.commands import print_table
-    from djdask.db.connect import secrets
-    from djdask.planning.planner import select
-    from djdask.records.records import Records, home_schema
-
     selection = select(args.module)
     records = Records(selection.connection, home_schema(selection.tables))
     if not records.exists():
@@ -100,11 +101,6 @@ def campaigns(args: argparse.Namespace) -> int:
 def cancel(args: argparse.Namespace) -> int:
     """``djdask cancel ID``: ask a campaign to stop (its controller sees it within seconds and
     stops as on Ctrl-C); a submitted one whose controller has not started is cancelled now."""
-    from dask.utils import parse_timedelta
-
-    from djdask.config import namespace as config
-    from djdask.records.records import ENDED, find
-
     connection = _connection(args.module)
     records, record = find(connection, args.id)
     campaign = record["campaign"]
@@ -139,9 +135,7 @@ def cancel(args: argparse.Namespace) -> int:
 
 def _cancel_job(record: dict[str, Any]) -> None:
     """Cancel a submitted controller's batch job, when its batch system is on this machine."""
-    import shutil
-    import subprocess
-
+    # lazy: the batch systems' registry (10-25 ms to import) only to cancel a job not started yet
     from djdask.records.submit import cancel_command
 
     kind = (record.get("clusters") or {}).get("controller") or ""
@@ -186,9 +180,6 @@ def jobs_of_campaign(connection: Any, record: dict[str, Any]) -> dict[str, dict[
     """Rows of the pipeline's jobs tables that the campaign's controllers held (their host and
     pid, between each one's start and the next one's, or the campaign's end: :func:`owner_windows`),
     by table and status; None when the module cannot be imported here."""
-    from djdask.errors import DjdaskError
-    from djdask.planning.planner import existing_jobs, select
-
     try:
         selection = select(record["module"])
     except DjdaskError:
@@ -220,9 +211,6 @@ def jobs_of_campaign(connection: Any, record: dict[str, Any]) -> dict[str, dict[
 
 def report(args: argparse.Namespace) -> int:
     """``djdask report ID``: a campaign's record and accounting, per table and per pool."""
-    from djdask.cli.commands import print_table
-    from djdask.records.records import find
-
     connection = _connection(args.module)
     records, record = find(connection, args.id)
     account = record.get("accounting") or {}
@@ -303,10 +291,6 @@ def report(args: argparse.Namespace) -> int:
 
 def _no_figures(record: dict[str, Any]) -> str:
     """What the report says of a campaign with no tables in its accounting yet (or ever)."""
-    from dask.utils import parse_timedelta
-
-    from djdask.config import namespace as config
-
     if record["state"] == "submitted":
         return "Starting: its controller has not started yet; figures come once it runs."
     if record["state"] == "running":

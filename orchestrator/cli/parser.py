@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import signal
 import sys
@@ -17,11 +16,17 @@ import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from djdask.campaign.checks import check_duration, check_output_file, count_arg, priority_arg
 from djdask.errors import DjdaskError, InvalidInputError
 
 __all__ = ["COMMAND_MODULES", "build_parser", "command", "main"]
 
-logger = logging.getLogger("djdask")
+
+def _paragraph(message: str) -> str:
+    """``djdask: message`` as one paragraph, the message in lines of 100 columns, all but its first indented."""
+    return "djdask: " + textwrap.fill(
+        message, width=100, subsequent_indent="  ", break_on_hyphens=False, break_long_words=False
+    )
 
 
 # -- parser ---------------------------------------------------------------------------
@@ -29,55 +34,50 @@ class _Parser(argparse.ArgumentParser):
     """Usage mistakes read like every other djdask error: one paragraph, exit code 2."""
 
     def error(self, message: str) -> Any:
-        self.exit(2, f"djdask: {message}. See `{self.prog} --help`.\n")
+        help_command = f"`{self.prog} --help`".replace(" ", "\0")  # one word: the wrapping keeps it whole
+        text = _paragraph(f"{message.rstrip('.')}. See {help_command}.").replace("\0", " ")
+        self.exit(2, text + "\n")
 
 
-def _count(text: str) -> int:
-    """A whole number of at least 1 (workers, keys, rows)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give 1 or more") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is less than 1; give 1 or more")
-    return value
+def _checked(check: Callable[[str, str], Any], option: str) -> Callable[[str], Any]:
+    """The ``type`` of ``option``: its text through ``check`` (:mod:`djdask.campaign.checks`, which
+    the Python API's checks share), whose refusal is the parser's error message as it is."""
+
+    def convert(text: str) -> Any:
+        try:
+            return check(text, option)
+        except InvalidInputError as err:
+            # Not ArgumentTypeError, whose message argparse prefixes with "argument OPTION:":
+            # the check's message names the option already.
+            raise argparse.ArgumentError(None, str(err)) from None
+
+    convert.__name__ = f"{check.__name__}({option})"
+    return convert
+
+
+#: The duration options, each with whether 0 is a duration it takes: read as seconds by
+#: :func:`main` once Dask's config is loaded, as parsing a duration imports Dask.
+_DURATIONS = {"target_duration": False, "min_age": True, "stop_after": False}
 
 
 def _durations(args: argparse.Namespace) -> None:
-    """The duration options as seconds (read after Dask's config, which parsing them imports)."""
-    from dask.utils import parse_timedelta
-
-    for option in ("target_duration", "min_age", "stop_after"):
+    """The duration options as seconds, checked as the Python API checks a duration."""
+    for option, zero in _DURATIONS.items():
         text = getattr(args, option, None)
-        if text is None:
-            continue
-        try:
-            seconds = float(parse_timedelta(text))
-        except (ValueError, KeyError, TypeError, IndexError):
-            seconds = float("nan")
-        if not seconds > 0 and not (option == "min_age" and seconds == 0):
-            flag = "--" + option.replace("_", "-")
-            raise InvalidInputError(
-                f"{flag} {text!r} is not a positive duration. Write it like 5s, 10m, 2h or 30 (seconds)."
-            )
-        setattr(args, option, seconds)
-
-
-def _output_file(text: str) -> str:
-    """A file djdask writes at the end: its folder must exist and be writable now."""
-    path = os.path.abspath(os.path.expanduser(text))
-    folder = os.path.dirname(path)
-    if os.path.isdir(path):
-        raise argparse.ArgumentTypeError(f"{text!r} is a directory; give a file name in it")
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        raise argparse.ArgumentTypeError(f"{text!r} cannot be written: {folder} is not a folder you may write to")
-    return text
+        if text is not None:
+            setattr(args, option, check_duration(text, "--" + option.replace("_", "-"), zero=zero))
 
 
 #: Where each group of commands lives: the parser names the function that runs a command and
-#: imports it only when that command runs (``djdask status`` does not load Dask's client).
+#: imports its module only when that command runs (``djdask status`` does not import the campaign loop).
 COMMAND_MODULES = {
-    "commands": "djdask.cli.commands",
+    "inspection": "djdask.cli.inspection",
+    "running": "djdask.cli.running",
+    "jobs_tables": "djdask.cli.jobs_tables",
+    "garbage": "djdask.cli.garbage",
+    "profiles": "djdask.cli.profiles",
+    "settings": "djdask.cli.settings",
+    "server": "djdask.cli.server",
     "campaigns": "djdask.cli.campaigns",
     "submit": "djdask.records.submit",
 }
@@ -91,6 +91,16 @@ def command(group: str, name: str) -> Callable[[argparse.Namespace], int]:
 
     run.__qualname__ = f"{group}.{name}"
     return run
+
+
+def output_files(p: argparse.ArgumentParser) -> None:
+    """``--json-summary`` and ``--performance-report``: files a campaign writes at its end,
+    whose folders are checked now."""
+    for option, what in (
+        ("--json-summary", "the campaign summary as JSON"),
+        ("--performance-report", "Dask's performance report of the campaign (HTML)"),
+    ):
+        p.add_argument(option, type=_checked(check_output_file, option), metavar="FILE", help=f"write {what}")
 
 
 def restrict_option(p: argparse.ArgumentParser, help: str) -> None:
@@ -122,27 +132,28 @@ def build_parser() -> argparse.ArgumentParser:
         "DataJoint store name; default DataJoint's stores.default, else a local store"
     )
     p = sub.add_parser("demo", help="run the reference pipeline on a LocalCluster")
-    p.add_argument("--workers", type=_count, default=2, help="worker processes (default 2)")
+    p.add_argument("--workers", type=_checked(count_arg, "--workers"), default=2, help="worker processes (default 2)")
     p.add_argument("--store", metavar="STORE", help=store_help)
     p.add_argument("--scale", choices=["small", "medium"], default="small")
-    p.add_argument("--json-summary", type=_output_file, metavar="FILE", help="write the campaign summary as JSON")
-    p.add_argument(
-        "--performance-report",
-        type=_output_file,
-        metavar="FILE",
-        help="write Dask's performance report of the campaign (HTML)",
-    )
-    p.set_defaults(func=command("commands", "demo"))
+    output_files(p)
+    p.set_defaults(func=command("running", "demo"))
 
     p = sub.add_parser("plan", help="tables in order with their missing-key counts; changes nothing")
     selection_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=command("commands", "plan"))
+    p.set_defaults(func=command("inspection", "plan"))
 
     def campaign_args(p: argparse.ArgumentParser) -> None:
         selection_args(p)
-        p.add_argument("--workers", type=_count, default=None, help="worker processes (default: CPU cores)")
-        p.add_argument("--max-calls", type=_count, metavar="N", help="make() at most N keys in all")
+        p.add_argument(
+            "--workers",
+            type=_checked(count_arg, "--workers"),
+            default=None,
+            help="worker processes (default: CPU cores)",
+        )
+        p.add_argument(
+            "--max-calls", type=_checked(count_arg, "--max-calls"), metavar="N", help="make() at most N keys in all"
+        )
         p.add_argument(
             "--make-kwargs",
             metavar="JSON",
@@ -150,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--priority",
-            type=int,
+            type=_checked(priority_arg, "--priority"),
             metavar="P",
             help="new jobs get priority P; only jobs of priority <= P run (lower runs first)",
         )
@@ -180,16 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("populate", help="populate the pipeline on Dask workers")
     campaign_args(p)
-    p.add_argument("--json-summary", type=_output_file, metavar="FILE", help="write the campaign summary as JSON")
-    p.add_argument(
-        "--performance-report",
-        type=_output_file,
-        metavar="FILE",
-        help="write Dask's performance report of the campaign (HTML)",
-    )
+    output_files(p)
     p.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     p.add_argument("--campaign-id", metavar="ID", help=argparse.SUPPRESS)  # a submitted campaign's controller
-    p.set_defaults(func=command("commands", "populate"))
+    p.set_defaults(func=command("running", "populate"))
 
     p = sub.add_parser(
         "submit",
@@ -206,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("campaigns", help="running and past campaigns of a pipeline, newest first")
     p.add_argument("module", help="importable pipeline package or module")
-    p.add_argument("--limit", type=_count, default=20, help="at most this many (default 20)")
+    p.add_argument("--limit", type=_checked(count_arg, "--limit"), default=20, help="at most this many (default 20)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=command("campaigns", "campaigns"))
 
@@ -226,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("module", help="importable pipeline package or module")
     p.add_argument("--table", action="append", default=[], metavar="TABLE", help="only this table (repeatable)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=command("commands", "errors"))
+    p.set_defaults(func=command("inspection", "errors"))
 
     p = sub.add_parser("gc", help="remove Zarr stores of <xarray@> results that no row references")
     p.add_argument("module", help="importable pipeline package or module")
@@ -237,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="only remove stores older than this (default djdask.storage.gc-min-age, 1h)",
     )
     p.add_argument("--store", metavar="STORE", help=store_help)
-    p.set_defaults(func=command("commands", "gc"))
+    p.set_defaults(func=command("garbage", "gc"))
 
     p = sub.add_parser("clusters", help="cluster profiles: list, show, script")
     p.add_argument("action", choices=["list", "show", "script"])
@@ -255,12 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
         "RoleBinding and ConfigMap) that run `djdask populate MODULE [OPTIONS] --cluster PROFILE` inside "
         "the cluster; apply them with kubectl apply -f -",
     )
-    p.set_defaults(func=command("commands", "clusters"))
+    p.set_defaults(func=command("profiles", "clusters"))
 
     p = sub.add_parser("status", help="per table: rows, pending, reserved, error")
     p.add_argument("module", help="importable pipeline package or module")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=command("commands", "status"))
+    p.set_defaults(func=command("inspection", "status"))
 
     p = sub.add_parser(
         "jobs", help="list jobs-table rows; `jobs init MODULE` creates the jobs tables (once, as a privileged user)"
@@ -269,32 +274,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("init", nargs="?", metavar="MODULE", help=argparse.SUPPRESS)
     p.add_argument("--table", action="append", default=[], help="only this table (repeatable)")
     p.add_argument("--status", choices=["pending", "reserved", "success", "error", "ignore"])
-    p.add_argument("--limit", type=_count, default=None, help="at most this many rows per table")
+    p.add_argument(
+        "--limit", type=_checked(count_arg, "--limit"), default=None, help="at most this many rows per table"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=command("commands", "jobs"))
+    p.set_defaults(func=command("jobs_tables", "jobs"))
 
     p = sub.add_parser("retry", help="put error rows back to pending")
     p.add_argument("module", help="importable pipeline package or module")
     p.add_argument("--table", action="append", default=[], help="only this table (repeatable)")
-    p.set_defaults(func=command("commands", "retry"))
+    p.set_defaults(func=command("jobs_tables", "retry"))
 
     p = sub.add_parser("ignore", help="mark missing keys of a table `ignore`, as DataJoint's jobs.ignore(key)")
     p.add_argument("module", help="importable pipeline package or module")
     p.add_argument("--table", required=True, metavar="TABLE", help="the table (its class name)")
     restrict_option(p, "only keys with this attribute value (repeatable); default every missing key")
-    p.set_defaults(func=command("commands", "ignore"))
+    p.set_defaults(func=command("jobs_tables", "ignore"))
 
     p = sub.add_parser("release", help="free orphaned reservations now")
     p.add_argument("module", help="importable pipeline package or module")
-    p.set_defaults(func=command("commands", "release"))
+    p.set_defaults(func=command("jobs_tables", "release"))
 
     p = sub.add_parser("config", help="djdask's settings: value and where each was set (all checked first)")
     p.add_argument("--markdown", action="store_true", help="print the settings reference (docs/settings.md)")
-    p.set_defaults(func=command("commands", "config"))
+    p.set_defaults(func=command("settings", "config"))
 
     p = sub.add_parser("db", help="the embedded PostgreSQL server")
     p.add_argument("action", choices=["start", "stop", "status", "url"])
-    p.set_defaults(func=command("commands", "db"))
+    p.set_defaults(func=command("server", "db"))
     return parser
 
 
@@ -308,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``djdask`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
+        # lazy: `--help` and usage errors answer without YAML, Dask or DataJoint, which load in this order
         from djdask.config.schema import check, load_dask_config
 
         load_dask_config()  # a config file Dask cannot read: a message, not a traceback at import
@@ -322,13 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _terminate)
         return args.func(args)
     except DjdaskError as err:
-        print(
-            "djdask: "
-            + textwrap.fill(
-                str(err), width=100, subsequent_indent="  ", break_on_hyphens=False, break_long_words=False
-            ),
-            file=sys.stderr,
-        )
+        print(_paragraph(str(err)), file=sys.stderr)
         return 2
     except BrokenPipeError:  # `djdask jobs ... | head`: the reader left; nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -337,22 +339,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("djdask: interrupted; reserved keys were released. Run the same command to resume.", file=sys.stderr)
         return 130
     except Exception as err:
+        # lazy: only an error no check foresaw needs the jobs tables' and the secrets' helpers
+        from djdask.db.connect import redact
         from djdask.jobs.queue import is_permission_error
 
         if not is_permission_error(err):
             raise
-        from djdask.db.connect import redact
-
         reason = redact(str(err).strip().splitlines()[0][:300])
         print(
-            "djdask: "
-            + textwrap.fill(
-                f"The database refused a statement for want of a privilege ({reason}). The README's Security "
-                "section lists the privileges a campaign needs on each backend; ask your database administrator "
-                "for them. Nothing was changed by the statement refused.",
-                width=100,
-                subsequent_indent="  ",
-                break_on_hyphens=False,
+            _paragraph(
+                f"The database refused a statement for want of a privilege ({reason}). The README's "
+                "Security section lists the privileges a campaign needs on each backend; ask your database "
+                "administrator for them. Nothing was changed by the statement refused."
             ),
             file=sys.stderr,
         )

@@ -50,9 +50,21 @@ CASES = {
     ),
     "no-value": (["plan", "djdask.pipeline", "-r", "mouse_id"], {}, ["not of the form ATTR=VALUE"]),
     "bad-number": (["plan", "djdask.pipeline", "-r", "mouse_id=abc"], {}, ["is not a number"]),
-    "workers-0": (["populate", "djdask.pipeline", "--workers", "0"], {}, ["--workers", "'0' is less than 1"]),
-    "workers-negative": (["populate", "djdask.pipeline", "--workers", "-3"], {}, ["--workers", "'-3'"]),
-    "max-calls-negative": (["populate", "djdask.pipeline", "--max-calls", "-5"], {}, ["--max-calls", "'-5'"]),
+    "workers-0": (
+        ["populate", "djdask.pipeline", "--workers", "0"],
+        {},
+        ["--workers 0 is not a whole number of 1 or more", "e.g. --workers 4"],
+    ),
+    "workers-negative": (
+        ["populate", "djdask.pipeline", "--workers", "-3"],
+        {},
+        ["--workers -3 is not a whole number of 1 or more"],
+    ),
+    "max-calls-negative": (
+        ["populate", "djdask.pipeline", "--max-calls", "-5"],
+        {},
+        ["--max-calls -5 is not a whole number of 1 or more"],
+    ),
     "target-duration": (
         ["populate", "djdask.pipeline", "--target-duration", "soon"],
         {},

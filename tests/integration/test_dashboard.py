@@ -347,7 +347,8 @@ def test_unwritable_performance_report(djdask, sql, prefix, tmp_path):
     table = sql.table(prefix + "_badkey", "__square")
     refused = djdask("populate", "badkey", "--workers", "1", "--performance-report", str(report))
     assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stdout + refused.stderr
-    assert "--performance-report" in refused.stderr and "is not a folder you may write to" in refused.stderr
+    said = " ".join(refused.stderr.split())  # as printed, wrapped
+    assert "--performance-report" in said and "is not a folder you may write to" in said, said
     assert sql.scalar(f"SELECT COUNT(*) FROM {table}") == 0
     result = djdask.python(
         f"from djdask import Campaign; print(Campaign('badkey', workers=1, performance_report={str(report)!r}).run().errors)"
