@@ -269,6 +269,7 @@ def local_cluster(workers: int | None = None, *, dashboard_address: str | None =
                 dashboard_address=str(config.resolve("campaign.dashboard-address", dashboard_address)),
                 memory_limit=config.get("campaign.worker-memory"),
                 silence_logs=logging.ERROR,
+                scheduler_kwargs={"dashboard": bool(config.get("campaign.dask-dashboard"))},
                 env=worker_environment(),
             )
     finally:

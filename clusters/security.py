@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from djdask.config import namespace as config
 from djdask.errors import ProfileError
 
 __all__ = ["DEFAULT_DASHBOARD", "DEFAULT_SHARED", "client_security", "secure_scheduler", "security_of"]
@@ -93,6 +94,7 @@ def secure_scheduler(profile: str, raw: Mapping[str, Any], scheduler_options: Ma
     credentials (and where the workers' copies go) and a dashboard on the profile's address."""
     options = dict(scheduler_options or {})
     options.setdefault("dashboard_address", str(raw.get("dashboard-address") or DEFAULT_DASHBOARD))
+    options.setdefault("dashboard", bool(config.get("campaign.dask-dashboard")))
     kwargs: dict[str, Any] = {"scheduler_options": options}
     security = security_of(profile, raw, create=True)
     if security is None:

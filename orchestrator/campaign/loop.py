@@ -420,7 +420,7 @@ class Campaign:
         default = self.pools.default
         remote = default.profile is not None and default.profile.kind.name != "local"
         self.progress.started(
-            self.dashboard_link,
+            self.dashboard_link if default.plots else None,
             self.page_link,
             default.client.scheduler.address if remote else None,
             campaign=self._identity["id"],

@@ -50,7 +50,8 @@ class Pool:
     demand: Any = None  # djdask.clusters.scaling.Demand
     capacity: int = 0  # tasks in flight at most: workers x window
     tasks: int = 0  # tasks in flight
-    link: str | None = None
+    link: str | None = None  # the scheduler's web address (its /status, when Dask's dashboard is on)
+    plots: bool = True  # Dask's own dashboard is served there (djdask.campaign.dask-dashboard)
     cap: int | None = None  # the most workers the database has connections for (djdask.db.capacity)
     workers: int = 0  # worker processes present at the last sizing
     worker_seconds: float = 0.0  # workers present x time, for the accounting
@@ -180,6 +181,7 @@ class Pools:
                     redact(str(err)),
                 )
             pool.link = pool.client.dashboard_link
+            pool.plots = pool.cluster is None or bool(config.get("campaign.dask-dashboard"))
         for pool in self.pools.values():
             if pool.name != "default":
                 logger.info("Pool %s (%s): dashboard %s", pool.name, pool.profile.name, pool.link)

@@ -19,6 +19,7 @@ the same data source the campaign's terminal progress reads.
 from __future__ import annotations
 
 import html
+import importlib.util
 import json
 import logging
 from typing import Any
@@ -470,6 +471,12 @@ class DashboardPlugin(SchedulerPlugin):
             (rf"{base}{PAGE}/state\.json", State),
             (rf"{base}{PAGE}/campaigns/([0-9a-f]+)", Report),
         ]
+        if not scheduler.http_application.applications and importlib.util.find_spec("bokeh") is not None:
+            # Dask's dashboard is off here (djdask.campaign.dask-dashboard: false, or `dask scheduler
+            # --no-dashboard`): the page is its JSON, and Bokeh is not loaded for it.
+            handlers.append((rf"{base}{PAGE}/?", _DashboardOff))
+            scheduler.http_application.add_handlers(r".*", handlers)
+            return
         try:
             # lazy: bokeh (1.2 s), perhaps missing where the scheduler runs (the page then says so)
             from distributed.dashboard.core import BokehApplication
@@ -493,12 +500,32 @@ class DashboardPlugin(SchedulerPlugin):
         app.start()
 
 
+def _state_link(request_path: str) -> str:
+    """The JSON's address relative to the page (so that it works behind a proxy's path prefix),
+    from ".../djdask" and ".../djdask/" alike."""
+    return "state.json" if request_path.endswith("/") else f"{PAGE}/state.json"
+
+
+class _DashboardOff(web.RequestHandler):
+    """The page when the scheduler runs without Dask's dashboard."""
+
+    def get(self) -> None:
+        state_link = _state_link(self.request.path)
+        self.write(
+            "<h2>djdask campaign page</h2>"
+            "<p>This scheduler runs without Dask's dashboard, so the campaign page, drawn with it, is off "
+            "too. Set <code>djdask.campaign.dask-dashboard: true</code> (the default; "
+            "<code>DASK_DJDASK__CAMPAIGN__DASK_DASHBOARD=true</code>) to have both for the next campaign.</p>"
+            f'<p>The campaign\'s counts are at <a href="{state_link}">{PAGE}/state.json</a>, '
+            "and <code>djdask status MODULE</code> reads them from the database.</p>"
+        )
+
+
 class _MissingBokeh(web.RequestHandler):
     """The page when the scheduler's Python has no (suitable) bokeh."""
 
     def get(self) -> None:
-        # Relative, so that it also works behind a proxy's path prefix; from ".../djdask/" too.
-        state_link = "state.json" if self.request.path.endswith("/") else f"{PAGE}/state.json"
+        state_link = _state_link(self.request.path)
         self.write(
             "<h2>djdask campaign page</h2>"
             "<p>This page, like the rest of the Dask dashboard, needs Bokeh, which the Python that runs "

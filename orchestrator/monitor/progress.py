@@ -253,11 +253,12 @@ class TerminalProgress:
     ) -> None:
         if self.enabled and campaign:
             self.stream.write(f"Campaign:       {campaign} (djdask cancel {campaign} stops it from any machine)\n")
-        if self.enabled and dashboard_link:
+        if self.enabled and (dashboard_link or page_link):
             if scheduler:
                 secure = "TLS, only this campaign's credentials" if scheduler.startswith("tls://") else "plain TCP"
                 self.stream.write(f"Scheduler:      {scheduler} ({secure})\n")
-            self.stream.write(f"Dask dashboard: {dashboard_link}\n")
+            if dashboard_link:
+                self.stream.write(f"Dask dashboard: {dashboard_link}\n")
             if page_link:
                 self.stream.write(f"Campaign page:  {page_link}\n")
             self.stream.flush()

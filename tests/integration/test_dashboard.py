@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import ARTIFACTS
+from tests.conftest import ARTIFACTS, DASK_DASHBOARD
 from tests.integration.test_populate import INSERT_DEMO
 
 pytestmark = pytest.mark.integration
@@ -284,12 +284,50 @@ print("SUMMARY", summary.errors)
 def test_dashboard_link_honours_distributed_dashboard_link(djdask, sql, prefix):
     """`distributed.dashboard.link` (jupyter-server-proxy, SSH tunnels) shapes both links."""
     assert djdask.python("import badkey; badkey.Item.insert({'item_id': i} for i in (1, 2))").returncode == 0
-    env = djdask.env(DASK_DISTRIBUTED__DASHBOARD__LINK="https://hub.example/user/ana/proxy/{port}/status")
+    env = djdask.env(
+        DASK_DISTRIBUTED__DASHBOARD__LINK="https://hub.example/user/ana/proxy/{port}/status", **DASK_DASHBOARD
+    )
     result = djdask("populate", "badkey", "--workers", "1", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     dashboard = re.search(r"Dask dashboard: https://hub\.example/user/ana/proxy/(\d+)/status", result.stdout)
     assert dashboard, result.stdout
     assert f"Campaign page:  https://hub.example/user/ana/proxy/{dashboard.group(1)}/djdask" in result.stdout
+
+
+@pytest.mark.parametrize("server", ["postgres"], indirect=True)
+def test_a_headless_campaign_loads_no_bokeh_and_still_serves_its_counts(djdask, sql, prefix):
+    """djdask.campaign.dask-dashboard false (the tests' default): the LocalCluster djdask starts
+    has no Dask dashboard and the campaign's process never imports Bokeh; the campaign page
+    says how to turn it on and state.json holds the counts.  The command line names the page,
+    not a dashboard that is not there."""
+    assert djdask.python("import badkey; badkey.Item.insert({'item_id': i} for i in (1, 2, 3))").returncode == 0
+    code = """
+import json, sys, urllib.request
+from distributed import Client
+from djdask import Campaign
+from djdask.clusters.profiles import local_cluster
+cluster = local_cluster(1, dashboard_address="127.0.0.1:0")
+with Client(cluster) as client:
+    summary = Campaign("badkey", client=client).run()
+    base = client.dashboard_link.rsplit("/", 1)[0]
+    page = urllib.request.urlopen(base + "/djdask").read().decode()
+    state = json.load(urllib.request.urlopen(base + "/djdask/state.json"))
+    try:
+        urllib.request.urlopen(base + "/status")
+        plots = "served"
+    except urllib.error.HTTPError as err:
+        plots = err.code
+print("RESULT", json.dumps([summary.errors, "bokeh" in sys.modules, page, state["tables"], plots]))
+cluster.close()
+"""
+    result = djdask.python(code)
+    assert "RESULT " in result.stdout, result.stdout + result.stderr
+    errors, bokeh, page, tables, plots = json.loads(result.stdout.split("RESULT ", 1)[1])
+    assert errors == 1 and not bokeh and plots == 404, (errors, bokeh, plots)
+    assert "DASK_DJDASK__CAMPAIGN__DASK_DASHBOARD=true" in page and "djdask/state.json" in page, page
+    assert [(t["table"], t["done"], t["errors"]) for t in tables] == [("Square", 2, 1)], tables
+    cli = djdask("populate", "badkey", "--workers", "1")
+    assert "Campaign page:" in cli.stdout and "Dask dashboard:" not in cli.stdout, cli.stdout + cli.stderr
 
 
 def test_page_without_bokeh_says_how_to_install_it(tmp_path):

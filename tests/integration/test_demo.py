@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import clean_env
+from tests.conftest import DASK_DASHBOARD, clean_env
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,7 @@ def run(args, env, cwd, timeout=300):
 @pytest.fixture
 def unconfigured(tmp_path):
     """No DataJoint settings at all; the embedded server's data in a fresh directory."""
-    env = clean_env({"DASK_DJDASK__DATABASE__DATA_DIR": str(tmp_path / "data")})
+    env = clean_env({"DASK_DJDASK__DATABASE__DATA_DIR": str(tmp_path / "data"), **DASK_DASHBOARD})
     yield env, tmp_path
     run(["db", "stop"], env, tmp_path)
 

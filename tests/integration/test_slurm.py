@@ -14,6 +14,7 @@ from collections import Counter
 
 import pytest
 
+from tests.conftest import DASK_DASHBOARD
 from tests.integration.batch_campaigns import (
     Watch,
     ledger_lines,
@@ -236,6 +237,7 @@ def test_only_the_campaigns_credentials_drive_its_scheduler(server, djdask, sql,
         DJDASK_TEST_LEDGER=str(ledger),
         DJDASK_TEST_MAKE_SECONDS="2.5",  # 15 s of work left for the three clients to try the scheduler
         PYTHONUNBUFFERED="1",
+        **DASK_DASHBOARD,
     )
     watch = Watch(djdask, slurm, env)
     address = dashboard = None

@@ -20,7 +20,11 @@ def test_batch_profiles_get_tls_made_for_the_campaign(tmp_path):
     assert kwargs["protocol"] == "tls://" and kwargs["shared_temp_directory"] == str(shared)
     assert security.require_encryption and "BEGIN CERTIFICATE" in security.tls_ca_file  # in memory, made now
     assert stat.S_IMODE(shared.stat().st_mode) == 0o700
-    assert kwargs["scheduler_options"] == {"host": "10.0.0.5", "dashboard_address": DEFAULT_DASHBOARD}
+    assert kwargs["scheduler_options"] == {
+        "host": "10.0.0.5",
+        "dashboard_address": DEFAULT_DASHBOARD,
+        "dashboard": True,
+    }
     other = secure_scheduler("cpu", {"shared-temp-directory": str(shared)}, None)["security"]
     assert other.tls_ca_file != security.tls_ca_file  # each campaign its own authority
 
