@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from tests.conftest import clean_env
+from tests.conftest import Djdask, clean_env
 
 pytestmark = pytest.mark.integration
 
@@ -127,13 +127,24 @@ BEFORE_CONNECTING = {
 }
 
 
+#: The schema prefix seeded with the reference pipeline's small data, per server (in this
+#: process): each refusal must leave it as it is, so the cases share one copy.
+SEEDED: dict[str, str] = {}
+
+
 def check_refused(djdask, sql, prefix, args, env, fragments, tmp_path):
     """The mistake named with its fix; a traceback, another exit code or a changed table would
     mean djdask half-ran on input it should have refused."""
-    assert djdask.python("from djdask.pipeline.demo import insert_demo_data; insert_demo_data('small')").returncode == 0
-    before = snapshot(sql, prefix)
+    label = djdask.server.label
+    if label not in SEEDED:
+        seeded = djdask.python("from djdask.pipeline.demo import insert_demo_data; insert_demo_data('small')")
+        assert seeded.returncode == 0, seeded.stdout + seeded.stderr
+        SEEDED[label] = prefix
+    djdask = Djdask(djdask.server, SEEDED[label], tmp_path)
+    before = snapshot(sql, djdask.prefix)
+    assert before, "the reference pipeline's tables are missing"
     assert_clean_error(djdask(*args, env=djdask.env(**env)), *fragments)
-    assert snapshot(sql, prefix) == before
+    assert snapshot(sql, djdask.prefix) == before
     assert not (tmp_path / "archive").exists()
 
 

@@ -87,6 +87,7 @@ class Runs:
         self.djdask, self.module = djdask, module
         self.other = djdask.prefix + "seq"
         self.ours_env = djdask.env(**env)
+        self.theirs_pending: list[str] = []  # code both() left for DataJoint's side
         # One BLAS thread, as distributed gives its worker processes (see test_populate).
         self.theirs_env = djdask.env(
             DASK_DJDASK__DEMO__SCHEMA_PREFIX=self.other,
@@ -100,12 +101,16 @@ class Runs:
         return self.djdask.python(f"import {self.module} as m\n{code}", env=self.ours_env)
 
     def theirs(self, code: str) -> subprocess.CompletedProcess:
+        """``code`` under DataJoint's prefix, after what :meth:`both` left for this side."""
+        code, self.theirs_pending = "\n".join([*self.theirs_pending, code]), []
         return self.djdask.python(f"import {self.module} as m\n{code}", env=self.theirs_env)
 
     def both(self, code: str) -> None:
-        for run in (self.ours, self.theirs):
-            result = run(code)
-            assert result.returncode == 0, result.stdout + result.stderr
+        """``code`` on both sides: on ours now, on DataJoint's with its next run (one Python
+        and DataJoint start-up less; nothing reads DataJoint's side before that run)."""
+        result = self.ours(code)
+        assert result.returncode == 0, result.stdout + result.stderr
+        self.theirs_pending.append(code)
 
     def cli(self, *args: str, expect: int | None = 0) -> subprocess.CompletedProcess:
         result = self.djdask(*args, env=self.ours_env)
@@ -136,6 +141,7 @@ class Runs:
         return json.loads(line[len("ERRORS=") :])
 
     def same(self, sql, nonempty=()) -> dict:
+        assert not self.theirs_pending, "DataJoint's side has not run yet: call sequential() or theirs() first"
         return assert_same(sql, self.module, self.djdask.prefix, self.other, nonempty)
 
     def schema(self, prefix: str | None = None) -> str:
