@@ -9,6 +9,7 @@ from __future__ import annotations
 from djdask.lazy import lazy_exports
 
 __all__ = [
+    "ERROR_MESSAGE_LENGTH",
     "Heartbeat",
     "JOBS_COLUMNS",
     "JobQueue",
@@ -17,8 +18,10 @@ __all__ = [
     "UnreservedQueue",
     "among_keys",
     "check_legacy_jobs",
+    "declared_jobs",
     "ignore",
     "is_conflict",
+    "is_permission_error",
     "keys_condition",
     "keys_in",
     "lease_timeout",
@@ -32,6 +35,7 @@ __all__ = [
 ]
 
 _WHERE = {
+    "ERROR_MESSAGE_LENGTH": "queue",
     "Heartbeat": "leases",
     "JOBS_COLUMNS": "queue",
     "JobQueue": "queue",
@@ -40,8 +44,10 @@ _WHERE = {
     "UnreservedQueue": "unreserved",
     "among_keys": "enqueue",
     "check_legacy_jobs": "legacy",
+    "declared_jobs": "queue",
     "ignore": "enqueue",
     "is_conflict": "conflicts",
+    "is_permission_error": "queue",
     "keys_condition": "queue",
     "keys_in": "enqueue",
     "lease_timeout": "leases",

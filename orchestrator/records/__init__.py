@@ -10,8 +10,10 @@ from djdask.lazy import lazy_exports
 
 __all__ = [
     "Accounting",
+    "CampaignRecord",
     "DEFINITION",
     "Durations",
+    "ENDED",
     "ErrorWatch",
     "RecordKeeper",
     "Records",
@@ -22,6 +24,7 @@ __all__ = [
     "cancel_command",
     "code_version",
     "controller_stop_after",
+    "description",
     "find",
     "hand_over",
     "home_schema",
@@ -35,8 +38,10 @@ __all__ = [
 
 _WHERE = {
     "Accounting": "accounting",
+    "CampaignRecord": "records",
     "DEFINITION": "records",
     "Durations": "accounting",
+    "ENDED": "records",
     "ErrorWatch": "notify",
     "RecordKeeper": "records",
     "Records": "records",
@@ -47,6 +52,7 @@ _WHERE = {
     "cancel_command": "submit",
     "code_version": "records",
     "controller_stop_after": "submit",
+    "description": "records",
     "find": "records",
     "hand_over": "submit",
     "home_schema": "records",
