@@ -136,7 +136,7 @@ def cancel(args: argparse.Namespace) -> int:
 def _cancel_job(record: dict[str, Any]) -> None:
     """Cancel a submitted controller's batch job, when its batch system is on this machine."""
     # lazy: the batch systems' registry (10-25 ms to import) only to cancel a job not started yet
-    from djdask.records.submit import cancel_command
+    from djdask.cli.submit import cancel_command
 
     kind = (record.get("clusters") or {}).get("controller") or ""
     command = cancel_command(kind)

@@ -11,9 +11,9 @@ import dask
 import pytest
 
 from djdask.cli.parser import build_parser, main
+from djdask.cli.submit import controller_command, controller_stop_after, job_id_in, job_script
 from djdask.clusters import resolve
 from djdask.clusters.profiles import batch_kind
-from djdask.records.submit import controller_command, controller_stop_after, job_id_in, job_script
 
 WALLTIMES = {"slurm": "02:00:00", "pbs": "02:00:00", "sge": "02:00:00", "lsf": "2:00"}
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from dask.utils import parse_timedelta
 
-from djdask.campaign.checks import check_priority, make_kwargs_arg, pools_arg
+from djdask.campaign.checks import make_kwargs_arg, pools_arg
 from djdask.clusters import resolve
 from djdask.clusters.profiles import batch_kind
 from djdask.config import namespace as config
@@ -167,7 +167,6 @@ def _submit_script(kind: Any, script: Path) -> str:
 def submit(args: argparse.Namespace) -> int:
     """``djdask submit MODULE ... --cluster PROFILE``: record the campaign, start its controller
     as a batch job (or a detached process on ``local``), print how to follow it, return."""
-    check_priority(args.priority)
     args.make_kwargs = make_kwargs_arg(args.make_kwargs)
     pools = pools_arg(args.cluster) or {"default": "local"}
     profiles = {name: resolve(profile) for name, profile in pools.items()}
