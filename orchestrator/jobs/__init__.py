@@ -10,9 +10,9 @@ from djdask.lazy import lazy_exports
 
 __all__ = [
     "ERROR_MESSAGE_LENGTH",
-    "Heartbeat",
     "JOBS_COLUMNS",
     "JobQueue",
+    "LeaseKeeper",
     "Owner",
     "SessionThread",
     "UnreservedQueue",
@@ -36,9 +36,9 @@ __all__ = [
 
 _WHERE = {
     "ERROR_MESSAGE_LENGTH": "queue",
-    "Heartbeat": "leases",
     "JOBS_COLUMNS": "queue",
     "JobQueue": "queue",
+    "LeaseKeeper": "leases",
     "Owner": "queue",
     "SessionThread": "leases",
     "UnreservedQueue": "unreserved",
