@@ -1,7 +1,22 @@
-"""Cluster profiles: where a campaign's Dask workers run."""
+"""Cluster profiles: where a campaign's Dask workers run.
+
+Public names are imported from their modules when first used.
+"""
 
 from __future__ import annotations
 
-from .profiles import KINDS, Profile, local_cluster, profile_names, resolve
+from djdask.lazy import lazy_exports
 
-__all__ = ["KINDS", "Profile", "local_cluster", "profile_names", "resolve"]
+__all__ = ["Demand", "KINDS", "Profile", "batch_kind", "local_cluster", "profile_names", "resolve"]
+
+_WHERE = {
+    "Demand": "scaling",
+    "KINDS": "profiles",
+    "Profile": "profiles",
+    "batch_kind": "profiles",
+    "local_cluster": "profiles",
+    "profile_names": "profiles",
+    "resolve": "profiles",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, __all__)

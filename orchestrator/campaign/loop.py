@@ -65,7 +65,7 @@ from djdask.db.connect import redact, secrets
 from djdask.db.outage import Outage
 from djdask.djcompat import dependencies_loaded_once
 from djdask.errors import DjdaskError
-from djdask.jobs.leases import Heartbeat, lease_timeout, recover_orphans, restamp
+from djdask.jobs.leases import LeaseKeeper, lease_timeout, recover_orphans, restamp
 from djdask.jobs.legacy import check_legacy_jobs
 from djdask.jobs.queue import Owner
 from djdask.logs import setup_logging
@@ -179,7 +179,7 @@ def finish(
     campaign: Campaign,
     tables: list[TableState],
     summary: CampaignSummary,
-    heartbeat: Heartbeat,
+    heartbeat: LeaseKeeper,
     *,
     cancelled: bool,
     t0: float,
@@ -397,7 +397,7 @@ class Campaign:
             # now, without waiting for any timeout.
             recover_orphans(connection, [t.queue.name for t in reserved], lease_timeout=lease_timeout())
             sweep(tables, self.priority, first=True)
-            heartbeat = Heartbeat(connection, self.owner)
+            heartbeat = LeaseKeeper(connection, self.owner)
             for state in reserved:
                 heartbeat.watch(state.queue.name)
             self.pools.start(

@@ -33,7 +33,7 @@ from djdask.records.records import ENDED, Records, find, home_schema
 if TYPE_CHECKING:
     import argparse
 
-__all__ = ["campaigns", "cancel", "report", "jobs_of_campaign", "owner_windows"]
+__all__ = ["campaigns", "cancel", "jobs_of_campaign", "no_figures", "owner_windows", "report"]
 
 
 def _connection(module: str | None) -> Any:
@@ -136,7 +136,7 @@ def cancel(args: argparse.Namespace) -> int:
 def _cancel_job(record: dict[str, Any]) -> None:
     """Cancel a submitted controller's batch job, when its batch system is on this machine."""
     # lazy: the batch systems' registry (10-25 ms to import) only to cancel a job not started yet
-    from djdask.records.submit import cancel_command
+    from djdask.cli.submit import cancel_command
 
     kind = (record.get("clusters") or {}).get("controller") or ""
     command = cancel_command(kind)
@@ -261,7 +261,7 @@ def report(args: argparse.Namespace) -> int:
     if tables:
         print_table(tables, columns)
     else:  # not headings over no rows
-        print(_no_figures(record))
+        print(no_figures(record))
     pools = []
     for p in account.get("pools") or []:
         name = p["pool"]
@@ -289,7 +289,7 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _no_figures(record: dict[str, Any]) -> str:
+def no_figures(record: dict[str, Any]) -> str:
     """What the report says of a campaign with no tables in its accounting yet (or ever)."""
     if record["state"] == "submitted":
         return "Starting: its controller has not started yet; figures come once it runs."

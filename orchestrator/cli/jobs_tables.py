@@ -13,7 +13,7 @@ from djdask.cli.output import key_text, print_table
 from djdask.db.connect import connect, redact, secrets
 from djdask.errors import InvalidInputError, RestrictionError
 from djdask.jobs.leases import lease_timeout, recover_orphans
-from djdask.jobs.queue import JobQueue, _declared_jobs
+from djdask.jobs.queue import JobQueue, declared_jobs
 from djdask.planning.planner import existing_jobs, parse_restrictions, select
 from djdask.planning.reservable import has_jobs_table, why_unreserved
 from djdask.records.records import Records, home_schema
@@ -69,7 +69,7 @@ def jobs_init(args: argparse.Namespace) -> int:
             continue
         table = cls()
         existed = Job(table).is_declared  # reading `table.jobs` would create it
-        table_jobs = _declared_jobs(table)
+        table_jobs = declared_jobs(table)
         schemas.add(table.database)
         print(f"{selection.graph.class_names[name]}: {table_jobs.full_table_name} {'exists' if existed else 'created'}")
     records = Records(selection.connection, home_schema(selection.tables))

@@ -79,7 +79,7 @@ COMMAND_MODULES = {
     "settings": "djdask.cli.settings",
     "server": "djdask.cli.server",
     "campaigns": "djdask.cli.campaigns",
-    "submit": "djdask.records.submit",
+    "submit": "djdask.cli.submit",
 }
 
 

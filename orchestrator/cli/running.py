@@ -68,7 +68,7 @@ def run_campaign(
     ancestors, keys matching ``restrictions``), print its summary, and return its exit code."""
     # lazy: only a campaign that runs needs the loop (0.1-0.2 s to import): not --dry-run, not a refusal
     from djdask.campaign.loop import Campaign
-    from djdask.records.submit import hand_over, stop_after
+    from djdask.cli.submit import hand_over, stop_after
 
     selection = select(module, targets, restrictions)
     campaign = Campaign(

@@ -12,11 +12,13 @@ __all__ = [
     "check",
     "describe",
     "get",
+    "leaves",
     "load_dask_config",
     "load_defaults",
     "markdown",
     "resolve",
     "settings",
+    "shown",
     "source",
 ]
 
@@ -24,11 +26,13 @@ _WHERE = {
     "check": "schema",
     "describe": "schema",
     "get": "namespace",
+    "leaves": "schema",
     "load_dask_config": "schema",
     "load_defaults": "namespace",
     "markdown": "schema",
     "resolve": "namespace",
     "settings": "schema",
+    "shown": "schema",
     "source": "schema",
 }
 

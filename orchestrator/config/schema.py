@@ -27,7 +27,7 @@ import yaml
 
 from djdask.errors import SettingsError
 
-__all__ = ["check", "describe", "load_dask_config", "markdown", "schema", "settings", "source"]
+__all__ = ["check", "describe", "leaves", "load_dask_config", "markdown", "schema", "settings", "shown", "source"]
 
 SCHEMA_PATH = Path(__file__).with_name("djdask-schema.yaml")
 DEFAULTS_PATH = Path(__file__).with_name("djdask.yaml")

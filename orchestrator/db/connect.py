@@ -36,6 +36,7 @@ from djdask.errors import DatabaseUnavailableError
 __all__ = [
     "EmbeddedPostgres",
     "connect",
+    "default_data_dir",
     "describe",
     "import_datajoint",
     "is_configured",
@@ -86,7 +87,9 @@ def is_configured() -> bool:
     return settings_view()["database.user"] is not None
 
 
-def _default_data_dir() -> Path:
+def default_data_dir() -> Path:
+    """Where the embedded PostgreSQL keeps its data (and a campaign's default store its
+    arrays): ``djdask.database.data-dir``, else the user's data folder for djdask."""
     configured = config.get("database.data-dir")
     if configured:
         return Path(configured).expanduser()
@@ -149,7 +152,7 @@ class EmbeddedPostgres:
     database = "postgres"
 
     def __init__(self, data_dir: str | os.PathLike | None = None) -> None:
-        self.data_dir = Path(data_dir).expanduser() if data_dir else _default_data_dir()
+        self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
         self.pgdata = (self.data_dir / "pgdata").resolve()
 
     def start(self) -> EmbeddedStatus:

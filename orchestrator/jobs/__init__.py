@@ -9,16 +9,19 @@ from __future__ import annotations
 from djdask.lazy import lazy_exports
 
 __all__ = [
-    "Heartbeat",
+    "ERROR_MESSAGE_LENGTH",
     "JOBS_COLUMNS",
     "JobQueue",
+    "LeaseKeeper",
     "Owner",
     "SessionThread",
     "UnreservedQueue",
     "among_keys",
     "check_legacy_jobs",
+    "declared_jobs",
     "ignore",
     "is_conflict",
+    "is_permission_error",
     "keys_condition",
     "keys_in",
     "lease_timeout",
@@ -32,16 +35,19 @@ __all__ = [
 ]
 
 _WHERE = {
-    "Heartbeat": "leases",
+    "ERROR_MESSAGE_LENGTH": "queue",
     "JOBS_COLUMNS": "queue",
     "JobQueue": "queue",
+    "LeaseKeeper": "leases",
     "Owner": "queue",
     "SessionThread": "leases",
     "UnreservedQueue": "unreserved",
     "among_keys": "enqueue",
     "check_legacy_jobs": "legacy",
+    "declared_jobs": "queue",
     "ignore": "enqueue",
     "is_conflict": "conflicts",
+    "is_permission_error": "queue",
     "keys_condition": "queue",
     "keys_in": "enqueue",
     "lease_timeout": "leases",

@@ -66,7 +66,7 @@ def enqueue(
         added = _insert_into_empty(queue, f"INSERT INTO {target} {select}", (int(priority),))
     if added is None:
         added = _insert_new(queue, missing, "pending", int(priority))
-    if added >= ANALYZE_AFTER and queue._is_postgres and not queue.connection.in_transaction:
+    if added >= ANALYZE_AFTER and queue.is_postgres and not queue.connection.in_transaction:
         # Fresh statistics, or PostgreSQL's planner, which thinks the table small until
         # autovacuum analyzes it (a minute or more), sorts every pending row for each claim
         # instead of reading the claim's index in order: 230 ms per claim at 1M keys, 11 ms
@@ -95,7 +95,7 @@ def among_keys(source: Any, among: Sequence[dict] | None) -> Any:
 def _insert_parts(queue: JobQueue, keys: Any, status: str) -> tuple[str, str]:
     """The target and the ``SELECT`` of an ``INSERT`` of ``keys`` as rows of ``status``
     (the priority an argument)."""
-    q = queue._q
+    q = queue.quote
     cols = ", ".join(q(k) for k in queue.pk)
     select = f"SELECT {cols}, '{status}', %s FROM ({keys.make_sql(fields=queue.pk)}) AS {q('_missing')}"
     if status == "pending" and queue.blockers:  # only keys whose inputs have nothing left to make for them
@@ -106,7 +106,7 @@ def _insert_parts(queue: JobQueue, keys: Any, status: str) -> tuple[str, str]:
 def _insert_new(queue: JobQueue, keys: Any, status: str, priority: int) -> int:
     """Insert ``keys`` as rows of ``status``, leaving the keys that have a row alone."""
     target, select = _insert_parts(queue, keys, status)
-    if queue._is_postgres:
+    if queue.is_postgres:
         sql = f"INSERT INTO {target} {select} ON CONFLICT DO NOTHING"
     else:
         sql = f"INSERT IGNORE INTO {target} {select}"
@@ -120,8 +120,8 @@ def _insert_new(queue: JobQueue, keys: Any, status: str, priority: int) -> int:
 
 def keys_in(queue: JobQueue, expression: Any) -> str:
     """``(pk) IN (SELECT pk FROM expression)``, for a WHERE clause over the jobs table."""
-    cols = ", ".join(queue._q(k) for k in queue.pk)
-    inner = f"SELECT {cols} FROM ({expression.proj().make_sql(fields=queue.pk)}) AS {queue._q('_keys')}"
+    cols = ", ".join(queue.quote(k) for k in queue.pk)
+    inner = f"SELECT {cols} FROM ({expression.proj().make_sql(fields=queue.pk)}) AS {queue.quote('_keys')}"
     return f"({cols}) IN ({inner})"
 
 
@@ -129,7 +129,7 @@ def exists_in(queue: JobQueue, expression: Any) -> str:
     """``EXISTS`` a row of ``expression`` with the jobs row's key: correlated, so that both
     backends plan it as a (anti-)join, where ``NOT IN`` over a large subquery is a scan per
     row on PostgreSQL."""
-    q = queue._q
+    q = queue.quote
     alias = q("_keys")
     match = " AND ".join(f"{alias}.{q(k)} = {queue.name}.{q(k)}" for k in queue.pk)
     return f"EXISTS (SELECT 1 FROM ({expression.proj().make_sql(fields=queue.pk)}) AS {alias} WHERE {match})"
@@ -140,7 +140,7 @@ def _delete(queue: JobQueue, where: str) -> int:
     that reading the key source takes no shared locks on the tables other workers insert into."""
 
     def attempt() -> int:
-        if not queue._is_postgres:
+        if not queue.is_postgres:
             queue.connection.query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
         return queue.connection.query(f"DELETE FROM {queue.name} WHERE {where}").rowcount
 
@@ -151,7 +151,7 @@ def tidy(queue: JobQueue) -> dict[str, int]:
     """What ``refresh()`` does besides adding keys: re-pend ``success`` rows whose key is
     missing again (``jobs.keep_completed``), remove rows whose key has vanished from the
     key source.  Returns the counts: ``re_pended``, ``removed``."""
-    q = queue._q
+    q = queue.quote
     counts = {"re_pended": 0, "removed": 0}
     if djcompat.jobs_settings(queue.connection).keep_completed:
         # Deleted here and enqueued again as pending right after, as refresh() does.
@@ -211,7 +211,7 @@ def _insert_into_empty(queue: JobQueue, sql: str, args: tuple) -> int | None:
 @contextlib.contextmanager
 def _bulk_load(queue: JobQueue) -> Iterator[None]:
     """On MySQL/MariaDB, the session settings under which InnoDB bulk-loads an empty table."""
-    if queue._is_postgres:
+    if queue.is_postgres:
         yield
         return
     query = queue.connection.query
@@ -234,7 +234,7 @@ def ignore(queue: JobQueue) -> dict[str, int]:
     ``jobs.ignore(key)`` does: no campaign or ``populate(reserve_jobs=True)`` claims
     them.  Keys reserved right now are left to their worker.  Returns ``ignored`` and
     ``reserved`` (left alone)."""
-    q = queue._q
+    q = queue.quote
     missing = queue.key_source.proj() - queue.table.proj()
     priority = int(djcompat.jobs_settings(queue.connection).default_priority)
     with queue.connection.transaction:

@@ -1,4 +1,5 @@
-"""Leases on reserved keys: the heartbeat that renews them, and orphan recovery.
+"""Leases on reserved keys: the campaign's :class:`LeaseKeeper` renews them (its heartbeat), and
+orphans (reservations whose session is gone) go back to pending.
 
 A reservation is live while the session that made it is open.  Liveness is
 read from the server, never guessed from age alone:
@@ -38,7 +39,15 @@ from djdask.db.outage import is_connection_error, reconnect
 from djdask.jobs.conflicts import retry_on_conflict
 from djdask.jobs.queue import KEY_COLUMNS, Owner, keys_condition
 
-__all__ = ["Heartbeat", "SessionThread", "lease_timeout", "recover_orphans", "renew_leases", "restamp", "session_gone"]
+__all__ = [
+    "LeaseKeeper",
+    "SessionThread",
+    "lease_timeout",
+    "recover_orphans",
+    "renew_leases",
+    "restamp",
+    "session_gone",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -225,7 +234,7 @@ class SessionThread:
                 pass
 
 
-class Heartbeat(SessionThread):
+class LeaseKeeper(SessionThread):
     """A thread, with its own database session, that keeps a campaign's leases alive.
 
     Every ``djdask.jobs.heartbeat`` it renews the reservations of ``owner`` in

@@ -39,9 +39,12 @@ from djdask.planning.inputs import gate
 from djdask.planning.planner import restrict
 
 __all__ = [
+    "ERROR_MESSAGE_LENGTH",
     "JOBS_COLUMNS",
     "JobQueue",
     "Owner",
+    "declared_jobs",
+    "is_permission_error",
     "keys_condition",
 ]
 
@@ -95,7 +98,7 @@ def keys_condition(
     return "(" + " OR ".join([one] * len(rows)) + ")", [sql_value(v, backend) for row in rows for v in row]
 
 
-def _declared_jobs(table: Any, *, attempts: int = 5) -> Any:
+def declared_jobs(table: Any, *, attempts: int = 5) -> Any:
     """``table.jobs``, created by DataJoint if missing, safe against concurrent creation.
 
     DataJoint declares a jobs table in several statements (on PostgreSQL a
@@ -183,7 +186,7 @@ class JobQueue:
 
     def __init__(self, table: Any, restriction: dict | None = None, owner: Owner | None = None) -> None:
         self.table = table
-        self.jobs = _declared_jobs(table)
+        self.jobs = declared_jobs(table)
         self.connection = table.connection
         self.adapter = self.connection.adapter
         self.check_layout()
@@ -203,7 +206,8 @@ class JobQueue:
         self.blockers: list[JobQueue | Any] = []
 
     # -- helpers ---------------------------------------------------------------
-    def _q(self, name: str) -> str:
+    def quote(self, name: str) -> str:
+        """``name`` quoted as an identifier for this backend."""
         return self.adapter.quote_identifier(name)
 
     @property
@@ -212,7 +216,8 @@ class JobQueue:
         return self.jobs.full_table_name
 
     @property
-    def _is_postgres(self) -> bool:
+    def is_postgres(self) -> bool:
+        """Whether the jobs table is on PostgreSQL (else MySQL or MariaDB)."""
         return self.adapter.backend == "postgresql"
 
     def _keys_condition(self, keys: Sequence[dict]) -> tuple[str, list]:
@@ -220,7 +225,7 @@ class JobQueue:
         index serves it on every backend: a plain ``IN`` for one column, an ``OR`` of
         equalities for several (MariaDB scans the table, and waits on every locked row,
         for a row-constructor ``IN``)."""
-        return keys_condition(self._q, self.pk, keys, backend=self.adapter.backend)
+        return keys_condition(self.quote, self.pk, keys, backend=self.adapter.backend)
 
     def check_layout(self) -> None:
         """Refuse a jobs table that is not in DataJoint 2.x's layout, before touching it."""
@@ -255,7 +260,7 @@ class JobQueue:
         other: locked rows are skipped, and the ``(status, priority,
         scheduled_time)`` index keeps the scan to pending rows.
         """
-        q = self._q
+        q = self.quote
         cols = ", ".join(q(k) for k in self.pk)
         where = f"{q('status')} = 'pending' AND {q('scheduled_time')} <= CURRENT_TIMESTAMP(3)"
         args: list[Any] = []
@@ -271,7 +276,7 @@ class JobQueue:
         args.append(int(limit))
 
         def claim_once() -> list[dict]:
-            if not self._is_postgres:
+            if not self.is_postgres:
                 # Under InnoDB's default REPEATABLE READ the claim's UPDATE, which
                 # moves rows within the status index, waits on the gap locks of a
                 # concurrent claimer; READ COMMITTED takes none (measured on
@@ -326,11 +331,11 @@ class JobQueue:
             return set()
         # Plain SQL, read back through the same codec as the claim's keys.
         condition, args = self._keys_condition(keys)
-        cols = ", ".join(self._q(k) for k in self.pk)
+        cols = ", ".join(self.quote(k) for k in self.pk)
         if self.blockers:
-            condition += f" AND {gate(self._q('_source'), self.pk, self.blockers, self._q)}"
+            condition += f" AND {gate(self.quote('_source'), self.pk, self.blockers, self.quote)}"
         rows = self.connection.query(
-            f"SELECT {cols} FROM ({self.full_key_source.proj().make_sql(fields=self.pk)}) AS {self._q('_source')} "
+            f"SELECT {cols} FROM ({self.full_key_source.proj().make_sql(fields=self.pk)}) AS {self.quote('_source')} "
             f"WHERE {condition}",
             args=args,
         ).fetchall()
@@ -340,7 +345,7 @@ class JobQueue:
         """Remove the rows of claimed keys that have left the key source, as ``refresh()``
         removes vanished keys: there is nothing to make for them (or not yet: a key whose
         inputs still have keys to make is enqueued again once they are made)."""
-        q = self._q
+        q = self.quote
         condition, args = self._keys_condition(keys)
         self.connection.query(
             f"DELETE FROM {self.name} WHERE {q('status')} = 'reserved' AND {q('host')} = %s AND {q('pid')} = %s "
@@ -360,7 +365,7 @@ class JobQueue:
         done = list(done)
         if not done:
             return
-        q = self._q
+        q = self.quote
         condition, args = self._keys_condition([key for key, _ in done])
         if djcompat.jobs_settings(self.connection).keep_completed:
             cases = " ".join("WHEN " + " AND ".join(f"{q(k)} = %s" for k in self.pk) + " THEN %s" for _ in done)
@@ -382,7 +387,7 @@ class JobQueue:
         (``Table.jobs.errors`` shows them), in one transaction."""
         if not errors:
             return
-        q = self._q
+        q = self.quote
 
         def attempt() -> None:
             with self.connection.transaction:
@@ -403,7 +408,7 @@ class JobQueue:
         """Put keys this campaign holds back to ``pending``; return how many."""
         if not keys:
             return 0
-        q = self._q
+        q = self.quote
         condition, args = self._keys_condition(keys)
         sql = (
             f"UPDATE {self.name} SET {q('status')} = 'pending', {q('reserved_time')} = NULL, "
@@ -417,7 +422,7 @@ class JobQueue:
         """Put every key this campaign holds back to ``pending`` except ``keep`` (those in
         flight); return how many.  After an outage: a claim whose commit went through with
         its answer lost reserved keys that no batch carries."""
-        q = self._q
+        q = self.quote
         cols = ", ".join(q(k) for k in self.pk)
         rows = self.connection.query(
             f"SELECT {cols} FROM {self.name} WHERE {q('status')} = 'reserved' AND {q('host')} = %s AND {q('pid')} = %s",
@@ -429,7 +434,7 @@ class JobQueue:
 
     def retry_errors(self) -> int:
         """Put every ``error`` row back to ``pending`` (``djdask retry``); return how many."""
-        q = self._q
+        q = self.quote
         cursor = self.connection.query(
             f"UPDATE {self.name} SET {q('status')} = 'pending', {q('error_message')} = '', "
             f"{q('error_stack')} = NULL, {q('completed_time')} = NULL, {q('reserved_time')} = NULL, "

@@ -73,7 +73,7 @@ class CampaignBoard:
         Seconds of history a rate is measured over: long enough to smooth the
         batches in which keys finish, short enough to follow a change of pace.
 
-    A state is the dict a campaign publishes (:meth:`Campaign._state`): ``time``
+    A state is the dict a campaign publishes (:meth:`StatePublisher.state <djdask.monitor.publisher.StatePublisher.state>`): ``time``
     (seconds since the epoch), ``campaign`` (``id``, ``module``, ``host``,
     ``pid``, ``user``, ``started``, ``finished``, ``cancelled``), ``tables`` (per
     table ``table``, ``parents``, ``depth``, ``rows``, ``made``, ``errors``,

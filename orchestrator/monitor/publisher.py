@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from djdask.campaign.tables import TableState
     from djdask.records.accounting import Accounting
 
-__all__ = ["StatePublisher"]
+__all__ = ["StatePublisher", "history_entry"]
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class StatePublisher:
     def publish_history(self, records: list[dict[str, Any]]) -> None:
         """Recent campaigns of the pipeline (their records) for the page, on every pool's
         scheduler; called by the record keeper's thread."""
-        history = [_history_entry(r) for r in records]
+        history = [history_entry(r) for r in records]
         for pool in self.pools:
             client = pool.client
             if client is None or client.status != "running":
@@ -212,7 +212,7 @@ class StatePublisher:
         client.loop.add_callback(send, state)
 
 
-def _history_entry(record: dict[str, Any]) -> dict[str, Any]:
+def history_entry(record: dict[str, Any]) -> dict[str, Any]:
     """What the page shows of a campaign record: plain values, no duration histograms."""
     account = dict(record.get("accounting") or {})
     account["tables"] = [{k: v for k, v in t.items() if k != "durations"} for t in account.get("tables") or []]

@@ -23,7 +23,7 @@ import networkx as nx
 
 from djdask.errors import InvalidInputError, UnknownTableError
 
-__all__ = ["PipelineGraph", "TableInfo", "build_graph", "table_tier"]
+__all__ = ["PipelineGraph", "TableInfo", "build_graph", "master_name", "table_tier"]
 
 _NAME = re.compile(r'^(?P<q>[`"])(?P<schema>[^`"]+)(?P=q)\.(?P=q)(?P<table>[^`"]+)(?P=q)$')
 
@@ -49,7 +49,9 @@ def table_tier(full_name: str) -> str:
     return "manual"
 
 
-def _master(full_name: str) -> str:
+def master_name(full_name: str) -> str:
+    """The full name of the master of part table ``full_name``; a table that is no part is its
+    own master."""
     schema, table = _split(full_name)
     prefix = len(table) - len(table.lstrip("_#"))
     head, sep, _ = table[prefix:].partition("__")
@@ -200,9 +202,9 @@ def build_graph(connection, schemas: set[str], class_names: dict[str, str]) -> P
     for node in deps.nodes:
         if not node.startswith(("`", '"')):
             continue
-        folded.add_node(_master(node))
+        folded.add_node(master_name(node))
     for parent, child in deps.edges():
-        a, b = _master(parent), _master(child)
+        a, b = master_name(parent), master_name(child)
         if a != b:
             folded.add_edge(a, b)
 

@@ -15,7 +15,18 @@ from djdask.planning.inputs import hidden_inputs
 from djdask.planning.loader import load_pipeline
 from djdask.planning.reservable import has_jobs_table
 
-__all__ = ["PlanRow", "Selection", "parse_restrictions", "plan", "select", "table_counts"]
+__all__ = [
+    "PlanRow",
+    "Selection",
+    "error_groups",
+    "existing_jobs",
+    "parse_restrictions",
+    "plan",
+    "reservation_holders",
+    "restrict",
+    "select",
+    "table_counts",
+]
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""Campaign records (``~djdask_campaign``), their accounting, the notifications of their
-end, and controllers submitted as batch jobs.
+"""Campaign records (``~djdask_campaign``), their accounting and the notifications of their
+end.
 
 Public names are imported from their modules when first used.
 """
@@ -10,8 +10,10 @@ from djdask.lazy import lazy_exports
 
 __all__ = [
     "Accounting",
+    "CampaignRecord",
     "DEFINITION",
     "Durations",
+    "ENDED",
     "ErrorWatch",
     "RecordKeeper",
     "Records",
@@ -19,24 +21,21 @@ __all__ = [
     "by_name",
     "campaign_ended",
     "campaign_lost",
-    "cancel_command",
     "code_version",
-    "controller_stop_after",
+    "description",
     "find",
-    "hand_over",
     "home_schema",
     "message",
     "new_id",
-    "resubmit",
     "send",
-    "stop_after",
-    "submit_dir",
 ]
 
 _WHERE = {
     "Accounting": "accounting",
+    "CampaignRecord": "records",
     "DEFINITION": "records",
     "Durations": "accounting",
+    "ENDED": "records",
     "ErrorWatch": "notify",
     "RecordKeeper": "records",
     "Records": "records",
@@ -44,18 +43,13 @@ _WHERE = {
     "by_name": "accounting",
     "campaign_ended": "notify",
     "campaign_lost": "notify",
-    "cancel_command": "submit",
     "code_version": "records",
-    "controller_stop_after": "submit",
+    "description": "records",
     "find": "records",
-    "hand_over": "submit",
     "home_schema": "records",
     "message": "notify",
     "new_id": "records",
-    "resubmit": "submit",
     "send": "notify",
-    "stop_after": "submit",
-    "submit_dir": "submit",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _WHERE, __all__)

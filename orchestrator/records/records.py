@@ -57,11 +57,14 @@ from djdask.jobs.queue import is_permission_error
 from djdask.records.notify import campaign_lost
 
 __all__ = [
+    "CampaignRecord",
     "DEFINITION",
-    "TABLE_NAME",
+    "ENDED",
     "RecordKeeper",
     "Records",
+    "TABLE_NAME",
     "code_version",
+    "description",
     "find",
     "home_schema",
     "new_id",

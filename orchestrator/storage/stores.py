@@ -22,7 +22,7 @@ from typing import Any
 from datajoint.storage import get_storage_backend
 
 from djdask import djcompat
-from djdask.db.connect import _default_data_dir, import_datajoint, redact, settings_view
+from djdask.db.connect import default_data_dir, import_datajoint, redact, settings_view
 from djdask.errors import StoreError
 
 __all__ = ["configure_store", "probe_store"]
@@ -112,7 +112,7 @@ def _s3_spec(store: str) -> dict[str, Any]:
 def _directory(store: str | None, configured: str) -> Path:
     """The local directory ``--store`` names (created), or djdask's own."""
     if store is None:
-        return _default_data_dir() / "store"
+        return default_data_dir() / "store"
     text = store.removeprefix("file://")
     scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*):", text)
     if "://" in text:

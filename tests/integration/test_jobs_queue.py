@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import pytest
 
 from djdask.errors import JobsTableError
@@ -66,16 +68,28 @@ def test_enqueue_keeps_existing_rows(dj_instance, prefix):
     assert errors[0]["error_message"] == "ValueError: boom" and errors[0]["error_stack"] == "Traceback ..."
 
 
-def test_enqueue_gives_way_to_keys_enqueued_meanwhile(dj_instance, prefix):
+def test_enqueue_gives_way_to_keys_enqueued_meanwhile(dj_instance, prefix, monkeypatch):
     """Into a jobs table seen empty, enqueue bulk-loads (no ON CONFLICT, no INSERT IGNORE);
     when another process enqueued keys in between, it must fall back: each key once, the
     other process's rows untouched."""
     Key, Result = declare(dj_instance, prefix + "_race")
     Key.insert({"k": i} for i in range(10))
     queue = JobQueue(Result())
-    queue._is_empty = lambda: True  # the look saw an empty table; then another process wrote:
-    Result.jobs.ignore({"k": 3})
+    look, query = f"SELECT 1 FROM {queue.name} LIMIT 1", queue.connection.query
+    seen = []
+
+    def look_then_another_writes(sql, *args, **kwargs):
+        result = query(sql, *args, **kwargs)
+        if sql != look:
+            return result
+        seen.append(result.fetchall())  # the look sees an empty table; then another process writes:
+        Result.jobs.ignore({"k": 3})
+        return types.SimpleNamespace(fetchall=lambda: seen[-1])
+
+    monkeypatch.setattr(queue.connection, "query", look_then_another_writes)
     assert queue.enqueue() == 9
+    monkeypatch.undo()
+    assert len(seen) == 1 and not seen[0]  # enqueue looked once, at an empty table: it took the bulk load
     counts = queue.counts()
     assert (counts["pending"], counts["ignore"]) == (9, 1)
     if dj_instance.connection.adapter.backend == "mysql":

@@ -129,6 +129,7 @@ def test_the_lsf_script_joins_the_scheduler_given(capsys):
         (["populate", "m", "--max-calls", "-5"], "check_count", -5),
         (["jobs", "m", "--limit", "many"], "check_count", "many"),
         (["populate", "m", "--priority", "200"], "check_priority", 200),
+        (["submit", "m", "--priority", "200"], "check_priority", 200),  # submit checks it nowhere else
         (["populate", "m", "--priority", "high"], "check_priority", "high"),
         (["demo", "--json-summary", "/no/such/folder/s.json"], "check_output_file", "/no/such/folder/s.json"),
     ],

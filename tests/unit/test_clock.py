@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import datetime
 
-from djdask.cli.campaigns import _no_figures, duration, owner_windows
+from djdask.cli.campaigns import duration, no_figures, owner_windows
 from djdask.db.clock import naive_utc, utc_text
-from djdask.monitor.publisher import _history_entry
+from djdask.monitor.publisher import history_entry
 
 UTC = datetime.timezone.utc
 NEW_YORK = datetime.timezone(datetime.timedelta(hours=-5))
@@ -79,12 +79,12 @@ def test_times_are_printed_in_utc_and_say_so():
     assert utc_text(T0, zone=" UTC") == "2026-12-04 17:00:00 UTC"
     assert utc_text(None) == "-"
     assert utc_text("2026-12-04 17:00:00 UTC") == "2026-12-04 17:00:00 UTC"  # formatted already
-    entry = _history_entry({"campaign": "c", "started": T0, "ended": None, "accounting": None})
+    entry = history_entry({"campaign": "c", "started": T0, "ended": None, "accounting": None})
     assert entry["started"] == "2026-12-04 17:00:00 UTC" and entry["ended"] is None
 
 
 def test_a_report_without_figures_says_why_instead_of_empty_headings():
     """In its first seconds a campaign has no accounting: `djdask report` says it is starting."""
-    assert _no_figures({"state": "submitted"}).startswith("Starting: its controller has not started")
-    assert _no_figures({"state": "running"}).startswith("Starting: no figures yet")
-    assert _no_figures({"state": "failed"}).startswith("No figures")
+    assert no_figures({"state": "submitted"}).startswith("Starting: its controller has not started")
+    assert no_figures({"state": "running"}).startswith("Starting: no figures yet")
+    assert no_figures({"state": "failed"}).startswith("No figures")

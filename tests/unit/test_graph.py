@@ -6,7 +6,7 @@ import networkx as nx
 import pytest
 
 from djdask.errors import UnknownTableError
-from djdask.planning.graph import PipelineGraph, _master, table_tier
+from djdask.planning.graph import PipelineGraph, master_name, table_tier
 
 
 @pytest.mark.parametrize("q", ['"', "`"])
@@ -18,9 +18,9 @@ def test_tiers_and_masters_for_both_quoting_styles(q):
     assert table_tier(name("__motion_correction")) == "computed"
     assert table_tier(name("__segmentation__cell")) == "part"
     assert table_tier(name("session__note")) == "part"
-    assert _master(name("__segmentation__cell")) == name("__segmentation")
-    assert _master(name("_scan__frame_info")) == name("_scan")
-    assert _master(name("__traces")) == name("__traces")
+    assert master_name(name("__segmentation__cell")) == name("__segmentation")
+    assert master_name(name("_scan__frame_info")) == name("_scan")
+    assert master_name(name("__traces")) == name("__traces")
 
 
 def n(table):

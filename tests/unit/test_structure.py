@@ -6,11 +6,12 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = sorted([*ROOT.glob("orchestrator/*.py"), *ROOT.glob("clusters/*.py"), *ROOT.glob("pipeline/*.py")])
+SOURCES = sorted([*ROOT.glob("orchestrator/**/*.py"), *ROOT.glob("clusters/**/*.py"), *ROOT.glob("pipeline/**/*.py")])
 
 
 def test_no_module_over_600_lines():
     """A module past 600 lines holds more than one concept: split it (STYLE.md)."""
+    assert ROOT / "orchestrator" / "campaign" / "loop.py" in SOURCES  # the sub-packages' modules count too
     long = {p.relative_to(ROOT).as_posix(): n for p in SOURCES if (n := len(p.read_text().splitlines())) > 600}
     assert not long
 

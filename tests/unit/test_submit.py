@@ -11,9 +11,9 @@ import dask
 import pytest
 
 from djdask.cli.parser import build_parser, main
+from djdask.cli.submit import controller_command, controller_stop_after, job_id_in, job_script
 from djdask.clusters import resolve
 from djdask.clusters.profiles import batch_kind
-from djdask.records.submit import _job_id, _script, controller_command, controller_stop_after
 
 WALLTIMES = {"slurm": "02:00:00", "pbs": "02:00:00", "sge": "02:00:00", "lsf": "2:00"}
 
@@ -37,7 +37,7 @@ def test_the_batch_kinds_that_run_a_controller():
 def test_the_controller_job_script_of_each_batch_system(kind, tmp_path):
     profile = {"kind": kind, "cores": 4, "memory": "8GB", "queue": "long", "account": "lab42"}
     with dask.config.set({"djdask.clusters.site": {**profile, "walltime": WALLTIMES[kind]}}):
-        script = _script(
+        script = job_script(
             resolve("site"),
             _args("--resubmit", "-r", "subject=3"),
             "1a2b3c4d",
@@ -66,15 +66,15 @@ def test_an_explicit_stop_after_and_the_margin_of_short_walltimes():
     assert controller_stop_after(3600) == 3600 - 300
     assert controller_stop_after(120) == 90  # at most a quarter of the walltime
     with dask.config.set({"djdask.clusters.site": {"kind": "slurm", "cores": 1, "memory": "1GB"}}):
-        script = _script(resolve("site"), _args("--stop-after", "10m"), "1a2b3c4d", "/x.log", "01:00:00")
+        script = job_script(resolve("site"), _args("--stop-after", "10m"), "1a2b3c4d", "/x.log", "01:00:00")
     assert "--stop-after 600s" in script
 
 
 def test_job_ids_as_each_batch_system_prints_them():
-    assert _job_id("1234\n") == "1234"
-    assert _job_id("1234;cluster\n") == "1234"
-    assert _job_id("5678.pbs-server\n") == "5678.pbs-server"
-    assert _job_id("Job <91011> is submitted to queue <normal>.\n") == "91011"
+    assert job_id_in("1234\n") == "1234"
+    assert job_id_in("1234;cluster\n") == "1234"
+    assert job_id_in("5678.pbs-server\n") == "5678.pbs-server"
+    assert job_id_in("Job <91011> is submitted to queue <normal>.\n") == "91011"
 
 
 def test_the_controller_command_keeps_the_campaign_options():

@@ -33,7 +33,7 @@ from typing import Any
 
 from dask.utils import parse_timedelta
 
-from djdask.campaign.checks import check_priority, make_kwargs_arg, pools_arg
+from djdask.campaign.checks import make_kwargs_arg, pools_arg
 from djdask.clusters import resolve
 from djdask.clusters.profiles import batch_kind
 from djdask.config import namespace as config
@@ -42,7 +42,17 @@ from djdask.jobs.queue import Owner
 from djdask.planning.planner import select
 from djdask.records.records import Records, description, home_schema, new_id
 
-__all__ = ["cancel_command", "controller_stop_after", "hand_over", "resubmit", "stop_after", "submit", "submit_dir"]
+__all__ = [
+    "cancel_command",
+    "controller_stop_after",
+    "hand_over",
+    "job_id_in",
+    "job_script",
+    "resubmit",
+    "stop_after",
+    "submit",
+    "submit_dir",
+]
 
 
 def cancel_command(kind: str) -> str | None:
@@ -96,7 +106,7 @@ def batch_output(script: Path) -> Path:
     return script.with_suffix(".batch.out")
 
 
-def _script(profile: Any, args: argparse.Namespace, campaign: str, log: Path, walltime: str) -> str:
+def job_script(profile: Any, args: argparse.Namespace, campaign: str, log: Path, walltime: str) -> str:
     """The controller's job script.  Its body appends its output to ``log`` itself: a
     batch system's ``-o`` file is rewritten by each job on some systems (PBS copies it
     back when the job ends), and successive controllers share the log."""
@@ -130,7 +140,7 @@ def _script(profile: Any, args: argparse.Namespace, campaign: str, log: Path, wa
     return "\n".join(lines) + "\n"
 
 
-def _job_id(output: str) -> str:
+def job_id_in(output: str) -> str:
     """The job id in a submit command's output (``123``, ``123;cluster``, ``Job <123> ...``)."""
     match = re.search(r"(\d+(?:\.[\w.-]+)?)", output)
     if not match:
@@ -151,13 +161,12 @@ def _submit_script(kind: Any, script: Path) -> str:
         raise ProfileError(
             f"`{' '.join(command)}` refused the controller job: {(done.stderr or done.stdout).strip()[:500]}"
         )
-    return _job_id(done.stdout)
+    return job_id_in(done.stdout)
 
 
 def submit(args: argparse.Namespace) -> int:
     """``djdask submit MODULE ... --cluster PROFILE``: record the campaign, start its controller
     as a batch job (or a detached process on ``local``), print how to follow it, return."""
-    check_priority(args.priority)
     args.make_kwargs = make_kwargs_arg(args.make_kwargs)
     pools = pools_arg(args.cluster) or {"default": "local"}
     profiles = {name: resolve(profile) for name, profile in pools.items()}
@@ -204,7 +213,7 @@ def submit(args: argparse.Namespace) -> int:
                     + (f" ({walltime!r} is not one)" if walltime else f" (profile {controller.name!r} has none)")
                     + f": give --walltime {controller.kind.walltime_example}."
                 )
-            script.write_text(_script(controller, args, campaign, log, walltime))
+            script.write_text(job_script(controller, args, campaign, log, walltime))
             script.chmod(0o700)
             job = _submit_script(controller.kind, script)
     except BaseException:
