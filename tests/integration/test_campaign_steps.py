@@ -107,8 +107,8 @@ from distributed import Client, LocalCluster
 from djdask import Campaign
 
 # One worker without a lifetime; once the campaign makes keys, a second one joins with a
-# lifetime of 8 s (counted from its own start, as a batch job's): it retires mid-campaign, and
-# has made keys before, even when a loaded machine is slow to start it.
+# lifetime of 12 s (counted from its own start, as a batch job's): it retires mid-campaign, and
+# has made keys before, even when a loaded machine takes 8 s to start it (seen in the suite).
 cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0")
 client = Client(cluster)
 campaign, out = Campaign("ledger", client=client, target_duration="2s"), {}
@@ -117,7 +117,7 @@ runner.start()
 ledger = os.environ["DJDASK_TEST_LEDGER"]
 while runner.is_alive() and not (os.path.exists(ledger) and open(ledger).read().strip()):
     time.sleep(0.05)
-os.environ["DJDASK_WORKER_LIFETIME"] = "8"
+os.environ["DJDASK_WORKER_LIFETIME"] = "12"
 os.environ["DJDASK_WORKER_LIFETIME_STAGGER"] = "0"
 cluster.scale(2)
 client.wait_for_workers(2)
@@ -132,7 +132,7 @@ def test_a_retiring_local_worker_hands_its_queued_keys_to_another(djdask, sql, p
     """A worker past its lifetime (as batch jobs near their walltime) starts no new make():
     the rest of its batch goes back to the campaign (requeue) and another worker makes it;
     every key once, none lost, none left reserved, no attempt charged."""
-    n = 100
+    n = 140  # 35 s of make() for one worker: the campaign outlasts the second one's lifetime
     seed_ledger(djdask, n)
     ledger = tmp_path / "ledger.txt"
     env = djdask.env(DJDASK_TEST_LEDGER=str(ledger), DJDASK_TEST_MAKE_SECONDS="0.25")
