@@ -51,7 +51,6 @@ class Pool:
     capacity: int = 0  # tasks in flight at most: workers x window
     tasks: int = 0  # tasks in flight
     link: str | None = None  # the scheduler's web address (its /status, when Dask's dashboard is on)
-    plots: bool = True  # Dask's own dashboard is served there (djdask.campaign.dask-dashboard)
     cap: int | None = None  # the most workers the database has connections for (djdask.db.capacity)
     workers: int = 0  # worker processes present at the last sizing
     worker_seconds: float = 0.0  # workers present x time, for the accounting
@@ -59,6 +58,12 @@ class Pool:
     publishing: bool = False  # a state sent to its scheduler, not yet answered
     unsent: dict[str, Any] | None = None  # the newest state, to send once that one is answered
     publish_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def plots(self) -> bool:
+        """Whether Dask's own dashboard is served at :attr:`link`: on a scheduler the campaign
+        did not start, as its owner chose; on one it started, per djdask.campaign.dask-dashboard."""
+        return self.cluster is None or bool(config.get("campaign.dask-dashboard"))
 
     def offers(self, resources: dict[str, float]) -> bool:
         """Whether the workers of this pool's profile offer ``resources``."""
@@ -181,7 +186,6 @@ class Pools:
                     redact(str(err)),
                 )
             pool.link = pool.client.dashboard_link
-            pool.plots = pool.cluster is None or bool(config.get("campaign.dask-dashboard"))
         for pool in self.pools.values():
             if pool.name != "default":
                 logger.info("Pool %s (%s): dashboard %s", pool.name, pool.profile.name, pool.link)

@@ -474,7 +474,7 @@ class DashboardPlugin(SchedulerPlugin):
         if not scheduler.http_application.applications and importlib.util.find_spec("bokeh") is not None:
             # Dask's dashboard is off here (djdask.campaign.dask-dashboard: false, or `dask scheduler
             # --no-dashboard`): the page is its JSON, and Bokeh is not loaded for it.
-            handlers.append((rf"{base}{PAGE}/?", _DashboardOff))
+            handlers.append((rf"{base}{PAGE}/?", _NoPage, {"why": _DASHBOARD_OFF}))
             scheduler.http_application.add_handlers(r".*", handlers)
             return
         try:
@@ -482,7 +482,7 @@ class DashboardPlugin(SchedulerPlugin):
             from distributed.dashboard.core import BokehApplication
             from distributed.dashboard.scheduler import template_variables
         except ImportError:
-            handlers.append((rf"{base}{PAGE}/?", _MissingBokeh))
+            handlers.append((rf"{base}{PAGE}/?", _NoPage, {"why": _MISSING_BOKEH}))
             scheduler.http_application.add_handlers(r".*", handlers)
             return
         scheduler.http_application.add_handlers(r".*", handlers)
@@ -500,38 +500,33 @@ class DashboardPlugin(SchedulerPlugin):
         app.start()
 
 
-def _state_link(request_path: str) -> str:
-    """The JSON's address relative to the page (so that it works behind a proxy's path prefix),
-    from ".../djdask" and ".../djdask/" alike."""
-    return "state.json" if request_path.endswith("/") else f"{PAGE}/state.json"
+class _NoPage(web.RequestHandler):
+    """The page where the campaign page cannot be drawn: ``why`` says why and what to do; the
+    campaign's counts are still served as JSON."""
 
-
-class _DashboardOff(web.RequestHandler):
-    """The page when the scheduler runs without Dask's dashboard."""
+    def initialize(self, why: str) -> None:
+        self.why = why
 
     def get(self) -> None:
-        state_link = _state_link(self.request.path)
+        # Relative, so that it also works behind a proxy's path prefix; from ".../djdask/" too.
+        state_link = "state.json" if self.request.path.endswith("/") else f"{PAGE}/state.json"
         self.write(
-            "<h2>djdask campaign page</h2>"
-            "<p>This scheduler runs without Dask's dashboard, so the campaign page, drawn with it, is off "
-            "too. Set <code>djdask.campaign.dask-dashboard: true</code> (the default; "
-            "<code>DASK_DJDASK__CAMPAIGN__DASK_DASHBOARD=true</code>) to have both for the next campaign.</p>"
+            f"<h2>djdask campaign page</h2>{self.why}"
             f'<p>The campaign\'s counts are at <a href="{state_link}">{PAGE}/state.json</a>, '
             "and <code>djdask status MODULE</code> reads them from the database.</p>"
         )
 
 
-class _MissingBokeh(web.RequestHandler):
-    """The page when the scheduler's Python has no (suitable) bokeh."""
-
-    def get(self) -> None:
-        state_link = _state_link(self.request.path)
-        self.write(
-            "<h2>djdask campaign page</h2>"
-            "<p>This page, like the rest of the Dask dashboard, needs Bokeh, which the Python that runs "
-            "this scheduler does not have (or not in a version Dask supports).</p>"
-            f'<p>Install it where the scheduler runs: <code>pip install "{BOKEH_REQUIREMENT}"</code> '
-            f'(or <code>conda install "{BOKEH_REQUIREMENT}"</code>), then restart the scheduler.</p>'
-            f'<p>Meanwhile the campaign\'s counts are at <a href="{state_link}">{PAGE}/state.json</a>, '
-            "and <code>djdask status MODULE</code> reads them from the database.</p>"
-        )
+#: Why the page is not drawn: the scheduler runs without Dask's dashboard ...
+_DASHBOARD_OFF = (
+    "<p>This scheduler runs without Dask's dashboard, so the campaign page, drawn with it, is off "
+    "too. Set <code>djdask.campaign.dask-dashboard: true</code> (the default; "
+    "<code>DASK_DJDASK__CAMPAIGN__DASK_DASHBOARD=true</code>) to have both for the next campaign.</p>"
+)
+#: ... or its Python has no (suitable) Bokeh.
+_MISSING_BOKEH = (
+    "<p>This page, like the rest of the Dask dashboard, needs Bokeh, which the Python that runs "
+    "this scheduler does not have (or not in a version Dask supports).</p>"
+    f'<p>Install it where the scheduler runs: <code>pip install "{BOKEH_REQUIREMENT}"</code> '
+    f'(or <code>conda install "{BOKEH_REQUIREMENT}"</code>), then restart the scheduler.</p>'
+)
