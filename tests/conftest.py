@@ -123,8 +123,18 @@ ARTIFACTS = Path(os.environ.get("DJDASK_TEST_ARTIFACTS", ROOT / "test-artifacts"
 
 @pytest.fixture(params=["postgres", "mariadb"])
 def server(request):
-    """Each integration test that takes this fixture runs once per backend."""
+    """Each integration test that takes this fixture runs once per backend, unless
+    :func:`on_one_backend` says otherwise."""
     return request.getfixturevalue(f"{request.param}_server")
+
+
+def on_one_backend(backend: str):
+    """Run a test on ``backend`` only.  For tests of what the campaign does on Dask's side
+    (batching, streaming, workers retiring or dying, signals, cluster profiles, checks made
+    before anything is written): the SQL their campaigns send is the SQL every campaign sends,
+    and the tests of that SQL (jobs tables, reservations, transactions, fidelity to populate(),
+    outages, records) still run on both backends.  Such tests alternate between the backends."""
+    return pytest.mark.parametrize("server", [backend], indirect=True)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from djdask.campaign.inflight import Batch, InFlight
 from djdask.campaign.losses import Losses, Verdict
 from djdask.campaign.outcomes import RetryPolicy, classify
+from djdask.campaign.tables import fewest_explaining
 from djdask.db.connect import redact
 from djdask.records.accounting import Accounting
 
@@ -182,14 +183,16 @@ class Completion:
         return []
 
     def _credit(self, batch: Batch, made: int) -> None:
-        """Keys that had waited (:meth:`_defer`) were made: the tables they waited for that are
-        done now are what their make() reads (named at the campaign's end)."""
+        """Keys that had waited (:meth:`_defer`) were made: one of the tables they waited for
+        that are done now is what their make() reads.  The fewest tables that explain every
+        such wait of the table are named at the campaign's end (:func:`fewest_explaining`)."""
         if not batch.after or not made:
             return
         summary = batch.table.summary
         summary.deferred_made += made
-        done = {t.summary.table for t in batch.after if not self.inflight.busy(t)}
-        summary.deferred_for = sorted(set(summary.deferred_for) | done)
+        state = batch.table
+        state.waits.append(frozenset(t.summary.table for t in batch.after if not self.inflight.busy(t)))
+        summary.deferred_for = fewest_explaining(state.waits)
 
     def judged(self, batch: Batch, verdict: Verdict, t0: float) -> None:
         """A batch whose task failed as a whole, judged (:func:`djdask.campaign.losses.judge`): its

@@ -28,7 +28,16 @@ if TYPE_CHECKING:
     from djdask.campaign.pools import Pool, Pools
     from djdask.planning.planner import Selection
 
-__all__ = ["TableState", "TableSummary", "group_commit_hints", "order_hints", "sweep", "table_states", "unlock"]
+__all__ = [
+    "TableState",
+    "TableSummary",
+    "fewest_explaining",
+    "group_commit_hints",
+    "order_hints",
+    "sweep",
+    "table_states",
+    "unlock",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +60,7 @@ class TableSummary:
     group_commit: bool = False
     deferred: int = 0  # keys whose make() raised while earlier tables had keys to make: run again after
     deferred_made: int = 0  # ... of which made when they ran again
-    deferred_for: list[str] = field(default_factory=list)  # the tables they waited for
+    deferred_for: list[str] = field(default_factory=list)  # the fewest tables that explain their waits
     first_done: float | None = None  # seconds after the campaign started
     last_done: float | None = None
 
@@ -78,6 +87,9 @@ class TableState:
     #: Tables of the campaign declared before this one that are neither its ancestors nor its
     #: descendants: what its make() may read that its dependencies do not name (djdask.planning.inputs).
     earlier: list[TableState] = field(default_factory=list)
+    #: For each batch of its keys made after waiting for ``earlier`` tables: those of them
+    #: done meanwhile (one of them is what its make() read).
+    waits: list[frozenset[str]] = field(default_factory=list)
     rows_before: int = 0  # rows in the table when the campaign started
     rows_estimated: bool = False  # rows_before is the server's estimate (a huge table)
     pending: int = 0  # estimate: claimable keys in the jobs table
@@ -226,6 +238,24 @@ def unlock(tables: Sequence[TableState]) -> None:
 #: share of their make() time, over at least GROUP_COMMIT_HINT_KEYS keys.
 GROUP_COMMIT_HINT_SHARE = 0.25
 GROUP_COMMIT_HINT_KEYS = 100
+
+
+def fewest_explaining(waits: Sequence[frozenset[str]]) -> list[str]:
+    """The fewest tables such that each wait holds one of them (a greedy hitting set: the
+    table in most waits first, ties by name), sorted.  A key that waited while three
+    tables were busy, and was made once all three were done, says little; another made
+    once only one of them was done says which one its make() reads."""
+    left = [wait for wait in waits if wait]
+    chosen: list[str] = []
+    while left:
+        counts: dict[str, int] = {}
+        for wait in left:
+            for name in wait:
+                counts[name] = counts.get(name, 0) + 1
+        best = min(counts, key=lambda name: (-counts[name], name))
+        chosen.append(best)
+        left = [wait for wait in left if best not in wait]
+    return sorted(chosen)
 
 
 def order_hints(tables: Sequence[TableState]) -> list[str]:

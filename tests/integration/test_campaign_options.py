@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from tests.conftest import on_one_backend
+
 pytestmark = pytest.mark.integration
 
 RESOURCE_RUN = """
@@ -27,6 +29,7 @@ print(json.dumps(summary.as_dict()))
 """
 
 
+@on_one_backend("postgres")
 def test_tables_needing_resources_run_only_on_workers_that_have_them(djdask, sql, prefix):
     """OnGpu declares GPU: 1, so every one of its keys must be made on the GPU worker; OnAny
     may run anywhere. A row made on the CPU worker means resources were ignored."""
@@ -41,6 +44,7 @@ def test_tables_needing_resources_run_only_on_workers_that_have_them(djdask, sql
     assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(schema, '__on_any')}") == 12
 
 
+@on_one_backend("mariadb")
 def test_missing_resource_leaves_keys_pending_with_a_warning(djdask, sql, prefix):
     """With no worker offering GPU, OnGpu's keys must stay pending, unreserved, and be named."""
     assert djdask.python("import gpu; gpu.Frame.insert({'frame_id': i} for i in range(3))").returncode == 0
@@ -51,6 +55,7 @@ def test_missing_resource_leaves_keys_pending_with_a_warning(djdask, sql, prefix
     assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_gpu', '__on_any')}") == 3
 
 
+@on_one_backend("postgres")
 def test_dry_run_prints_the_plan_and_changes_nothing(djdask, sql, prefix):
     assert djdask.python("from djdask.pipeline.demo import insert_demo_data; insert_demo_data('small')").returncode == 0
     result = djdask("populate", "djdask.pipeline", "--dry-run")
@@ -60,6 +65,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(djdask, sql, prefix):
         assert not [t for t in sql.tables(schema) if t.startswith("~~")]
 
 
+@on_one_backend("mariadb")
 def test_priority_limits_what_is_claimed(djdask, sql, prefix):
     """--priority P runs only jobs of priority <= P; more urgent-first, as DataJoint defines it."""
     assert (

@@ -11,11 +11,13 @@ from collections import Counter
 
 import pytest
 
+from tests.conftest import on_one_backend
 from tests.integration.test_jobs_engine import ledger_lines, seed_ledger
 
 pytestmark = pytest.mark.integration
 
 
+@on_one_backend("mariadb")
 def test_transient_failures_use_up_max_attempts_then_become_error_rows(djdask, sql, prefix, tmp_path):
     """A make() that always loses its connection is tried max-attempts times, then its key is
     an error row saying so; more calls would loop forever, fewer would give up on a blip."""
@@ -128,6 +130,7 @@ client.close(); cluster.close()
 """
 
 
+@on_one_backend("postgres")
 def test_a_retiring_local_worker_hands_its_queued_keys_to_another(djdask, sql, prefix, tmp_path):
     """A worker past its lifetime (as batch jobs near their walltime) starts no new make():
     the rest of its batch goes back to the campaign (requeue) and another worker makes it;

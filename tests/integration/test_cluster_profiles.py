@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from tests.conftest import on_one_backend
+
 pytestmark = pytest.mark.integration
 
 SCHEDULER = """
@@ -19,6 +21,7 @@ time.sleep(600)
 """
 
 
+@on_one_backend("mariadb")
 def test_populate_on_a_running_scheduler(djdask, sql, prefix, tmp_path):
     """`--cluster` with an `address` profile: the campaign runs on workers it did not start,
     and leaves them running."""
@@ -42,6 +45,7 @@ def test_populate_on_a_running_scheduler(djdask, sql, prefix, tmp_path):
         scheduler.wait()
 
 
+@on_one_backend("postgres")
 def test_populate_on_the_local_profile(djdask, sql, prefix):
     assert djdask.python("import badkey; badkey.Item.insert({'item_id': i} for i in (1, 2))").returncode == 0
     result = djdask("populate", "badkey", "--cluster", "local", "--workers", "1")
@@ -49,6 +53,7 @@ def test_populate_on_the_local_profile(djdask, sql, prefix):
     assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_badkey', '__square')}") == 2
 
 
+@on_one_backend("mariadb")
 def test_unreachable_scheduler_is_a_clear_error(djdask, sql, prefix):
     """An `address` profile whose scheduler is not there: exit 2 within the connect timeout,
     naming the profile key; no key left reserved."""

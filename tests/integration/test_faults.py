@@ -11,6 +11,7 @@ from collections import Counter
 
 import pytest
 
+from tests.conftest import on_one_backend
 from tests.integration.test_jobs_engine import ledger_lines, seed_ledger
 
 pytestmark = pytest.mark.integration
@@ -21,6 +22,7 @@ def error_rows(sql, prefix) -> dict[int, str]:
     return {int(k): m for k, m in sql.query(f"SELECT source_id, error_message FROM {jobs} WHERE status = 'error'")}
 
 
+@on_one_backend("postgres")
 def test_memory_hog_segfault_and_hang_harm_only_their_own_keys(djdask, sql, prefix, tmp_path):
     """Among 200 keys on two workers of 512 MiB: key 7 allocates 1.5 GiB, key 13 dies of
     SIGSEGV, key 21 never returns (limit 4 s).  Each worker death takes the keys that

@@ -15,6 +15,7 @@ import subprocess
 
 import pytest
 
+from tests.conftest import on_one_backend
 from tests.integration.test_populate import _comparable
 
 pytestmark = pytest.mark.integration
@@ -228,6 +229,7 @@ def test_tripartite_with_xarray_matches_and_rejects_changed_fetch(djdask, sql):
         assert not [r for r in jobs_rows(sql, runs.schema(), table, "status") if r[0] == "error"], table
 
 
+@on_one_backend("postgres")
 def test_global_random_seeding_on_busy_worker(djdask, sql):
     """A make() that seeds the global `random` and `numpy.random` from its key and draws
     between waits must give populate()'s draws on a busy Dask worker (batches of many
@@ -360,6 +362,7 @@ def test_deleted_upstream_rows_and_ignored_keys(djdask, sql):
     assert len([r for r in ours if r[2] == "ignore"]) == 3, ours
 
 
+@on_one_backend("mariadb")
 def test_make_kwargs_reach_every_make(djdask, sql):
     """`--make-kwargs` must reach make() (and a tripartite make_fetch) as
     populate(make_kwargs=...) passes them. A failure means make() ran with its defaults."""
@@ -371,6 +374,7 @@ def test_make_kwargs_reach_every_make(djdask, sql):
     assert {r[-1] for r in rows["__scaled"]} == {3} and {r[-1] for r in rows["__offset"]} == {"scale=3"}
 
 
+@on_one_backend("mariadb")
 def test_priority_outside_jobs_range_is_refused(djdask, sql):
     """DataJoint's jobs priority is int8 and djdask's only jobs of priority <= P run:
     --priority 200 or -1 must exit 2 naming the range 0..127 and write nothing (no jobs

@@ -14,6 +14,8 @@ from collections import defaultdict
 
 import pytest
 
+from tests.conftest import on_one_backend
+
 pytestmark = pytest.mark.integration
 
 N = 300
@@ -160,6 +162,7 @@ def test_a_worker_killed_mid_group_loses_nothing_reported_and_repeats_nothing_co
     )
 
 
+@on_one_backend("postgres")
 def test_group_commit_refuses_tripartite_make_and_unknown_tables(djdask, sql, prefix, tmp_path):
     """A tripartite make() runs its own transaction and cannot share a group's; a name that is
     no table is a typo. Both are clear errors before anything is reserved."""

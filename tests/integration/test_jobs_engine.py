@@ -12,6 +12,8 @@ from collections import Counter
 
 import pytest
 
+from tests.conftest import on_one_backend
+
 pytestmark = pytest.mark.integration
 
 
@@ -103,6 +105,7 @@ def test_worker_killed_mid_make_leaves_no_partial_rows(djdask, sql, prefix, tmp_
     assert sql.jobs_counts(schema, "__analysis") == {}
 
 
+@on_one_backend("mariadb")
 def test_killed_campaign_is_recovered_by_the_next_one(djdask, sql, prefix, tmp_path):
     """SIGKILL to a whole campaign leaves reserved rows; the next campaign must free them at
     start (their sessions are gone; no timeout is configured) and finish every key."""
@@ -140,6 +143,7 @@ def test_killed_campaign_is_recovered_by_the_next_one(djdask, sql, prefix, tmp_p
     assert time.monotonic() - start < 120
 
 
+@on_one_backend("postgres")
 def test_live_long_make_survives_datajoint_orphan_timeout(djdask, sql, prefix, tmp_path):
     """A make() longer than the orphan_timeout given to DataJoint's own jobs.refresh() must not
     be taken from a live campaign: the heartbeat keeps its reserved_time fresh."""
@@ -172,6 +176,7 @@ def test_live_long_make_survives_datajoint_orphan_timeout(djdask, sql, prefix, t
     assert len(ledger_lines(ledger)) == 2  # each make() ran once
 
 
+@on_one_backend("mariadb")
 def test_sigterm_releases_held_keys(djdask, sql, prefix, tmp_path):
     """SIGTERM (scancel, kill) to a running campaign: it exits, no key is left reserved, no
     partial work is committed, and the next run finishes the rest."""

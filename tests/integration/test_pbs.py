@@ -27,5 +27,5 @@ def test_a_submitted_campaign_runs_as_pbs_jobs_and_hands_over_to_its_successors(
     """`djdask submit --resubmit` on the `pbs` kind: controllers and workers are jobs that
     PBS's qsub submitted and qstat showed running; every key made once in a worker job,
     nothing left queued (batch_campaigns.submitted_campaign_hands_over)."""
-    seed(djdask, 16)
-    print(submitted_campaign_hands_over(djdask, pbs, tmp_path, n=16))
+    seed(djdask, 8)
+    print(submitted_campaign_hands_over(djdask, pbs, tmp_path, n=8))

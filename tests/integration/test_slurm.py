@@ -278,5 +278,5 @@ def test_a_submitted_campaign_runs_as_slurm_jobs_and_hands_over_to_its_successor
 ):
     """`djdask submit --resubmit` with SLURM jobs for the controllers and the workers
     (batch_campaigns.submitted_campaign_hands_over says what is checked)."""
-    seed(djdask, 16)
-    print(submitted_campaign_hands_over(djdask, slurm, tmp_path, n=16))
+    seed(djdask, 8)
+    print(submitted_campaign_hands_over(djdask, slurm, tmp_path, n=8))

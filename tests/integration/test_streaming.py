@@ -12,6 +12,7 @@ from collections import Counter
 
 import pytest
 
+from tests.conftest import on_one_backend
 from tests.integration.test_jobs_engine import ledger_lines, seed_ledger, start_campaign, wait_for
 
 pytestmark = pytest.mark.integration
@@ -23,6 +24,7 @@ def summary_of(djdask, tmp_path, *args, env=None, name="summary.json"):
     return result, (json.loads(path.read_text()) if path.exists() else None)
 
 
+@on_one_backend("postgres")
 def test_results_stream_down_the_dag(djdask, sql, prefix, tmp_path):
     """The first CellStats row must be completed before the last ScanMovie row: tables do not
     wait for their parent tables to finish. Checked from the jobs tables' completion times."""
@@ -42,6 +44,7 @@ def test_results_stream_down_the_dag(djdask, sql, prefix, tmp_path):
     assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(img, '__cell_stats')}") == 16
 
 
+@on_one_backend("mariadb")
 def test_fast_makes_are_batched(djdask, sql, tmp_path):
     """5,000 keys with a 1 ms make() must travel in far fewer Dask tasks than keys; a
     campaign of one task per key would drown the scheduler."""
@@ -57,6 +60,7 @@ def test_fast_makes_are_batched(djdask, sql, tmp_path):
     assert table["largest_batch"] >= 100, table
 
 
+@on_one_backend("postgres")
 def test_slow_makes_go_one_or_two_per_task(djdask, tmp_path):
     """A 1 s make() must get batches of one or two keys (target task duration 2 s)."""
     seed_ledger(djdask, 6)
@@ -67,6 +71,7 @@ def test_slow_makes_go_one_or_two_per_task(djdask, tmp_path):
     assert table["succeeded"] == 6 and table["largest_batch"] <= 2, table
 
 
+@on_one_backend("mariadb")
 def test_memory_does_not_grow_with_pending_keys(djdask, sql, prefix, tmp_path):
     """The campaign holds only what is in flight: its traced peak memory with 200,000 keys
     pending must stay within a few MB of the same campaign with 2,000 pending."""
@@ -97,6 +102,7 @@ def test_memory_does_not_grow_with_pending_keys(djdask, sql, prefix, tmp_path):
     assert peaks[200_000] - peaks[2_000] < 5 * 2**20, peaks
 
 
+@on_one_backend("postgres")
 def test_transient_failures_are_retried_user_errors_are_not(djdask, sql, prefix, tmp_path):
     """A ConnectionError on the first attempt ends as success, with the retry in the log; a
     ValueError ends as one error row after one attempt."""
@@ -119,6 +125,7 @@ def test_transient_failures_are_retried_user_errors_are_not(djdask, sql, prefix,
     assert sql.jobs_counts(schema, "__flaky") == {}
 
 
+@on_one_backend("mariadb")
 def test_sigint_stops_gracefully_and_the_next_run_resumes(djdask, sql, prefix, tmp_path):
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it, workers included):
     the campaign exits within the grace period, leaves no key reserved, and a second run

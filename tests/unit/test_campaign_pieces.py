@@ -8,6 +8,7 @@ import pytest
 
 from djdask.campaign.outcomes import RetryPolicy, classify
 from djdask.campaign.pools import Pools, covers
+from djdask.campaign.tables import fewest_explaining
 from djdask.errors import DjdaskError
 
 
@@ -94,3 +95,19 @@ def test_covers():
     assert not covers({"GPU": 1}, {"GPU": 2})
     assert not covers(None, {"GPU": 1})
     assert covers(None, {})
+
+
+def test_the_order_hint_names_the_fewest_tables_that_explain_every_wait():
+    """Keys of a table whose make() reads SessionSummary waited while other tables were busy
+    too; one wait ended when only SessionSummary was done.  The hint must name SessionSummary
+    alone (naming every table busy at the time sent users to declare orders they do not
+    need), two tables where no one explains every wait, and nothing for waits that say nothing."""
+    waits = [
+        frozenset({"Behavior", "MouseSummary", "SessionSummary"}),
+        frozenset({"MouseSummary", "SessionSummary"}),
+        frozenset({"SessionSummary"}),
+    ]
+    assert fewest_explaining(waits) == ["SessionSummary"]
+    assert fewest_explaining([frozenset({"A"}), frozenset({"B"}), frozenset({"A", "B"})]) == ["A", "B"]
+    assert fewest_explaining([frozenset({"B", "A"})]) == ["A"]  # a tie goes to the first name
+    assert fewest_explaining([frozenset(), frozenset()]) == []
