@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from djdask.lazy import lazy_exports
 
-__all__ = ["Demand", "KINDS", "Profile", "batch_kind", "local_cluster", "profile_names", "resolve"]
+__all__ = ["Demand", "KINDS", "Profile", "batch_kind", "controller_path", "local_cluster", "profile_names", "resolve"]
 
 _WHERE = {
     "Demand": "scaling",
     "KINDS": "profiles",
     "Profile": "profiles",
     "batch_kind": "profiles",
+    "controller_path": "paths",
     "local_cluster": "profiles",
     "profile_names": "profiles",
     "resolve": "profiles",

@@ -16,6 +16,7 @@ margin) with a random ``lifetime-stagger``, after which a worker starts no new
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import shutil
 from typing import Any
@@ -29,25 +30,34 @@ from djdask.config import namespace as config
 from djdask.errors import ProfileError, SubmitRefused
 from djdask.worker.executor import LIFETIME_ENV, STAGGER_ENV
 
+from .keys import signature_keys
+from .paths import controller_path
 from .scaling import Demand, DemandAdaptive
 from .security import secure_scheduler, security_of
 
 __all__ = ["BatchKind", "lifetime_for"]
 
 #: Profile keys that are djdask's, not dask-jobqueue's.
-_OWN_KEYS = {
-    "kind",
-    "jobqueue",
-    "max-jobs",
-    "resources",
-    "lifetime",
-    "lifetime-stagger",
-    "scale-down-after",
-    "security",
-    "shared-temp-directory",
-    "dashboard-address",
-    "export-environment",
-}
+_OWN_KEYS = frozenset(
+    {
+        "kind",
+        "jobqueue",
+        "max-jobs",
+        "resources",
+        "lifetime",
+        "lifetime-stagger",
+        "scale-down-after",
+        "security",
+        "shared-temp-directory",
+        "dashboard-address",
+        "export-environment",
+    }
+)
+
+#: dask-jobqueue keywords naming a path that the job script carries, made absolute on the
+#: controller (``controller_path``); True: the path is the node's alone, and a leading
+#: ``$VARIABLE`` (``local-directory: $TMPDIR``) is left for the node's shell.
+_PATHS = {"log-directory": False, "local-directory": True, "python": True}
 
 
 def _load(spec: str) -> Any:
@@ -108,12 +118,23 @@ class BatchKind:
     cores_directive: str | None = None
     queue_directive = ""
     account_directive = ""
+    #: The profile key ``account_directive`` reads: the one the kind's dask-jobqueue job class
+    #: takes, so that the controller's job and the workers' are charged alike.
+    account_key = "account"
     chdir_directive: str | None = None
     #: Give the log directives on the submit command line too (SLURM's PBS wrappers hand sbatch
     #: their own -o/-e, which win over the script's).
     log_on_command_line = False
     #: The submit command reads the script on its standard input (bsub), not as an argument.
     script_on_stdin = False
+
+    def jobqueue_keys(self) -> frozenset[str]:
+        """The keys dask-jobqueue takes for this kind, read from its classes' signatures."""
+        return signature_keys(_load(self.cluster_class), _load(self.job_class))
+
+    def accepted_keys(self) -> frozenset[str]:
+        """The keys a profile of this kind takes: dask-jobqueue's and djdask's own."""
+        return self.jobqueue_keys() | _OWN_KEYS
 
     def walltime_seconds(self, walltime: str) -> float:
         """Seconds in a walltime this kind reads (``H:MM:SS``; LSF overrides for ``H:MM``)."""
@@ -133,6 +154,11 @@ class BatchKind:
                 )
             merged.update({k: v for k, v in section.items() if v is not None})
         merged.update({k: v for k, v in raw.items() if k not in _OWN_KEYS})
+        for key, node_only in _PATHS.items():
+            # Unset here, dask-jobqueue reads jobqueue.<kind>.<key>: that path is made absolute too.
+            value = merged.get(key) or dask.config.get(f"jobqueue.{self.name}.{key}", None)
+            if value and not (key == "python" and os.sep not in str(value)):  # `python3`: the node's PATH finds it
+                merged[key] = controller_path(value, node_variables=node_only)
         for key in self.required:
             if merged.get(key) in (None, ""):
                 raise ProfileError(

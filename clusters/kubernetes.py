@@ -59,17 +59,16 @@ _TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
 class KubernetesKind:
     name = "kubernetes"
 
+    def accepted_keys(self) -> frozenset[str]:
+        """The keys a kubernetes profile takes: djdask's own, each translated into the manifest.
+        KubeCluster's other keywords are not: djdask hands it the manifest alone."""
+        return frozenset(_OWN)
+
     def validate(self, profile: str, raw: dict[str, Any]) -> None:
         self.manifest(profile, raw)
 
     def manifest(self, profile: str, raw: dict[str, Any]) -> dict[str, Any]:
         """The DaskCluster manifest this profile would create."""
-        unknown = sorted(set(raw) - set(_OWN))
-        if unknown:
-            raise ProfileError(
-                f"Profile {profile!r} (kubernetes) has unknown setting(s) {', '.join(unknown)}. "
-                f"Known: {', '.join(sorted(_OWN))}."
-            )
         for key in ("image", "cores", "memory"):
             if raw.get(key) in (None, ""):
                 raise ProfileError(

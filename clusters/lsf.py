@@ -25,6 +25,7 @@ class LSFKind(BatchKind):
     cores_directive = "-n 1"
     queue_directive = "-q {}"
     account_directive = "-P {}"
+    account_key = "project"  # dask-jobqueue's LSFJob: `project`, written as -P
     chdir_directive = "-cwd {}"
     walltime_pattern = re.compile(r"^\d+:\d{2}$")  # LSF's -W takes hours:minutes
     walltime_example = "04:00"

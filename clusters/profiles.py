@@ -25,6 +25,7 @@ from dask.utils import parse_timedelta
 from djdask.config import namespace as config
 from djdask.errors import ProfileError, ProfileNotFoundError
 
+from .keys import check_keys
 from .security import client_security
 
 __all__ = ["KINDS", "Profile", "batch_kind", "light_upkeep", "local_cluster", "profile_names", "resolve"]
@@ -108,7 +109,8 @@ def _masked(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def resolve(name: str) -> Profile:
-    """The profile ``name`` from dask config; raise ProfileNotFoundError listing the known ones."""
+    """The profile ``name`` from dask config, its keys checked against those its kind takes;
+    raise ProfileNotFoundError listing the known profiles, ProfileError naming a key to fix."""
     raw = dask.config.get(f"djdask.clusters.{name}", None)
     if raw is None:
         raise ProfileNotFoundError(
@@ -121,13 +123,19 @@ def resolve(name: str) -> Profile:
         raise ProfileError(
             f"Profile {name!r} has no `kind`. Set `djdask.clusters.{name}.kind` to one of: {', '.join(sorted(_KINDS))}."
         )
-    return Profile(name, _kind(str(raw["kind"])), raw)
+    kind = _kind(str(raw["kind"]))
+    check_keys(name, kind, raw)
+    return Profile(name, kind, raw)
 
 
 class LocalKind:
     """``local``: a LocalCluster on this machine."""
 
     name = "local"
+
+    def accepted_keys(self) -> frozenset[str]:
+        """The keys a local profile takes (its workers get no ``resources``: LocalCluster gives none)."""
+        return frozenset({"kind", "workers"})
 
     def start(self, profile: str, raw: dict[str, Any], workers: int | None = None, demand: Any = None):
         # lazy: Dask's client (0.4 s), only as a pool starts: listing or checking profiles goes without
@@ -141,6 +149,10 @@ class AddressKind:
     """``address``: a running scheduler, ``address: tcp://host:8786``."""
 
     name = "address"
+
+    def accepted_keys(self) -> frozenset[str]:
+        """The keys an address profile takes; ``resources``: what its workers offer, for routing."""
+        return frozenset({"kind", "address", "connect-timeout", "security", "resources"})
 
     def start(self, profile: str, raw: dict[str, Any], workers: int | None = None, demand: Any = None):
         if not raw.get("address"):
@@ -161,6 +173,10 @@ class SchedulerFileKind:
     """``scheduler-file``: a scheduler started inside a batch job that wrote its address to a file."""
 
     name = "scheduler-file"
+
+    def accepted_keys(self) -> frozenset[str]:
+        """The keys a scheduler-file profile takes; ``resources``: what its workers offer, for routing."""
+        return frozenset({"kind", "scheduler-file", "connect-timeout", "security", "resources"})
 
     def start(self, profile: str, raw: dict[str, Any], workers: int | None = None, demand: Any = None):
         path = raw.get("scheduler-file")

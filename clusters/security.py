@@ -13,8 +13,8 @@ A profile's ``security`` says where the credentials come from:
 - ``temporary`` (the default for batch kinds): made for this campaign in memory
   (``distributed.security.Security.temporary()``); the workers' copies are
   written, readable by the owner only, to ``shared-temp-directory`` (a folder
-  the compute nodes see; default ``~/.djdask/tls``) and removed when the
-  campaign ends.
+  the compute nodes see; default ``~/.djdask/tls``, made absolute on the
+  controller: a node's HOME may differ) and removed when the campaign ends.
 - ``{ca-file: ..., cert: ..., key: ...}``: certificate files of the site's own
   (every side uses the same certificate and key).
 - ``none``: plain TCP, as Dask's default; djdask warns that anyone who reaches
@@ -34,6 +34,8 @@ from typing import Any
 
 from djdask.config import namespace as config
 from djdask.errors import ProfileError
+
+from .paths import controller_path
 
 __all__ = ["DEFAULT_DASHBOARD", "DEFAULT_SHARED", "client_security", "secure_scheduler", "security_of"]
 
@@ -58,7 +60,7 @@ def security_of(profile: str, raw: Mapping[str, Any], *, create: bool = False, d
 
         return Security.temporary()
     if isinstance(value, Mapping):
-        files = {k: os.path.expanduser(str(value.get(k) or "")) for k in _FILES}
+        files = {k: controller_path(str(value[k])) if value.get(k) else "" for k in _FILES}
         missing = [f"{k} ({files[k] or 'not set'})" for k in _FILES if not os.path.isfile(files[k])]
         if missing:
             raise ProfileError(
@@ -104,9 +106,11 @@ def secure_scheduler(profile: str, raw: Mapping[str, Any], scheduler_options: Ma
             profile,
         )
         return kwargs
-    shared = str(raw.get("shared-temp-directory") or DEFAULT_SHARED)
+    # dask-jobqueue writes the workers' copies here but names the folder in the job script as
+    # given, for the node to expand: a `~` there is the node's HOME, maybe not this one.
+    shared = controller_path(raw.get("shared-temp-directory") or DEFAULT_SHARED)
     try:
-        Path(os.path.expanduser(os.path.expandvars(shared))).mkdir(mode=0o700, parents=True, exist_ok=True)
+        Path(shared).mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as err:
         raise ProfileError(
             f"Profile {profile!r}: shared-temp-directory {shared!r} cannot be created ({err}). Name a folder of "

@@ -22,5 +22,6 @@ class SGEKind(BatchKind):
     walltime_directive = "-l h_rt={}"
     memory_directive = "-l h_vmem={}"
     queue_directive = "-q {}"
-    account_directive = "-A {}"
+    account_directive = "-P {}"
+    account_key = "project"  # dask-jobqueue's SGEJob: `project`, written as -P
     chdir_directive = "-wd {}"

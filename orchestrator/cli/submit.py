@@ -34,7 +34,7 @@ from typing import Any
 from dask.utils import parse_timedelta
 
 from djdask.campaign.checks import make_kwargs_arg, pools_arg
-from djdask.clusters import resolve
+from djdask.clusters import controller_path, resolve
 from djdask.clusters.profiles import batch_kind
 from djdask.config import namespace as config
 from djdask.errors import DjdaskError, InvalidInputError, ProfileError
@@ -64,7 +64,8 @@ def cancel_command(kind: str) -> str | None:
 def submit_dir() -> Path:
     """Where job scripts and logs of submitted campaigns go (created, private to the user)."""
     configured = config.get("campaign.submit-dir")
-    folder = Path(configured).expanduser() if configured else Path.home() / ".djdask" / "campaigns"
+    # The job script names this folder (its log, the batch system's output): absolute, as read here.
+    folder = Path(controller_path(configured)) if configured else Path.home() / ".djdask" / "campaigns"
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     return folder
 
@@ -125,8 +126,8 @@ def job_script(profile: Any, args: argparse.Namespace, campaign: str, log: Path,
     directives += kind.export_directives
     if raw.get("queue"):
         directives.append(kind.queue_directive.format(raw["queue"]))
-    if raw.get("account"):
-        directives.append(kind.account_directive.format(raw["account"]))
+    if raw.get(kind.account_key):
+        directives.append(kind.account_directive.format(raw[kind.account_key]))
     if kind.chdir_directive:
         directives.append(kind.chdir_directive.format(os.getcwd()))
     lines += [f"{kind.directive_prefix} {d}" for d in directives]

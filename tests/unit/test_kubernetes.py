@@ -63,8 +63,15 @@ def test_missing_settings_name_the_key(drop, message):
 
 
 def test_unknown_settings_are_refused():
-    with pytest.raises(ProfileError, match=r"unknown setting\(s\) replicas"):
+    """A key djdask does not translate into the manifest would be ignored: refused, with the keys
+    the kind takes. KubeCluster's own keywords too (``idle-timeout``): djdask hands it only the
+    manifest, so accepting them would ignore them silently."""
+    with pytest.raises(ProfileError, match=r"`djdask\.clusters\.k8s\.replicas`.*takes: .*max-workers"):
         manifest({**PROFILE, "replicas": 4})
+    with pytest.raises(ProfileError, match=r"`djdask\.clusters\.k8s\.idle-timeout`"):
+        manifest({**PROFILE, "idle-timeout": 60})
+    with pytest.raises(ProfileError, match=r"`djdask\.clusters\.k8s\.imgae`.*did you mean image\?"):
+        manifest({**PROFILE, "imgae": "x"})
 
 
 # --- Validated as the API server would: the DaskCluster against the CRD that dask-kubernetes

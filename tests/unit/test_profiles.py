@@ -5,7 +5,7 @@ from __future__ import annotations
 import dask.config
 import pytest
 
-from djdask.clusters import KINDS, profile_names, resolve
+from djdask.clusters import KINDS, Profile, profile_names, resolve
 from djdask.errors import ProfileError, ProfileNotFoundError
 
 
@@ -113,8 +113,16 @@ def test_missing_submit_command_is_refused(monkeypatch):
 
 
 def test_show_hides_secrets():
-    with dask.config.set({"djdask.clusters.s": {"kind": "address", "address": "tcp://h:8786", "password": "hunter2"}}):
-        shown = resolve("s").shown()
+    """No kind takes a password, so reading such a profile refuses it without printing the
+    value; a Profile built in code still shows it masked."""
+    raw = {"kind": "address", "address": "tcp://h:8786", "password": "hunter2"}
+    with dask.config.set({"djdask.clusters.s": raw}):
+        with pytest.raises(ProfileError, match=r"`djdask\.clusters\.s\.password`") as refused:
+            resolve("s")
+    assert "hunter2" not in str(refused.value)
+    with dask.config.set({"djdask.clusters.s": {k: v for k, v in raw.items() if k != "password"}}):
+        kind = resolve("s").kind
+    shown = Profile("s", kind, raw).shown()
     assert shown["password"] == "********" and shown["address"] == "tcp://h:8786"
 
 

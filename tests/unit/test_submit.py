@@ -35,7 +35,8 @@ def test_the_batch_kinds_that_run_a_controller():
 
 @pytest.mark.parametrize("kind", sorted(WALLTIMES))
 def test_the_controller_job_script_of_each_batch_system(kind, tmp_path):
-    profile = {"kind": kind, "cores": 4, "memory": "8GB", "queue": "long", "account": "lab42"}
+    account = batch_kind(kind).account_key  # the key dask-jobqueue's job class takes: `project` on SGE, LSF
+    profile = {"kind": kind, "cores": 4, "memory": "8GB", "queue": "long", account: "lab42"}
     with dask.config.set({"djdask.clusters.site": {**profile, "walltime": WALLTIMES[kind]}}):
         script = job_script(
             resolve("site"),
