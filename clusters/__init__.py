@@ -7,10 +7,23 @@ from __future__ import annotations
 
 from djdask.lazy import lazy_exports
 
-__all__ = ["Demand", "KINDS", "Profile", "batch_kind", "controller_path", "local_cluster", "profile_names", "resolve"]
+__all__ = [
+    "Demand",
+    "JobStatus",
+    "JobWatch",
+    "KINDS",
+    "Profile",
+    "batch_kind",
+    "controller_path",
+    "local_cluster",
+    "profile_names",
+    "resolve",
+]
 
 _WHERE = {
     "Demand": "scaling",
+    "JobStatus": "jobwatch",
+    "JobWatch": "jobwatch",
     "KINDS": "profiles",
     "Profile": "profiles",
     "batch_kind": "profiles",

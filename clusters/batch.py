@@ -19,6 +19,7 @@ import importlib
 import os
 import re
 import shutil
+import time
 from typing import Any
 
 import dask.config
@@ -30,6 +31,7 @@ from djdask.config import namespace as config
 from djdask.errors import ProfileError, SubmitRefused
 from djdask.worker.executor import LIFETIME_ENV, STAGGER_ENV
 
+from .jobwatch import JobStatus, JobWatch, SubmittedJob, run_command
 from .keys import signature_keys
 from .paths import controller_path
 from .scaling import Demand, DemandAdaptive
@@ -47,6 +49,8 @@ _OWN_KEYS = frozenset(
         "lifetime",
         "lifetime-stagger",
         "scale-down-after",
+        "max-failed-starts",
+        "report-pending-after",
         "security",
         "shared-temp-directory",
         "dashboard-address",
@@ -66,7 +70,7 @@ def _load(spec: str) -> Any:
 
 
 def _reporting_job(job_class: type, demand: Demand) -> type:
-    """``job_class`` that reports each submission, taken or refused, to ``demand``."""
+    """``job_class`` that reports each submission, taken (with its job id) or refused, to ``demand``."""
 
     class ReportingJob(job_class):
         async def start(self):
@@ -77,6 +81,13 @@ def _reporting_job(job_class: type, demand: Demand) -> type:
                 self.status = Status.failed  # nothing to cancel when the cluster closes
                 raise SubmitRefused(str(err)) from None
             demand.submitted += 1
+            demand.jobs[self.name] = SubmittedJob(
+                str(self.job_id),
+                str(self.name),
+                time.monotonic(),
+                getattr(self, "log_directory", None),
+                scheduler=str(getattr(self, "scheduler", "") or ""),
+            )
 
     ReportingJob.__name__ = ReportingJob.__qualname__ = job_class.__name__
     return ReportingJob
@@ -209,6 +220,23 @@ class BatchKind:
             return None
         return lifetime_for(self.walltime_seconds(walltime))
 
+    #: Commands that tell what became of one job (``{}`` takes its id), tried in order until
+    #: one knows it: its state while queued or running, then the batch system's accounting.
+    status_commands: tuple[tuple[str, ...], ...] = ()
+
+    def parse_status(self, index: int, text: str) -> JobStatus | None:
+        """A job's status from the output of ``status_commands[index]``; None: not known there."""
+        return None
+
+    def job_status(self, job_id: str, env: dict[str, str] | None = None) -> JobStatus | None:
+        """What the batch system says of job ``job_id``; None when none of its commands knows it."""
+        for index, command in enumerate(self.status_commands):
+            text = run_command([part.format(job_id) for part in command], env)
+            status = None if text is None else self.parse_status(index, text)
+            if status is not None:
+                return status
+        return None
+
     def check_submit(self, profile: str) -> None:
         """Refuse a profile whose batch system is not installed here."""
         if shutil.which(self.submit_command) is None:
@@ -222,6 +250,47 @@ class BatchKind:
         self.settings(profile, raw)
         security_of(profile, raw)
         self.check_submit(profile)
+
+    def watch(self, profile: str, raw: dict[str, Any], cluster: Any, demand: Demand) -> JobWatch:
+        """Start following ``cluster``'s jobs until their workers join (:mod:`djdask.clusters.jobwatch`)."""
+
+        def joined() -> list[str]:
+            return [str(w.get("name")) for w in dict(cluster.scheduler_info.get("workers") or {}).values()]
+
+        def forget(name: str) -> None:
+            # The cluster counts a job as a worker to come until its worker joins: one that
+            # ended is dropped from its plan, and adaptive scaling submits another.
+            cluster.loop.add_callback(cluster.worker_spec.pop, name, None)
+
+        try:
+            pending_after = parse_timedelta(
+                raw.get("report-pending-after", config.get("cluster-defaults.report-pending-after"))
+            )
+            max_failed = int(raw.get("max-failed-starts", config.get("cluster-defaults.max-failed-starts")))
+        except (ValueError, TypeError):
+            raise ProfileError(
+                f"Profile {profile!r} has report-pending-after {raw.get('report-pending-after')!r} or "
+                f'max-failed-starts {raw.get("max-failed-starts")!r}: write a duration like "60s" and a whole number.'
+            ) from None
+
+        def fatal(paragraph: str) -> None:
+            demand.fatal = paragraph
+
+        watch = JobWatch(
+            self,
+            profile,
+            raw,
+            demand.jobs,
+            joined,
+            lambda: set(cluster.worker_spec),
+            forget,
+            demand.findings.append,
+            fatal,
+            pending_after=pending_after,
+            max_failed_starts=max_failed,
+        )
+        watch.start()
+        return watch
 
     def script(self, profile: str, raw: dict[str, Any], scheduler: str = "tcp://SCHEDULER:8786") -> str:
         """The job script one worker job would be submitted with."""
@@ -251,6 +320,7 @@ class BatchKind:
             if demand is None:
                 cluster.adapt(minimum_jobs=0, maximum_jobs=max_jobs)
             else:
+                demand.watch = self.watch(profile, raw, cluster, demand)
                 after = parse_timedelta(raw.get("scale-down-after", config.get("cluster-defaults.scale-down-after")))
                 cluster.adapt(
                     minimum_jobs=0,

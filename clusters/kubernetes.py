@@ -25,9 +25,10 @@ from distributed import Client
 from djdask.config import namespace as config
 from djdask.errors import ProfileError
 
+from .jobwatch import JobStatus
 from .scaling import Demand
 
-__all__ = ["KubernetesKind"]
+__all__ = ["KubernetesKind", "pod_status"]
 
 logger = logging.getLogger(__name__)
 
@@ -303,3 +304,76 @@ class DemandScaler(threading.Thread):
                     current, lower_since = target, None
                 except Exception as err:  # keep scaling on the next tick
                     logger.warning("Could not scale the Kubernetes workers to %d: %s", target, err)
+
+
+#: Why a container waits, when its pod can never start as it is (not a step of a normal start).
+_STUCK = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError"}
+
+
+def pod_status(pod: dict[str, Any]) -> JobStatus:
+    """What a worker pod's status (as the Kubernetes API returns it: ``status.phase``,
+    ``status.conditions``, ``status.containerStatuses``) says, as a batch job's status for
+    :mod:`djdask.clusters.jobwatch`: Pending with its reason (Unschedulable and the
+    scheduler's message, ImagePullBackOff...), Running, or ended with the container's exit
+    code and reason (OOMKilled, Error); a container in CrashLoopBackOff has ended for good."""
+    status = pod.get("status") or {}
+    node = (pod.get("spec") or {}).get("nodeName") or ""
+    phase = status.get("phase") or "Unknown"
+    containers = status.get("containerStatuses") or []
+    for container in containers:
+        state = container.get("state") or {}
+        waiting = state.get("waiting") or {}
+        if waiting.get("reason") == "CrashLoopBackOff":
+            last = (container.get("lastState") or {}).get("terminated") or {}
+            return JobStatus(
+                "ended",
+                "CrashLoopBackOff",
+                last.get("reason") or waiting.get("message") or "",
+                _code(last.get("exitCode")),
+                node,
+            )
+        if waiting.get("reason") in _STUCK:
+            return JobStatus("pending", waiting["reason"], waiting.get("message") or "", None, node)
+    if phase in ("Succeeded", "Failed"):
+        terminated = (
+            next(
+                (
+                    (c.get("state") or {}).get("terminated")
+                    for c in containers
+                    if (c.get("state") or {}).get("terminated")
+                ),
+                None,
+            )
+            or {}
+        )
+        return JobStatus(
+            "ended",
+            phase,
+            terminated.get("reason") or status.get("reason") or "",
+            _code(terminated.get("exitCode")),
+            node,
+        )
+    if phase == "Pending":
+        unscheduled = next(
+            (
+                c
+                for c in status.get("conditions") or []
+                if c.get("type") == "PodScheduled" and c.get("status") == "False"
+            ),
+            None,
+        )
+        if unscheduled:
+            return JobStatus(
+                "pending", unscheduled.get("reason") or "Unschedulable", unscheduled.get("message") or "", None, node
+            )
+        waiting = next(
+            ((c.get("state") or {}).get("waiting") for c in containers if (c.get("state") or {}).get("waiting")), None
+        )
+        return JobStatus(
+            "pending", (waiting or {}).get("reason") or "Pending", (waiting or {}).get("message") or "", None, node
+        )
+    return JobStatus("running" if phase == "Running" else "pending", phase, status.get("reason") or "", None, node)
+
+
+def _code(value: Any) -> str | None:
+    return None if value is None else str(value)

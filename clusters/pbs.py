@@ -2,9 +2,33 @@
 
 from __future__ import annotations
 
-from .batch import BatchKind
+import re
 
-__all__ = ["PBSKind"]
+from .batch import BatchKind
+from .jobwatch import JobStatus
+
+__all__ = ["PBSKind", "parse_qstat_f"]
+
+#: PBS's job states (qstat(1B)): queued, held, waiting, in transit, suspended / running,
+#: exiting, array begun / completed (Torque), finished (PBS Pro), expired.
+_PENDING, _RUNNING = set("QHWTSU"), set("REB")
+
+
+def parse_qstat_f(text: str) -> JobStatus | None:
+    """A job's status from ``qstat -f ID`` (or PBS Pro's ``qstat -x -f ID`` once it ended):
+    ``name = value`` lines, long values continued on tab-indented lines."""
+    joined = re.sub(r"\n\t", "", text)
+    fields = dict(re.findall(r"^\s+([\w.]+) = (.*)$", joined, re.M))
+    said = fields.get("job_state", "").strip()
+    if not said:
+        return None
+    state = "pending" if said in _PENDING else "running" if said in _RUNNING else "ended"
+    node = fields.get("exec_host", "").split("/")[0].split("+")[0]
+    outputs = [fields[k].strip() for k in ("Error_Path", "Output_Path") if fields.get(k)]
+    exit_code = fields.get("exit_status", fields.get("Exit_status"))
+    return JobStatus(
+        state, said, fields.get("comment", "").strip(), exit_code if state == "ended" else None, node, outputs
+    )
 
 
 class PBSKind(BatchKind):
@@ -24,3 +48,8 @@ class PBSKind(BatchKind):
     cores_directive = "-l select=1:ncpus=1"
     queue_directive = "-q {}"
     account_directive = "-A {}"
+    # What became of a worker job: qstat -f while it is known, PBS Pro's job history (-x) after.
+    status_commands = (("qstat", "-f", "{}"), ("qstat", "-x", "-f", "{}"))
+
+    def parse_status(self, index: int, text: str) -> JobStatus | None:
+        return parse_qstat_f(text)

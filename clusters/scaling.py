@@ -12,6 +12,8 @@ to retire) with that number as its target.
 
 from __future__ import annotations
 
+from typing import Any
+
 from distributed.deploy import Adaptive
 
 __all__ = ["Demand", "DemandAdaptive"]
@@ -22,13 +24,19 @@ class Demand:
     campaign could keep busy now (pending plus running keys), set by the campaign;
     ``cap``, the most workers the database can take (:mod:`djdask.db.capacity`);
     ``submitted`` and ``submit_errors``, jobs the batch system took or refused, set by
-    the pool."""
+    the pool; ``jobs``, the jobs taken, by the cluster's name for them; ``findings``,
+    what :class:`~djdask.clusters.jobwatch.JobWatch` found of jobs whose worker has not
+    joined, for the campaign to say, and ``fatal`` when the pool cannot start at all."""
 
     def __init__(self, cap: int | None = None) -> None:
         self.workers = 0
         self.cap = cap  # the most workers the database server has connections for
         self.submitted = 0
         self.submit_errors: list[str] = []
+        self.jobs: dict[str, Any] = {}  # name -> djdask.clusters.jobwatch.SubmittedJob
+        self.findings: list[str] = []
+        self.fatal: str | None = None
+        self.watch: Any = None  # the pool's JobWatch, stopped with the pool
 
     @property
     def wanted(self) -> int:

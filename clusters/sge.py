@@ -2,9 +2,37 @@
 
 from __future__ import annotations
 
-from .batch import BatchKind
+import re
 
-__all__ = ["SGEKind"]
+from .batch import BatchKind
+from .jobwatch import JobStatus, run_command
+
+__all__ = ["SGEKind", "parse_qacct", "parse_qstat_line"]
+
+
+def parse_qstat_line(text: str, job_id: str) -> JobStatus | None:
+    """Job ``job_id``'s status from ``qstat -u '*'`` (a table: job-ID, prior, name, user,
+    state, date, time, queue, slots); None when it is not listed."""
+    for line in text.splitlines():
+        cells = line.split()
+        if len(cells) >= 5 and cells[0] == job_id:
+            said = cells[4]
+            # q: queued, h: held, w: waiting; E with q: the job's start failed and it waits in error.
+            state = "pending" if "q" in said or "h" in said else "running"
+            node = cells[7].split("@", 1)[1] if len(cells) >= 8 and "@" in cells[7] else ""
+            return JobStatus(state, said, node=node)
+    return None
+
+
+def parse_qacct(text: str) -> JobStatus | None:
+    """An ended job's status from ``qacct -j ID`` (its accounting record)."""
+    fields = dict(re.findall(r"^(\w+)\s+(.*?)\s*$", text, re.M))
+    if "exit_status" not in fields:
+        return None
+    failed = fields.get("failed", "0")
+    said = "failed" if failed.split()[0] != "0" else "ended"
+    reason = failed if failed.split()[0] != "0" else ""
+    return JobStatus("ended", said, reason, fields["exit_status"].split()[0], fields.get("hostname", ""))
 
 
 class SGEKind(BatchKind):
@@ -25,3 +53,17 @@ class SGEKind(BatchKind):
     account_directive = "-P {}"
     account_key = "project"  # dask-jobqueue's SGEJob: `project`, written as -P
     chdir_directive = "-wd {}"
+
+    def job_status(self, job_id: str, env: dict[str, str] | None = None) -> JobStatus | None:
+        """qstat while the job is queued or running (with its scheduling info or error reason
+        from ``qstat -j`` when it waits), then its accounting (qacct)."""
+        listed = run_command(["qstat", "-u", "*"], env)
+        status = None if listed is None else parse_qstat_line(listed, job_id)
+        if status is None:
+            accounted = run_command(["qacct", "-j", job_id], env)
+            return None if accounted is None else parse_qacct(accounted)
+        if status.state == "pending":
+            detail = run_command(["qstat", "-j", job_id], env) or ""
+            reasons = re.findall(r"^(?:scheduling info|error reason\s*\d*):\s*(.+)$", detail, re.M)
+            status.reason = "; ".join(r.strip() for r in reasons if "turned off" not in r)
+        return status

@@ -55,6 +55,8 @@ class Pool:
     workers: int = 0  # worker processes present at the last sizing
     worker_seconds: float = 0.0  # workers present x time, for the accounting
     sized_at: float | None = None
+    findings_said: int = 0  # of its job watch's findings, those said
+    notice: str | None = None  # the last of them, shown on the page until a worker joins
     publishing: bool = False  # a state sent to its scheduler, not yet answered
     unsent: dict[str, Any] | None = None  # the newest state, to send once that one is answered
     publish_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -213,10 +215,24 @@ class Pools:
 
     @staticmethod
     def check_submissions(pool: Pool, has_workers: bool) -> None:
-        """Stop when a pool's batch system refuses its jobs and none was ever taken: the
-        profile is wrong (queue, account, memory), and waiting would never end."""
+        """Say what the pool's job watch found of jobs whose worker has not joined
+        (:mod:`djdask.clusters.jobwatch`), and stop when it gave up on the pool, or when a
+        pool's batch system refuses its jobs and none was ever taken: the profile is wrong
+        (queue, account, memory, python), and waiting would never end."""
         demand = pool.demand
-        if demand is None or not demand.submit_errors:
+        if demand is None:
+            return
+        said = len(demand.findings)
+        for finding in demand.findings[pool.findings_said : said]:
+            logger.warning("Pool %s: %s", pool.name, finding)
+        if said > pool.findings_said:
+            pool.notice = demand.findings[said - 1]
+        pool.findings_said = said
+        if has_workers:
+            pool.notice = None
+        if demand.fatal is not None:
+            raise ProfileError(demand.fatal)
+        if not demand.submit_errors:
             return
         if demand.submitted or has_workers:
             if len(demand.submit_errors) == 1 or len(demand.submit_errors) % 20 == 0:
@@ -261,6 +277,8 @@ class Pools:
         rolls back any make() still in its transaction (no partial rows), and cancels
         its batch jobs."""
         for pool in self.pools.values():
+            if pool.demand is not None and pool.demand.watch is not None:
+                pool.demand.watch.stop()
             if pool.cluster is None:
                 continue
             # Heard no more before the client goes: a worker's event sent to a closed client

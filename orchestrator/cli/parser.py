@@ -23,10 +23,33 @@ __all__ = ["COMMAND_MODULES", "build_parser", "command", "main"]
 
 
 def _paragraph(message: str) -> str:
-    """``djdask: message`` as one paragraph, the message in lines of 100 columns, all but its first indented."""
-    return "djdask: " + textwrap.fill(
-        message, width=100, subsequent_indent="  ", break_on_hyphens=False, break_long_words=False
-    )
+    """``djdask: message`` as one paragraph, the message in lines of 100 columns, all but its
+    first indented.  Lines of the message indented by four spaces (what a batch job wrote,
+    quoted) are kept as they are; the prose between them is wrapped."""
+    blocks: list[str] = []
+    prose: list[str] = []
+
+    def wrap() -> None:
+        if prose:
+            text = textwrap.fill(
+                " ".join(prose),
+                width=100,
+                initial_indent="" if not blocks else "  ",
+                subsequent_indent="  ",
+                break_on_hyphens=False,
+                break_long_words=False,
+            )
+            blocks.append(("djdask: " if not blocks else "") + text)
+            prose.clear()
+
+    for line in message.splitlines() or [""]:
+        if line.startswith("    ") and line.strip():
+            wrap()
+            blocks.append(("djdask:" if not blocks else "  ") + line.rstrip())
+        else:
+            prose.append(line.strip())
+    wrap()
+    return "\n".join(blocks)
 
 
 # -- parser ---------------------------------------------------------------------------

@@ -124,7 +124,9 @@ class StatePublisher:
                 for t in tables
             ],
             "errors": list(self.errors),
-            "notice": self.notice,
+            # A database outage first; else what a pool's job watch found of jobs whose worker has not joined.
+            "notice": self.notice
+            or next((redact(p.notice, self.secrets) for p in self.pools if getattr(p, "notice", None)), None),
         }
 
     def publish_history(self, records: list[dict[str, Any]]) -> None:

@@ -1,0 +1,168 @@
+"""Worker jobs that never join the scheduler, explained (djdask.clusters.jobwatch), on a real
+single-node SLURM and Grid Engine: a ``python`` the nodes do not have, a prologue line that
+fails, a job held pending, a worker that cannot reach its scheduler.  Each checks what a user
+sees (the job's own words quoted, the setting to fix), that the campaign does not hang, and
+that nothing is left reserved or queued, with no traceback."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.integration.batch_campaigns import JOB_NAME, queue_empties, write_profile
+from tests.integration.test_jobs_engine import seed_ledger as seed
+
+pytestmark = [pytest.mark.integration, pytest.mark.parametrize("server", ["postgres"], indirect=True)]
+
+SLURM = pytest.mark.xdist_group("slurm")
+SGE = pytest.mark.xdist_group("sge")
+
+
+def never_joins(djdask, system, tmp_path, **settings) -> tuple[subprocess.CompletedProcess, float]:
+    """`djdask populate` on a profile whose jobs end before their worker joins; its result and seconds."""
+    seed(djdask, 3)
+    env = djdask.env(
+        **system.env,
+        **write_profile(tmp_path, system.kind, **settings),
+        DJDASK_TEST_LEDGER=str(tmp_path / "ledger.txt"),
+    )
+    start = time.monotonic()
+    result = djdask("populate", "ledger", "--cluster", f"test{system.kind}", env=env, timeout=240)
+    return result, time.monotonic() - start
+
+
+def assert_stopped_cleanly(result, sql, prefix, system) -> None:
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert sql.jobs_counts(f"{prefix}_ledger", "__entry").get("reserved", 0) == 0
+    assert queue_empties(system, timeout=10), f"jobs left in the queue: {system.queue()}"
+
+
+@SLURM
+def test_a_python_the_nodes_lack_stops_the_campaign_with_the_jobs_words(server, djdask, sql, prefix, slurm, tmp_path):
+    """Every job's worker command fails (no such python): each ended job is said with SLURM's
+    state and exit code and the last lines of its output; after 3 in a row the campaign stops
+    (exit 2) naming the profile's `python`.  A failure means a silent wait, or words that do
+    not say what the job said."""
+    result, took = never_joins(djdask, slurm, tmp_path, python="/nonexistent/env/bin/python3")
+    assert_stopped_cleanly(result, sql, prefix, slurm)
+    ended = re.findall(
+        r"Worker job (\d+) on \S+ ended before its worker joined the scheduler: slurm says FAILED, "
+        r"exit code 127:0",
+        result.stderr,
+    )
+    assert len(ended) >= 3, result.stderr
+    assert "/nonexistent/env/bin/python3: No such file or directory" in result.stderr, result.stderr
+    assert "3 worker jobs in a row ended before their worker joined the scheduler" in result.stderr
+    assert "Likely fix: the compute nodes have no Python at /nonexistent/env/bin/python3" in result.stderr
+    assert "`djdask.clusters.testslurm.python`" in result.stderr
+    assert took < 120, f"the campaign took {took:.0f} s to give up"
+    print(f"slurm, missing python: gave up after {took:.1f} s; jobs {ended}")
+
+
+@SLURM
+def test_a_failing_prologue_line_is_quoted(server, djdask, sql, prefix, slurm, tmp_path):
+    """A prologue line that fails (as a `module load` of a module the site lacks would): its
+    message is quoted, and the fix named is the profile's job-script-prologue."""
+    prologue = ["echo ERROR: Unable to locate a modulefile for lab-env/2.1 1>&2", "exit 3"]
+    result, took = never_joins(djdask, slurm, tmp_path, **{"job-script-prologue": prologue, "max-failed-starts": 2})
+    assert_stopped_cleanly(result, sql, prefix, slurm)
+    assert "exit code 3:0" in result.stderr, result.stderr
+    assert "    ERROR: Unable to locate a modulefile for lab-env/2.1" in result.stderr
+    assert "2 worker jobs in a row" in result.stderr
+    assert "`djdask.clusters.testslurm.job-script-prologue`" in result.stderr
+    print(f"slurm, failing prologue: gave up after {took:.1f} s")
+
+
+@SLURM
+def test_a_pending_job_is_said_with_slurms_reason_and_ctrl_c_leaves_nothing(
+    server, djdask, sql, prefix, slurm, tmp_path
+):
+    """A job held until later (--begin=now+2hours) stays PENDING: the campaign says so with
+    SLURM's reason (BeginTime) once the job waited report-pending-after; Ctrl-C then stops the
+    campaign, its keys released and its job cancelled."""
+    seed(djdask, 3)
+    env = djdask.env(
+        **slurm.env,
+        **write_profile(
+            tmp_path, "slurm", **{"job-extra-directives": ["--begin=now+2hours"], "report-pending-after": "5s"}
+        ),
+        DJDASK_TEST_LEDGER=str(tmp_path / "ledger.txt"),
+        PYTHONUNBUFFERED="1",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "djdask.cli", "populate", "ledger", "--cluster", "testslurm"],
+        env=env,
+        cwd=djdask.cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not [j for j in slurm.queue() if j["name"] == JOB_NAME]:
+            assert time.monotonic() < deadline and proc.poll() is None, "no worker job was submitted"
+            time.sleep(0.5)
+        queued = time.monotonic()
+        time.sleep(20)  # 5 s pending, then the watch's next look (every 5 s) and the loop's
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    said = re.search(
+        r"Worker jobs? ([\d, ]+) ha(?:s|ve) waited (\d+) s in the queue: slurm says PENDING \(BeginTime\)", err
+    )
+    assert said, err
+    assert int(said.group(2)) >= 5 and time.monotonic() - queued < 60
+    assert err.count("in the queue: slurm says PENDING") == 1, err  # said once for both jobs, not at every look
+    assert "Traceback" not in err, err
+    assert sql.jobs_counts(f"{prefix}_ledger", "__entry").get("reserved", 0) == 0
+    assert queue_empties(slurm, timeout=15), f"jobs left in the queue: {slurm.queue()}"
+
+
+@SLURM
+def test_a_worker_that_cannot_reach_the_scheduler_is_said_with_the_address_it_tries(
+    server, djdask, sql, prefix, slurm, tmp_path
+):
+    """The scheduler tells its workers an address where nothing listens (contact_address):
+    the job runs, its worker waits to connect until its death timeout.  The campaign says so
+    while the job runs, with the address, and names `interface` and `scheduler-options`."""
+    result, took = never_joins(
+        djdask,
+        slurm,
+        tmp_path,
+        **{
+            "scheduler-options": {"host": "127.0.0.1", "contact_address": "tls://127.0.0.1:9"},
+            "death-timeout": 20,
+            "report-pending-after": "5s",
+            "max-failed-starts": 1,
+        },
+    )
+    assert_stopped_cleanly(result, sql, prefix, slurm)
+    assert re.search(
+        r"Worker job \d+ has run on \S+ for \d+ s, but its worker has not joined: it cannot reach the scheduler "
+        r"at tls://127.0.0.1:9",
+        result.stderr,
+    ), result.stderr
+    assert "Likely fix: the workers cannot reach the scheduler" in result.stderr.split("djdask: Profile")[1]
+    assert "`djdask.clusters.testslurm.interface`" in result.stderr
+    assert "`djdask.clusters.testslurm.scheduler-options`" in result.stderr
+    print(f"slurm, unreachable scheduler: gave up after {took:.1f} s")
+
+
+@SGE
+def test_a_python_the_nodes_lack_stops_an_sge_campaign(server, djdask, sql, prefix, gridengine, tmp_path):
+    """As on SLURM, on Grid Engine: the job's own words from its output file in the
+    profile's log-directory, and the profile's `python` named."""
+    result, took = never_joins(djdask, gridengine, tmp_path, python="/nonexistent/env/bin/python3")
+    assert_stopped_cleanly(result, sql, prefix, gridengine)
+    assert "ended before its worker joined the scheduler: sge says" in result.stderr, result.stderr
+    assert "/nonexistent/env/bin/python3: No such file or directory" in result.stderr
+    assert "`djdask.clusters.testsge.python`" in result.stderr
+    print(f"sge, missing python: gave up after {took:.1f} s")
