@@ -59,7 +59,7 @@ class JobStatus:
     """What a batch system says of one job.  ``state`` is ``pending``, ``running`` or
     ``ended``; ``said`` is the batch system's own word for it (``PENDING``, ``FAILED``,
     ``qw``, ``EXIT``...); ``reason`` why it waits or why it ended; ``outputs`` the files
-    it says the job writes."""
+    it says the job writes; ``granted`` the walltime and memory it gave the job, where it says."""
 
     state: str
     said: str = ""
@@ -67,6 +67,7 @@ class JobStatus:
     exit_code: str | None = None
     node: str = ""
     outputs: list[str] = field(default_factory=list)
+    granted: dict[str, str] = field(default_factory=dict)  # walltime, memory: what the batch system gave
 
 
 @dataclass

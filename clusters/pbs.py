@@ -26,8 +26,13 @@ def parse_qstat_f(text: str) -> JobStatus | None:
     node = fields.get("exec_host", "").split("/")[0].split("+")[0]
     outputs = [fields[k].strip() for k in ("Error_Path", "Output_Path") if fields.get(k)]
     exit_code = fields.get("exit_status", fields.get("Exit_status"))
+    granted = {
+        key: fields[f"Resource_List.{name}"].strip()
+        for key, name in (("walltime", "walltime"), ("memory", "mem"))
+        if fields.get(f"Resource_List.{name}")
+    }
     return JobStatus(
-        state, said, fields.get("comment", "").strip(), exit_code if state == "ended" else None, node, outputs
+        state, said, fields.get("comment", "").strip(), exit_code if state == "ended" else None, node, outputs, granted
     )
 
 

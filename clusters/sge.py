@@ -62,8 +62,13 @@ class SGEKind(BatchKind):
         if status is None:
             accounted = run_command(["qacct", "-j", job_id], env)
             return None if accounted is None else parse_qacct(accounted)
+        detail = run_command(["qstat", "-j", job_id], env) or ""
         if status.state == "pending":
-            detail = run_command(["qstat", "-j", job_id], env) or ""
             reasons = re.findall(r"^(?:scheduling info|error reason\s*\d*):\s*(.+)$", detail, re.M)
             status.reason = "; ".join(r.strip() for r in reasons if "turned off" not in r)
+        asked = " ".join(re.findall(r"^hard resource_list:\s*(.*)$", detail, re.M))
+        limits = dict(re.findall(r"(h_rt|h_vmem)=([^,\s]+)", asked))
+        status.granted = {
+            key: limits[name] for key, name in (("walltime", "h_rt"), ("memory", "h_vmem")) if name in limits
+        }
         return status

@@ -24,6 +24,7 @@ def parse_scontrol(text: str) -> JobStatus | None:
     reason = fields.get("Reason", "")
     node = fields.get("BatchHost") or fields.get("NodeList", "")
     outputs = [fields[k] for k in ("StdErr", "StdOut") if fields.get(k)]
+    granted = {"walltime": fields.get("TimeLimit", ""), "memory": fields.get("MinMemoryNode", "")}
     return JobStatus(
         state,
         said,
@@ -31,6 +32,7 @@ def parse_scontrol(text: str) -> JobStatus | None:
         fields.get("ExitCode") if state == "ended" else None,
         "" if node in ("(null)", "None") else node,
         outputs,
+        {k: v for k, v in granted.items() if v and v not in ("UNLIMITED", "0")},
     )
 
 

@@ -267,9 +267,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", metavar="STORE", help=store_help)
     p.set_defaults(func=command("garbage", "gc"))
 
-    p = sub.add_parser("clusters", help="cluster profiles: list, show, script")
-    p.add_argument("action", choices=["list", "show", "script"])
-    p.add_argument("profile", nargs="?", help="profile name (show, script)")
+    p = sub.add_parser("clusters", help="cluster profiles: list, show, script, check")
+    p.add_argument("action", choices=["list", "show", "script", "check"])
+    p.add_argument("profile", nargs="?", help="profile name (show, script, check)")
+    p.add_argument(
+        "module",
+        nargs="?",
+        help="check: the pipeline module to import on the node (without it, what needs no pipeline)",
+    )
+    p.add_argument("--json", action="store_true", help="check: the steps as JSON, for scripts")
+    p.add_argument(
+        "--timeout",
+        metavar="DURATION",
+        help="check: how long the probe job may take to start (default 10m)",
+    )
     p.add_argument(
         "--scheduler",
         metavar="ADDRESS",

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from djdask.cli.check import check
 from djdask.cli.output import print_table
 from djdask.cli.parser import build_parser
 from djdask.clusters import profile_names, resolve
@@ -21,13 +22,20 @@ __all__ = ["clusters"]
 
 
 def clusters(args: argparse.Namespace) -> int:
-    """``djdask clusters list|show|script [PROFILE]``."""
+    """``djdask clusters list|show|script|check [PROFILE]``."""
     if args.action == "list":
         rows = [{"profile": n, "kind": resolve(n).raw.get("kind")} for n in profile_names()]
         print_table(rows, ["profile", "kind"])
         return 0
     if not args.profile:
         raise ProfileError(f"`djdask clusters {args.action}` needs a profile name: djdask clusters {args.action} slurm")
+    if args.module and args.action != "check":
+        raise InvalidInputError(
+            f"`djdask clusters {args.action}` takes one profile; {args.module!r} is one word too many "
+            "(a MODULE is for `djdask clusters check PROFILE MODULE`)."
+        )
+    if args.action == "check":
+        return check(args)
     profile = resolve(args.profile)
     if args.action == "show":
         print(yaml.safe_dump({args.profile: profile.shown()}, sort_keys=False).rstrip())
