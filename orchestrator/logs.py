@@ -54,6 +54,15 @@ class _WorkerLossNoise(logging.Filter):
         return not any(n in message for n in self._NOISE)
 
 
+class _HeartbeatAtShutdown(logging.Filter):
+    """A worker's heartbeat that meets the scheduler closing as the campaign ends: distributed
+    logs it with its traceback.  A scheduler that is really gone mid-campaign is the
+    campaign's to report (its pool lost its workers), not each worker's."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to communicate with scheduler during heartbeat")
+
+
 def _add_once(logger: logging.Logger, kind: type) -> None:
     if not any(isinstance(f, kind) for f in logger.filters):
         logger.addFilter(kind())
@@ -76,6 +85,7 @@ def setup_logging(*, verbose: int | None = None, connections: Sequence[Any] = ()
     _add_once(logging.getLogger("tornado.application"), _DropRefusals)
     _add_once(logging.getLogger("distributed.scheduler"), _WorkerLossNoise)
     if worker:
+        _add_once(logging.getLogger("distributed.worker"), _HeartbeatAtShutdown)
         logging.getLogger("datajoint").setLevel(logging.WARNING)
         djcompat.quiet_make_errors()  # the campaign reports each failure, with its key
     if verbose is None:

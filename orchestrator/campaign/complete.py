@@ -14,6 +14,7 @@ attempt (or failed now, for a time limit), the rest run again uncharged.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -177,21 +178,25 @@ class Completion:
         )
         if not batch.waited:
             state.summary.deferred += len(keys)
+        told = " ".join(f"{message or ''} {stack or ''}" for _, message, stack in failed)
+        named = tuple(t.summary.table for t in busy if re.search(rf"\b{re.escape(t.summary.table)}\b", told))
         self.inflight.delay(
-            Batch(state, keys, batch.attempt, time.monotonic(), batch.lost, after=tuple(busy), waited=True)
+            Batch(state, keys, batch.attempt, time.monotonic(), batch.lost, after=tuple(busy), waited=True, named=named)
         )
         return []
 
     def _credit(self, batch: Batch, made: int) -> None:
-        """Keys that had waited (:meth:`_defer`) were made: one of the tables they waited for
-        that are done now is what their make() reads.  The fewest tables that explain every
+        """Keys that had waited (:meth:`_defer`) were made: what their make() reads is the table
+        its error or traceback named, else one of the tables they waited for that are done now.  The fewest tables that explain every
         such wait of the table are named at the campaign's end (:func:`fewest_explaining`)."""
         if not batch.after or not made:
             return
         summary = batch.table.summary
         summary.deferred_made += made
         state = batch.table
-        state.waits.append(frozenset(t.summary.table for t in batch.after if not self.inflight.busy(t)))
+        done = frozenset(t.summary.table for t in batch.after if not self.inflight.busy(t))
+        # A table the make()'s traceback names is what it read; else one of those done since.
+        state.waits.append(frozenset(batch.named) or done)
         summary.deferred_for = fewest_explaining(state.waits)
 
     def judged(self, batch: Batch, verdict: Verdict, t0: float) -> None:

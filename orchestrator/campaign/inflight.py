@@ -41,6 +41,9 @@ class Batch:
     #: while these, declared before its table, still had keys to make (:meth:`Completion.batch`).
     after: tuple[TableState, ...] = ()
     waited: bool = False  # it has waited so (a failure is charged once it may not wait again)
+    #: Of the tables it waited for, those its make()'s error or traceback names (the code line
+    #: that read one shows in the stack): what the campaign's order hint names, when any is.
+    named: tuple[str, ...] = ()
 
 
 class InFlight:

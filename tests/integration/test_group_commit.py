@@ -71,7 +71,9 @@ def test_group_commit_is_exactly_once_beside_datajoint_workers(djdask, sql, pref
     process share one table: every key is made once, by one of them, nothing is left reserved."""
     seed(djdask)
     ledger = tmp_path / "ledger.txt"
-    env = grouped_env(djdask, ledger, DJDASK_TEST_MAKE_SECONDS="0.01")
+    # 0.05 s a key: DataJoint's process alone takes some 15 s, long enough for a campaign that
+    # starts late on a loaded machine to join it (at 0.01 s it was done first, once in a full run).
+    env = grouped_env(djdask, ledger, DJDASK_TEST_MAKE_SECONDS="0.05")
     theirs = subprocess.Popen(
         [sys.executable, "-c", "import grouped; grouped.Entry.populate(reserve_jobs=True)"],
         env=env,
