@@ -21,7 +21,9 @@ A profile's ``security`` says where the credentials come from:
   the scheduler can run code as you.
 
 ``dashboard-address`` is where the scheduler's dashboard listens: loopback by
-default (``127.0.0.1:0``, a free port), reached through an SSH tunnel.
+default (``127.0.0.1:0``, a free port), reached through an SSH tunnel.  The
+campaign prints its links at the address the server is bound to, with that
+tunnel (:mod:`djdask.monitor.links`), not at the scheduler's network address.
 """
 
 from __future__ import annotations

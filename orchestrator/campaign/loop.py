@@ -69,7 +69,7 @@ from djdask.jobs.leases import LeaseKeeper, lease_timeout, recover_orphans, rest
 from djdask.jobs.legacy import check_legacy_jobs
 from djdask.jobs.queue import Owner
 from djdask.logs import setup_logging
-from djdask.monitor.dashboard import DashboardPlugin, page_link
+from djdask.monitor.dashboard import DashboardPlugin
 from djdask.monitor.progress import TerminalProgress
 from djdask.monitor.publisher import StatePublisher
 from djdask.planning.planner import Selection, select
@@ -99,7 +99,7 @@ class CampaignSummary:
 
     tables: list[TableSummary] = field(default_factory=list)
     seconds: float = 0.0
-    dashboard_link: str | None = None
+    dashboard_link: str | None = None  # the default pool's page that answers: Dask's dashboard, else the campaign page
     cancelled: bool = False
     waiting_for_resources: list[str] = field(default_factory=list)
     hints: list[str] = field(default_factory=list)  # e.g. tables group commit would speed up
@@ -324,8 +324,6 @@ class Campaign:
         self.grace = parse_timedelta(config.get("campaign.grace-period"))
         self.resize_interval = parse_timedelta(config.get("campaign.resize-interval"))
         self.pools = Pools(cluster, client, window=self.window)
-        self.dashboard_link: str | None = None
-        self.page_link: str | None = None  # the campaign page of the dashboard
         self.performance_report = performance_report
         # host, pid and user are added from the jobs tables' Owner, as `djdask status` shows them
         self._identity: dict[str, Any] = dict(
@@ -407,8 +405,6 @@ class Campaign:
                 lambda text: redact(text, self._secrets),
                 self.losses,
             )
-            self.dashboard_link = self.pools.default.link
-            self.page_link = page_link(self.dashboard_link)
             for pool in self.pools:
                 self.outage.subscribe(pool.client)
         except BaseException as err:
@@ -416,18 +412,15 @@ class Campaign:
             unlock(tables)  # the unreserved tables' locks, taken by the sweep
             self.record.close(*ending(summary, err), self._account(summary, t0))
             raise
-        summary.dashboard_link = self.dashboard_link
         default = self.pools.default
+        summary.dashboard_link = default.links.recorded
         remote = default.profile is not None and default.profile.kind.name != "local"
         self.progress.started(
-            self.dashboard_link if default.plots else None,
-            self.page_link,
-            default.client.scheduler.address if remote else None,
-            campaign=self._identity["id"],
+            default.links, default.client.scheduler.address if remote else None, campaign=self._identity["id"]
         )
         heartbeat.start()
         self.record.keep(
-            self.dashboard_link,
+            default.links.recorded,
             lambda: self._account(summary, t0),
             self.request_stop,
             self._secrets,

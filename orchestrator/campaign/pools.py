@@ -13,11 +13,13 @@ closes what it started.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import dask.config
 from distributed import Client
@@ -28,6 +30,7 @@ from djdask.clusters.scaling import Demand
 from djdask.config import namespace as config
 from djdask.db.outage import OUTAGE_TOPIC
 from djdask.errors import DjdaskError, ProfileError
+from djdask.monitor.links import Links, links_to, login_host, served_at
 from djdask.worker.executor import PLUGIN_NAME
 from djdask.worker.watchdog import TOPIC, WatchdogPlugin
 
@@ -50,7 +53,7 @@ class Pool:
     demand: Any = None  # djdask.clusters.scaling.Demand
     capacity: int = 0  # tasks in flight at most: workers x window
     tasks: int = 0  # tasks in flight
-    link: str | None = None  # the scheduler's web address (its /status, when Dask's dashboard is on)
+    links: Links = field(default_factory=Links)  # where its scheduler's web server answers (djdask.monitor.links)
     cap: int | None = None  # the most workers the database has connections for (djdask.db.capacity)
     workers: int = 0  # worker processes present at the last sizing
     worker_seconds: float = 0.0  # workers present x time, for the accounting
@@ -61,11 +64,27 @@ class Pool:
     unsent: dict[str, Any] | None = None  # the newest state, to send once that one is answered
     publish_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    @property
-    def plots(self) -> bool:
-        """Whether Dask's own dashboard is served at :attr:`link`: on a scheduler the campaign
-        did not start, as its owner chose; on one it started, per djdask.campaign.dask-dashboard."""
-        return self.cluster is None or bool(config.get("campaign.dask-dashboard"))
+    def find_links(self) -> Links:
+        """The links to its scheduler's web server that answer from where the user sits.
+
+        Where the scheduler runs in this process (a LocalCluster, a batch profile's), the links
+        name the address its server is bound to, and Dask's dashboard only when it serves one;
+        a user who may sit elsewhere (a batch profile, an SSH session) is given the tunnel to a
+        loopback address.  A scheduler elsewhere keeps Dask's link, its dashboard as its owner chose.
+        """
+        server = served_at(self.cluster or getattr(self.client, "cluster", None))
+        if server is not None:
+            plots = server.plots
+        else:  # a scheduler djdask started elsewhere (Kubernetes), or one it did not start
+            plots = self.cluster is None or bool(config.get("campaign.dask-dashboard"))
+        elsewhere = self.profile is not None and self.profile.kind.name != "local"
+        return links_to(
+            self.client.dashboard_link,
+            plots=plots,
+            served=server,
+            scheduler_host=urlsplit(self.client.scheduler.address).hostname,
+            tunnel_from=login_host() if elsewhere or "SSH_CONNECTION" in os.environ else None,
+        )
 
     def offers(self, resources: dict[str, float]) -> bool:
         """Whether the workers of this pool's profile offer ``resources``."""
@@ -187,10 +206,10 @@ class Pools:
                     pool.name,
                     redact(str(err)),
                 )
-            pool.link = pool.client.dashboard_link
+            pool.links = pool.find_links()
         for pool in self.pools.values():
             if pool.name != "default":
-                logger.info("Pool %s (%s): dashboard %s", pool.name, pool.profile.name, pool.link)
+                logger.info("Pool %s (%s): %s", pool.name, pool.profile.name, "; ".join(pool.links.lines()))
 
     def size(self, tables: Iterable[TableState]) -> None:
         """Task slots per pool and per table from the workers now present."""

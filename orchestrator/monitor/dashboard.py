@@ -30,13 +30,13 @@ from tornado import web
 from tornado.ioloop import IOLoop, PeriodicCallback
 
 from djdask.db.clock import utc_text
+from djdask.monitor.links import PAGE
 from djdask.monitor.progress import HISTORY_KEY, METADATA_KEY, CampaignBoard, format_eta, longest_running
 
-__all__ = ["DashboardPlugin", "fill_colour", "page_link", "report_html"]
+__all__ = ["DashboardPlugin", "fill_colour", "report_html"]
 
 logger = logging.getLogger(__name__)
 
-PAGE = "djdask"
 BOKEH_REQUIREMENT = "bokeh>=3.1"
 
 # Fill colours: a table's fill goes from _EMPTY to _DONE with its fraction done.
@@ -44,19 +44,6 @@ _EMPTY = (0xE6, 0xE6, 0xE6)
 _DONE = (0x4C, 0xAF, 0x50)
 _RUNNING_LINE = "#1f77b4"
 _ERROR_LINE = "#d62728"
-
-
-def page_link(dashboard_link: str | None) -> str | None:
-    """The campaign page's address, from the dashboard link Dask prints.
-
-    The link honours ``distributed.dashboard.link`` (jupyter-server-proxy, SSH
-    tunnels), which usually ends in ``/status``: the page is its sibling.
-    """
-    if not dashboard_link:
-        return None
-    base, sep, query = dashboard_link.partition("?")
-    base = base[: -len("status")] if base.endswith("/status") else base.rstrip("/") + "/"
-    return base + PAGE + (sep + query if sep else "")
 
 
 def fill_colour(fraction: float) -> str:

@@ -15,9 +15,12 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from djdask.worker.executor import RUNNING_METRIC
+
+if TYPE_CHECKING:
+    from djdask.monitor.links import Links
 
 __all__ = [
     "METADATA_KEY",
@@ -244,23 +247,17 @@ class TerminalProgress:
         self._drawn = 0
         self._last = time.monotonic()
 
-    def started(
-        self,
-        dashboard_link: str | None,
-        page_link: str | None = None,
-        scheduler: str | None = None,
-        campaign: str | None = None,
-    ) -> None:
+    def started(self, links: Links, scheduler: str | None = None, campaign: str | None = None) -> None:
+        """The campaign's first lines: its id, its scheduler (on a profile), and ``links``, the
+        addresses where its web pages answer (:mod:`djdask.monitor.links`)."""
         if self.enabled and campaign:
             self.stream.write(f"Campaign:       {campaign} (djdask cancel {campaign} stops it from any machine)\n")
-        if self.enabled and (dashboard_link or page_link):
+        if self.enabled and links.lines():
             if scheduler:
                 secure = "TLS, only this campaign's credentials" if scheduler.startswith("tls://") else "plain TCP"
                 self.stream.write(f"Scheduler:      {scheduler} ({secure})\n")
-            if dashboard_link:
-                self.stream.write(f"Dask dashboard: {dashboard_link}\n")
-            if page_link:
-                self.stream.write(f"Campaign page:  {page_link}\n")
+            for line in links.lines():
+                self.stream.write(line + "\n")
             self.stream.flush()
 
     def _draw(self, rows: list[dict[str, Any]]) -> None:

@@ -10,12 +10,15 @@ import re
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
 from tests.conftest import ARTIFACTS, DASK_DASHBOARD
+from tests.integration.batch_campaigns import campaign_records
+from tests.integration.test_jobs_engine import seed_ledger, start_campaign
 from tests.integration.test_populate import INSERT_DEMO
 
 pytestmark = pytest.mark.integration
@@ -69,6 +72,38 @@ for (const [key, name] of [["throughput", "djdask-throughput"], ["durations", "d
 }
 return out;
 """
+
+
+#: Every web address a campaign prints (its links end at a space, a quote or a bracket).
+HTTP_LINK = re.compile(r"https?://[^\s'\")\]]+")
+
+
+def answer(url: str) -> int | str:
+    """The HTTP status ``url`` answers with, or why it did not answer (refused, timed out)."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+    except OSError as err:  # URLError: refused, unreachable, timed out
+        return f"{type(err).__name__}: {getattr(err, 'reason', err)}"
+
+
+def unanswered(text: str) -> dict[str, int | str]:
+    """Of the http links in ``text``, those that do not answer 200, with what they answered."""
+    links = HTTP_LINK.findall(text)
+    assert links, f"no http link printed: {text}"
+    return {link: status for link in links if (status := answer(link)) != 200}
+
+
+def read_until(proc: subprocess.Popen, start: str) -> str:
+    """The lines ``proc`` writes to its standard output up to the first that starts with ``start``."""
+    lines = []
+    while not lines or not lines[-1].startswith(start):
+        line = proc.stdout.readline()
+        assert line, f"the campaign ended before it printed {start!r}: " + "".join(lines) + proc.communicate()[1]
+        lines.append(line)
+    return "".join(lines)
 
 
 def _wait_for_scheduler_file(path, proc) -> dict:
@@ -299,7 +334,8 @@ def test_a_headless_campaign_loads_no_bokeh_and_still_serves_its_counts(djdask, 
     """djdask.campaign.dask-dashboard false (the tests' default): the LocalCluster djdask starts
     has no Dask dashboard and the campaign's process never imports Bokeh; the campaign page
     says how to turn it on and state.json holds the counts.  The command line names the page,
-    not a dashboard that is not there."""
+    not a dashboard that is not there, and so does the campaign's summary (and its record),
+    even on a client's cluster the campaign did not start."""
     assert djdask.python("import badkey; badkey.Item.insert({'item_id': i} for i in (1, 2, 3))").returncode == 0
     code = """
 import json, sys, urllib.request
@@ -317,17 +353,62 @@ with Client(cluster) as client:
         plots = "served"
     except urllib.error.HTTPError as err:
         plots = err.code
-print("RESULT", json.dumps([summary.errors, "bokeh" in sys.modules, page, state["tables"], plots]))
+    recorded = urllib.request.urlopen(summary.dashboard_link).status
+print("RESULT", json.dumps([summary.errors, "bokeh" in sys.modules, page, state["tables"], plots, recorded]))
 cluster.close()
 """
     result = djdask.python(code)
     assert "RESULT " in result.stdout, result.stdout + result.stderr
-    errors, bokeh, page, tables, plots = json.loads(result.stdout.split("RESULT ", 1)[1])
+    errors, bokeh, page, tables, plots, recorded = json.loads(result.stdout.split("RESULT ", 1)[1])
     assert errors == 1 and not bokeh and plots == 404, (errors, bokeh, plots)
+    assert recorded == 200, "the campaign records a link that does not answer"
     assert "DASK_DJDASK__CAMPAIGN__DASK_DASHBOARD=true" in page and "djdask/state.json" in page, page
     assert [(t["table"], t["done"], t["errors"]) for t in tables] == [("Square", 2, 1)], tables
     cli = djdask("populate", "badkey", "--workers", "1")
     assert "Campaign page:" in cli.stdout and "Dask dashboard:" not in cli.stdout, cli.stdout + cli.stderr
+
+
+@pytest.mark.parametrize("server", ["postgres"], indirect=True)
+@pytest.mark.parametrize("plots, ssh", [(True, False), (False, True)], ids=["dashboard-here", "headless-over-ssh"])
+def test_every_link_a_local_campaign_prints_answers(djdask, sql, prefix, tmp_path, plots, ssh):
+    """A LocalCluster campaign: while it runs, every http link it prints, and the one its
+    record keeps, answers 200, with Dask's dashboard and headless (where /status is 404, so
+    neither prints nor records it).  At this host's console it prints no tunnel; in an SSH
+    session, the tunnel to this host and the links' port.  Wrong if this fails: a printed or
+    recorded link that is refused or 404, or a tunnel missing or to another port."""
+    seed_ledger(djdask, 12)  # 12 s of work for two workers: the links are tried while it runs
+    env = djdask.env(
+        DJDASK_TEST_LEDGER=str(tmp_path / "ledger.txt"),
+        DJDASK_TEST_MAKE_SECONDS="2",
+        PYTHONUNBUFFERED="1",
+        **(DASK_DASHBOARD if plots else {}),
+    )
+    env.pop("SSH_CONNECTION", None)
+    if ssh:
+        env["SSH_CONNECTION"] = "192.0.2.9 50022 192.0.2.2 22"  # as sshd sets it: client, then this host
+    proc = start_campaign(env, djdask.cwd)
+    try:
+        printed = read_until(proc, "Campaign page:")
+        assert not unanswered(printed), (unanswered(printed), printed)
+        assert ("Dask dashboard:" in printed) == plots, printed
+        port = re.search(r"Campaign page:  http://127\.0\.0\.1:(\d+)/djdask", printed)
+        assert port, printed
+        if ssh:
+            printed += read_until(proc, "From elsewhere:")
+            assert f"From elsewhere: ssh -L {port.group(1)}:127.0.0.1:{port.group(1)} " in printed, printed
+        deadline = time.monotonic() + 30
+        while not (record := campaign_records(djdask, env)[0])["dashboard"]:
+            assert time.monotonic() < deadline, f"the record keeps no link: {record}"
+            time.sleep(0.3)
+        recorded = answer(record["dashboard"])
+        assert proc.poll() is None, "the campaign ended before its links were tried: their answers prove nothing"
+        assert recorded == 200, (record["dashboard"], recorded)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, printed + out + err
+    if not ssh:
+        assert "From elsewhere:" not in printed + out, "a tunnel printed for a user at this host's console"
 
 
 def test_page_without_bokeh_says_how_to_install_it(tmp_path):

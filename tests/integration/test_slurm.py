@@ -7,21 +7,25 @@ behaves the same under either database, so these run on PostgreSQL only.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
 from collections import Counter
+from urllib.parse import urlsplit
 
 import pytest
 
 from tests.conftest import DASK_DASHBOARD
 from tests.integration.batch_campaigns import (
     Watch,
+    campaign_records,
     ledger_lines,
     queue_empties,
     submitted_campaign_hands_over,
     write_profile,
 )
+from tests.integration.test_dashboard import answer, read_until, unanswered
 from tests.integration.test_jobs_engine import ledger_lines as raw_ledger_lines
 from tests.integration.test_jobs_engine import seed_ledger as seed
 from tests.integration.test_populate import INSERT_DEMO, assert_same_rows
@@ -270,6 +274,67 @@ def test_only_the_campaigns_credentials_drive_its_scheduler(server, djdask, sql,
     assert code == 0, out + err
     assert sorted(k for k, _, _ in ledger_lines(ledger)) == list(range(n))
     assert not list(shared.glob(".dask-jobqueue.*")), "the workers' credentials outlived the campaign"
+    assert queue_empties(slurm), f"jobs left in the queue: {slurm.queue()}"
+
+
+@pytest.mark.parametrize(
+    "plots, address",
+    [(True, None), (False, None), (True, "0.0.0.0:0")],
+    ids=["dashboard-on-loopback", "headless-on-loopback", "dashboard-on-every-address"],
+)
+def test_every_link_the_campaign_prints_answers(server, djdask, sql, prefix, slurm, tmp_path, plots, address):
+    """A profile as a user writes it names no scheduler host, so the scheduler takes this host's
+    network address, while its web server listens where `dashboard-address` says: loopback by
+    default (the Security section's promise), every address when opened wider.  While the
+    campaign runs, every http link it prints, and the one its record keeps, answers 200;
+    on loopback the campaign also prints the SSH tunnel to this host and the links' port.
+    Wrong if this fails: a link naming an address the server does not listen on (refused),
+    /status with Dask's dashboard off (404), or a tunnel to another port or host."""
+    seed(djdask, 6)  # 12 s of work in one job: the links are tried while it runs
+    settings = {"scheduler-options": {}, "max-jobs": 1}
+    if address:
+        settings["dashboard-address"] = address
+    env = djdask.env(
+        **slurm.env,
+        **write_profile(tmp_path, **settings),
+        DJDASK_TEST_LEDGER=str(tmp_path / "ledger.txt"),
+        DJDASK_TEST_MAKE_SECONDS="2",
+        PYTHONUNBUFFERED="1",
+        DASK_DJDASK__CAMPAIGN__DASK_DASHBOARD=str(plots).lower(),
+    )
+    watch = Watch(djdask, slurm, env)
+    printed = read_until(watch.proc, "Campaign page:")
+    assert not unanswered(printed), (unanswered(printed), printed)
+    if address is None:
+        printed += read_until(watch.proc, "From elsewhere:")
+    assert ("Dask dashboard:" in printed) == plots, printed
+    links = [
+        line.split()[-1] for line in printed.splitlines() if line.startswith(("Dask dashboard:", "Campaign page:"))
+    ]
+    scheduler = urlsplit(next(line.split()[1] for line in printed.splitlines() if line.startswith("Scheduler:")))
+    hosts = {urlsplit(link).hostname for link in links}
+    ports = {urlsplit(link).port for link in links}
+    assert scheduler.hostname != "127.0.0.1", f"the scheduler took loopback: this test shows nothing ({printed})"
+    if address is None:
+        assert hosts == {"127.0.0.1"}, printed
+        (tunnel,) = [line for line in printed.splitlines() if line.startswith("From elsewhere:")]
+        forward, login = tunnel.split("ssh -L ", 1)[1].split()[:2]
+        (port,) = ports
+        assert forward == f"{port}:127.0.0.1:{port}", tunnel
+        assert socket.gethostbyname(login), tunnel  # a name this machine resolves
+    else:
+        assert hosts == {scheduler.hostname}, printed
+    deadline = time.monotonic() + 30
+    while not (record := campaign_records(djdask, env)[0])["dashboard"]:
+        assert time.monotonic() < deadline, f"the record keeps no link: {record}"
+        time.sleep(0.3)
+    recorded = answer(record["dashboard"])
+    assert watch.proc.poll() is None, "the campaign ended before its links were tried: their answers prove nothing"
+    assert recorded == 200, (record["dashboard"], recorded)
+    assert record["dashboard"] == links[0], (record["dashboard"], links)
+    code, out, err = watch.wait(240)
+    assert code == 0, printed + out + err
+    assert ("From elsewhere:" in printed + out) == (address is None), "a tunnel where none is needed: " + out
     assert queue_empties(slurm), f"jobs left in the queue: {slurm.queue()}"
 
 

@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 
 from djdask.db.connect import redact
-from djdask.monitor.dashboard import DashboardPlugin, fill_colour, page_link
+from djdask.monitor.dashboard import DashboardPlugin, fill_colour
 from djdask.monitor.progress import METADATA_KEY, CampaignBoard
 
 
@@ -106,16 +106,6 @@ def test_a_finished_campaign_reports_average_rates_and_no_eta():
     a, b = by_table(board)["A"], by_table(board)["B"]
     assert a["rate"] == pytest.approx(5.0) and a["eta"] is None and a["fraction"] == pytest.approx(39 / 40)
     assert b["fraction"] == 1.0 and b["rate"] == 0.0  # nothing to do: complete
-
-
-def test_page_link_honours_the_configured_dashboard_link():
-    assert page_link("http://127.0.0.1:8787/status") == "http://127.0.0.1:8787/djdask"
-    assert (
-        page_link("https://hub.example/user/ana/proxy/8787/status") == "https://hub.example/user/ana/proxy/8787/djdask"
-    )
-    assert page_link("http://localhost:9000/dask/") == "http://localhost:9000/dask/djdask"
-    assert page_link("http://h:1/status?token=x") == "http://h:1/djdask?token=x"
-    assert page_link(None) is None
 
 
 def test_fill_colour_goes_from_grey_to_green():
