@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.batch_systems import pbs_on_slurm, start_gridengine, start_slurm
+from tests.batch_systems import pbs_on_slurm, start_gridengine, start_slurm, start_slurm_nodes
 from tests.services import ServiceUnavailable, start_chromium, start_mariadb, start_postgres, start_s3
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,6 +70,17 @@ def slurm(tmp_path_factory):
     """A single-node SLURM of this xdist worker: the SLURM tests share one (xdist_group "slurm"),
     the PBS tests another (xdist_group "pbs"); each has its own ports and state."""
     cluster = start_or_skip(start_slurm, tmp_path_factory, "slurm")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def slurm_nodes(tmp_path_factory):
+    """A SLURM of two compute nodes, node1 and node2: network namespaces on a bridge to this
+    host (the login node, ``slurm_nodes.login_address``), each with its own address, hostname,
+    HOME and slurmd (see tests/nodes.py).  Tests using it share one xdist worker
+    (xdist_group "slurm-nodes")."""
+    cluster = start_or_skip(start_slurm_nodes, tmp_path_factory, "slurm-nodes")
     yield cluster
     cluster.stop()
 

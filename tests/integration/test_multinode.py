@@ -1,0 +1,81 @@
+"""Campaigns on a SLURM of two compute nodes (the ``slurm_nodes`` fixture, tests/nodes.py).
+
+The controller and the Dask scheduler run on this host, the login node; every worker is a
+SLURM job on node1 or node2, network namespaces with addresses of their own on a bridge to
+the login node, hostnames of their own and a HOME that is not the controller's.  A worker
+reaches the scheduler only across that bridge, at the address the profile's
+``scheduler-options`` names; the database is the embedded PostgreSQL's Unix socket, which
+the nodes see through the shared filesystem, as a cluster's nodes see NFS.  SLURM behaves
+the same under either database, so these run on PostgreSQL only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.integration.batch_campaigns import Watch, ledger_lines, queue_empties, write_profile
+from tests.integration.test_jobs_engine import seed_ledger as seed
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.xdist_group("slurm-nodes"),
+    pytest.mark.parametrize("server", ["postgres"], indirect=True),
+]
+
+
+def where_lines(path: Path) -> list[tuple[int, str, str, str]]:
+    """The lines make() wrote to ``DJDASK_TEST_WHERE``: (key, hostname, HOME, batch job id)."""
+    if not path.exists():
+        return []
+    return [
+        (int(k), host, home, job) for k, host, home, job in (line.split() for line in path.read_text().splitlines())
+    ]
+
+
+def test_ledger_runs_on_both_nodes_each_key_once(server, djdask, sql, prefix, slurm_nodes, tmp_path):
+    """`djdask populate ledger --cluster testslurm` with the scheduler on the login node's
+    bridge address: every make() ran in a SLURM job on node1 or node2 (its hostname and HOME
+    are the node's, not the login node's), both nodes made keys, each key exactly once, and
+    nothing is left reserved or queued.  Failing, a worker would have run on the login node,
+    on one node only, reached the scheduler some other way than the bridge, or a key would
+    have been made twice or never."""
+    n = 24
+    seed(djdask, n)
+    ledger, where = tmp_path / "ledger.txt", tmp_path / "where.txt"
+    login = slurm_nodes.login_address
+    env = djdask.env(
+        **slurm_nodes.env,
+        **write_profile(tmp_path, **{"scheduler-options": {"host": login}}),
+        DJDASK_TEST_LEDGER=str(ledger),
+        DJDASK_TEST_WHERE=str(where),
+        DJDASK_TEST_MAKE_SECONDS="0.5",
+    )
+    watch = Watch(djdask, slurm_nodes, env)
+    code, out, err = watch.wait(240)
+    assert code == 0, out + err
+
+    assert Counter(k for k, _, _ in ledger_lines(ledger)) == Counter(range(n)), "a key was made twice or never"
+    places = where_lines(where)
+    assert sorted(k for k, *_ in places) == list(range(n))
+    homes = {node.name: str(node.home) for node in slurm_nodes.nodes}
+    assert {host for _, host, _, _ in places} == set(homes), f"make() ran on {Counter(h for _, h, _, _ in places)}"
+    assert all(home == homes[host] for _, host, home, _ in places), "a job's HOME was not its node's"
+    jobs = {job for *_, job in places}
+    assert "-" not in jobs, "a make() ran outside SLURM"
+    assert jobs <= watch.ran(), f"make() ran in jobs {jobs}; the queue showed running {watch.ran()}"
+
+    # Each worker listened on its node's address and registered with the scheduler on the bridge.
+    logs = "".join(p.read_text() for p in (tmp_path / "slurm-logs").glob("*"))
+    node_addresses = {node.address for node in slurm_nodes.nodes}
+    started = set(re.findall(r"Start worker at:\s+tls://([\d.]+):", logs))
+    assert started and started <= node_addresses, f"workers listened at {started}, not on {node_addresses}"
+    assert set(re.findall(r"Registered to:\s+tls://([\d.]+):", logs)) == {login}
+
+    assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_ledger', '__entry')}") == n
+    assert sql.jobs_counts(f"{prefix}_ledger", "__entry") == {}, "keys left reserved"
+    assert queue_empties(slurm_nodes), f"jobs left in the queue: {slurm_nodes.queue()}"
+    print(f"two-node SLURM up in {slurm_nodes.setup_seconds} s; keys per node {Counter(h for _, h, _, _ in places)}")
