@@ -86,6 +86,17 @@ def slurm_nodes(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def pbs_nodes(slurm_nodes):
+    """PBS's qsub/qstat/qdel on the two-node SLURM (tests in xdist_group "slurm-nodes")."""
+    try:
+        return pbs_on_slurm(slurm_nodes)
+    except ServiceUnavailable as err:
+        if IN_CI:
+            pytest.fail(f"PBS on SLURM could not be set up in CI: {err}")
+        pytest.skip(f"PBS on SLURM unavailable: {err}")
+
+
+@pytest.fixture(scope="session")
 def pbs(slurm):
     """PBS's qsub/qstat/qdel on this worker's SLURM (tests in xdist_group "pbs")."""
     try:

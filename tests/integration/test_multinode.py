@@ -5,8 +5,9 @@ SLURM job on node1 or node2, network namespaces with addresses of their own on a
 the login node, hostnames of their own and a HOME that is not the controller's.  A worker
 reaches the scheduler only across that bridge, at the address the profile's
 ``scheduler-options`` names; the database is the embedded PostgreSQL's Unix socket, which
-the nodes see through the shared filesystem, as a cluster's nodes see NFS.  SLURM behaves
-the same under either database, so these run on PostgreSQL only.
+the nodes see through the shared filesystem, as a cluster's nodes see NFS (it need not
+listen on the bridge).  PBS's commands run on the same nodes, through SLURM.  The batch
+systems behave the same under either database, so these run on PostgreSQL only.
 """
 
 from __future__ import annotations
@@ -36,25 +37,27 @@ def where_lines(path: Path) -> list[tuple[int, str, str, str]]:
     ]
 
 
-def test_ledger_runs_on_both_nodes_each_key_once(server, djdask, sql, prefix, slurm_nodes, tmp_path):
-    """`djdask populate ledger --cluster testslurm` with the scheduler on the login node's
-    bridge address: every make() ran in a SLURM job on node1 or node2 (its hostname and HOME
-    are the node's, not the login node's), both nodes made keys, each key exactly once, and
-    nothing is left reserved or queued.  Failing, a worker would have run on the login node,
-    on one node only, reached the scheduler some other way than the bridge, or a key would
-    have been made twice or never."""
+@pytest.mark.parametrize("kind", ["slurm", "pbs"])
+def test_ledger_runs_on_both_nodes_each_key_once(server, djdask, sql, prefix, slurm_nodes, kind, request, tmp_path):
+    """`djdask populate ledger --cluster test<kind>` (SLURM, and PBS's commands on the same
+    SLURM) with the scheduler on the login node's bridge address: every make() ran in a batch
+    job on node1 or node2 (its hostname and HOME are the node's, not the login node's), both
+    nodes made keys, each key exactly once, and nothing is left reserved or queued.  Failing,
+    a worker would have run on the login node, on one node only, reached the scheduler some
+    other way than the bridge, or a key would have been made twice or never."""
+    system = slurm_nodes if kind == "slurm" else request.getfixturevalue("pbs_nodes")
     n = 24
     seed(djdask, n)
     ledger, where = tmp_path / "ledger.txt", tmp_path / "where.txt"
     login = slurm_nodes.login_address
     env = djdask.env(
-        **slurm_nodes.env,
-        **write_profile(tmp_path, **{"scheduler-options": {"host": login}}),
+        **system.env,
+        **write_profile(tmp_path, kind, **{"scheduler-options": {"host": login}}),
         DJDASK_TEST_LEDGER=str(ledger),
         DJDASK_TEST_WHERE=str(where),
         DJDASK_TEST_MAKE_SECONDS="0.5",
     )
-    watch = Watch(djdask, slurm_nodes, env)
+    watch = Watch(djdask, system, env)
     code, out, err = watch.wait(240)
     assert code == 0, out + err
 
@@ -62,14 +65,18 @@ def test_ledger_runs_on_both_nodes_each_key_once(server, djdask, sql, prefix, sl
     places = where_lines(where)
     assert sorted(k for k, *_ in places) == list(range(n))
     homes = {node.name: str(node.home) for node in slurm_nodes.nodes}
-    assert {host for _, host, _, _ in places} == set(homes), f"make() ran on {Counter(h for _, h, _, _ in places)}"
+    per_node = Counter(host for _, host, _, _ in places)
+    assert set(per_node) == set(homes), f"make() ran on {dict(per_node)}, not on both nodes {sorted(homes)}"
     assert all(home == homes[host] for _, host, home, _ in places), "a job's HOME was not its node's"
     jobs = {job for *_, job in places}
-    assert "-" not in jobs, "a make() ran outside SLURM"
+    assert "-" not in jobs, "a make() ran outside a batch job"
     assert jobs <= watch.ran(), f"make() ran in jobs {jobs}; the queue showed running {watch.ran()}"
 
     # Each worker listened on its node's address and registered with the scheduler on the bridge.
-    logs = "".join(p.read_text() for p in (tmp_path / "slurm-logs").glob("*"))
+    # (slurm-wlm-torque's qsub leaves a job's output in the folder it was submitted from, as
+    # <script>.o<job> and .e<job>, whatever log-directory's #PBS -o and -e say.)
+    outputs = [*(tmp_path / f"{kind}-logs").glob("*"), *tmp_path.glob("*.sh.[eo][0-9]*")]
+    logs = "".join(p.read_text() for p in outputs)
     node_addresses = {node.address for node in slurm_nodes.nodes}
     started = set(re.findall(r"Start worker at:\s+tls://([\d.]+):", logs))
     assert started and started <= node_addresses, f"workers listened at {started}, not on {node_addresses}"
@@ -77,5 +84,5 @@ def test_ledger_runs_on_both_nodes_each_key_once(server, djdask, sql, prefix, sl
 
     assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_ledger', '__entry')}") == n
     assert sql.jobs_counts(f"{prefix}_ledger", "__entry") == {}, "keys left reserved"
-    assert queue_empties(slurm_nodes), f"jobs left in the queue: {slurm_nodes.queue()}"
-    print(f"two-node SLURM up in {slurm_nodes.setup_seconds} s; keys per node {Counter(h for _, h, _, _ in places)}")
+    assert queue_empties(system), f"jobs left in the queue: {system.queue()}"
+    print(f"{kind}: two-node SLURM up in {slurm_nodes.setup_seconds} s; keys per node {dict(per_node)}")
