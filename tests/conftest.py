@@ -17,7 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.batch_systems import pbs_on_slurm, start_gridengine, start_slurm, start_slurm_nodes
+from tests.batch_systems import (
+    pbs_on_slurm,
+    start_gridengine,
+    start_gridengine_nodes,
+    start_slurm,
+    start_slurm_nodes,
+)
 from tests.services import ServiceUnavailable, start_chromium, start_mariadb, start_postgres, start_s3
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,8 +84,8 @@ def slurm(tmp_path_factory):
 def slurm_nodes(tmp_path_factory):
     """A SLURM of two compute nodes, node1 and node2: network namespaces on a bridge to this
     host (the login node, ``slurm_nodes.login_address``), each with its own address, hostname,
-    HOME and slurmd (see tests/nodes.py).  Tests using it share one xdist worker
-    (xdist_group "slurm-nodes")."""
+    HOME and slurmd (see tests/nodes.py).  Tests on nodes share one xdist worker
+    (xdist_group "nodes")."""
     cluster = start_or_skip(start_slurm_nodes, tmp_path_factory, "slurm-nodes")
     yield cluster
     cluster.stop()
@@ -87,7 +93,7 @@ def slurm_nodes(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def pbs_nodes(slurm_nodes):
-    """PBS's qsub/qstat/qdel on the two-node SLURM (tests in xdist_group "slurm-nodes")."""
+    """PBS's qsub/qstat/qdel on the two-node SLURM (tests in xdist_group "nodes")."""
     try:
         return pbs_on_slurm(slurm_nodes)
     except ServiceUnavailable as err:
@@ -111,6 +117,15 @@ def pbs(slurm):
 def gridengine(tmp_path_factory):
     """A single-node Grid Engine; tests using it share one xdist worker (xdist_group "sge")."""
     cluster = start_or_skip(start_gridengine, tmp_path_factory, "sge")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def gridengine_nodes(tmp_path_factory):
+    """A Grid Engine of two execution hosts, node1 and node2, network namespaces as for
+    ``slurm_nodes`` (a network of their own); tests in xdist_group "nodes"."""
+    cluster = start_or_skip(start_gridengine_nodes, tmp_path_factory, "sge-nodes")
     yield cluster
     cluster.stop()
 

@@ -48,7 +48,9 @@ class Node:
     Its programs see an /etc/hosts of the nodes' own (bind-mounted in a mount namespace),
     as a cluster's nodes resolve each other's names: Dask's worker, finding no route to
     the Internet (none here), takes its address from its hostname, and without a name to
-    resolve it would listen on 127.0.0.1, which the scheduler cannot reach."""
+    resolve it would listen on 127.0.0.1, which the scheduler cannot reach.  Its /etc/passwd
+    gives root the node's HOME, which a batch system that sets HOME from passwd (Grid
+    Engine) gives its jobs."""
 
     name: str
     address: str
@@ -56,6 +58,8 @@ class Node:
     home: Path
     #: The nodes' /etc/hosts: every node's name and the login node's, with their addresses.
     hosts: Path
+    #: This node's /etc/passwd: this host's, but root's home is ``home``.
+    passwd: Path
 
     def command(self, *args: str) -> list[str]:
         """``args`` as a command line that runs them on this node: in its network
@@ -63,7 +67,10 @@ class Node:
         # nsenter, not `ip netns exec`: that one mounts a sysfs of the namespace's own, without
         # /sys/fs/cgroup, and slurmd refuses to start without it.
         net = f"--net=/run/netns/{self.namespace}"
-        setup = f'hostname "$0" && mount --bind {self.hosts} /etc/hosts && exec "$@"'
+        setup = (
+            f'hostname "$0" && mount --bind {self.hosts} /etc/hosts && mount --bind {self.passwd} /etc/passwd '
+            '&& exec "$@"'
+        )
         return ["nsenter", net, "unshare", "--uts", "--mount", "sh", "-c", setup, self.name, *args]
 
     def run(self, *args: str, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
@@ -167,13 +174,15 @@ def create_nodes(base: Path, count: int = 2) -> NodeNetwork:
         etc_hosts = base / "hosts"
         etc_hosts.write_text(
             "127.0.0.1 localhost\n"
-            f"{network.login_address} login {socket.gethostname()}\n"
+            f"{network.login_address} {socket.gethostname()} login\n"  # the real name first: the reverse lookup's
             + "".join(f"{hosts[i]} node{i}\n" for i in range(1, count + 1))
         )
         for i in range(1, count + 1):
             home = base / "home" / f"node{i}"
             home.mkdir(parents=True, exist_ok=True)
-            node = Node(f"node{i}", str(hosts[i]), f"djdask-{token}-node{i}", home, etc_hosts)
+            passwd = base / f"passwd-node{i}"
+            passwd.write_text(_with_home(Path("/etc/passwd").read_text(), "root", home))
+            node = Node(f"node{i}", str(hosts[i]), f"djdask-{token}-node{i}", home, etc_hosts, passwd)
             _ip("netns", "add", node.namespace)
             network.nodes.append(node)
             outside, inside = f"djv{token}{i}", f"djp{token}{i}"
@@ -191,6 +200,17 @@ def create_nodes(base: Path, count: int = 2) -> NodeNetwork:
     return network
 
 
+def _with_home(passwd: str, user: str, home: Path) -> str:
+    """``passwd`` (the text of /etc/passwd) with ``user``'s home directory ``home``."""
+    lines = []
+    for line in passwd.splitlines():
+        fields = line.split(":")
+        if fields[0] == user and len(fields) == 7:
+            fields[5] = str(home)
+        lines.append(":".join(fields))
+    return "\n".join(lines) + "\n"
+
+
 def _check_reach(network: NodeNetwork) -> None:
     """Each node connects to a port on the login address, and resolves its own hostname to its address."""
     with socket.create_server((network.login_address, 0)) as server:
@@ -198,7 +218,8 @@ def _check_reach(network: NodeNetwork) -> None:
         server.settimeout(0.1)
         probe = (
             "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10).close(); "
-            "print(socket.gethostname(), socket.gethostbyname(socket.gethostname()))"
+            "import os, pwd; print(socket.gethostname(), socket.gethostbyname(socket.gethostname()), "
+            "pwd.getpwuid(os.getuid()).pw_dir)"
         )
         for node in network.nodes:
             proc = subprocess.Popen(
@@ -216,7 +237,7 @@ def _check_reach(network: NodeNetwork) -> None:
                 except TimeoutError:
                     pass
             out, err = proc.communicate(timeout=15)
-            if not accepted or proc.returncode or out.split() != [node.name, node.address]:
+            if not accepted or proc.returncode or out.split() != [node.name, node.address, str(node.home)]:
                 raise ServiceUnavailable(
                     f"test node {node.name} ({node.address}, namespace {node.namespace}) did not reach the "
                     f"login node at {network.login_address}:{port}: {err.strip() or out.strip() or 'no answer'}"

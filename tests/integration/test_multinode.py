@@ -1,13 +1,15 @@
-"""Campaigns on a SLURM of two compute nodes (the ``slurm_nodes`` fixture, tests/nodes.py).
+"""Campaigns on batch systems of two compute nodes (the ``slurm_nodes``, ``pbs_nodes`` and
+``gridengine_nodes`` fixtures; tests/nodes.py).
 
 The controller and the Dask scheduler run on this host, the login node; every worker is a
-SLURM job on node1 or node2, network namespaces with addresses of their own on a bridge to
+batch job on node1 or node2, network namespaces with addresses of their own on a bridge to
 the login node, hostnames of their own and a HOME that is not the controller's.  A worker
 reaches the scheduler only across that bridge, at the address the profile's
 ``scheduler-options`` names; the database is the embedded PostgreSQL's Unix socket, which
 the nodes see through the shared filesystem, as a cluster's nodes see NFS (it need not
-listen on the bridge).  PBS's commands run on the same nodes, through SLURM.  The batch
-systems behave the same under either database, so these run on PostgreSQL only.
+listen on the bridge).  PBS's commands run on the SLURM's nodes, through SLURM; Grid
+Engine has two nodes of its own.  The batch systems behave the same under either
+database, so these run on PostgreSQL only.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from tests.integration.test_jobs_engine import seed_ledger as seed
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.xdist_group("slurm-nodes"),
+    pytest.mark.xdist_group("nodes"),
     pytest.mark.parametrize("server", ["postgres"], indirect=True),
 ]
 
@@ -37,19 +39,24 @@ def where_lines(path: Path) -> list[tuple[int, str, str, str]]:
     ]
 
 
-@pytest.mark.parametrize("kind", ["slurm", "pbs"])
-def test_ledger_runs_on_both_nodes_each_key_once(server, djdask, sql, prefix, slurm_nodes, kind, request, tmp_path):
-    """`djdask populate ledger --cluster test<kind>` (SLURM, and PBS's commands on the same
-    SLURM) with the scheduler on the login node's bridge address: every make() ran in a batch
+#: The fixture of each kind's batch system on nodes.
+SYSTEMS = {"slurm": "slurm_nodes", "pbs": "pbs_nodes", "sge": "gridengine_nodes"}
+
+
+@pytest.mark.parametrize("kind", list(SYSTEMS))
+def test_ledger_runs_on_both_nodes_each_key_once(server, djdask, sql, prefix, kind, request, tmp_path):
+    """`djdask populate ledger --cluster test<kind>` (SLURM, PBS's commands on that SLURM,
+    Grid Engine) with the scheduler on the login node's bridge address: every make() ran in a batch
     job on node1 or node2 (its hostname and HOME are the node's, not the login node's), both
     nodes made keys, each key exactly once, and nothing is left reserved or queued.  Failing,
     a worker would have run on the login node, on one node only, reached the scheduler some
     other way than the bridge, or a key would have been made twice or never."""
-    system = slurm_nodes if kind == "slurm" else request.getfixturevalue("pbs_nodes")
+    system = request.getfixturevalue(SYSTEMS[kind])
+    network = system.slurm.network if kind == "pbs" else system.network
     n = 24
     seed(djdask, n)
     ledger, where = tmp_path / "ledger.txt", tmp_path / "where.txt"
-    login = slurm_nodes.login_address
+    login = network.login_address
     env = djdask.env(
         **system.env,
         **write_profile(tmp_path, kind, **{"scheduler-options": {"host": login}}),
@@ -64,7 +71,7 @@ def test_ledger_runs_on_both_nodes_each_key_once(server, djdask, sql, prefix, sl
     assert Counter(k for k, _, _ in ledger_lines(ledger)) == Counter(range(n)), "a key was made twice or never"
     places = where_lines(where)
     assert sorted(k for k, *_ in places) == list(range(n))
-    homes = {node.name: str(node.home) for node in slurm_nodes.nodes}
+    homes = {node.name: str(node.home) for node in network.nodes}
     per_node = Counter(host for _, host, _, _ in places)
     assert set(per_node) == set(homes), f"make() ran on {dict(per_node)}, not on both nodes {sorted(homes)}"
     assert all(home == homes[host] for _, host, home, _ in places), "a job's HOME was not its node's"
@@ -77,7 +84,7 @@ def test_ledger_runs_on_both_nodes_each_key_once(server, djdask, sql, prefix, sl
     # <script>.o<job> and .e<job>, whatever log-directory's #PBS -o and -e say.)
     outputs = [*(tmp_path / f"{kind}-logs").glob("*"), *tmp_path.glob("*.sh.[eo][0-9]*")]
     logs = "".join(p.read_text() for p in outputs)
-    node_addresses = {node.address for node in slurm_nodes.nodes}
+    node_addresses = {node.address for node in network.nodes}
     started = set(re.findall(r"Start worker at:\s+tls://([\d.]+):", logs))
     assert started and started <= node_addresses, f"workers listened at {started}, not on {node_addresses}"
     assert set(re.findall(r"Registered to:\s+tls://([\d.]+):", logs)) == {login}
@@ -85,4 +92,5 @@ def test_ledger_runs_on_both_nodes_each_key_once(server, djdask, sql, prefix, sl
     assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_ledger', '__entry')}") == n
     assert sql.jobs_counts(f"{prefix}_ledger", "__entry") == {}, "keys left reserved"
     assert queue_empties(system), f"jobs left in the queue: {system.queue()}"
-    print(f"{kind}: two-node SLURM up in {slurm_nodes.setup_seconds} s; keys per node {dict(per_node)}")
+    cluster = system.slurm if kind == "pbs" else system
+    print(f"{kind}: two nodes up in {cluster.setup_seconds} s; keys per node {dict(per_node)}")
