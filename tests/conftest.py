@@ -17,13 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.batch_systems import (
-    pbs_on_slurm,
-    start_gridengine,
-    start_gridengine_nodes,
-    start_slurm,
-    start_slurm_nodes,
-)
+from tests.batch_nodes import start_gridengine_nodes, start_slurm_nodes
+from tests.batch_systems import pbs_on_slurm, start_gridengine, start_slurm
 from tests.services import ServiceUnavailable, start_chromium, start_mariadb, start_postgres, start_s3
 
 ROOT = Path(__file__).resolve().parent.parent
