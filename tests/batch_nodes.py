@@ -154,6 +154,7 @@ def start_slurm_nodes(base: Path, nodes: int = 2, cpus: int = 4, memory_mb: int 
                     [binaries["slurmctld"], "-D", "-c", "-f", str(conf)], env=full_env, stdout=log, stderr=log
                 )
             )
+            network.adopt(daemons[0].pid)  # removed with the nodes, should this process die first
             for node in network.nodes:
                 daemons.append(
                     subprocess.Popen(
@@ -206,5 +207,9 @@ def start_gridengine_nodes(base: Path, nodes: int = 2, slots: int = 4) -> GridEn
         network.remove()
         raise
     grid.network = network
+    try:  # qmaster is removed with the nodes, should this process die before stop()
+        network.adopt(int((base / "qmaster" / "qmaster.pid").read_text()))
+    except (OSError, ValueError):
+        pass
     grid.setup_seconds = round(time.monotonic() - started, 2)
     return grid

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fcntl
 import ipaddress
+import json
 import os
 import secrets
 import shutil
@@ -39,6 +40,9 @@ __all__ = ["Node", "NodeNetwork", "create_nodes"]
 SUBNETS = ipaddress.ip_network("10.213.0.0/16")
 #: Held while a network picks its subnet, so that two starters never take the same one.
 _LOCK = Path(tempfile.gettempdir()) / "djdask-test-nodes.lock"
+#: What each network made and the pid of the test process that made it: a network whose
+#: test process died without removing it (killed) is removed by the next one to start.
+_RECORDS = Path(tempfile.gettempdir()) / "djdask-test-nodes"
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,8 @@ class NodeNetwork:
     nodes: list[Node] = field(default_factory=list)
     #: The veths' ends on the bridge.
     links: list[str] = field(default_factory=list)
+    #: Daemons on the login node that serve these nodes: (pid, start time), see :meth:`adopt`.
+    daemons: list[tuple[int, str]] = field(default_factory=list)
     _removed: bool = field(default=False, repr=False)
 
     def remove(self) -> None:
@@ -98,24 +104,74 @@ class NodeNetwork:
         if self._removed:
             return
         self._removed = True
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            pids = [pid for node in self.nodes for pid in _namespace_pids(node.namespace)]
-            for pid in pids:  # every process in a node's namespace was started there by its test
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + 5
-            while pids and time.monotonic() < deadline:
-                pids = [pid for node in self.nodes for pid in _namespace_pids(node.namespace)]
-                time.sleep(0.1)
-            if not pids:
-                break
-        for link in self.links:  # deleting a namespace deletes its veths too, but some time later
-            _ip("link", "del", link, check=False)
-        for node in self.nodes:
-            _ip("netns", "del", node.namespace, check=False)
-        _ip("link", "del", self.bridge, check=False)
+        _remove(self.bridge, [node.namespace for node in self.nodes], self.links, self.daemons)
+
+    def adopt(self, pid: int) -> None:
+        """Make ``pid``, a daemon a starter ran on the login node for these nodes, one that
+        the network's removal ends too, even by another test process (see :func:`_sweep`)."""
+        self.daemons.append((pid, _started(pid)))
+        self._record()
+
+    def _record(self) -> None:
+        """Write down what exists so far, for :func:`_sweep` should this process die first."""
+        _RECORDS.mkdir(exist_ok=True)
+        made = {
+            "pid": os.getpid(),
+            "namespaces": [n.namespace for n in self.nodes],
+            "links": self.links,
+            "daemons": self.daemons,
+        }
+        (_RECORDS / f"{self.bridge}.json").write_text(json.dumps(made))
+
+
+def _started(pid: int) -> str:
+    """When ``pid`` started (clock ticks since boot; "" if it is gone or a zombie): a pid and
+    this make one process, where a pid alone may have been reused."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return ""
+    return "" if fields[0] == "Z" else fields[19]
+
+
+def _remove(bridge: str, namespaces: list[str], links: list[str], daemons: list[tuple[int, str]]) -> None:
+    """End the ``daemons`` still running (the same pid and start time) and every process in
+    ``namespaces`` (each was started there by a test), delete the namespaces, the veths
+    ``links`` and the bridge, and their record."""
+    own = [pid for pid, started in daemons if started and _started(pid) == started]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = [pid for namespace in namespaces for pid in _namespace_pids(namespace)]
+        pids += [pid for pid in own if _started(pid)]
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 5
+        while pids and time.monotonic() < deadline:
+            pids = [pid for namespace in namespaces for pid in _namespace_pids(namespace)]
+            pids += [pid for pid in own if _started(pid)]
+            time.sleep(0.1)
+        if not pids:
+            break
+    for link in links:  # deleting a namespace deletes its veths too, but some time later
+        _ip("link", "del", link, check=False)
+    for namespace in namespaces:
+        _ip("netns", "del", namespace, check=False)
+    _ip("link", "del", bridge, check=False)
+    (_RECORDS / f"{bridge}.json").unlink(missing_ok=True)
+
+
+def _sweep() -> None:
+    """Remove the networks whose test process is gone (killed before its teardown)."""
+    for record in _RECORDS.glob("djb*.json") if _RECORDS.is_dir() else ():
+        try:
+            made = json.loads(record.read_text())
+            os.kill(made["pid"], 0)
+        except ProcessLookupError:
+            _remove(record.stem, made["namespaces"], made["links"], [tuple(d) for d in made.get("daemons", [])])
+        except (OSError, ValueError, KeyError):
+            pass
 
 
 def _ip(*args: str, check: bool = True) -> str:
@@ -158,10 +214,12 @@ def create_nodes(base: Path, count: int = 2) -> NodeNetwork:
     token = secrets.token_hex(3)
     with open(_LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        _sweep()
         subnet = _free_subnet()
         hosts = list(subnet.hosts())
         network = NodeNetwork(f"djb{token}", subnet, str(hosts[0]))
         try:
+            network._record()
             _ip("link", "add", network.bridge, "type", "bridge")
             _ip("addr", "add", f"{network.login_address}/{subnet.prefixlen}", "dev", network.bridge)
         except BaseException:
@@ -183,11 +241,13 @@ def create_nodes(base: Path, count: int = 2) -> NodeNetwork:
             passwd = base / f"passwd-node{i}"
             passwd.write_text(_with_home(Path("/etc/passwd").read_text(), "root", home))
             node = Node(f"node{i}", str(hosts[i]), f"djdask-{token}-node{i}", home, etc_hosts, passwd)
-            _ip("netns", "add", node.namespace)
             network.nodes.append(node)
+            network._record()
+            _ip("netns", "add", node.namespace)
             outside, inside = f"djv{token}{i}", f"djp{token}{i}"
-            _ip("link", "add", outside, "type", "veth", "peer", "name", inside, "netns", node.namespace)
             network.links.append(outside)
+            network._record()
+            _ip("link", "add", outside, "type", "veth", "peer", "name", inside, "netns", node.namespace)
             _ip("link", "set", outside, "master", network.bridge, "up")
             _ip("-n", node.namespace, "link", "set", inside, "name", "eth0")
             _ip("-n", node.namespace, "addr", "add", f"{node.address}/{subnet.prefixlen}", "dev", "eth0")
