@@ -15,6 +15,9 @@ left and stops its daemons.  They need root, as the daemons do.
   installing them, because that package and ``gridengine-client`` both ship
   ``/usr/bin/qsub`` (dpkg refuses to have both).  Only a test's own PATH
   puts that folder first.
+
+The same on several compute nodes (network namespaces on a bridge, ``tests/nodes.py``):
+``tests/batch_nodes.py``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.nodes import NodeNetwork
 from tests.services import ServiceUnavailable, _free_port
 
 __all__ = ["GridEngine", "PBS_ON_SLURM", "Slurm", "pbs_on_slurm", "start_gridengine", "start_slurm"]
@@ -113,10 +117,27 @@ def _munge_running() -> bool:
     return cred.returncode == 0 and subprocess.run([unmunge], input=cred.stdout, capture_output=True).returncode == 0
 
 
-def start_slurm(base: Path, cpus: int = 8, memory_mb: int = 16000) -> Slurm:
-    """A single-node SLURM (slurmctld + slurmd on 127.0.0.1, own ports and state in
-    ``base``), with munge started if it is not running.  Needs root, as SLURM's
-    daemons do, and Debian's ``slurmctld slurmd slurm-client munge``."""
+def _start_munge(munged: str) -> None:
+    """munged, with a key, unless one runs already (SLURM's daemons and commands authenticate through it)."""
+    if _munge_running():
+        return
+    key = Path("/etc/munge/munge.key")
+    if not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True)
+        key.write_bytes(secrets.token_bytes(1024))
+        shutil.chown(key, "munge", "munge")
+        key.chmod(0o400)
+    subprocess.run(["install", "-d", "-o", "munge", "-g", "munge", "/run/munge"], check=True)
+    subprocess.run(["runuser", "-u", "munge", "--", munged], check=True, capture_output=True)
+    deadline = time.monotonic() + 10
+    while not _munge_running():
+        if time.monotonic() > deadline:
+            raise ServiceUnavailable("munged did not start")
+        time.sleep(0.1)
+
+
+def _slurm_binaries() -> dict[str, str]:
+    """SLURM's and munge's programs, or ServiceUnavailable saying what to install."""
     binaries = {
         name: shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
         for name in ("slurmctld", "slurmd", "munged", "sinfo", "sbatch")
@@ -127,24 +148,19 @@ def start_slurm(base: Path, cpus: int = 8, memory_mb: int = 16000) -> Slurm:
             f"SLURM is not installed ({', '.join(missing)} missing): "
             "apt-get install slurmctld slurmd slurm-client munge"
         )
+    return binaries
+
+
+def start_slurm(base: Path, cpus: int = 8, memory_mb: int = 16000) -> Slurm:
+    """A single-node SLURM (slurmctld + slurmd on 127.0.0.1, own ports and state in
+    ``base``), with munge started if it is not running.  Needs root, as SLURM's
+    daemons do, and Debian's ``slurmctld slurmd slurm-client munge``."""
+    binaries = _slurm_binaries()
     _need_root("SLURM")
     base.mkdir(parents=True, exist_ok=True)
     for sub in ("state", "spool"):
         (base / sub).mkdir(exist_ok=True)
-    if not _munge_running():
-        key = Path("/etc/munge/munge.key")
-        if not key.exists():
-            key.parent.mkdir(parents=True, exist_ok=True)
-            key.write_bytes(secrets.token_bytes(1024))
-            shutil.chown(key, "munge", "munge")
-            key.chmod(0o400)
-        subprocess.run(["install", "-d", "-o", "munge", "-g", "munge", "/run/munge"], check=True)
-        subprocess.run(["runuser", "-u", "munge", "--", binaries["munged"]], check=True, capture_output=True)
-        deadline = time.monotonic() + 10
-        while not _munge_running():
-            if time.monotonic() > deadline:
-                raise ServiceUnavailable("munged did not start")
-            time.sleep(0.1)
+    _start_munge(binaries["munged"])
     conf = base / "slurm.conf"
     conf.write_text(
         _SLURM_CONF.format(base=base, ctld_port=_free_port(), d_port=_free_port(), cpus=cpus, memory=memory_mb)
@@ -194,6 +210,9 @@ class GridEngine:
     base: Path
     env: dict[str, str]
     stop: Callable[[], None] = field(repr=False)
+    #: Its compute nodes, when started by :func:`start_gridengine_nodes`.
+    network: NodeNetwork | None = field(default=None, repr=False)
+    setup_seconds: float = 0.0
     kind = "sge"
 
     def run(self, *args: str, check: bool = True) -> str:
@@ -234,11 +253,16 @@ def _edit_conf(text: str, edits: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def start_gridengine(base: Path, slots: int = 8) -> GridEngine:
+def start_gridengine(base: Path, slots: int = 8, network: NodeNetwork | None = None) -> GridEngine:
     """A single-node Grid Engine (8.1.9, as Debian ships it): qmaster and execd on free
     ports, a cell of its own under ``$SGE_ROOT`` whose spool lives in ``base``, one queue
     ``all.q`` with ``slots`` slots, a scheduler that runs every second.  Root's jobs run
-    as root.  Up in about 3 s."""
+    as root.  Up in about 3 s.
+
+    With ``network`` (see :func:`start_gridengine_nodes`), the execution hosts are its
+    nodes, an execd on each; qmaster and the commands on this host see the nodes' names
+    through the nodes' /etc/hosts (Grid Engine resolves every host it talks to), and
+    ``stop()`` removes the network too."""
     sge_root = Path("/var/lib/gridengine")
     binaries = {
         name: shutil.which(name)
@@ -264,6 +288,25 @@ def start_gridengine(base: Path, slots: int = 8) -> GridEngine:
         "SGE_QMASTER_PORT": str(_free_port()),
         "SGE_EXECD_PORT": str(_free_port()),
     }
+    hosts = [node.name for node in network.nodes] if network else ["localhost"]
+    with_hosts: list[str] = []  # what runs qmaster and the commands: with the nodes' /etc/hosts, if any
+    if network:
+        with_hosts = [
+            "unshare",
+            "--mount",
+            "sh",
+            "-c",
+            f'mount --bind {network.nodes[0].hosts} /etc/hosts && exec "$0" "$@"',
+        ]
+        wrappers = base / "bin"
+        wrappers.mkdir(exist_ok=True)
+        for command in ("qsub", "qstat", "qdel", "qconf", "qacct", "qhost", "qalter", "qhold", "qrls", "qmod"):
+            if shutil.which(command):
+                (wrappers / command).write_text(
+                    f"#!/bin/sh\nexec {' '.join(with_hosts[:4])} '{with_hosts[4]}' {shutil.which(command)} \"$@\"\n"
+                )
+                (wrappers / command).chmod(0o755)
+        env["PATH"] = f"{wrappers}:{os.environ.get('PATH', '/usr/bin:/bin')}"
     full_env = {**os.environ, **env}
     (common / "bootstrap").write_text(
         "admin_user none\ndefault_domain none\nignore_fqdn true\nspooling_method berkeleydb\n"
@@ -271,9 +314,12 @@ def start_gridengine(base: Path, slots: int = 8) -> GridEngine:
         f"qmaster_spool_dir {base}/qmaster\nsecurity_mode none\nlistener_threads 2\nworker_threads 2\n"
         "scheduler_threads 1\n"
     )
-    host = subprocess.run(["hostname"], capture_output=True, text=True, check=True).stdout.strip()
-    (common / "act_qmaster").write_text(host + "\n")
-    (common / "host_aliases").write_text(f"localhost {host}\n")  # 127.0.0.1 resolves to localhost
+    qmaster_host = subprocess.run(["hostname"], capture_output=True, text=True, check=True).stdout.strip()
+    (common / "act_qmaster").write_text(qmaster_host + "\n")
+    # One host: 127.0.0.1 resolves to localhost, which is this host.  With nodes, this host's
+    # name resolves to its bridge address (the nodes' /etc/hosts), which the nodes reach; an
+    # alias to localhost would send them to their own 127.0.0.1.
+    (common / "host_aliases").write_text("" if network else f"localhost {qmaster_host}\n")
     defaults = Path("/usr/share/gridengine/default-configuration").read_text()
     (base / "configuration").write_text(
         _edit_conf(defaults, {**_SGE_CONF_EDITS, "execd_spool_dir": str(base / "execd")})
@@ -287,10 +333,11 @@ def start_gridengine(base: Path, slots: int = 8) -> GridEngine:
         deadline = time.monotonic() + 10
         while "<job_list" in run("qstat", "-u", "*", "-xml").stdout and time.monotonic() < deadline:
             time.sleep(0.2)
-        run("qconf", "-ke", "localhost")
+        for host in hosts:
+            run("qconf", "-ke", host)
         pids = {}
         for name, pidfile in (
-            ("execd", base / "execd" / "localhost" / "execd.pid"),
+            *((f"execd {host}", base / "execd" / host / "execd.pid") for host in hosts),
             ("qmaster", base / "qmaster" / "qmaster.pid"),
         ):
             try:
@@ -298,12 +345,15 @@ def start_gridengine(base: Path, slots: int = 8) -> GridEngine:
             except (OSError, ValueError):
                 pass
         deadline = time.monotonic() + 5
-        while _alive(pids.get("execd", 0)) and time.monotonic() < deadline:
+        while any(_alive(pid) for name, pid in pids.items() if name != "qmaster") and time.monotonic() < deadline:
             time.sleep(0.1)
         for pid in pids.values():  # qmaster takes 9 s to stop cleanly; its spool is thrown away
             if _alive(pid):
                 os.kill(pid, 9)
-        subprocess.run(["pkill", "-9", "-f", f"sge_shepherd.*{base}"], capture_output=True)
+        if network:
+            network.remove()  # and what a job left running on a node
+        else:
+            subprocess.run(["pkill", "-9", "-f", f"sge_shepherd.*{base}"], capture_output=True)
         shutil.rmtree(sge_root / cell, ignore_errors=True)
 
     try:
@@ -314,7 +364,7 @@ def start_gridengine(base: Path, slots: int = 8) -> GridEngine:
             [f"{spool}/spooldefaults", "complexes", "/usr/share/gridengine/util/resources/centry"],
             [f"{spool}/spooldefaults", "usersets", "/usr/share/gridengine/util/resources/usersets"],
             [f"{spool}/spooldefaults", "managers", "root"],
-            [binaries["sge_qmaster"]],
+            [*with_hosts, binaries["sge_qmaster"]],
         ):
             done = run(*step)
             if done.returncode:
@@ -331,22 +381,26 @@ def start_gridengine(base: Path, slots: int = 8) -> GridEngine:
             {"schedule_interval": "0:0:1", "flush_submit_sec": "1", "flush_finish_sec": "1"},
         )
         (base / "sconf").write_text(schedule)
-        (base / "exechost").write_text(
-            "hostname localhost\nload_scaling NONE\ncomplex_values NONE\nuser_lists NONE\nxuser_lists NONE\n"
-            "projects NONE\nxprojects NONE\nusage_scaling NONE\nreport_variables NONE\n"
-        )
-        (base / "hostgroup").write_text("group_name @allhosts\nhostlist localhost\n")
+        for host in hosts:
+            (base / f"exechost-{host}").write_text(
+                f"hostname {host}\nload_scaling NONE\ncomplex_values NONE\nuser_lists NONE\nxuser_lists NONE\n"
+                "projects NONE\nxprojects NONE\nusage_scaling NONE\nreport_variables NONE\n"
+            )
+        (base / "hostgroup").write_text(f"group_name @allhosts\nhostlist {' '.join(hosts)}\n")
         template = run("qconf", "-aq", EDITOR="cat").stdout
         (base / "queue").write_text(
             _edit_conf(template, {k: v.format(slots=slots) for k, v in _SGE_QUEUE_EDITS.items()})
         )
+        execds = (
+            [node.command(binaries["sge_execd"]) for node in network.nodes] if network else [[binaries["sge_execd"]]]
+        )
         for step in (
             ["qconf", "-Msconf", str(base / "sconf")],
-            ["qconf", "-Ae", str(base / "exechost")],
-            ["qconf", "-as", "localhost"],
+            *(["qconf", "-Ae", str(base / f"exechost-{host}")] for host in hosts),
+            ["qconf", "-as", qmaster_host if network else "localhost"],  # jobs are submitted from this host
             ["qconf", "-Ahgrp", str(base / "hostgroup")],
             ["qconf", "-Aq", str(base / "queue")],
-            [binaries["sge_execd"]],
+            *execds,
         ):
             done = run(*step)
             if done.returncode:
@@ -357,14 +411,19 @@ def start_gridengine(base: Path, slots: int = 8) -> GridEngine:
         deadline = time.monotonic() + 60
         while True:
             out = run("qstat", "-f", "-q", "all.q")
-            if out.returncode == 0 and "all.q@localhost" in out.stdout and "-NA-" not in out.stdout:
-                states = out.stdout.split("all.q@localhost", 1)[1].splitlines()[0].split()
-                if len(states) <= 4:  # no state letters: not (u)nknown, (a)larm, (d)isabled
-                    return grid
+            up = out.returncode == 0 and "-NA-" not in out.stdout
+            for host in hosts if up else ():
+                if f"all.q@{host}" not in out.stdout:
+                    up = False
+                    break
+                states = out.stdout.split(f"all.q@{host}", 1)[1].splitlines()[0].split()
+                up = up and len(states) <= 4  # no state letters: not (u)nknown, (a)larm, (d)isabled
+            if up:
+                return grid
             if time.monotonic() > deadline:
                 raise ServiceUnavailable(
                     f"Grid Engine's execd never reported (qstat -f: {out.stdout.strip() or out.stderr.strip()}); "
-                    f"see {base}/qmaster/messages and {base}/execd/localhost/messages"
+                    f"see {base}/qmaster/messages and {base}/execd/<host>/messages"
                 )
             time.sleep(0.3)
     except BaseException:

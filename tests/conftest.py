@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.batch_nodes import start_gridengine_nodes, start_slurm_nodes
 from tests.batch_systems import pbs_on_slurm, start_gridengine, start_slurm
 from tests.services import ServiceUnavailable, start_chromium, start_mariadb, start_postgres, start_s3
 
@@ -75,6 +76,28 @@ def slurm(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def slurm_nodes(tmp_path_factory):
+    """A SLURM of two compute nodes, node1 and node2: network namespaces on a bridge to this
+    host (the login node, ``slurm_nodes.login_address``), each with its own address, hostname,
+    HOME and slurmd (see tests/nodes.py).  Tests on nodes share one xdist worker
+    (xdist_group "nodes")."""
+    cluster = start_or_skip(start_slurm_nodes, tmp_path_factory, "slurm-nodes")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def pbs_nodes(slurm_nodes):
+    """PBS's qsub/qstat/qdel on the two-node SLURM (tests in xdist_group "nodes")."""
+    try:
+        return pbs_on_slurm(slurm_nodes)
+    except ServiceUnavailable as err:
+        if IN_CI:
+            pytest.fail(f"PBS on SLURM could not be set up in CI: {err}")
+        pytest.skip(f"PBS on SLURM unavailable: {err}")
+
+
+@pytest.fixture(scope="session")
 def pbs(slurm):
     """PBS's qsub/qstat/qdel on this worker's SLURM (tests in xdist_group "pbs")."""
     try:
@@ -89,6 +112,15 @@ def pbs(slurm):
 def gridengine(tmp_path_factory):
     """A single-node Grid Engine; tests using it share one xdist worker (xdist_group "sge")."""
     cluster = start_or_skip(start_gridengine, tmp_path_factory, "sge")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def gridengine_nodes(tmp_path_factory):
+    """A Grid Engine of two execution hosts, node1 and node2, network namespaces as for
+    ``slurm_nodes`` (a network of their own); tests in xdist_group "nodes"."""
+    cluster = start_or_skip(start_gridengine_nodes, tmp_path_factory, "sge-nodes")
     yield cluster
     cluster.stop()
 

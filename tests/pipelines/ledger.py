@@ -6,12 +6,16 @@ djdask deadline or ->``, to the file named by
 ``DJDASK_TEST_MAKE_SECONDS`` in between: the file counts make() calls, the
 table counts commits.
 
+With ``DJDASK_TEST_WHERE`` set, make() also appends ``<key> <hostname> <HOME> <batch job id
+or ->`` to that file: where it ran, for the tests on several nodes (``tests/nodes.py``).
+
 ``DJDASK_TEST_FAULTS`` (``"7=memory,13=segv,21=hang"``) makes the make() of those keys
 misbehave after writing its line: allocate ``DJDASK_TEST_HOG_MB`` (1536) MiB and touch
 every page, kill its own process with SIGSEGV, or never return.
 """
 
 import os
+import socket
 import time
 
 import datajoint as dj
@@ -39,6 +43,9 @@ class Entry(dj.Computed):
 
     def make(self, key):
         append_to_ledger(f"{key['source_id']} {os.getpid()} {_job_id()} {time.time():.3f} {_deadline()}\n")
+        if os.environ.get("DJDASK_TEST_WHERE"):
+            where = f"{key['source_id']} {socket.gethostname()} {os.environ.get('HOME', '-')} {_job_id()}\n"
+            append_to_ledger(where, "DJDASK_TEST_WHERE")
         misbehave(key["source_id"])
         time.sleep(float(os.environ.get("DJDASK_TEST_MAKE_SECONDS", "0")))
         self.insert1({**key, "value": key["source_id"] * 3})

@@ -7,10 +7,10 @@ import threading
 import time
 
 
-def append_to_ledger(line):
-    """Append ``line`` to the file named by ``DJDASK_TEST_LEDGER``: one write of a short line,
+def append_to_ledger(line, variable="DJDASK_TEST_LEDGER"):
+    """Append ``line`` to the file named by ``variable``: one write of a short line,
     atomic with O_APPEND, so that concurrent workers' lines never interleave."""
-    fd = os.open(os.environ["DJDASK_TEST_LEDGER"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(os.environ[variable], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line.encode())
     finally:
