@@ -14,7 +14,9 @@ database, so these run on PostgreSQL only.
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 from collections import Counter
 from pathlib import Path
 
@@ -94,3 +96,108 @@ def test_ledger_runs_on_both_nodes_each_key_once(server, djdask, sql, prefix, ki
     assert queue_empties(system), f"jobs left in the queue: {system.queue()}"
     cluster = system.slurm if kind == "pbs" else system
     print(f"{kind}: two nodes up in {cluster.setup_seconds} s; keys per node {dict(per_node)}")
+
+
+@pytest.fixture
+def unreachable_scheduler_address(slurm_nodes):
+    """A second address of the login node, on the bridge, that the nodes have no route to (an
+    `unreachable` route in each node's namespace): a scheduler there is cut off from the
+    nodes while SLURM, on the login node's first address, still runs their jobs."""
+    network = slurm_nodes.network
+    address = str(network.subnet.network_address + 254)
+    subprocess.run(["ip", "addr", "add", f"{address}/{network.subnet.prefixlen}", "dev", network.bridge], check=True)
+    for node in network.nodes:
+        subprocess.run(["ip", "netns", "exec", node.namespace, "ip", "route", "add", "unreachable", f"{address}/32"],
+                       check=True)  # fmt: skip
+    try:
+        yield address
+    finally:
+        for node in network.nodes:
+            subprocess.run(["ip", "netns", "exec", node.namespace, "ip", "route", "del", f"{address}/32"], check=False)
+        subprocess.run(["ip", "addr", "del", f"{address}/{network.subnet.prefixlen}", "dev", network.bridge],
+                       check=False)  # fmt: skip
+
+
+def test_a_node_cut_off_from_the_scheduler_is_explained(
+    server, djdask, sql, prefix, slurm_nodes, unreachable_scheduler_address, tmp_path
+):
+    """The scheduler listens on an address the nodes have no route to. The campaign says, while
+    the job runs on its node, that its worker has not reached the scheduler at that address;
+    when the job ends at its death timeout it stops (exit 2) naming `interface` and
+    `scheduler-options`. `clusters check` on the same profile fails at `started`. Nothing is left
+    reserved or queued, no traceback."""
+    seed(djdask, 4)
+    settings = {
+        "scheduler-options": {"host": unreachable_scheduler_address},
+        "death-timeout": 20,
+        "report-pending-after": "5s",
+        "max-failed-starts": 1,
+    }
+    env = djdask.env(
+        **slurm_nodes.env, **write_profile(tmp_path, "slurm", **settings), DJDASK_TEST_LEDGER=str(tmp_path / "l.txt")
+    )
+    try:
+        result = djdask("populate", "ledger", "--cluster", "testslurm", env=env, timeout=150)
+    except subprocess.TimeoutExpired as err:
+        print(
+            "STDERR", err.stderr, "LOGS", [(p.name, p.read_text()[-2000:]) for p in (tmp_path / "slurm-logs").glob("*")]
+        )
+        raise
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    said = re.search(
+        r"Worker job \d+ has run on (node\d) for \d+ s, but its worker has not joined: it cannot reach the "
+        rf"scheduler at tls://{re.escape(unreachable_scheduler_address)}:\d+",
+        result.stderr,
+    )
+    assert said, result.stderr
+    stop = result.stderr.split("djdask: Profile")[-1]
+    assert "Likely fix: the workers cannot reach the scheduler" in stop and "scheduler-options" in stop, stop
+    assert sql.jobs_counts(f"{prefix}_ledger", "__entry").get("reserved", 0) == 0
+    assert queue_empties(slurm_nodes, timeout=15), f"jobs left in the queue: {slurm_nodes.queue()}"
+
+    check = djdask("clusters", "check", "testslurm", env=env, timeout=240)
+    assert check.returncode == 2 and "fail    started" in check.stdout, check.stdout + check.stderr
+    assert "cannot reach the scheduler" in check.stderr and "Traceback" not in check.stderr
+    assert queue_empties(slurm_nodes, timeout=15)
+    print(f"cut off: said for {said.group(1)}; campaign: {result.stderr.count('Worker job')} lines")
+
+
+@pytest.mark.parametrize("kind", ["slurm", "sge"])
+def test_clusters_check_on_nodes_passes_and_finds_a_python_the_nodes_lack(
+    server, djdask, sql, prefix, kind, request, tmp_path
+):
+    """`djdask clusters check test<kind> ledger` on two nodes: every step passes, the node
+    named is a compute node and its HOME is not the login node's; with a python the nodes do not
+    have, it fails at `started` quoting the job, and a campaign on that profile stops, exit 2,
+    naming `python`, with nothing left reserved or queued."""
+    system = request.getfixturevalue(SYSTEMS[kind])
+    login = system.network.login_address
+    (tmp_path / "good").mkdir()
+    env = djdask.env(**system.env, **write_profile(tmp_path / "good", kind, **{"scheduler-options": {"host": login}}))
+    good = djdask("clusters", "check", f"test{kind}", "ledger", "--json", env=env, timeout=240)
+    assert good.returncode == 0, good.stdout + good.stderr
+    steps = {s["step"]: s for s in json.loads(good.stdout)["steps"]}
+    assert all(s["result"] == "ok" for s in steps.values()), steps
+    assert re.search(r"\bon (node\d|10\.213\.\d+\.\d+)\b", steps["started"]["detail"]), steps["started"]
+    assert re.match(r"node\d reached tls://", steps["scheduler"]["detail"]), steps["scheduler"]
+
+    seed(djdask, 3)
+    (tmp_path / "bad").mkdir()
+    bad_env = djdask.env(
+        **system.env,
+        **write_profile(tmp_path / "bad", kind, python="/nonexistent/env/bin/python3",
+                        **{"scheduler-options": {"host": login}}),
+        DJDASK_TEST_LEDGER=str(tmp_path / "l.txt"),
+    )  # fmt: skip
+    check = djdask("clusters", "check", f"test{kind}", env=bad_env, timeout=240)
+    assert check.returncode == 2 and "fail    started" in check.stdout, check.stdout + check.stderr
+    assert "/nonexistent/env/bin/python3" in check.stderr and f"djdask.clusters.test{kind}.python" in check.stderr
+    campaign = djdask("populate", "ledger", "--cluster", f"test{kind}", env=bad_env, timeout=240)
+    assert campaign.returncode == 2, campaign.stdout + campaign.stderr
+    assert re.search(r"Worker job \d+ on node\d ended before its worker joined the scheduler", campaign.stderr), (
+        campaign.stderr
+    )
+    assert "Traceback" not in campaign.stderr + check.stderr
+    assert sql.jobs_counts(f"{prefix}_ledger", "__entry").get("reserved", 0) == 0
+    assert queue_empties(system, timeout=15), f"jobs left in the queue: {system.queue()}"
