@@ -229,13 +229,18 @@ class BatchKind:
         return None
 
     def job_status(self, job_id: str, env: dict[str, str] | None = None) -> JobStatus | None:
-        """What the batch system says of job ``job_id``; None when none of its commands knows it."""
+        """What the batch system says of job ``job_id``; None when none of its commands knows
+        it (each failed or printed nothing); ``unknown`` when one answered in words not read here."""
+        unread = False
         for index, command in enumerate(self.status_commands):
             text = run_command([part.format(job_id) for part in command], env)
-            status = None if text is None else self.parse_status(index, text)
+            if text is None:
+                continue
+            status = self.parse_status(index, text)
             if status is not None:
                 return status
-        return None
+            unread = True
+        return JobStatus("unknown") if unread else None
 
     def check_submit(self, profile: str) -> None:
         """Refuse a profile whose batch system is not installed here."""

@@ -46,6 +46,10 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between two reports of the same pending job.
 REPEAT_PENDING = 600.0
+#: A job is young, and looked at every ``interval``, for this many seconds after its submission;
+#: then every OLD_JOB_INTERVAL.
+YOUNG = 60.0
+OLD_JOB_INTERVAL = 5.0
 #: Seconds after its submission when a job no status command knows counts as ended.
 GONE_AFTER = 30.0
 #: Lines of a job's output quoted.
@@ -57,7 +61,7 @@ WAITING_TO_CONNECT = re.compile(r"Waiting to connect to:\s*(\S+)")
 @dataclass
 class JobStatus:
     """What a batch system says of one job.  ``state`` is ``pending``, ``running`` or
-    ``ended``; ``said`` is the batch system's own word for it (``PENDING``, ``FAILED``,
+    ``ended`` (``unknown``: a status command answered, in words not read here); ``said`` is the batch system's own word for it (``PENDING``, ``FAILED``,
     ``qw``, ``EXIT``...); ``reason`` why it waits or why it ended; ``outputs`` the files
     it says the job writes; ``granted`` the walltime and memory it gave the job, where it says."""
 
@@ -82,6 +86,7 @@ class SubmittedJob:
     ended: JobStatus | None = None
     scheduler: str = ""  # the address its worker is told
     seen: bool = False  # a status command knew it
+    looked: float = 0.0  # time.monotonic() of the last look
     running_since: float | None = None
     pending_said: float | None = None
     connect_said: bool = False
@@ -157,9 +162,9 @@ class JobWatch(threading.Thread):
     the scheduler has now, ``planned`` the names of the jobs the cluster keeps (one it
     cancelled itself, scaling down, is no failure), ``forget`` drops a job that ended from the cluster, ``say``
     reports a finding, ``fatal`` the paragraph that ends the campaign, ``env`` is the
-    batch commands' environment.  A job no status command knows any more (its record
-    expired), having known it before, counts as ended once ``GONE_AFTER`` seconds passed
-    since its submission."""
+    batch commands' environment.  A job no status command knows (its record expired) counts
+    as ended, at once if a command knew it before, else once ``GONE_AFTER`` seconds passed
+    since its submission; one whose status is answered in words not read here is left be."""
 
     def __init__(
         self,
@@ -175,7 +180,7 @@ class JobWatch(threading.Thread):
         *,
         pending_after: float = 60.0,
         max_failed_starts: int = 3,
-        interval: float = 5.0,
+        interval: float = 1.0,
         env: dict[str, str] | None = None,
     ) -> None:
         super().__init__(name="djdask-jobwatch", daemon=True)
@@ -212,11 +217,19 @@ class JobWatch(threading.Thread):
             if any(name == job.name or str(name).startswith(f"{job.name}-") for name in names):
                 job.joined, self.ever_joined, self.failed_in_a_row = True, True, 0
                 continue
+            # A young job is looked at every second (a job that fails at once may be purged
+            # from the batch system's memory seconds after: SLURM's MinJobAge), an older one
+            # every OLD_JOB_INTERVAL.
+            if now - job.looked < (self.interval if now - job.submitted < YOUNG else OLD_JOB_INTERVAL):
+                continue
+            job.looked = now
             status = self.kind.job_status(job.job_id, self.env)
+            if status is not None and status.state == "unknown":
+                continue  # answered in words not read here: leave the job be, never lose it
             if status is None:
-                # Known before and gone now: its record expired.  Never known: leave it be
-                # (a batch system whose answers are not understood here must not lose jobs).
-                if not job.seen or now - job.submitted < GONE_AFTER:
+                # No command knows it: its record expired (a site's MinJobAge), before the
+                # first look if it ended at once; just submitted, it may not be listed yet.
+                if not job.seen and now - job.submitted < GONE_AFTER:
                     continue
                 status = JobStatus("ended", said="no record of it any more")
             job.seen = True

@@ -263,6 +263,8 @@ class Kind:
 
 
 def watch_of(kind, jobs, workers, **options):
+    """A watch that looks at every job at each check (interval 0)."""
+    options.setdefault("interval", 0.0)
     said, forgotten, fatal = [], [], []
     watch = JobWatch(
         kind,
@@ -323,18 +325,23 @@ def test_pending_jobs_are_said_once_per_reason_and_again_only_after_ten_minutes(
     assert len(said) == 2  # not at every look
     for job in jobs.values():
         job.pending_said -= REPEAT_PENDING
+        job.looked = 0.0
     watch.check()
     assert len(said) == 4
 
 
 def test_a_job_no_command_knows_counts_as_ended_only_after_a_while():
-    """Just submitted, a job may not be listed yet; never understood, it is left be (a batch
-    system whose answers are not read right must not have its jobs cancelled); known, then
-    gone, its record expired: it ended."""
+    """Just submitted, a job may not be listed yet; answered in words not read here, it is
+    left be (a batch system whose answers are not read right must not have its jobs
+    cancelled); known, then gone, its record expired: it ended; never seen and still unknown
+    after GONE_AFTER (a job that failed at once, purged before the first look: the test
+    SLURM's MinJobAge is 2 s), it ended too."""
     kind = Kind()
-    jobs = {"c-0": SubmittedJob("5", "c-0", time.monotonic())}
+    jobs = {"c-0": SubmittedJob("5", "c-0", time.monotonic()), "c-1": SubmittedJob("6", "c-1", time.monotonic())}
     watch, said, forgotten, _ = watch_of(kind, jobs, [])
+    kind.statuses["5"] = JobStatus("unknown")
     watch.check()
+    assert not said and not forgotten
     jobs["c-0"].submitted -= GONE_AFTER
     watch.check()
     assert not said and not forgotten
@@ -343,6 +350,9 @@ def test_a_job_no_command_knows_counts_as_ended_only_after_a_while():
     del kind.statuses["5"]
     watch.check()
     assert forgotten == ["c-0"] and "no record of it any more" in said[0]
+    jobs["c-1"].submitted -= GONE_AFTER
+    watch.check()
+    assert forgotten == ["c-0", "c-1"]
 
 
 def test_a_job_the_cluster_cancelled_itself_is_no_failed_start():
@@ -351,7 +361,9 @@ def test_a_job_the_cluster_cancelled_itself_is_no_failed_start():
     kind = Kind()
     jobs = {"c-0": SubmittedJob("5", "c-0", time.monotonic())}
     said, forgotten, fatal = [], [], []
-    watch = JobWatch(kind, "lab", {}, jobs, list, set, forgotten.append, said.append, fatal.append, max_failed_starts=1)
+    watch = JobWatch(
+        kind, "lab", {}, jobs, list, set, forgotten.append, said.append, fatal.append, max_failed_starts=1, interval=0.0
+    )
     kind.statuses["5"] = JobStatus("ended", "CANCELLED")
     watch.check()
     assert not said and not forgotten and not fatal and jobs["c-0"].ended is not None
