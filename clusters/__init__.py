@@ -8,6 +8,7 @@ from __future__ import annotations
 from djdask.lazy import lazy_exports
 
 __all__ = [
+    "DEFAULT_SHARED",
     "Demand",
     "JobStatus",
     "JobWatch",
@@ -21,6 +22,7 @@ __all__ = [
 ]
 
 _WHERE = {
+    "DEFAULT_SHARED": "security",
     "Demand": "scaling",
     "JobStatus": "jobwatch",
     "JobWatch": "jobwatch",

@@ -27,6 +27,7 @@ from tests.batch_systems import (
     _need_root,
     _slurm_binaries,
     _start_munge,
+    cancel_slurm_jobs,
     start_gridengine,
 )
 from tests.nodes import Node, NodeNetwork, create_nodes
@@ -100,15 +101,7 @@ def start_slurm_nodes(base: Path, nodes: int = 2, cpus: int = 4, memory_mb: int 
             return
         stopped = True
         if daemons and daemons[0].poll() is None:
-            subprocess.run(
-                ["scancel", "--full", "-u", os.environ.get("USER") or "root"], env=full_env, capture_output=True
-            )
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                out = subprocess.run(["squeue", "-h"], env=full_env, capture_output=True, text=True)
-                if out.returncode or not out.stdout.strip():
-                    break
-                time.sleep(0.5)
+            cancel_slurm_jobs(full_env)
         for daemon in reversed(daemons):
             if daemon.poll() is None:
                 daemon.terminate()

@@ -49,6 +49,17 @@ def _command(env: dict[str, str], args: tuple[str, ...], check: bool) -> str:
     return out.stdout
 
 
+def cancel_slurm_jobs(full_env: dict[str, str], timeout: float = 20) -> None:
+    """Cancel every job of the SLURM that ``full_env`` points at; wait up to ``timeout`` s for its queue to empty."""
+    subprocess.run(["scancel", "--full", "-u", os.environ.get("USER") or "root"], env=full_env, capture_output=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(["squeue", "-h"], env=full_env, capture_output=True, text=True)
+        if out.returncode or not out.stdout.strip():
+            return
+        time.sleep(0.5)
+
+
 def _need_root(what: str) -> None:
     if os.geteuid() != 0:
         raise ServiceUnavailable(f"{what}'s daemons need root")
@@ -173,13 +184,7 @@ def start_slurm(base: Path, cpus: int = 8, memory_mb: int = 16000) -> Slurm:
     )
 
     def stop() -> None:
-        subprocess.run(["scancel", "--full", "-u", os.environ.get("USER") or "root"], env=full_env, capture_output=True)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            out = subprocess.run(["squeue", "-h"], env=full_env, capture_output=True, text=True)
-            if out.returncode or not out.stdout.strip():
-                break
-            time.sleep(0.5)
+        cancel_slurm_jobs(full_env)
         for pidfile in ("slurmd.pid", "slurmctld.pid"):
             try:
                 os.kill(int((base / pidfile).read_text()), 15)

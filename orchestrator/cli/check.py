@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from dask.utils import parse_timedelta
 
-from djdask.clusters import Demand, Profile, resolve
+from djdask.clusters import DEFAULT_SHARED, Demand, Profile, controller_path, resolve
 from djdask.db.connect import redact
 from djdask.errors import InvalidInputError, ProfileError
 
@@ -276,11 +276,9 @@ def _node_steps(report: dict[str, Any], record, profile: Profile, client: Any, d
 
 def _write_markers(profile: Profile) -> dict[str, str]:
     """A file in each folder the job script names, for the node to look for: folder -> name."""
-    from djdask.clusters import controller_path
-
     folders = [profile.raw.get("log-directory")]
     if hasattr(profile.kind, "submit_command"):
-        folders.append(profile.raw.get("shared-temp-directory") or "~/.djdask/tls")
+        folders.append(profile.raw.get("shared-temp-directory") or DEFAULT_SHARED)
     markers = {}
     for folder in folders:
         if not folder:

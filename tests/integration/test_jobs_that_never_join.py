@@ -9,12 +9,11 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.integration.batch_campaigns import JOB_NAME, queue_empties, write_profile
+from tests.integration.batch_campaigns import JOB_NAME, Watch, queue_empties, write_profile
 from tests.integration.test_jobs_engine import seed_ledger as seed
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("server", ["postgres"], indirect=True)]
@@ -95,14 +94,7 @@ def test_a_pending_job_is_said_with_slurms_reason_and_ctrl_c_leaves_nothing(
         DJDASK_TEST_LEDGER=str(tmp_path / "ledger.txt"),
         PYTHONUNBUFFERED="1",
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "djdask.cli", "populate", "ledger", "--cluster", "testslurm"],
-        env=env,
-        cwd=djdask.cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = Watch(djdask, slurm, env).proc
     try:
         deadline = time.monotonic() + 90
         while not [j for j in slurm.queue() if j["name"] == JOB_NAME]:
