@@ -7,7 +7,7 @@ import re
 from .batch import BatchKind
 from .jobwatch import JobStatus, run_command
 
-__all__ = ["SGEKind", "parse_qacct", "parse_qstat_line"]
+__all__ = ["SGEKind", "parse_qacct", "parse_qstat_line", "pending_reason"]
 
 
 def parse_qstat_line(text: str, job_id: str) -> JobStatus | None:
@@ -33,6 +33,20 @@ def parse_qacct(text: str) -> JobStatus | None:
     said = "failed" if failed.split()[0] != "0" else "ended"
     reason = failed if failed.split()[0] != "0" else ""
     return JobStatus("ended", said, reason, fields["exit_status"].split()[0], fields.get("hostname", ""))
+
+
+def pending_reason(detail: str, said: str) -> str:
+    """Why a queued job waits, from ``qstat -j ID`` (``detail``) and its state letters: the
+    scheduler's own words, or, on a site that keeps them off (``schedd_job_info false``), its hold
+    or its start time."""
+    reasons = re.findall(r"^(?:scheduling info|error reason\s*\d*):\s*(.+)$", detail, re.M)
+    reason = "; ".join(r.strip() for r in reasons if "turned off" not in r)
+    start = re.search(r"^execution_time:\s*(.+?)\s*$", detail, re.M)
+    if reason:
+        return reason
+    if "h" in said:
+        return "held; qrls releases it"
+    return f"its start time is {start.group(1)}" if start else ""
 
 
 class SGEKind(BatchKind):
@@ -64,8 +78,7 @@ class SGEKind(BatchKind):
             return None if accounted is None else parse_qacct(accounted)
         detail = run_command(["qstat", "-j", job_id], env) or ""
         if status.state == "pending":
-            reasons = re.findall(r"^(?:scheduling info|error reason\s*\d*):\s*(.+)$", detail, re.M)
-            status.reason = "; ".join(r.strip() for r in reasons if "turned off" not in r)
+            status.reason = pending_reason(detail, status.said)
         asked = " ".join(re.findall(r"^hard resource_list:\s*(.*)$", detail, re.M))
         limits = dict(re.findall(r"(h_rt|h_vmem)=([^,\s]+)", asked))
         status.granted = {

@@ -12,6 +12,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -98,6 +99,71 @@ class Watch:
             time.sleep(0.3)
         out, err = self.proc.communicate()
         return self.proc.returncode, out, err
+
+
+class Said:
+    """A djdask command run in the background whose stderr lines are kept with the wall-clock
+    time each was printed: how long after its evidence (a job's end, its time in the queue) the
+    campaign said something."""
+
+    def __init__(self, djdask, env: dict[str, str], *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "djdask.cli", *args],
+            env={**env, "PYTHONUNBUFFERED": "1"},
+            cwd=djdask.cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[tuple[float, str]] = []
+        self._out: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.proc.stderr, True), daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stdout, False), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, stream, timed: bool) -> None:
+        for line in stream:
+            if timed:
+                self.lines.append((time.time(), line))
+            else:
+                self._out.append(line)
+
+    def finish(self, timeout: float, stop: int | None = None) -> subprocess.CompletedProcess:
+        """Its end (after signal ``stop``, when given), as a CompletedProcess; killed after ``timeout``."""
+        if stop is not None:
+            self.proc.send_signal(stop)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail(f"{self.proc.args[3:]} did not end in {timeout} s\n{self.stderr}")
+        for reader in self._readers:
+            reader.join(10)
+        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, "".join(self._out), self.stderr)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(line for _, line in self.lines)
+
+    def when(self, pattern: str) -> list[tuple[float, re.Match]]:
+        """The time and match of each stderr line that ``pattern`` matches."""
+        return [(at, found) for at, line in self.lines if (found := re.search(pattern, line))]
+
+    def after_job_end(self, log_directory: Path) -> dict[str, float]:
+        """Seconds from each ended job's last output (its file's mtime, in ``log_directory``) to
+        the line that said it ended."""
+        delays = {}
+        for at, found in self.when(r"Worker job (\d+)\b.* ended before its worker joined"):
+            job = found.group(1)
+            own = re.compile(rf"(?<!\d){job}(?!\d)")
+            files = [p for p in log_directory.glob(f"*{job}*") if own.search(p.name)]
+            if files:
+                delays[job] = round(at - max(p.stat().st_mtime for p in files), 1)
+        return delays
 
 
 def queue_empties(system, timeout: float = 30, name: str = JOB_NAME) -> bool:

@@ -1,19 +1,19 @@
 """Worker jobs that never join the scheduler, explained (djdask.clusters.jobwatch), on a real
-single-node SLURM and Grid Engine: a ``python`` the nodes do not have, a prologue line that
-fails, a job held pending, a worker that cannot reach its scheduler.  Each checks what a user
-sees (the job's own words quoted, the setting to fix), that the campaign does not hang, and
-that nothing is left reserved or queued, with no traceback."""
+single-node SLURM and Grid Engine: a ``python`` the nodes do not have, a worker that cannot
+reach its scheduler.  Each checks what a user sees (the job's own words quoted, the setting to
+fix), that the campaign does not hang, and that nothing is left reserved or queued, with no
+traceback.  A failing prologue line, a job held pending and a node cut off from the scheduler
+are tested on two compute nodes (test_multinode.py)"""
 
 from __future__ import annotations
 
 import re
-import signal
 import subprocess
 import time
 
 import pytest
 
-from tests.integration.batch_campaigns import JOB_NAME, Watch, queue_empties, write_profile
+from tests.integration.batch_campaigns import Said, queue_empties, write_profile
 from tests.integration.test_jobs_engine import seed_ledger as seed
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("server", ["postgres"], indirect=True)]
@@ -31,8 +31,13 @@ def never_joins(djdask, system, tmp_path, **settings) -> tuple[subprocess.Comple
         DJDASK_TEST_LEDGER=str(tmp_path / "ledger.txt"),
     )
     start = time.monotonic()
-    result = djdask("populate", "ledger", "--cluster", f"test{system.kind}", env=env, timeout=240)
-    return result, time.monotonic() - start
+    run = Said(djdask, env, "populate", "ledger", "--cluster", f"test{system.kind}")
+    result = run.finish(240)
+    took = time.monotonic() - start
+    ended = run.after_job_end(tmp_path / f"{system.kind}-logs")
+    assert all(delay < 60 for delay in ended.values()), f"a job's end was said {ended} s after it"
+    print(f"{system.kind}: each ended job said {ended} s after its last output")
+    return result, took
 
 
 def assert_stopped_cleanly(result, sql, prefix, system) -> None:
@@ -62,60 +67,6 @@ def test_a_python_the_nodes_lack_stops_the_campaign_with_the_jobs_words(server, 
     assert "`djdask.clusters.testslurm.python`" in result.stderr
     assert took < 120, f"the campaign took {took:.0f} s to give up"
     print(f"slurm, missing python: gave up after {took:.1f} s; jobs {ended}")
-
-
-@SLURM
-def test_a_failing_prologue_line_is_quoted(server, djdask, sql, prefix, slurm, tmp_path):
-    """A prologue line that fails (as a `module load` of a module the site lacks would): its
-    message is quoted, and the fix named is the profile's job-script-prologue."""
-    prologue = ["echo ERROR: Unable to locate a modulefile for lab-env/2.1 1>&2", "exit 3"]
-    result, took = never_joins(djdask, slurm, tmp_path, **{"job-script-prologue": prologue, "max-failed-starts": 2})
-    assert_stopped_cleanly(result, sql, prefix, slurm)
-    assert "exit code 3:0" in result.stderr, result.stderr
-    assert "    ERROR: Unable to locate a modulefile for lab-env/2.1" in result.stderr
-    assert "2 worker jobs in a row" in result.stderr
-    assert "`djdask.clusters.testslurm.job-script-prologue`" in result.stderr
-    print(f"slurm, failing prologue: gave up after {took:.1f} s")
-
-
-@SLURM
-def test_a_pending_job_is_said_with_slurms_reason_and_ctrl_c_leaves_nothing(
-    server, djdask, sql, prefix, slurm, tmp_path
-):
-    """A job held until later (--begin=now+2hours) stays PENDING: the campaign says so with
-    SLURM's reason (BeginTime) once the job waited report-pending-after; Ctrl-C then stops the
-    campaign, its keys released and its job cancelled."""
-    seed(djdask, 3)
-    env = djdask.env(
-        **slurm.env,
-        **write_profile(
-            tmp_path, "slurm", **{"job-extra-directives": ["--begin=now+2hours"], "report-pending-after": "5s"}
-        ),
-        DJDASK_TEST_LEDGER=str(tmp_path / "ledger.txt"),
-        PYTHONUNBUFFERED="1",
-    )
-    proc = Watch(djdask, slurm, env).proc
-    try:
-        deadline = time.monotonic() + 90
-        while not [j for j in slurm.queue() if j["name"] == JOB_NAME]:
-            assert time.monotonic() < deadline and proc.poll() is None, "no worker job was submitted"
-            time.sleep(0.5)
-        queued = time.monotonic()
-        time.sleep(20)  # 5 s pending, then the watch's next look (every 5 s) and the loop's
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    said = re.search(
-        r"Worker jobs? ([\d, ]+) ha(?:s|ve) waited (\d+) s in the queue: slurm says PENDING \(BeginTime\)", err
-    )
-    assert said, err
-    assert int(said.group(2)) >= 5 and time.monotonic() - queued < 60
-    assert err.count("in the queue: slurm says PENDING") == 1, err  # said once for both jobs, not at every look
-    assert "Traceback" not in err, err
-    assert sql.jobs_counts(f"{prefix}_ledger", "__entry").get("reserved", 0) == 0
-    assert queue_empties(slurm, timeout=15), f"jobs left in the queue: {slurm.queue()}"
 
 
 @SLURM

@@ -28,7 +28,6 @@ from tests.integration.batch_campaigns import (
 from tests.integration.test_dashboard import answer, read_until, unanswered
 from tests.integration.test_jobs_engine import ledger_lines as raw_ledger_lines
 from tests.integration.test_jobs_engine import seed_ledger as seed
-from tests.integration.test_populate import INSERT_DEMO, assert_same_rows
 
 pytestmark = [
     pytest.mark.integration,
@@ -59,24 +58,6 @@ def test_workers_are_slurm_jobs_and_leave_no_job_behind(server, djdask, sql, pre
     assert 1 <= watch.most_jobs <= 3, f"asked for {watch.most_jobs} jobs for 3 keys"
     assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_ledger', '__entry')}") == 3
     assert sql.jobs_counts(f"{prefix}_ledger", "__entry") == {}
-    assert queue_empties(slurm), f"jobs left in the queue: {slurm.queue()}"
-
-
-def test_reference_pipeline_on_slurm_matches_a_local_cluster_run(server, djdask, sql, prefix, slurm, tmp_path):
-    assert djdask.python(INSERT_DEMO).returncode == 0
-    env = djdask.env(**slurm.env, **write_profile(tmp_path))
-    result = djdask("populate", "djdask.pipeline", "--cluster", "testslurm", env=env, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-
-    other = f"{prefix}loc"
-    local_env = djdask.env(DASK_DJDASK__DEMO__SCHEMA_PREFIX=other)
-    seeded = subprocess.run(
-        [sys.executable, "-c", INSERT_DEMO], env=local_env, cwd=djdask.cwd, capture_output=True, text=True, timeout=120
-    )
-    assert seeded.returncode == 0, seeded.stderr
-    local = djdask("populate", "djdask.pipeline", "--workers", "2", env=local_env)
-    assert local.returncode == 0, local.stdout + local.stderr
-    assert_same_rows(sql, prefix, other, "the LocalCluster run")
     assert queue_empties(slurm), f"jobs left in the queue: {slurm.queue()}"
 
 

@@ -15,7 +15,7 @@ from djdask.clusters.jobwatch import GONE_AFTER, REPEAT_PENDING, JobStatus, JobW
 from djdask.clusters.kubernetes import pod_status
 from djdask.clusters.lsf import parse_bjobs_l
 from djdask.clusters.pbs import parse_qstat_f
-from djdask.clusters.sge import parse_qacct, parse_qstat_line
+from djdask.clusters.sge import parse_qacct, parse_qstat_line, pending_reason
 from djdask.clusters.slurm import parse_scontrol
 
 SCONTROL_FAILED = (
@@ -81,6 +81,22 @@ def test_grid_engine_qstat_and_qacct_read_as_a_job_status():
     ended = parse_qacct(QACCT)
     assert (ended.state, ended.exit_code, ended.node, ended.said) == ("ended", "127", "node03", "ended")
     assert parse_qacct("error: job id 45 not found") is None
+
+
+# `qstat -j` of a held job and of one submitted with `-a` (its start time), as Grid Engine 8.1
+# prints them with schedd_job_info true; a site with it false prints no scheduling info line.
+QSTAT_J_HELD = "job_number:                 1\njob_name:                   djdask-test\nscheduling info:            Job is in hold state\n"
+QSTAT_J_LATER = "job_number:                 2\nexecution_time:             Tue Jan  1 00:00:00 2030\njob_name:                   djdask-test\n"
+
+
+def test_grid_engine_says_why_a_job_waits_with_or_without_scheduling_info():
+    assert pending_reason(QSTAT_J_HELD, "hqw") == "Job is in hold state"
+    assert pending_reason(QSTAT_J_HELD.replace("scheduling info", "no"), "hqw") == "held; qrls releases it"
+    assert pending_reason(QSTAT_J_LATER, "qw") == "its start time is Tue Jan  1 00:00:00 2030"
+    assert pending_reason(QSTAT_J_LATER + "scheduling info:            execution time not reached\n", "qw") == (
+        "execution time not reached"
+    )
+    assert pending_reason("job_number: 3\n", "qw") == ""
 
 
 QSTAT_F_QUEUED = """\
