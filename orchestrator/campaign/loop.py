@@ -45,6 +45,7 @@ from djdask.campaign.checks import (
     table_timeout,
 )
 from djdask.campaign.complete import Completion, stream
+from djdask.campaign.follow import Follower
 from djdask.campaign.inflight import InFlight, claim_and_submit
 from djdask.campaign.losses import Losses
 from djdask.campaign.outcomes import RetryPolicy
@@ -101,6 +102,7 @@ class CampaignSummary:
     seconds: float = 0.0
     dashboard_link: str | None = None  # the default pool's page that answers: Dask's dashboard, else the campaign page
     cancelled: bool = False
+    following: bool = False  # a --follow campaign: stopped is its normal end
     waiting_for_resources: list[str] = field(default_factory=list)
     hints: list[str] = field(default_factory=list)  # e.g. tables group commit would speed up
     traced_peak_bytes: int | None = None  # with djdask.campaign.trace-memory (or PYTHONTRACEMALLOC=1)
@@ -111,8 +113,9 @@ class CampaignSummary:
 
     @property
     def exit_code(self) -> int:
-        """130 when cancelled, 1 when a key failed, else 0."""
-        if self.cancelled:
+        """130 when cancelled (a following campaign's stop is its normal end), 1 when a key
+        failed, else 0."""
+        if self.cancelled and not self.following:
             return 130
         return 1 if self.errors else 0
 
@@ -134,6 +137,8 @@ def ending(summary: CampaignSummary, error: BaseException | None, handing_over: 
     ``submitted`` when it stopped to hand over to a successor controller."""
     if handing_over and error is None:
         return "submitted", 0
+    if summary.following and summary.cancelled and error is None:
+        return "finished", summary.exit_code
     if summary.cancelled or isinstance(error, KeyboardInterrupt):
         return "cancelled", 130
     if error is not None:
@@ -281,6 +286,10 @@ class Campaign:
         DataJoint's default store, else djdask's local one.
     campaign_id : str, optional
         Take over this ``submitted`` campaign record (``djdask submit``); default a new id.
+    follow : bool, optional
+        Keep the pipeline populated: do not end when nothing is missing, look for new keys
+        every ``djdask.campaign.follow-interval`` (:mod:`djdask.campaign.follow`) until
+        stopped (:meth:`request_stop`, Ctrl-C, ``djdask cancel``), which is its normal end.
 
     The database is chosen as the command line chooses it: DataJoint's
     settings, or djdask's embedded PostgreSQL when none names a user.
@@ -303,6 +312,7 @@ class Campaign:
         make_kwargs: dict | None = None,
         store: str | None = None,
         campaign_id: str | None = None,
+        follow: bool = False,
     ) -> None:
         # Checked before anything reaches the database.
         check_settings()
@@ -332,6 +342,7 @@ class Campaign:
         self._secrets: list[str] = []  # masked in everything published and logged; known at run()
         self.publisher = StatePublisher(self.pools, self._identity, self._secrets, self.progress)
         self.owner: Owner | None = None
+        self.follow, self.follower = bool(follow), None  # its Follower: made in run(), on its connection
         self.tolerance = float(parse_timedelta(config.get("campaign.outage-tolerance")))
         self.inflight = InFlight(
             make_kwargs=self.make_kwargs,
@@ -374,7 +385,7 @@ class Campaign:
     def run(self) -> CampaignSummary:
         """Run the campaign until every reachable key is done or it is stopped."""
         t0 = time.monotonic()
-        summary = CampaignSummary()
+        summary = CampaignSummary(following=self.follow)
         if not len(self.selection.graph):
             return summary
         connection = self.selection.connection
@@ -385,7 +396,8 @@ class Campaign:
         reserved = [t for t in tables if t.queue.reserved]
         self.outage = Outage(
             connection,
-            tolerance=self.tolerance,
+            # A following campaign waits an outage out however long it lasts (it says so after the tolerance).
+            tolerance=float("inf") if self.follow else self.tolerance,
             stopping=self._stop.is_set,
             on_change=lambda notice: self.publisher.notify(tables, notice),
             on_return=lambda: self._after_outage(reserved),
@@ -394,8 +406,10 @@ class Campaign:
             # Keys left reserved by campaigns or workers that died go back to pending
             # now, without waiting for any timeout.
             recover_orphans(connection, [t.queue.name for t in reserved], lease_timeout=lease_timeout())
+            if self.follow:  # its marks before the first sweep: a change after it is seen at the first look
+                self.follower = Follower.start(connection, self.selection.graph)
             sweep(tables, self.priority, first=True)
-            heartbeat = LeaseKeeper(connection, self.owner)
+            heartbeat = LeaseKeeper(connection, self.owner, idle=self.follower and self.follower.is_idle)
             for state in reserved:
                 heartbeat.watch(state.queue.name)
             self.pools.start(
@@ -425,6 +439,7 @@ class Campaign:
             self.request_stop,
             self._secrets,
             self.publisher.publish_history,
+            idle=self.follower and self.follower.is_idle,
         )
         start_tracing()
         failed = True
@@ -493,6 +508,11 @@ class Campaign:
                     continue
                 if inflight.delayed and inflight.stop_waiting():  # nothing runs that they could wait for
                     continue
+                if self.follower is not None:  # following: look below what changed, or wait
+                    self.publisher.report(tables)
+                    self.follower.wait_for_work(tables, self.priority, self._db, swept, self._stop)
+                    swept = True
+                    continue
                 # Idle: look once more for keys that other workers made ready. If
                 # that finds none we can claim (priority, restriction), we are done.
                 if swept or not self._db(lambda: sweep(tables, self.priority)):
@@ -524,4 +544,6 @@ class Campaign:
         budget = None if self.max_calls is None else self.max_calls - self.calls
         claimed = claim_and_submit(deepest_first, self.inflight, budget, self._db, priority=self.priority)
         self.calls += claimed
+        if claimed and self.follower is not None:
+            self.follower.idle_since = None
         return claimed > 0

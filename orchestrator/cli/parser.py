@@ -207,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
             help="stop claiming after this long (e.g. 6h); running keys finish, the rest are released",
         )
         p.add_argument(
+            "--follow",
+            action="store_true",
+            help="keep the pipeline populated: do not end when nothing is missing; look for new keys every "
+            "djdask.campaign.follow-interval until stopped (Ctrl-C, SIGTERM, djdask cancel: exit 0)",
+        )
+        p.add_argument(
             "--resubmit",
             action="store_true",
             help="near its walltime the controller submits its successor, which goes on (see `djdask submit`)",

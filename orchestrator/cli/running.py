@@ -83,6 +83,7 @@ def run_campaign(
         make_kwargs=getattr(args, "make_kwargs", None),
         store=getattr(args, "store", None),
         campaign_id=getattr(args, "campaign_id", None),
+        follow=getattr(args, "follow", False),
     )
     if getattr(args, "stop_after", None):
         stop_after(campaign, args.stop_after, resubmit=args.resubmit)
@@ -123,8 +124,10 @@ def run_campaign(
     print()
     print_table(rows, ["table", "made", "errors", "retries", "tasks", "seconds", "rows", "pending"])
     state = "stopped" if summary.cancelled else "finished"
+    if summary.following:
+        state = "stopped following"
     print(f"\nCampaign {state} in {summary.seconds:.1f} s with {summary.errors} error(s).")
-    if summary.cancelled:
+    if summary.cancelled and not summary.following:
         print("Reserved keys were released. Run the same command to resume.", file=sys.stderr)
     if summary.waiting_for_resources:
         print("No worker had the resources for: " + ", ".join(summary.waiting_for_resources), file=sys.stderr)

@@ -98,6 +98,8 @@ def controller_command(args: argparse.Namespace, campaign: str, stop_after: floa
         command += ["--stop-after", f"{max(1.0, stop_after):.0f}s"]
     if args.resubmit:
         command += ["--resubmit"]
+    if getattr(args, "follow", False):
+        command += ["--follow"]
     return command
 
 

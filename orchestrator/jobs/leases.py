@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from dask.utils import parse_timedelta
@@ -252,9 +252,11 @@ class LeaseKeeper(SessionThread):
     thread_name = "djdask-heartbeat"
     what = "Lease heartbeat"
 
-    def __init__(self, connection: Any, owner: Owner) -> None:
+    def __init__(self, connection: Any, owner: Owner, idle: Callable[[], bool] | None = None) -> None:
         super().__init__(connection, parse_timedelta(config.get("jobs.heartbeat")))
         self.owner = owner
+        # A following campaign that holds no key renews nothing and leaves orphans to its full checks.
+        self.idle = idle
         self.orphan_interval = parse_timedelta(config.get("jobs.orphan-check"))
         self.lease_timeout = lease_timeout()
         self._tables: set[str] = set()
@@ -268,6 +270,8 @@ class LeaseKeeper(SessionThread):
             self._tables.add(jobs_table)
 
     def tick(self, conn: Any) -> None:
+        if self.idle is not None and self.idle():
+            return
         with self._lock:
             tables = sorted(self._tables)
         renewed = renew_leases(conn, tables, self.owner, djcompat.live_connection_id(self.connection))

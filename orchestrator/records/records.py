@@ -361,6 +361,10 @@ def find(connection: Any, prefix: str) -> tuple[Records, dict[str, Any]]:
     return found[0]
 
 
+#: Seconds between two looks at the pipeline's recent campaigns while a following campaign is idle.
+IDLE_HISTORY = 60.0
+
+
 class RecordKeeper(SessionThread):
     """A thread, with its own database session, that keeps a running campaign's record.
 
@@ -383,8 +387,11 @@ class RecordKeeper(SessionThread):
         on_cancel: Callable[[], None],
         secrets_: list[str],
         history: Callable[[list[dict[str, Any]]], None] | None = None,
+        idle: Callable[[], bool] | None = None,
     ) -> None:
         super().__init__(records.connection, parse_timedelta(config.get("campaign.cancel-poll")))
+        self.idle = idle  # a following campaign with nothing to do: fewer statements (see tick)
+        self._since_history = 0.0
         self.records = records
         self.campaign = campaign
         self.history = history
@@ -404,14 +411,21 @@ class RecordKeeper(SessionThread):
         mine = self._mine
         self._since_beat += self.interval
         self._since_check += self.interval
-        if not self.cancelled and mine.cancel_requested(self.campaign):
+        self._since_history += self.interval
+        beat = self._since_beat >= self.beat
+        # Idle (a following campaign between arrivals), a cancel is looked for at each beat
+        # only, and the pipeline's recent campaigns once a minute: its statements per idle
+        # minute stay few, whatever the pipeline's size.
+        idle = self.idle is not None and self.idle()
+        if not self.cancelled and (beat or not idle) and mine.cancel_requested(self.campaign):
             self.cancelled = True
             logger.warning("Campaign %s: cancelled by `djdask cancel`; stopping.", self.campaign)
             self.on_cancel()
-        if self._since_beat >= self.beat:
+        if beat:
             self._since_beat = 0.0
             self.renew(mine, djcompat.live_connection_id(conn))
-            if self.history is not None:
+            if self.history is not None and (not idle or self._since_history >= IDLE_HISTORY):
+                self._since_history = 0.0
                 self.history(recent(mine, self.campaign))
         if self._since_check >= self.lost_check:
             self._since_check = 0.0
@@ -502,6 +516,7 @@ class CampaignRecord:
         on_cancel: Callable[[], None],
         secrets_: list[str],
         history: Callable[[list[dict[str, Any]]], None] | None = None,
+        idle: Callable[[], bool] | None = None,
     ) -> None:
         """The campaign runs: note its dashboard, hand the recent campaigns to ``history`` (the
         campaign page) and start renewing the record."""
@@ -509,7 +524,13 @@ class CampaignRecord:
         if history is not None:
             history(recent(self.records, self.campaign))
         self.keeper = RecordKeeper(
-            self.records, self.campaign, snapshot=snapshot, on_cancel=on_cancel, secrets_=secrets_, history=history
+            self.records,
+            self.campaign,
+            snapshot=snapshot,
+            on_cancel=on_cancel,
+            secrets_=secrets_,
+            history=history,
+            idle=idle,
         ).start()
 
     def stop_keeping(self) -> None:

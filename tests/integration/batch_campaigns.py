@@ -143,11 +143,15 @@ class Said:
             pytest.fail(f"{self.proc.args[3:]} did not end in {timeout} s\n{self.stderr}")
         for reader in self._readers:
             reader.join(10)
-        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, "".join(self._out), self.stderr)
+        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, self.stdout, self.stderr)
 
     @property
     def stderr(self) -> str:
         return "".join(line for _, line in self.lines)
+
+    @property
+    def stdout(self) -> str:
+        return "".join(self._out)
 
     def when(self, pattern: str) -> list[tuple[float, re.Match]]:
         """The time and match of each stderr line that ``pattern`` matches."""

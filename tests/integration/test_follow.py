@@ -1,0 +1,102 @@
+"""A campaign that keeps a pipeline populated (``djdask populate --follow``,
+djdask.campaign.follow), on both backends: new upstream rows made downstream within the
+follow interval, a row deleted and inserted again made again, a stop by SIGTERM or
+``djdask cancel`` as its normal end (exit 0), and the statements it sends while idle,
+counted on the server, the same for 3 tables as for 200."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import time
+from collections import Counter
+
+import pytest
+
+from tests.integration.batch_campaigns import Said
+from tests.integration.test_jobs_engine import ledger_lines, seed_ledger
+
+pytestmark = pytest.mark.integration
+
+#: The follow interval of these tests (the default is 30 s).
+INTERVAL = 2.0
+
+
+def rows(sql, prefix: str) -> int:
+    return sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_ledger', '__entry')}")
+
+
+def until(predicate, timeout: float, what: str) -> float:
+    """Wait for ``predicate``; the seconds it took."""
+    start = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - start < timeout, f"{what}: not within {timeout} s"
+        time.sleep(0.1)
+    return time.monotonic() - start
+
+
+def follow_env(djdask, tmp_path, **extra: str) -> dict[str, str]:
+    return djdask.env(
+        DJDASK_TEST_LEDGER=str(tmp_path / "ledger.txt"),
+        DJDASK_TEST_MAKE_SECONDS="0.2",
+        DASK_DJDASK__CAMPAIGN__FOLLOW_INTERVAL=f"{INTERVAL}s",
+        **extra,
+    )
+
+
+@pytest.mark.parametrize("server", ["postgres", "mariadb"], indirect=True)
+def test_new_rows_are_made_while_following_and_sigterm_ends_it(server, djdask, sql, prefix, tmp_path):
+    """Two waves of new Source rows inserted by another client while the campaign follows:
+    each wave's Entry rows appear within the interval plus their make() time (plus slack for
+    a loaded machine); a Source row deleted (its Entry with it) and inserted again is made
+    again.  SIGTERM ends the campaign with exit 0, every key made once per insert (the
+    ledger), nothing left reserved."""
+    seed_ledger(djdask, 2)
+    source = sql.table(prefix + "_ledger", "source")
+    run = Said(djdask, follow_env(djdask, tmp_path), "populate", "ledger", "--follow", "--workers", "2")
+    try:
+        until(lambda: rows(sql, prefix) == 2, 120, "the first keys")
+        latencies = []
+        for wave in ((2, 3, 4), (5, 6)):
+            time.sleep(INTERVAL)  # idle a while: the wave is found by a look, not by the end of the last
+            sql.query(f"INSERT INTO {source} (source_id) VALUES " + ", ".join(f"({k})" for k in wave))
+            latencies.append(until(lambda n=wave[-1] + 1: rows(sql, prefix) == n, INTERVAL + 20, f"wave {wave}"))
+        time.sleep(INTERVAL)
+        sql.query(f"DELETE FROM {sql.table(prefix + '_ledger', '__entry')} WHERE source_id = 1")
+        sql.query(f"DELETE FROM {source} WHERE source_id = 1")
+        sql.query(f"INSERT INTO {source} (source_id) VALUES (1)")
+        latencies.append(until(lambda: rows(sql, prefix) == 7, INTERVAL + 20, "the row inserted again"))
+        assert run.proc.poll() is None, run.stderr
+    finally:
+        result = run.finish(60, stop=signal.SIGTERM)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "Campaign stopped following" in result.stdout, result.stdout
+    made = Counter(int(line[0]) for line in ledger_lines(tmp_path / "ledger.txt"))
+    assert made == Counter({0: 1, 1: 2, 2: 1, 3: 1, 4: 1, 5: 1, 6: 1}), made
+    assert sql.jobs_counts(f"{prefix}_ledger", "__entry").get("reserved", 0) == 0
+    print(
+        f"{server.backend}: insert to last downstream row {[round(x, 1) for x in latencies]} s (interval {INTERVAL} s)"
+    )
+
+
+@pytest.mark.parametrize("server", ["postgres"], indirect=True)
+def test_djdask_cancel_ends_a_following_campaign_with_exit_0(server, djdask, sql, prefix, tmp_path):
+    """`djdask cancel ID` stops a following campaign while it is idle: exit 0, its record
+    finished, nothing reserved."""
+    seed_ledger(djdask, 1)
+    run = Said(djdask, follow_env(djdask, tmp_path), "populate", "ledger", "--follow", "--workers", "1")
+    try:
+        until(lambda: rows(sql, prefix) == 1, 120, "the first key")
+        campaign = re.search(r"Campaign:\s+(\S+)", run.stdout).group(1)
+        cancelled = djdask("cancel", campaign, "ledger", timeout=120)
+        assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    finally:
+        result = run.finish(60, stop=None)
+    assert result.returncode == 0, result.stdout + result.stderr
+    listed = djdask("campaigns", "ledger", "--json")
+    record = next(r for r in json.loads(listed.stdout) if r["campaign"].startswith(campaign))
+    assert record["state"] == "finished", record
+    assert sql.jobs_counts(f"{prefix}_ledger", "__entry").get("reserved", 0) == 0
+    assert re.search(r"Campaign stopped following", result.stdout), result.stdout
