@@ -52,6 +52,9 @@ YOUNG = 60.0
 OLD_JOB_INTERVAL = 5.0
 #: Seconds after its submission when a job no status command knows counts as ended.
 GONE_AFTER = 30.0
+#: A job seen before that no command knows any more is given this long for its accounting
+#: record to appear (qacct reads a file the qmaster writes after the job has left qstat).
+ACCOUNTING_WAIT = 10.0
 #: Lines of a job's output quoted.
 QUOTED_LINES = 8
 #: What a worker logs while it cannot reach its scheduler (distributed.worker).
@@ -90,6 +93,7 @@ class SubmittedJob:
     running_since: float | None = None
     pending_said: float | None = None
     connect_said: bool = False
+    missing_since: float | None = None  # time.monotonic() when a job seen before was first known to no command
 
 
 def tail(paths: Sequence[str], lines: int = QUOTED_LINES) -> tuple[str | None, list[str]]:
@@ -228,10 +232,16 @@ class JobWatch(threading.Thread):
                 continue  # answered in words not read here: leave the job be, never lose it
             if status is None:
                 # No command knows it: its record expired (a site's MinJobAge), before the
-                # first look if it ended at once; just submitted, it may not be listed yet.
+                # first look if it ended at once; just submitted, it may not be listed yet;
+                # just ended, its accounting may not be written yet (Grid Engine's qacct).
+                job.missing_since = job.missing_since or now
                 if not job.seen and now - job.submitted < GONE_AFTER:
                     continue
+                if job.seen and now - job.missing_since < ACCOUNTING_WAIT:
+                    continue
                 status = JobStatus("ended", said="no record of it any more")
+            else:
+                job.missing_since = None
             job.seen = True
             if status.state == "ended":
                 self._ended(job, status)

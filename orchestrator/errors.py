@@ -93,6 +93,10 @@ class CampaignNotFoundError(DjdaskError, LookupError):
     """No campaign record has the id given (or more than one starts with it)."""
 
 
+class CampaignConflictError(DjdaskError, RuntimeError):
+    """Another campaign already does what this one would (a second following campaign)."""
+
+
 class SubmitRefused(RuntimeError):
     """The batch system refused a worker job (reported to the campaign, not logged twice).
     Not a :class:`DjdaskError`: it ends no command; the pool's scaling reports it."""

@@ -157,6 +157,19 @@ class Follower:
         self.marks, self.server_now = self.changes.probe()
         self.next_look = self.full_at = self.clock() + self.interval
 
+    def state(self) -> dict[str, Any]:
+        """What the record and the page show of it: its interval, looks, and when it last
+        looked and last found work (Unix times)."""
+        return {
+            "interval": self.interval,
+            "looks": self.looks,
+            "last_look": self.last_look,
+            "last_found": self.last_found,
+            "idle_since": self.idle_since,
+            "next_look_in": max(0.0, self.next_look - self.clock()),
+            "enqueued": self.enqueued,
+        }
+
     def is_idle(self) -> bool:
         """Nothing to do since the last look found none (the keepers' threads ask)."""
         return self.idle_since is not None

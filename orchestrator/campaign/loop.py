@@ -337,12 +337,13 @@ class Campaign:
         self.performance_report = performance_report
         # host, pid and user are added from the jobs tables' Owner, as `djdask status` shows them
         self._identity: dict[str, Any] = dict(
-            id=campaign_id or new_id(), module=self.selection.module_name, started=time.time()
+            id=campaign_id or new_id(), module=self.selection.module_name, started=time.time(), follow=bool(follow)
         )
         self._secrets: list[str] = []  # masked in everything published and logged; known at run()
         self.publisher = StatePublisher(self.pools, self._identity, self._secrets, self.progress)
         self.owner: Owner | None = None
         self.follow, self.follower = bool(follow), None  # its Follower: made in run(), on its connection
+        self.pools.idle_after = float(parse_timedelta(config.get("campaign.idle-after"))) if follow else None
         self.tolerance = float(parse_timedelta(config.get("campaign.outage-tolerance")))
         self.inflight = InFlight(
             make_kwargs=self.make_kwargs,
@@ -458,7 +459,8 @@ class Campaign:
         return summary
 
     def _account(self, summary: CampaignSummary, t0: float) -> dict[str, Any]:
-        return self.accounting.snapshot(summary.tables, self.pools, time.monotonic() - t0)
+        account = self.accounting.snapshot(summary.tables, self.pools, time.monotonic() - t0)
+        return account if self.follower is None else {**account, "following": self.follower.state()}
 
     def _loop(self, tables: list[TableState], summary: CampaignSummary, t0: float) -> None:
         deepest_first = sorted(tables, key=lambda t: -t.info.depth)
@@ -500,7 +502,7 @@ class Campaign:
                 time.sleep(0.1)
                 continue
             if not inflight:
-                if stop_deadline is not None or self._out_of_calls():
+                if stop_deadline is not None or (self.max_calls is not None and self.calls >= self.max_calls):
                     return
                 due = inflight.next_due()
                 if due is not None:
@@ -535,9 +537,6 @@ class Campaign:
         held = self.inflight.held_keys(also=self.losses.batches())
         for state, freed in restamp(self.selection.connection, self.owner, reserved, held):
             state.pending += freed
-
-    def _out_of_calls(self) -> bool:
-        return self.max_calls is not None and self.calls >= self.max_calls
 
     def _dispatch(self, deepest_first: list[TableState]) -> bool:
         """The claim and dispatch steps (:func:`djdask.campaign.inflight.claim_and_submit`)."""

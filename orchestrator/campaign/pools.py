@@ -63,6 +63,7 @@ class Pool:
     publishing: bool = False  # a state sent to its scheduler, not yet answered
     unsent: dict[str, Any] | None = None  # the newest state, to send once that one is answered
     publish_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    busy_at: float = 0.0  # time.monotonic() when its keys last wanted workers
 
     def find_links(self) -> Links:
         """The links to its scheduler's web server that answer from where the user sits.
@@ -138,6 +139,8 @@ class Pools:
     def __init__(self, cluster: str | Mapping[str, str] | None, client: Any, *, window: int) -> None:
         self.window = window
         self.client = client
+        # A following campaign's scaling pools keep their workers this long without work (then none).
+        self.idle_after: float | None = None
         if client is not None or not cluster:
             self.pools = {"default": Pool("default")}
             return
@@ -265,11 +268,20 @@ class Pools:
         )
 
     def update_demand(self, tables: Iterable[TableState]) -> None:
-        """Tell scaling pools how many worker processes their keys could use now."""
+        """Tell scaling pools how many worker processes their keys could use now; a following
+        campaign's pools keep the workers they have for ``idle_after`` after their last work,
+        then scale to none (distributed's Adaptive retires them, and asks again for keys)."""
         tables = list(tables)
+        now = time.monotonic()
         for pool in self.pools.values():
-            if pool.demand is not None:
-                pool.demand.workers = sum(t.pending + t.keys for t in tables if t.pool is pool)
+            if pool.demand is None:
+                continue
+            wanted = sum(t.pending + t.keys for t in tables if t.pool is pool)
+            if wanted:
+                pool.busy_at = now
+            elif self.idle_after is not None and now - pool.busy_at < self.idle_after:
+                wanted = pool.workers
+            pool.demand.workers = wanted
 
     def stop_starting(self) -> None:
         """Tell every worker to start no more make() (the campaign stops): the tasks it holds

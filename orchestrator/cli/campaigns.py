@@ -28,7 +28,7 @@ from djdask.db.connect import connect, secrets
 from djdask.errors import DjdaskError, InvalidInputError
 from djdask.planning.loader import load_pipeline
 from djdask.planning.planner import existing_jobs, select
-from djdask.records.records import ENDED, Records, find, home_schema
+from djdask.records.records import ENDED, Records, find, home_schema, is_following, shown_state
 
 if TYPE_CHECKING:
     import argparse
@@ -62,7 +62,19 @@ def _iso(value: datetime.datetime) -> str:
 
 
 def _plain(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: (_iso(v) if isinstance(v, datetime.datetime) else v) for k, v in record.items()}
+    plain = {k: (_iso(v) if isinstance(v, datetime.datetime) else v) for k, v in record.items()}
+    return {**plain, "state": shown_state(record)}
+
+
+def following_text(record: dict[str, Any]) -> str:
+    """``following``, and when a following campaign last found work (or that it has found none)."""
+    if not is_following(record):
+        return record["state"]
+    found = ((record.get("accounting") or {}).get("following") or {}).get("last_found")
+    if not found:
+        return "following (no new work yet)"
+    ago = format_time(max(0.0, time.time() - found))
+    return f"following (found work {ago} ago)"
 
 
 def campaigns(args: argparse.Namespace) -> int:
@@ -83,7 +95,7 @@ def campaigns(args: argparse.Namespace) -> int:
     table = [
         {
             "id": r["campaign"],
-            "state": r["state"],
+            "state": following_text(r),
             "user": r["user"],
             "host": r["host"],
             "started (UTC)": clock.utc_text(r["started"]),
@@ -220,7 +232,7 @@ def report(args: argparse.Namespace) -> int:
         print()
         return 0
     clusters = ", ".join(f"{k}={v}" for k, v in (record.get("clusters") or {}).items())
-    print(f"Campaign {record['campaign']} of {record['module']}: {record['state']}", end="")
+    print(f"Campaign {record['campaign']} of {record['module']}: {following_text(record)}", end="")
     print(f" (exit code {record['exit_code']})" if record["exit_code"] is not None else "")
     print(f"  user {record['user']} on {record['host']}, pid {record['pid']}; pools {clusters or '-'}")
     print(

@@ -25,9 +25,11 @@ __all__ = [
     "description",
     "find",
     "home_schema",
+    "is_following",
     "message",
     "new_id",
     "send",
+    "shown_state",
 ]
 
 _WHERE = {
@@ -47,9 +49,11 @@ _WHERE = {
     "description": "records",
     "find": "records",
     "home_schema": "records",
+    "is_following": "records",
     "message": "notify",
     "new_id": "records",
     "send": "notify",
+    "shown_state": "records",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _WHERE, __all__)

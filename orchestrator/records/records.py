@@ -51,7 +51,7 @@ from dask.utils import parse_timedelta
 from djdask import djcompat
 from djdask.config import namespace as config
 from djdask.db import clock
-from djdask.errors import CampaignNotFoundError, JobsTableError
+from djdask.errors import CampaignConflictError, CampaignNotFoundError, JobsTableError
 from djdask.jobs.leases import SessionThread, session_gone
 from djdask.jobs.queue import is_permission_error
 from djdask.records.notify import campaign_lost
@@ -67,7 +67,10 @@ __all__ = [
     "description",
     "find",
     "home_schema",
+    "is_following",
     "new_id",
+    "refuse_second_follower",
+    "shown_state",
 ]
 
 logger = logging.getLogger(__name__)
@@ -112,6 +115,29 @@ _COLUMNS = (
     "datajoint_version started heartbeat ended state exit_code dashboard log job_id controllers "
     "cancel_requested keys_made errors accounting owners"
 ).split()
+
+
+def is_following(record: dict[str, Any]) -> bool:
+    """A running campaign started with ``--follow`` (its accounting says so from its start)."""
+    return record["state"] == "running" and "following" in (record.get("accounting") or {})
+
+
+def shown_state(record: dict[str, Any]) -> str:
+    """The state a user reads: ``following`` for a running following campaign (the stored
+    state stays ``running``, which the records' tables of earlier versions know), else the state."""
+    return "following" if is_following(record) else record["state"]
+
+
+def refuse_second_follower(records: Records, module: str, campaign: str) -> None:
+    """One following campaign per pipeline: raise naming the one that already follows ``module``."""
+    for other in records.rows(f"{records.q('module')} = %s AND {records.q('state')} = 'running'", (module,)):
+        if other["campaign"] != campaign and is_following(other):
+            raise CampaignConflictError(
+                f"Campaign {other['campaign']} already follows {module} (user {other['user']} on {other['host']}, "
+                f"pid {other['pid']}, since {clock.utc_text(other['started'], zone=' UTC')}): it makes the keys new "
+                f"data brings. A second following campaign would only double the database's work while idle. "
+                f"Leave the pipeline to it, or stop it first: djdask cancel {other['campaign']}"
+            )
 
 
 def new_id() -> str:
@@ -476,6 +502,8 @@ class CampaignRecord:
         records.ensure()
         records.mark_lost(secrets_)
         campaign = identity["id"]
+        if identity.get("follow"):
+            refuse_second_follower(records, identity["module"], campaign)
         row = {
             **description(selection, owner.user, {p.name: getattr(p.profile, "name", None) or "local" for p in pools}),
             "host": owner.host,
@@ -483,6 +511,8 @@ class CampaignRecord:
             "connection_id": djcompat.live_connection_id(connection),
             "state": "running",
         }
+        if identity.get("follow"):  # a following campaign says so from its start (is_following)
+            row["accounting"] = {"following": {}}
         existing = records.get(campaign)
         # The jobs tables' times are in this session's clock: the offset lets `djdask report`
         # find the rows this controller held (:func:`djdask.cli.campaigns.jobs_of_campaign`).

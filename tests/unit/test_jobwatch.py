@@ -11,7 +11,16 @@ import time
 import pytest
 
 from djdask.clusters.htcondor import parse_condor_attributes
-from djdask.clusters.jobwatch import GONE_AFTER, REPEAT_PENDING, JobStatus, JobWatch, SubmittedJob, likely_fix, tail
+from djdask.clusters.jobwatch import (
+    ACCOUNTING_WAIT,
+    GONE_AFTER,
+    REPEAT_PENDING,
+    JobStatus,
+    JobWatch,
+    SubmittedJob,
+    likely_fix,
+    tail,
+)
 from djdask.clusters.kubernetes import pod_status
 from djdask.clusters.lsf import parse_bjobs_l
 from djdask.clusters.pbs import parse_qstat_f
@@ -364,6 +373,9 @@ def test_a_job_no_command_knows_counts_as_ended_only_after_a_while():
     kind.statuses["5"] = JobStatus("running", "RUNNING")
     watch.check()
     del kind.statuses["5"]
+    watch.check()
+    assert not forgotten  # its accounting may not be written yet: ACCOUNTING_WAIT
+    jobs["c-0"].missing_since -= ACCOUNTING_WAIT
     watch.check()
     assert forgotten == ["c-0"] and "no record of it any more" in said[0]
     jobs["c-1"].submitted -= GONE_AFTER
