@@ -409,6 +409,7 @@ class Campaign:
             recover_orphans(connection, [t.queue.name for t in reserved], lease_timeout=lease_timeout())
             if self.follow:  # its marks before the first sweep: a change after it is seen at the first look
                 self.follower = Follower.start(connection, self.selection.graph)
+                self.publisher.following = self.follower.state
             sweep(tables, self.priority, first=True)
             heartbeat = LeaseKeeper(connection, self.owner, idle=self.follower and self.follower.is_idle)
             for state in reserved:

@@ -13,7 +13,7 @@ import datetime
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dask.utils import parse_timedelta
@@ -74,6 +74,7 @@ class StatePublisher:
         self.notice: str | None = None  # what the campaign waits for now (a database outage)
         self.error_watch = ErrorWatch(identity, secrets)  # a table's errors past the threshold: say so
         self.accounting: Accounting | None = None  # make() durations per table, for the page's histogram
+        self.following: Callable[[], dict[str, Any]] | None = None  # a following campaign's Follower.state
 
     def record_errors(self, table: str, failed: Sequence[tuple[dict, str | None, str | None]]) -> None:
         """Keep the latest failures (key, message, the last lines of the traceback), masked."""
@@ -127,6 +128,8 @@ class StatePublisher:
             # A database outage first; else what a pool's job watch found of jobs whose worker has not joined.
             "notice": self.notice
             or next((redact(p.notice, self.secrets) for p in self.pools if getattr(p, "notice", None)), None),
+            # A following campaign (populate --follow): djdask.campaign.follow.Follower.state()
+            "following": self.following() if self.following is not None else None,
         }
 
     def publish_history(self, records: list[dict[str, Any]]) -> None:
