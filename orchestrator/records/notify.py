@@ -10,6 +10,7 @@ secrets: neither is logged; a failing receiver is named by its position.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import smtplib
@@ -43,8 +44,10 @@ def message(identity: dict[str, Any], summary: Any, state: str) -> dict[str, Any
         for t in summary.tables
     ]
     made, errors = sum(t["made"] for t in tables), sum(t["errors"] for t in tables)
+    # A following campaign's normal end is a stop: say that it no longer follows.
+    said = "stopped following" if identity.get("follow") and state == "finished" else state
     text = (
-        f"djdask campaign {identity.get('id')} of {identity.get('module')} {state} after {summary.seconds:.0f} s: "
+        f"djdask campaign {identity.get('id')} of {identity.get('module')} {said} after {summary.seconds:.0f} s: "
         f"{made} key(s) made, {errors} error(s) (user {identity.get('user')} on {identity.get('host')})"
     )
     campaign = {
@@ -107,22 +110,37 @@ def campaign_lost(record: dict[str, Any], secrets: list[str]) -> int:
 
 class ErrorWatch:
     """Says once per table, in the background, when its errors reach
-    ``djdask.campaign.notify.error-threshold`` during a campaign."""
+    ``djdask.campaign.notify.error-threshold`` during a campaign; for a following campaign
+    (which runs for weeks), once per table and UTC day, counting that day's errors."""
 
-    def __init__(self, identity: dict[str, Any], secrets: list[str]) -> None:
+    def __init__(self, identity: dict[str, Any], secrets: list[str], today: Any = None) -> None:
         settings = config.get("campaign.notify") or {}
         self.threshold = settings.get("error-threshold")
         self.active = bool(self.threshold) and bool(settings.get("webhooks") or settings.get("email"))
         self.identity, self.secrets = identity, secrets
         self.told: set[str] = set()
+        self.today = today or (lambda: datetime.datetime.now(datetime.timezone.utc).date())
+        self.day = self.today()
+        self.seen: dict[str, int] = {}  # each table's errors at the last call
+        self.before: dict[str, int] = {}  # and at the start of the day (following campaigns)
 
-    def see(self, table: str, errors: int) -> None:
-        if not self.active or errors < self.threshold or table in self.told:
-            return
+    def see(self, table: str, errors: int) -> bool:
+        """Note ``table``'s errors so far; True when this call told the receivers."""
+        if not self.active:
+            return False
+        counted, period = errors, ""
+        if self.identity.get("follow"):
+            day = self.today()
+            if day != self.day:
+                self.day, self.told, self.before = day, set(), dict(self.seen)
+            self.seen[table] = errors
+            counted, period = errors - self.before.get(table, 0), f" today ({day.isoformat()}, UTC)"
+        if counted < self.threshold or table in self.told:
+            return False
         self.told.add(table)
         text = (
             f"djdask campaign {self.identity.get('id')} of {self.identity.get('module')}: table {table} has "
-            f"{errors} error(s), past the threshold of {self.threshold}; the campaign goes on "
+            f"{counted} error(s){period}, past the threshold of {self.threshold}; the campaign goes on "
             f"(djdask errors {self.identity.get('module')} --table {table})"
         )
         body = {
@@ -132,10 +150,11 @@ class ErrorWatch:
                 "module": self.identity.get("module"),
                 "state": "running",
                 "table": table,
-                "errors": errors,
+                "errors": counted,
             },
         }
         threading.Thread(target=send, args=(body, self.secrets), name="djdask-notify", daemon=True).start()
+        return True
 
 
 def send(body: dict[str, Any], secrets: list[str]) -> int:
