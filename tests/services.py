@@ -10,6 +10,7 @@ instance with its own data directory, socket and port.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -25,6 +26,7 @@ __all__ = [
     "Server",
     "ServiceUnavailable",
     "SqlClient",
+    "StatementCounter",
     "start_mariadb",
     "start_postgres",
     "start_s3",
@@ -395,6 +397,47 @@ class TcpProxy:
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+
+class StatementCounter:
+    """Statements a server received, counted on the server: MariaDB's ``Questions`` status
+    counter; PostgreSQL's log with ``log_statement = all`` (set by this counter, reset by
+    :meth:`close`), for a server started here (its log is ``<DJ_HOST>/log``)."""
+
+    def __init__(self, env: dict[str, str], sql: SqlClient) -> None:
+        self.sql, self.postgres = sql, env["DJ_BACKEND"] == "postgresql"
+        self.log = Path(env["DJ_HOST"]) / "log"
+        if self.postgres:
+            sql.query("ALTER SYSTEM SET log_statement = 'all'")
+            sql.query("SELECT pg_reload_conf()")
+
+    def close(self) -> None:
+        if self.postgres:
+            self.sql.query("ALTER SYSTEM RESET log_statement")
+            self.sql.query("SELECT pg_reload_conf()")
+
+    def mark(self) -> int:
+        """A point to count from: MariaDB's counter, or the size of PostgreSQL's log."""
+        if self.postgres:
+            return self.log.stat().st_size
+        return int(self.sql.query("SHOW GLOBAL STATUS LIKE 'Questions'")[0][1])
+
+    def since(self, mark: int) -> int:
+        """Statements since ``mark``, not counting this count's own."""
+        if self.postgres:
+            with self.log.open("rb") as log:
+                log.seek(mark)
+                text = log.read().decode(errors="replace")
+            return len(re.findall(r"^\S+ \S+ UTC \[\d+\] LOG:  (?:statement|execute [^:]*):", text, re.M))
+        return int(self.sql.query("SHOW GLOBAL STATUS LIKE 'Questions'")[0][1]) - mark - 1
+
+    def connections(self) -> int:
+        """Client sessions open on the server now, this counter's own not counted."""
+        if self.postgres:
+            return (
+                int(self.sql.scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE backend_type = 'client backend'")) - 1
+            )
+        return int(self.sql.query("SHOW GLOBAL STATUS LIKE 'Threads_connected'")[0][1]) - 1
 
 
 class SqlClient:

@@ -10,7 +10,8 @@ One module per case, named for what it measures (:data:`CASES` maps the names
 ``--case`` takes to them): :mod:`~benchmarks.cases.throughput` (cases 1 and 2),
 :mod:`~benchmarks.cases.enqueue` (3), :mod:`~benchmarks.cases.reference` (4),
 :mod:`~benchmarks.cases.memory` (5), :mod:`~benchmarks.cases.group_commit` (6),
-:mod:`~benchmarks.cases.many_workers` (7), :mod:`~benchmarks.cases.many_tables` (8).
+:mod:`~benchmarks.cases.many_workers` (7), :mod:`~benchmarks.cases.many_tables` (8),
+:mod:`~benchmarks.cases.follow` (9).
 Their set-up is shared: :mod:`~benchmarks.cases.common` (sizes, rows, the
 environment, warm workers, a campaign, :func:`settle`) and
 :mod:`~benchmarks.cases.sides` (the baseline's processes, the ceiling, the turns).
@@ -38,6 +39,7 @@ from pathlib import Path
 
 from benchmarks.cases.common import row, settle, sizes
 from benchmarks.cases.enqueue import case_enqueue
+from benchmarks.cases.follow import case_follow
 from benchmarks.cases.group_commit import case_group
 from benchmarks.cases.many_tables import case_tables
 from benchmarks.cases.many_workers import case_workers
@@ -56,4 +58,5 @@ CASES: dict[str, Callable[[bool, Path], list[dict]]] = {
     "group": case_group,
     "workers": case_workers,
     "tables": case_tables,
+    "follow": case_follow,
 }
