@@ -57,6 +57,7 @@ def test_code_map_names_exist():
         "complete",
         "stream",
         "lease",
+        "follow",
         "finish",
     ]
     for step, names in steps.items():
