@@ -533,6 +533,8 @@ class CampaignRecord:
                 "`djdask submit`."
             )
         row["clusters"] = {**(existing.get("clusters") or {}), **row["clusters"]}  # keeps its `controller`
+        if "accounting" in row:  # a following successor: its predecessors' figures stay
+            row["accounting"] = {**(existing.get("accounting") or {}), **row["accounting"]}
         owners = [*(existing.get("owners") or []), owner_now]
         records.update(
             campaign, ("submitted",), **row, heartbeat="now", controllers=existing["controllers"] + 1, owners=owners
