@@ -86,7 +86,7 @@ def idle_minute(side: str, tables: int, work: Path) -> int:
     """Statements in one idle minute of ``side`` (``djdask`` or ``datajoint``) on ``tables`` tables."""
     from tests.services import StatementCounter
 
-    prefix = f"{schema_prefix()}{side[0]}{tables}"
+    prefix = f"{schema_prefix()}{side[:2]}{tables}"
     env = _env(prefix, tables)
     sql = sql_client()
     seed = subprocess.run(
