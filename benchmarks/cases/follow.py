@@ -52,9 +52,17 @@ def _names(sql, prefix: str, tables: int) -> list[str]:
     return [sql.table(f"{prefix}_many_{i * 4 // tables}", f"__step{i:03d}") for i in range(tables)]
 
 
+#: Statements the benchmark's own checks sent (not the campaign's: taken off the soak's counts).
+OWN = [0]
+
+
 def _made(sql, names: list[str], session: int) -> bool:
     try:
-        return all(sql.scalar(f"SELECT COUNT(*) FROM {n} WHERE session = %s", (session,)) for n in names)
+        for name in names:
+            OWN[0] += 1
+            if not sql.scalar(f"SELECT COUNT(*) FROM {name} WHERE session = %s", (session,)):
+                return False
+        return True
     except Exception:  # not declared yet
         return False
 
@@ -131,15 +139,17 @@ def soak(minutes: float, work: Path) -> dict[str, Any]:
         _wait(lambda: _made(sql, names, 0), 300)
         arrived: dict[int, float] = {}
         latency: dict[int, float] = {}
-        marks: list[tuple[float, int, int, int]] = []  # time, statements mark, RSS, sessions
+        marks: list[tuple[float, int, int, int, int]] = []  # time, statements mark, own so far, RSS, sessions
         start = time.monotonic()
         k = 0
         while time.monotonic() - start < minutes * 60:
             k += 1
-            sql.query(f"INSERT INTO {session} (session) VALUES (%s)", (k,))
-            arrived[k] = time.monotonic()
             if not marks or time.monotonic() - marks[-1][0] >= 60:
-                marks.append((time.monotonic(), counter.mark(), controller.memory_info().rss, counter.connections()))
+                rss, sessions = controller.memory_info().rss, counter.connections()
+                marks.append((time.monotonic(), counter.mark(), OWN[0], rss, sessions))
+            sql.query(f"INSERT INTO {session} (session) VALUES (%s)", (k,))
+            OWN[0] += 1
+            arrived[k] = time.monotonic()
             until = time.monotonic() + 10
             while time.monotonic() < until:
                 for j in [j for j in arrived if j not in latency]:
@@ -149,8 +159,12 @@ def soak(minutes: float, work: Path) -> dict[str, Any]:
         _wait(lambda: all(_made(sql, names, j) for j in arrived), INTERVAL + 60)
         for j in [j for j in arrived if j not in latency]:
             latency[j] = time.monotonic() - arrived[j]
-        first = counter.since(marks[0][1]) - counter.since(marks[1][1]) if len(marks) > 1 else None
-        last = counter.since(marks[-1][1]) * 60 / max(1.0, time.monotonic() - marks[-1][0])
+        # The campaign's statements (and its workers'), the benchmark's own inserts and checks taken off.
+        own, now = OWN[0], time.monotonic()
+        first = None
+        if len(marks) > 1:
+            first = counter.since(marks[0][1]) - counter.since(marks[1][1]) - (marks[1][2] - marks[0][2])
+        last = (counter.since(marks[-1][1]) - (own - marks[-1][2])) * 60 / max(1.0, now - marks[-1][0])
         end = (controller.memory_info().rss, counter.connections())
     finally:
         code = _stop(proc)
@@ -161,9 +175,9 @@ def soak(minutes: float, work: Path) -> dict[str, Any]:
         "arrivals": len(arrived),
         "latency_p50": values[len(values) // 2],
         "latency_max": values[-1],
-        "rss_start": marks[0][2],
+        "rss_start": marks[0][3],
         "rss_end": end[0],
-        "sessions_start": marks[0][3],
+        "sessions_start": marks[0][4],
         "sessions_end": end[1],
         "statements_first_minute": first,
         "statements_last_minute": round(last),
