@@ -10,7 +10,10 @@ table coloured by its progress, counts with throughput and ETA, and the latest
 errors.  Registering a plugin works the same for a scheduler in the campaign's
 process (LocalCluster, dask-jobqueue) and for one elsewhere (a running
 scheduler, Kubernetes), as long as djdask is installed where the scheduler runs.
-``/djdask/state.json`` serves the same rows as JSON.
+``/djdask/state.json`` serves the same rows as JSON, ``/djdask/health`` whether the
+campaign is alive (:mod:`djdask.monitor.health`), and the scheduler's ``/metrics`` adds
+the campaign's Prometheus metrics to Dask's (:mod:`djdask.monitor.metrics`); these three
+also where Dask's dashboard is off.
 
 The counts, rates and ETAs come from :class:`~djdask.monitor.progress.CampaignBoard`,
 the same data source the campaign's terminal progress reads.
@@ -22,6 +25,7 @@ import html
 import importlib.util
 import json
 import logging
+import time
 from typing import Any
 
 from dask.utils import format_bytes, format_time
@@ -30,7 +34,10 @@ from tornado import web
 from tornado.ioloop import IOLoop, PeriodicCallback
 
 from djdask.db.clock import utc_text
+from djdask.monitor.health import following_line, health_verdict
 from djdask.monitor.links import PAGE
+from djdask.monitor.metrics import CampaignCollector
+from djdask.monitor.plots import arrivals_figure, history_data, history_figures
 from djdask.monitor.progress import HISTORY_KEY, METADATA_KEY, CampaignBoard, format_eta, longest_running
 
 __all__ = ["DashboardPlugin", "fill_colour", "report_html"]
@@ -65,8 +72,10 @@ def _header_html(board: CampaignBoard) -> str:
     e = html.escape
     notice = board.state.get("notice")
     warning = f'<p style="color:#d62728"><b>{e(notice)}</b></p>' if notice else ""
+    following = following_line(board.state.get("following"), finished=status != "running")
+    follow = f'<p class="djdask-following">{e(following)}</p>' if following else ""
     return (
-        f"<h2>djdask campaign: {e(str(c.get('module')))} <small>({status})</small></h2>{warning}"
+        f"<h2>djdask campaign: {e(str(c.get('module')))} <small>({status})</small></h2>{warning}{follow}"
         f"<p>{e(str(c.get('user')))}@{e(str(c.get('host')))}, pid {e(str(c.get('pid')))}, "
         f"{'ran' if status != 'running' else 'running'} for {format_eta(elapsed)}. Same counts from the database: "
         f"<code>djdask status {e(str(c.get('module')))}</code>.</p>"
@@ -135,21 +144,6 @@ def _running_html(running: list[dict[str, Any]]) -> str:
         "<h3>Longest-running keys</h3><table><tr><th>table</th><th>key</th><th>worker</th><th>running for</th></tr>"
         f"{rows}</table>"
     )
-
-
-#: Line colours of the tables in the history plots (Bokeh's Category10).
-_PALETTE = [
-    "#1f77b4",
-    "#ff7f0e",
-    "#2ca02c",
-    "#d62728",
-    "#9467bd",
-    "#8c564b",
-    "#e377c2",
-    "#7f7f7f",
-    "#bcbd22",
-    "#17becf",
-]
 
 
 def _history_html(history: list[dict[str, Any]] | None, board: CampaignBoard | None = None) -> str:
@@ -221,49 +215,6 @@ def report_html(record: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def _history_figures() -> tuple[Any, Any, Any, Any]:
-    """The throughput and the make() duration plots, with their data sources."""
-    # lazy: bokeh (1.2 s), perhaps missing where the scheduler runs (the page then says so)
-    from bokeh.models import ColumnDataSource, HoverTool
-    from bokeh.plotting import figure
-
-    rates = ColumnDataSource({"xs": [], "ys": [], "table": [], "colour": []}, name="djdask-throughput")
-    spread = ColumnDataSource({"xs": [], "ys": [], "table": [], "colour": []}, name="djdask-durations")
-    throughput = figure(
-        height=220, sizing_mode="stretch_width", title="Throughput (keys/s) per table", x_axis_label="minutes"
-    )
-    throughput.multi_line("xs", "ys", source=rates, line_color="colour", line_width=2)
-    throughput.add_tools(HoverTool(tooltips=[("table", "@table")]))
-    durations = figure(
-        height=220,
-        sizing_mode="stretch_width",
-        title="make() durations per table (keys per bin)",
-        x_axis_type="log",
-        x_axis_label="seconds",
-    )
-    durations.multi_line("xs", "ys", source=spread, line_color="colour", line_width=2)
-    durations.add_tools(HoverTool(tooltips=[("table", "@table")]))
-    return throughput, rates, durations, spread
-
-
-def _history_data(board: CampaignBoard) -> tuple[dict[str, list], dict[str, list]]:
-    order = [t["table"] for t in board.state["tables"]] if board.state else []
-    colour = {t: _PALETTE[i % len(_PALETTE)] for i, t in enumerate(order)}
-    rates: dict[str, list] = {"xs": [], "ys": [], "table": [], "colour": []}
-    for table, (xs, ys) in board.throughput().items():
-        rates["xs"].append(xs)
-        rates["ys"].append(ys)
-        rates["table"].append(table)
-        rates["colour"].append(colour.get(table, "#777777"))
-    spread: dict[str, list] = {"xs": [], "ys": [], "table": [], "colour": []}
-    for table, bins in board.durations().items():  # each bin drawn as a bar's outline
-        spread["xs"].append([x for a, b, _ in bins for x in (a, a, b, b)])
-        spread["ys"].append([y for _, _, n in bins for y in (0, n, n, 0)])
-        spread["table"].append(table)
-        spread["colour"].append(colour.get(table, "#777777"))
-    return rates, spread
-
-
 #: The pipeline plot: its least height, the pixels per table of a layer and the most
 #: tables and layers (depths) it frames at first; a bigger pipeline is panned and zoomed.
 DAG_MIN_HEIGHT = 260
@@ -295,7 +246,8 @@ def campaign_doc(plugin: DashboardPlugin, scheduler: Any, extra: dict, doc: Any)
 
     board = plugin.board
     header, counts, running, errors, history = (Div(sizing_mode="stretch_width") for _ in range(5))
-    throughput, rates, durations, spread = _history_figures()
+    throughput, rates, durations, spread = history_figures(board)
+    arrivals, arrived = arrivals_figure()
     nodes = ColumnDataSource(
         {k: [] for k in ("x", "y", "table", "label", "fill", "line", "made", "pending", "in_flight", "errors", "eta")}
     )
@@ -344,7 +296,11 @@ def campaign_doc(plugin: DashboardPlugin, scheduler: Any, extra: dict, doc: Any)
         errors.text = _errors_html(board)
         running.text = _running_html(longest_running(scheduler.workers.values()))
         history.text = _history_html(scheduler.task_metadata.get(HISTORY_KEY), board)
-        rates.data, spread.data = _history_data(board)
+        rates.data, spread.data = history_data(board)
+        course = board.arrivals()
+        arrivals.visible = course is not None
+        if course is not None:
+            arrived.data = course
         pos = board.layout()
         if not rows:
             return
@@ -374,7 +330,9 @@ def campaign_doc(plugin: DashboardPlugin, scheduler: Any, extra: dict, doc: Any)
     update()
     doc.add_periodic_callback(update, 1000)
     doc.add_root(
-        column(header, fig, counts, throughput, durations, running, errors, history, sizing_mode="stretch_width")
+        column(
+            header, fig, counts, arrivals, throughput, durations, running, errors, history, sizing_mode="stretch_width"
+        )
     )
     doc.title = "Dask: djdask campaign"
     try:  # the dashboard's own page frame (navigation bar) and theme
@@ -401,6 +359,8 @@ class DashboardPlugin(SchedulerPlugin):
     def __init__(self, interval: float = 1.0) -> None:
         self.interval = interval
         self.board = CampaignBoard()
+        self.scheduler: Any = None  # while started: the metrics' collector reads its workers
+        self.received: float | None = None  # when the latest state arrived (time.monotonic), for /djdask/health
         self._callback = None
 
     def __getstate__(self) -> dict:
@@ -411,11 +371,23 @@ class DashboardPlugin(SchedulerPlugin):
 
     def poll(self, scheduler: Any) -> None:
         """Take the latest published state into the board."""
-        self.board.update(scheduler.task_metadata.get(METADATA_KEY))
+        if self.board.update(scheduler.task_metadata.get(METADATA_KEY)):
+            self.received = time.monotonic()
+
+    def health(self, scheduler: Any) -> tuple[int, dict[str, Any]]:
+        """The campaign's health from its last published state: :func:`djdask.monitor.health.health_verdict`."""
+        self.poll(scheduler)
+        age = None if self.received is None else time.monotonic() - self.received
+        return health_verdict(self.board.state, age=age, now=time.time())
 
     async def start(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
         self._callback = PeriodicCallback(lambda: self.poll(scheduler), self.interval * 1000)
         self._callback.start()
+        try:  # the campaign's metrics beside Dask's on /metrics
+            CampaignCollector.register(self)
+        except Exception as err:  # metrics we cannot add must not stop the scheduler
+            logger.warning("djdask: could not add the campaign's metrics to /metrics: %s", err)
         if getattr(scheduler, "http_application", None) is None:
             return  # no HTTP server: the state is still in the scheduler's metadata
         try:
@@ -426,6 +398,7 @@ class DashboardPlugin(SchedulerPlugin):
     async def close(self) -> None:
         if self._callback is not None:
             self._callback.stop()
+        self.scheduler = None
 
     def _add_page(self, scheduler: Any) -> None:
         plugin = self
@@ -440,6 +413,14 @@ class DashboardPlugin(SchedulerPlugin):
                 self.set_header("Content-Type", "application/json")
                 state = {**plugin.board.json(), "running": longest_running(scheduler.workers.values())}
                 self.write(json.dumps(state, default=str))
+
+        class Health(web.RequestHandler):
+            def get(self) -> None:
+                status, body = plugin.health(scheduler)
+                self.set_status(status)
+                self.set_header("Content-Type", "application/json")
+                self.set_header("Cache-Control", "no-store")
+                self.write(json.dumps(body))
 
         class Report(web.RequestHandler):
             def get(self, campaign: str) -> None:
@@ -456,6 +437,7 @@ class DashboardPlugin(SchedulerPlugin):
 
         handlers: list[tuple] = [
             (rf"{base}{PAGE}/state\.json", State),
+            (rf"{base}{PAGE}/health", Health),
             (rf"{base}{PAGE}/campaigns/([0-9a-f]+)", Report),
         ]
         if not scheduler.http_application.applications and importlib.util.find_spec("bokeh") is not None:

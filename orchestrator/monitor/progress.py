@@ -29,6 +29,7 @@ __all__ = [
     "format_eta",
     "format_rows",
     "longest_running",
+    "sliding_rates",
 ]
 
 
@@ -88,6 +89,8 @@ class CampaignBoard:
         self.state: dict[str, Any] | None = None
         self._history: deque[tuple[float, dict[str, int]]] = deque()
         self.timeline: list[tuple[float, dict[str, int]]] = []  # keys finished per table, over the campaign
+        # Beside each timeline point: the keys a following campaign's looks had found by then (None: not following).
+        self.found: list[int | None] = []
         self._stride = 1.0  # seconds between timeline points
 
     def update(self, state: dict[str, Any] | None) -> bool:
@@ -98,6 +101,7 @@ class CampaignBoard:
             if state["campaign"].get("id") != self.state["campaign"].get("id"):
                 self._history.clear()  # a new campaign on this scheduler
                 self.timeline.clear()
+                self.found.clear()
                 self._stride = 1.0
             elif state["time"] <= self.state["time"]:
                 return False
@@ -107,8 +111,9 @@ class CampaignBoard:
         self._history.append((now, counts))
         if not self.timeline or now - self.timeline[-1][0] >= self._stride or state["campaign"].get("finished"):
             self.timeline.append((now, counts))
+            self.found.append((state.get("following") or {}).get("enqueued"))
             if len(self.timeline) > TIMELINE_POINTS:
-                self.timeline = self.timeline[::2]
+                self.timeline, self.found = self.timeline[::2], self.found[::2]
                 self._stride *= 2
         # Keep one entry at least `window` old, as the start of the rate's span.
         while len(self._history) > 2 and self._history[1][0] <= now - self.window:
@@ -154,19 +159,31 @@ class CampaignBoard:
 
     def throughput(self) -> dict[str, tuple[list[float], list[float]]]:
         """Per table, keys finished per second over the campaign: (minutes since it started,
-        rate over the span ending there)."""
+        rate over the ``window`` seconds ending there, :func:`sliding_rates`), so that the
+        batches in which keys finish show as a steady rate, not as bursts."""
         if self.state is None or len(self.timeline) < 2:
             return {}
         started = self.state["campaign"].get("started") or self.timeline[0][0]
-        out: dict[str, tuple[list[float], list[float]]] = {t["table"]: ([], []) for t in self.state["tables"]}
-        for (t0, before), (t1, after) in zip(self.timeline, self.timeline[1:]):
-            span = t1 - t0
-            if span <= 0:
-                continue
-            for table, (xs, ys) in out.items():
-                xs.append((t1 - started) / 60)
-                ys.append(max(0, after.get(table, 0) - before.get(table, 0)) / span)
-        return out
+        times = [t for t, _ in self.timeline]
+        minutes = [(t - started) / 60 for t in times[1:]]
+        return {
+            t["table"]: (minutes, sliding_rates(times, [c.get(t["table"], 0) for _, c in self.timeline], self.window))
+            for t in self.state["tables"]
+        }
+
+    def arrivals(self) -> dict[str, list[float]] | None:
+        """A following campaign's course: ``minutes`` since it started, the keys its looks had
+        ``found`` (enqueued after its first sweep) and the keys ``made`` (finished, all tables)
+        by then; None for a campaign that does not follow."""
+        if self.state is None or not self.state.get("following"):
+            return None
+        started = self.state["campaign"].get("started") or (self.timeline[0][0] if self.timeline else 0.0)
+        points = [(t, f, sum(c.values())) for (t, c), f in zip(self.timeline, self.found) if f is not None]
+        return {
+            "minutes": [(t - started) / 60 for t, _, _ in points],
+            "found": [f for _, f, _ in points],
+            "made": [m for _, _, m in points],
+        }
 
     def durations(self) -> dict[str, list[list[float]]]:
         """Per table, the make() duration histogram the campaign published: ``[from, to, count]``."""
@@ -208,12 +225,39 @@ class CampaignBoard:
         return {
             "campaign": self.state["campaign"] if self.state else None,
             "notice": self.state.get("notice") if self.state else None,
+            "following": self.state.get("following") if self.state else None,
             "tables": self.rows(),
             "edges": self.edges(),
             "errors": self.errors(),
             "throughput": self.throughput(),
             "durations": self.durations(),
         }
+
+
+def sliding_rates(times: list[float], counts: list[float], window: float) -> list[float]:
+    """The rate of a cumulative ``counts`` at each of ``times`` but the first, over the
+    ``window`` seconds before it (fewer at the start): ``(count now - count then) / span``,
+    the count ``window`` seconds ago interpolated between its neighbouring points.
+
+    Keys finish in batches, so rates between consecutive points jump between nothing and a
+    batch's worth; over a window of several batches they read as the pace of the work.
+    Where the points lie further apart than ``window`` (a long campaign's thinned timeline),
+    the rate is that between neighbours.
+    """
+    rates = []
+    j = -1  # the last point at or before the window's start
+    for i in range(1, len(times)):
+        start = times[i] - window
+        while j + 1 < i and times[j + 1] <= start:
+            j += 1
+        if j < 0:  # the window reaches back past the first point: from there
+            t0, c0 = times[0], counts[0]
+        else:  # the count at the window's start, between the points on either side of it
+            ta, tb, ca, cb = times[j], times[j + 1], counts[j], counts[j + 1]
+            t0, c0 = start, (ca + (cb - ca) * (start - ta) / (tb - ta) if tb > ta else ca)
+        span = times[i] - t0
+        rates.append(max(0.0, counts[i] - c0) / span if span > 0 else 0.0)
+    return rates
 
 
 def format_rows(rows: list[dict[str, Any]]) -> list[str]:

@@ -128,6 +128,10 @@ class StatePublisher:
             # A database outage first; else what a pool's job watch found of jobs whose worker has not joined.
             "notice": self.notice
             or next((redact(p.notice, self.secrets) for p in self.pools if getattr(p, "notice", None)), None),
+            # Only a database outage sets the publisher's own notice (notify): for /djdask/health.
+            "database_reachable": self.notice is None,
+            # How often it publishes: a state older than a few of these says the campaign is stuck or gone.
+            "publish_interval": self.interval,
             # A following campaign (populate --follow): djdask.campaign.follow.Follower.state()
             "following": self.following() if self.following is not None else None,
         }
