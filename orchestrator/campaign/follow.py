@@ -268,6 +268,11 @@ class Follower:
             if count:
                 self.retried += count
                 retried.append(state)
+                # Its errors are tried again: counted as retries, and as errors again only if they fail
+                # again (a campaign stopped after they were made exits 0).
+                again = min(count, state.summary.errors)
+                state.summary.errors -= again
+                state.summary.retries += again
                 logger.info(
                     "%s: %d error row(s) older than %.0f s back to pending (djdask.campaign.retry-errors-after).",
                     state.summary.table,
