@@ -19,6 +19,11 @@ miss (counters lost with a crashed server come back as a change; a ``key_source`
 naming a table of a schema the pipeline does not declare) is caught by a full sweep
 every ``djdask.campaign.full-check-interval``.
 
+With ``djdask.campaign.retry-errors-after`` set, a look also puts the error rows older
+than that back to pending (one statement per table with a jobs table, at most every half
+of that setting), and sweeps their tables: a key whose make() failed on a passing cause
+is made again without a `djdask retry`.
+
 Which tables lie below a change is read from DataJoint's dependency graph (foreign
 keys, part tables folded into their masters) and from the inputs a table's
 ``key_source`` names beyond its foreign keys (:mod:`djdask.planning.inputs`).
@@ -125,11 +130,15 @@ class Follower:
         *,
         interval: float,
         full_every: float,
+        retry_after: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.changes = Changes(connection, _schemas(connection.dependencies))
         self.upstream = upstream_tables(connection.dependencies, graph)
         self.interval, self.full_every, self.clock = interval, full_every, clock
+        self.retry_after = retry_after  # seconds an error row stays before a look re-pends it; None: never
+        self.retried_at = clock()
+        self.retried = 0  # error rows re-pended
         self.marks: dict[str, tuple] | None = None
         self.server_now: datetime.datetime | None = None
         self.next_look = self.full_at = clock()
@@ -147,6 +156,7 @@ class Follower:
             graph,
             interval=float(parse_timedelta(config.get("campaign.follow-interval"))),
             full_every=float(parse_timedelta(config.get("campaign.full-check-interval"))),
+            retry_after=_seconds(config.get("campaign.retry-errors-after")),
         )
         follower.baseline()
         return follower
@@ -168,6 +178,7 @@ class Follower:
             "idle_since": self.idle_since,
             "next_look_in": max(0.0, self.next_look - self.clock()),
             "enqueued": self.enqueued,
+            "retried": self.retried,
         }
 
     def is_idle(self) -> bool:
@@ -223,6 +234,7 @@ class Follower:
             recover_orphans(self.changes.connection, reserved, lease_timeout=lease_timeout())
         else:
             below = [t for t in tables if self.upstream.get(t.info.full_name, frozenset()) & changed]
+        below += [t for t in self.retry_errors(tables, now) if t not in below]
         if not below:
             return False
         before = sum(t.summary.enqueued for t in below)
@@ -240,6 +252,38 @@ class Follower:
         if enqueued or found:
             self.last_found = time.time()
         return found
+
+    def retry_errors(self, tables: Sequence[TableState], now: float) -> list[TableState]:
+        """With ``retry_after``: put error rows older than it back to pending, at most every
+        half of it (each time one statement per table with a jobs table); the tables that had
+        some."""
+        if self.retry_after is None or now - self.retried_at < self.retry_after / 2:
+            return []
+        self.retried_at = now
+        retried = []
+        for state in tables:
+            if not state.queue.reserved:  # no jobs table, no error rows: a failed key stays missing
+                continue
+            count = state.queue.retry_errors(older_than=self.retry_after)
+            if count:
+                self.retried += count
+                retried.append(state)
+                # Its errors are tried again: counted as retries, and as errors again only if they fail
+                # again (a campaign stopped after they were made exits 0).
+                again = min(count, state.summary.errors)
+                state.summary.errors -= again
+                state.summary.retries += again
+                logger.info(
+                    "%s: %d error row(s) older than %.0f s back to pending (djdask.campaign.retry-errors-after).",
+                    state.summary.table,
+                    count,
+                    self.retry_after,
+                )
+        return retried
+
+
+def _seconds(value: Any) -> float | None:
+    return None if value is None else float(parse_timedelta(value))
 
 
 def _schemas(dependencies: Any) -> list[str]:

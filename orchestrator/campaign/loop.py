@@ -347,7 +347,7 @@ class Campaign:
         self.tolerance = float(parse_timedelta(config.get("campaign.outage-tolerance")))
         self.inflight = InFlight(
             make_kwargs=self.make_kwargs,
-            tolerance=self.tolerance,
+            tolerance=float("inf") if follow else self.tolerance,  # following: as the campaign (no spent attempts)
             walltime_margin=float(config.get("campaign.walltime-margin")),
         )
         self.outage: Outage | None = None  # the campaign's connection's, made in run()
@@ -397,8 +397,8 @@ class Campaign:
         reserved = [t for t in tables if t.queue.reserved]
         self.outage = Outage(
             connection,
-            # A following campaign waits an outage out however long it lasts (it says so after the tolerance).
             tolerance=float("inf") if self.follow else self.tolerance,
+            say_after=self.tolerance if self.follow else None,  # following: no limit; said past the tolerance
             stopping=self._stop.is_set,
             on_change=lambda notice: self.publisher.notify(tables, notice),
             on_return=lambda: self._after_outage(reserved),

@@ -96,6 +96,11 @@ def _is_connection_error(error: BaseException) -> bool:
 
         if isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError)):
             return True
+        # libpq's own failure with no SQLSTATE: the server sent no answer.  An idle session whose
+        # server was killed reads "server closed the connection unexpectedly" as a bare
+        # DatabaseError (every error a server sends has a code, and a subclass of its own).
+        if type(error) is psycopg2.DatabaseError and getattr(error, "pgcode", None) is None:
+            return True
     except ImportError:  # pragma: no cover - psycopg2 comes with datajoint[postgres]
         pass
     return False
@@ -203,7 +208,10 @@ class Outage:
     connection : datajoint.Connection
         The campaign's connection.
     tolerance : float
-        Seconds an outage may last before the campaign gives up.
+        Seconds an outage may last before the campaign gives up (``inf``: never).
+    say_after : float, optional
+        With no limit: after this many seconds of an outage, say once that the campaign
+        still waits for it (a following campaign passes its ``outage-tolerance``).
     stopping : callable, optional
         True when the campaign is asked to stop: waiting ends at once.
     on_change : callable, optional
@@ -217,12 +225,14 @@ class Outage:
         connection: Any,
         *,
         tolerance: float,
+        say_after: float | None = None,
         stopping: Callable[[], bool] = lambda: False,
         on_change: Callable[[str | None], None] = lambda notice: None,
         on_return: Callable[[], None] = lambda: None,
     ) -> None:
         self.connection = connection
         self.tolerance = tolerance
+        self.say_after = say_after
         self.stopping = stopping
         self.on_change = on_change
         self.on_return = on_return
@@ -282,11 +292,26 @@ class Outage:
         since, began = time.monotonic(), datetime.now().strftime("%H:%M:%S")
         reason = f"{type(error).__name__}: {error}".splitlines()[0][:300]
         notice = f"Database {_server(self.connection)} unreachable since {began}, retrying ({reason})"
-        logger.warning("%s; the campaign waits up to %.0f s for it.", notice, self.tolerance)
+        if self.tolerance == float("inf"):
+            logger.warning("%s; the campaign waits for it without a limit.", notice)
+        else:
+            logger.warning("%s; the campaign waits up to %.0f s for it.", notice, self.tolerance)
         self.on_change(notice)
         attempt = 0
+        said = self.say_after is None
         while not reconnect(self.connection):
             waited = time.monotonic() - since
+            if not said and waited > self.say_after:
+                said = True
+                logger.warning(
+                    "The database %s has been unreachable for %.0f s (since %s), longer than "
+                    "djdask.campaign.outage-tolerance (%.0f s); a following campaign waits for it without a limit "
+                    "(stop it with Ctrl-C, SIGTERM or `djdask cancel`).",
+                    _server(self.connection),
+                    waited,
+                    began,
+                    self.say_after,
+                )
             if self.stopping() or waited > self.tolerance:
                 raise DatabaseOutageError(
                     f"The database {_server(self.connection)} has been unreachable since {began} "

@@ -432,13 +432,26 @@ class JobQueue:
         stray = [key for key in map(self.codec.decode, rows) if self._tuple(key) not in kept]
         return sum(self.release(stray[i : i + 500]) for i in range(0, len(stray), 500))
 
-    def retry_errors(self) -> int:
-        """Put every ``error`` row back to ``pending`` (``djdask retry``); return how many."""
+    def retry_errors(self, older_than: float | None = None) -> int:
+        """Put every ``error`` row back to ``pending`` (``djdask retry``), or only those
+        recorded more than ``older_than`` seconds ago by the server's clock (a following
+        campaign's ``djdask.campaign.retry-errors-after``); return how many."""
         q = self.quote
+        where, args = f"{q('status')} = 'error'", ()
+        if older_than is not None:
+            # completed_time was stamped by the server (CURRENT_TIMESTAMP(3) in fail(), or
+            # DataJoint's own error()): compared with the server's clock, never this host's.
+            if self.is_postgres:
+                where += f" AND {q('completed_time')} < CURRENT_TIMESTAMP(3) - make_interval(secs => %s)"
+                args = (float(older_than),)
+            else:
+                where += f" AND {q('completed_time')} < CURRENT_TIMESTAMP(3) - INTERVAL %s MICROSECOND"
+                args = (int(older_than * 1e6),)
         cursor = self.connection.query(
             f"UPDATE {self.name} SET {q('status')} = 'pending', {q('error_message')} = '', "
             f"{q('error_stack')} = NULL, {q('completed_time')} = NULL, {q('reserved_time')} = NULL, "
-            f"{q('scheduled_time')} = CURRENT_TIMESTAMP(3) WHERE {q('status')} = 'error'"
+            f"{q('scheduled_time')} = CURRENT_TIMESTAMP(3) WHERE {where}",
+            args=args,
         )
         return cursor.rowcount
 

@@ -16,6 +16,7 @@ TRANSIENT = [
     pymysql.err.OperationalError(2013, "Lost connection to MySQL server during query"),
     psycopg2.OperationalError("server closed the connection unexpectedly"),
     psycopg2.InterfaceError("connection already closed"),
+    psycopg2.DatabaseError("server closed the connection unexpectedly"),  # an idle session's server killed
     LostConnectionError("Server connection lost"),
     ConnectionResetError(104, "Connection reset by peer"),
     ConnectionRefusedError(111, "Connection refused"),
