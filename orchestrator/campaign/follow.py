@@ -236,6 +236,7 @@ class Follower:
             below = [t for t in tables if self.upstream.get(t.info.full_name, frozenset()) & changed]
         below += [t for t in self.retry_errors(tables, now) if t not in below]
         if not below:
+            logger.debug("Follow look %d: nothing changed", self.looks)
             return False
         before = sum(t.summary.enqueued for t in below)
         found = sweep(below, priority)

@@ -31,6 +31,7 @@ import time
 import tracemalloc
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 from dask.utils import parse_timedelta
@@ -75,7 +76,7 @@ from djdask.monitor.progress import TerminalProgress
 from djdask.monitor.publisher import StatePublisher
 from djdask.planning.planner import Selection, select
 from djdask.records.accounting import Accounting
-from djdask.records.notify import campaign_ended
+from djdask.records.notify import campaign_ended, long_outage
 from djdask.records.records import CampaignRecord, new_id
 from djdask.worker.executor import PipelinePlugin
 
@@ -287,9 +288,8 @@ class Campaign:
     campaign_id : str, optional
         Take over this ``submitted`` campaign record (``djdask submit``); default a new id.
     follow : bool, optional
-        Keep the pipeline populated: do not end when nothing is missing, look for new keys
-        every ``djdask.campaign.follow-interval`` (:mod:`djdask.campaign.follow`) until
-        stopped (:meth:`request_stop`, Ctrl-C, ``djdask cancel``), which is its normal end.
+        Keep the pipeline populated: look for new keys every ``djdask.campaign.follow-interval``
+        (:mod:`djdask.campaign.follow`) until stopped, which is its normal end.
 
     The database is chosen as the command line chooses it: DataJoint's
     settings, or djdask's embedded PostgreSQL when none names a user.
@@ -399,6 +399,7 @@ class Campaign:
             connection,
             tolerance=float("inf") if self.follow else self.tolerance,
             say_after=self.tolerance if self.follow else None,  # following: no limit; said past the tolerance
+            on_long=partial(long_outage, self._identity, self._secrets),
             stopping=self._stop.is_set,
             on_change=lambda notice: self.publisher.notify(tables, notice),
             on_return=lambda: self._after_outage(reserved),

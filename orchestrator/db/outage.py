@@ -212,6 +212,8 @@ class Outage:
     say_after : float, optional
         With no limit: after this many seconds of an outage, say once that the campaign
         still waits for it (a following campaign passes its ``outage-tolerance``).
+    on_long : callable, optional
+        Called with those words too (a following campaign notifies them).
     stopping : callable, optional
         True when the campaign is asked to stop: waiting ends at once.
     on_change : callable, optional
@@ -226,6 +228,7 @@ class Outage:
         *,
         tolerance: float,
         say_after: float | None = None,
+        on_long: Callable[[str], None] = lambda text: None,
         stopping: Callable[[], bool] = lambda: False,
         on_change: Callable[[str | None], None] = lambda notice: None,
         on_return: Callable[[], None] = lambda: None,
@@ -233,6 +236,7 @@ class Outage:
         self.connection = connection
         self.tolerance = tolerance
         self.say_after = say_after
+        self.on_long = on_long
         self.stopping = stopping
         self.on_change = on_change
         self.on_return = on_return
@@ -303,15 +307,13 @@ class Outage:
             waited = time.monotonic() - since
             if not said and waited > self.say_after:
                 said = True
-                logger.warning(
-                    "The database %s has been unreachable for %.0f s (since %s), longer than "
-                    "djdask.campaign.outage-tolerance (%.0f s); a following campaign waits for it without a limit "
-                    "(stop it with Ctrl-C, SIGTERM or `djdask cancel`).",
-                    _server(self.connection),
-                    waited,
-                    began,
-                    self.say_after,
+                long = (
+                    f"The database {_server(self.connection)} has been unreachable for {waited:.0f} s (since "
+                    f"{began}), longer than djdask.campaign.outage-tolerance ({self.say_after:.0f} s); a following "
+                    "campaign waits for it without a limit (stop it with Ctrl-C, SIGTERM or `djdask cancel`)."
                 )
+                logger.warning("%s", long)
+                self.on_long(long)
             if self.stopping() or waited > self.tolerance:
                 raise DatabaseOutageError(
                     f"The database {_server(self.connection)} has been unreachable since {began} "

@@ -23,7 +23,7 @@ from djdask.config import namespace as config
 from djdask.db.clock import utc_text
 from djdask.db.connect import redact
 
-__all__ = ["ErrorWatch", "campaign_ended", "campaign_lost", "message", "send"]
+__all__ = ["ErrorWatch", "campaign_ended", "campaign_lost", "long_outage", "message", "send"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +106,19 @@ def campaign_lost(record: dict[str, Any], secrets: list[str]) -> int:
         },
     }
     return send(body, secrets)
+
+
+def long_outage(identity: dict[str, Any], secrets: list[str], words: str) -> None:
+    """Tell the receivers, in the background, that a following campaign still waits for its
+    database past ``outage-tolerance`` (``words``: what the campaign said)."""
+    settings = config.get("campaign.notify") or {}
+    if not settings.get("webhooks") and not settings.get("email"):
+        return
+    body = {
+        "text": f"djdask campaign {identity.get('id')} of {identity.get('module')}: {words}",
+        "campaign": {"id": identity.get("id"), "module": identity.get("module"), "state": "following", "outage": True},
+    }
+    threading.Thread(target=send, args=(body, secrets), name="djdask-notify", daemon=True).start()
 
 
 class ErrorWatch:

@@ -11,6 +11,7 @@ items 3, 4 and 7):
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import time
@@ -22,6 +23,7 @@ from tests.integration.batch_campaigns import JOB_NAME, RUNNING, Said, queue_emp
 from tests.integration.test_follow import INTERVAL, follow_env, rows, until
 from tests.integration.test_follow import until as until_
 from tests.integration.test_jobs_engine import ledger_lines, seed_ledger
+from tests.integration.test_notify import Hooks
 
 pytestmark = pytest.mark.integration
 
@@ -45,10 +47,12 @@ def restart_outage(server, djdask, sql, prefix, tmp_path, *, busy: bool) -> str:
     Returns a line of figures."""
     seed_ledger(djdask, 2)
     ledger = tmp_path / "ledger.txt"
+    hooks = Hooks()  # the notifications: the outage past the tolerance, and the stop
     env = {
         **follow_env(djdask, tmp_path),
         "DJDASK_TEST_MAKE_SECONDS": "1" if busy else "0.2",
         "DASK_DJDASK__CAMPAIGN__OUTAGE_TOLERANCE": f"{TOLERANCE:.0f}s",
+        "DASK_DJDASK__CAMPAIGN__NOTIFY__WEBHOOKS": json.dumps([f"{hooks.url}/hook"]),
     }
     run = Said(djdask, env, "populate", "ledger", "--follow", "--workers", "2")
 
@@ -92,6 +96,14 @@ def restart_outage(server, djdask, sql, prefix, tmp_path, *, busy: bool) -> str:
         if crashed:
             server.restart()  # the server is the session's: leave it running for the next tests
         result = run.finish(60, stop=signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while len(hooks.bodies) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        hooks.close()
+    told_by_hook = [b["text"] for b in hooks.bodies]
+    assert len(told_by_hook) == 2, told_by_hook
+    assert sum("longer than djdask.campaign.outage-tolerance" in text for text in told_by_hook) == 1, told_by_hook
+    assert sum("stopped following" in text for text in told_by_hook) == 1, told_by_hook
     check = fresh or server.client()
     try:
         assert result.returncode == 0, result.stdout + result.stderr
