@@ -139,14 +139,14 @@ def soak(minutes: float, work: Path) -> dict[str, Any]:
         _wait(lambda: _made(sql, names, 0), 300)
         arrived: dict[int, float] = {}
         latency: dict[int, float] = {}
-        marks: list[tuple[float, int, int, int, int]] = []  # time, statements mark, own so far, RSS, sessions
+        marks: list[tuple[float, int, int, int, int, int]] = []  # time, statements, own so far, RSS, sessions, files
         start = time.monotonic()
         k = 0
         while time.monotonic() - start < minutes * 60:
             k += 1
             if not marks or time.monotonic() - marks[-1][0] >= 60:
-                rss, sessions = controller.memory_info().rss, counter.connections()
-                marks.append((time.monotonic(), counter.mark(), OWN[0], rss, sessions))
+                rss, sessions, files = controller.memory_info().rss, counter.connections(), controller.num_fds()
+                marks.append((time.monotonic(), counter.mark(), OWN[0], rss, sessions, files))
             sql.query(f"INSERT INTO {session} (session) VALUES (%s)", (k,))
             OWN[0] += 1
             arrived[k] = time.monotonic()
@@ -165,7 +165,7 @@ def soak(minutes: float, work: Path) -> dict[str, Any]:
         if len(marks) > 1:
             first = counter.since(marks[0][1]) - counter.since(marks[1][1]) - (marks[1][2] - marks[0][2])
         last = (counter.since(marks[-1][1]) - (own - marks[-1][2])) * 60 / max(1.0, now - marks[-1][0])
-        end = (controller.memory_info().rss, counter.connections())
+        end = (controller.memory_info().rss, counter.connections(), controller.num_fds())
     finally:
         code = _stop(proc)
         counter.close()
@@ -179,6 +179,8 @@ def soak(minutes: float, work: Path) -> dict[str, Any]:
         "rss_end": end[0],
         "sessions_start": marks[0][4],
         "sessions_end": end[1],
+        "files_start": marks[0][5],
+        "files_end": end[2],
         "statements_first_minute": first,
         "statements_last_minute": round(last),
         "exit_code": code,
@@ -209,7 +211,8 @@ def case_follow(quick: bool, work: Path) -> list[dict]:
             f"9 following, soak: {soaked['arrivals']} arrivals every 10 s over {3 if quick else 30} min",
             djdask=(
                 f"latency p50 {soaked['latency_p50']:.1f} s, max {soaked['latency_max']:.1f} s; RSS "
-                f"{growth:+.1f} MB; sessions {soaked['sessions_start']} -> {soaked['sessions_end']}; statements/min "
+                f"{growth:+.1f} MB; sessions {soaked['sessions_start']} -> {soaked['sessions_end']}; open files "
+                f"{soaked['files_start']} -> {soaked['files_end']}; statements/min "
                 f"{soaked['statements_first_minute']} -> {soaked['statements_last_minute']}"
             ),
             baseline="-",
