@@ -13,11 +13,12 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from functools import partial
 
 import pytest
 
 from tests.integration.batch_campaigns import Said
-from tests.integration.test_jobs_engine import ledger_lines, seed_ledger
+from tests.integration.test_jobs_engine import ledger_lines, seed_ledger, wait_for
 from tests.services import StatementCounter
 
 pytestmark = pytest.mark.integration
@@ -30,13 +31,8 @@ def rows(sql, prefix: str) -> int:
     return sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_ledger', '__entry')}")
 
 
-def until(predicate, timeout: float, what: str) -> float:
-    """Wait for ``predicate``; the seconds it took."""
-    start = time.monotonic()
-    while not predicate():
-        assert time.monotonic() - start < timeout, f"{what}: not within {timeout} s"
-        time.sleep(0.1)
-    return time.monotonic() - start
+#: Wait for a predicate, asking every 0.1 s (latencies are measured with it); the seconds it took.
+until = partial(wait_for, poll=0.1)
 
 
 def follow_env(djdask, tmp_path, **extra: str) -> dict[str, str]:

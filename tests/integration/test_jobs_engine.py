@@ -41,12 +41,13 @@ def start_campaign(env, cwd, *, new_session=False):
     )
 
 
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_for(predicate, timeout, what, poll=0.2):
+    """Wait for ``predicate``, asking every ``poll`` s; the seconds it took."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
         if predicate():
-            return
-        time.sleep(0.2)
+            return time.monotonic() - start
+        time.sleep(poll)
     raise AssertionError(f"timed out waiting for {what}")
 
 

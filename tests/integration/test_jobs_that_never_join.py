@@ -30,21 +30,29 @@ def never_joins(djdask, system, tmp_path, **settings) -> tuple[subprocess.Comple
         **write_profile(tmp_path, system.kind, **settings),
         DJDASK_TEST_LEDGER=str(tmp_path / "ledger.txt"),
     )
-    start = time.monotonic()
-    run = Said(djdask, env, "populate", "ledger", "--cluster", f"test{system.kind}")
-    result = run.finish(240)
-    took = time.monotonic() - start
-    ended = run.after_job_end(tmp_path / f"{system.kind}-logs")
-    assert all(delay < 60 for delay in ended.values()), f"a job's end was said {ended} s after it"
+    result, took, ended = populate_timed(djdask, env, system.kind, tmp_path)
     print(f"{system.kind}: each ended job said {ended} s after its last output")
     return result, took
 
 
-def assert_stopped_cleanly(result, sql, prefix, system) -> None:
+def populate_timed(djdask, env, kind: str, tmp_path) -> tuple[subprocess.CompletedProcess, float, dict[str, float]]:
+    """`djdask populate ledger --cluster test<kind>` to its end: its result, its seconds, and the
+    seconds from each ended job's last output to the line that said it (each under 60)."""
+    start = time.monotonic()
+    run = Said(djdask, env, "populate", "ledger", "--cluster", f"test{kind}")
+    result = run.finish(240)
+    took = time.monotonic() - start
+    ended = run.after_job_end(tmp_path / f"{kind}-logs")
+    assert all(delay < 60 for delay in ended.values()), f"a job's end was said {ended} s after it"
+    return result, took, ended
+
+
+def assert_stopped_cleanly(result, sql, prefix, system, queue_timeout: float = 10) -> None:
+    """Exit 2, no traceback, no key reserved, no job queued (within ``queue_timeout`` s)."""
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     assert sql.jobs_counts(f"{prefix}_ledger", "__entry").get("reserved", 0) == 0
-    assert queue_empties(system, timeout=10), f"jobs left in the queue: {system.queue()}"
+    assert queue_empties(system, timeout=queue_timeout), f"jobs left in the queue: {system.queue()}"
 
 
 @SLURM

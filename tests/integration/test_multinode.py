@@ -28,6 +28,7 @@ import pytest
 
 from tests.integration.batch_campaigns import JOB_NAME, Said, Watch, ledger_lines, queue_empties, write_profile
 from tests.integration.test_jobs_engine import seed_ledger as seed
+from tests.integration.test_jobs_that_never_join import assert_stopped_cleanly, populate_timed
 from tests.integration.test_populate import INSERT_DEMO, assert_same_rows
 
 pytestmark = [
@@ -157,14 +158,6 @@ def node_profile(tmp_path: Path, system, **settings) -> dict[str, str]:
     return {**system.env, **write_profile(tmp_path, system.kind, **{**login, **settings})}
 
 
-def assert_nothing_left(result, sql, prefix, system) -> None:
-    """Exit 2, no traceback, no key reserved, no job queued."""
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    assert sql.jobs_counts(f"{prefix}_ledger", "__entry").get("reserved", 0) == 0
-    assert queue_empties(system, timeout=15), f"jobs left in the queue: {system.queue()}"
-
-
 @pytest.mark.parametrize("kind", ["slurm", "sge"])
 def test_a_node_cut_off_from_the_scheduler_is_explained(server, djdask, sql, prefix, kind, request, tmp_path):
     """The scheduler listens on an address the nodes have no route to. The campaign says, while
@@ -186,7 +179,7 @@ def test_a_node_cut_off_from_the_scheduler_is_explained(server, djdask, sql, pre
         )
         run = Said(djdask, env, "populate", "ledger", "--cluster", f"test{kind}")
         result = run.finish(150)
-        assert_nothing_left(result, sql, prefix, system)
+        assert_stopped_cleanly(result, sql, prefix, system, queue_timeout=15)
         ended = run.after_job_end(tmp_path / f"{kind}-logs")
         assert ended and max(ended.values()) < 60, f"the job's end was said {ended} s after it"
         said = re.search(
@@ -227,13 +220,9 @@ def test_a_failing_prologue_line_on_a_node_is_quoted(server, djdask, sql, prefix
         **node_profile(tmp_path, system, **{"job-script-prologue": PROLOGUE, "max-failed-starts": 2}),
         DJDASK_TEST_LEDGER=str(tmp_path / "l.txt"),
     )
-    start = time.monotonic()
-    run = Said(djdask, env, "populate", "ledger", "--cluster", f"test{kind}")
-    result = run.finish(240)
-    took = time.monotonic() - start
-    assert_nothing_left(result, sql, prefix, system)
-    ended = run.after_job_end(tmp_path / f"{kind}-logs")
-    assert len(ended) >= 2 and max(ended.values()) < 60, f"each job's end was said {ended} s after it"
+    result, took, ended = populate_timed(djdask, env, kind, tmp_path)
+    assert_stopped_cleanly(result, sql, prefix, system, queue_timeout=15)
+    assert len(ended) >= 2, f"each job's end was said {ended} s after it"
     assert re.search(rf"Worker job \d+ on node\d ended before its worker joined the scheduler: {PROLOGUE_SAID[kind]}",
                      result.stderr), result.stderr  # fmt: skip
     assert "    ERROR: Unable to locate a modulefile for lab-env/2.1" in result.stderr, result.stderr
