@@ -119,7 +119,7 @@ def gridengine(tmp_path_factory):
 @pytest.fixture(scope="session")
 def gridengine_nodes(tmp_path_factory):
     """A Grid Engine of two execution hosts, node1 and node2, network namespaces as for
-    ``slurm_nodes`` (a network of their own); tests in xdist_group "nodes"."""
+    ``slurm_nodes`` (a network of their own); tests in xdist_group "sge-nodes"."""
     cluster = start_or_skip(start_gridengine_nodes, tmp_path_factory, "sge-nodes")
     yield cluster
     cluster.stop()

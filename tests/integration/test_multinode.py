@@ -31,11 +31,16 @@ from tests.integration.test_jobs_engine import seed_ledger as seed
 from tests.integration.test_jobs_that_never_join import assert_stopped_cleanly, populate_timed
 from tests.integration.test_populate import INSERT_DEMO, assert_same_rows
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.xdist_group("nodes"),
-    pytest.mark.parametrize("server", ["postgres"], indirect=True),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.parametrize("server", ["postgres"], indirect=True)]
+
+#: The xdist group of each kind's tests: one worker for the two-node SLURM (and PBS's commands
+#: on it), another for the two-node Grid Engine, which has a network of its own.
+GROUPS = {"slurm": "nodes", "pbs": "nodes", "sge": "sge-nodes"}
+
+
+def kinds(*names: str) -> list:
+    """The ``kind`` parameters, each in its batch system's xdist group."""
+    return [pytest.param(name, marks=pytest.mark.xdist_group(GROUPS[name])) for name in names]
 
 
 def where_lines(path: Path) -> list[tuple[int, str, str, str]]:
@@ -51,7 +56,7 @@ def where_lines(path: Path) -> list[tuple[int, str, str, str]]:
 SYSTEMS = {"slurm": "slurm_nodes", "pbs": "pbs_nodes", "sge": "gridengine_nodes"}
 
 
-@pytest.mark.parametrize("kind", list(SYSTEMS))
+@pytest.mark.parametrize("kind", kinds(*SYSTEMS))
 def test_ledger_runs_on_both_nodes_each_key_once(server, djdask, sql, prefix, kind, request, tmp_path):
     """`djdask populate ledger --cluster test<kind>` (SLURM, PBS's commands on that SLURM,
     Grid Engine) with the scheduler on the login node's bridge address: every make() ran in a batch
@@ -104,7 +109,7 @@ def test_ledger_runs_on_both_nodes_each_key_once(server, djdask, sql, prefix, ki
     print(f"{kind}: two nodes up in {cluster.setup_seconds} s; keys per node {dict(per_node)}")
 
 
-@pytest.mark.parametrize("kind", ["slurm", "sge"])
+@pytest.mark.parametrize("kind", kinds("slurm", "sge"))
 def test_reference_pipeline_on_two_nodes_matches_a_local_cluster_run(
     server, djdask, sql, prefix, kind, request, tmp_path
 ):
@@ -158,7 +163,7 @@ def node_profile(tmp_path: Path, system, **settings) -> dict[str, str]:
     return {**system.env, **write_profile(tmp_path, system.kind, **{**login, **settings})}
 
 
-@pytest.mark.parametrize("kind", ["slurm", "sge"])
+@pytest.mark.parametrize("kind", kinds("slurm", "sge"))
 def test_a_node_cut_off_from_the_scheduler_is_explained(server, djdask, sql, prefix, kind, request, tmp_path):
     """The scheduler listens on an address the nodes have no route to. The campaign says, while
     the job runs on its node, that its worker has not reached the scheduler at that address;
@@ -208,7 +213,7 @@ PROLOGUE = ["echo ERROR: Unable to locate a modulefile for lab-env/2.1 1>&2", "e
 PROLOGUE_SAID = {"slurm": "slurm says FAILED, exit code 3:0", "sge": "sge says ended, exit code 3"}
 
 
-@pytest.mark.parametrize("kind", ["slurm", "sge"])
+@pytest.mark.parametrize("kind", kinds("slurm", "sge"))
 def test_a_failing_prologue_line_on_a_node_is_quoted(server, djdask, sql, prefix, kind, request, tmp_path):
     """A prologue line fails on the node: the campaign says each ended job with the batch
     system's state and exit code and quotes the line's message; after 2 (max-failed-starts)
@@ -244,7 +249,7 @@ HOLD = {
 }
 
 
-@pytest.mark.parametrize("kind", ["slurm", "sge"])
+@pytest.mark.parametrize("kind", kinds("slurm", "sge"))
 def test_a_job_held_pending_is_said_with_the_batch_systems_reason(server, djdask, sql, prefix, kind, request, tmp_path):
     """A worker job held in the queue (SLURM: --begin=now+2hours; Grid Engine: a hold) is said
     once report-pending-after has passed, with the batch system's own reason, and once only
@@ -286,7 +291,7 @@ def test_a_job_held_pending_is_said_with_the_batch_systems_reason(server, djdask
     print(f"{kind}, held pending: said {late:.1f} s after the job had waited report-pending-after (5 s)")
 
 
-@pytest.mark.parametrize("kind", ["slurm", "sge"])
+@pytest.mark.parametrize("kind", kinds("slurm", "sge"))
 def test_clusters_check_on_nodes_passes_and_finds_a_python_the_nodes_lack(
     server, djdask, sql, prefix, kind, request, tmp_path
 ):

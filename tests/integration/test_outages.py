@@ -97,14 +97,27 @@ def check_exactly_once(server, prefix, ledger, n):
     return calls
 
 
-@pytest.mark.parametrize("seconds", [10, 90])
+#: The jobs heartbeat and orphan check of the restart test (30 s and 60 s by default): its
+#: long outage spans several of each, as a 90-s outage spans the defaults.
+HEARTBEAT, ORPHAN_CHECK = "4s", "8s"
+
+
+@pytest.mark.parametrize("seconds", [10, 30])
 def test_campaign_rides_out_a_database_restart(own_server, prefix, tmp_path, seconds):
-    """The server is killed with a third of the keys made and is back ``seconds`` later."""
+    """The server is killed with a third of the keys made and is back ``seconds`` later; the
+    30-s outage outlasts seven heartbeats of the campaign's reservations and three of its
+    orphan checks (each of which fails and is waited out, none frees a key it holds)."""
     djdask = Djdask(own_server, prefix, tmp_path)
     n = 240
     seed_ledger(djdask, n)
     ledger = tmp_path / "ledger.txt"
-    env = djdask.env(DJDASK_TEST_LEDGER=str(ledger), DJDASK_TEST_MAKE_SECONDS="0.05", PYTHONUNBUFFERED="1")
+    env = djdask.env(
+        DJDASK_TEST_LEDGER=str(ledger),
+        DJDASK_TEST_MAKE_SECONDS="0.05",
+        PYTHONUNBUFFERED="1",
+        DASK_DJDASK__JOBS__HEARTBEAT=HEARTBEAT,
+        DASK_DJDASK__JOBS__ORPHAN_CHECK=ORPHAN_CHECK,
+    )
     proc = campaign(djdask, env)
     output = Output(proc)
     wait_for_lines(ledger, n // 3, proc)
