@@ -80,7 +80,7 @@ def test_new_rows_are_made_while_following_and_sigterm_ends_it(server, djdask, s
     )
 
 
-@pytest.mark.parametrize("server", ["postgres"], indirect=True)
+@pytest.mark.parametrize("server", ["postgres", "mariadb"], indirect=True)
 def test_djdask_cancel_ends_a_following_campaign_with_exit_0(server, djdask, sql, prefix, tmp_path):
     """`djdask cancel ID` stops a following campaign while it is idle: exit 0, its record
     finished, nothing reserved."""
@@ -189,7 +189,7 @@ def test_idle_statements_do_not_grow_with_the_number_of_tables(server, djdask, s
     assert many <= few * 1.1 + 3, (few, many, many_looks)
 
 
-@pytest.mark.parametrize("server", ["mariadb"], indirect=True)
+@pytest.mark.parametrize("server", ["postgres", "mariadb"], indirect=True)
 def test_a_second_following_campaign_is_refused_and_datajoints_workers_share_the_keys(
     server, djdask, sql, prefix, tmp_path
 ):

@@ -205,7 +205,7 @@ def test_retry_errors_after_makes_error_rows_again(server, djdask, sql, prefix, 
 
 
 @pytest.mark.xdist_group("slurm")
-@pytest.mark.parametrize("server", ["postgres"], indirect=True)
+@pytest.mark.parametrize("server", ["postgres", "mariadb"], indirect=True)
 def test_slurm_workers_are_released_when_idle_and_asked_for_again(server, djdask, sql, prefix, slurm, tmp_path):
     """A following campaign on SLURM: its 2 keys made in SLURM jobs; with nothing to do, its
     jobs leave the queue within idle-after (5 s) + scale-down-after (2 s) + slack; new rows
