@@ -19,6 +19,9 @@ __all__ = [
     "local_cluster",
     "profile_names",
     "resolve",
+    "without_credentials",
+    "without_database",
+    "worker_environment",
 ]
 
 _WHERE = {
@@ -33,6 +36,9 @@ _WHERE = {
     "local_cluster": "profiles",
     "profile_names": "profiles",
     "resolve": "profiles",
+    "without_credentials": "credentials",
+    "without_database": "credentials",
+    "worker_environment": "profiles",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _WHERE, __all__)

@@ -29,8 +29,10 @@ from distributed.core import Status
 
 from djdask.config import namespace as config
 from djdask.errors import ProfileError, SubmitRefused
-from djdask.worker.executor import LIFETIME_ENV, STAGGER_ENV
+from djdask.worker.executor import DATABASE_ENV, LIFETIME_ENV, STAGGER_ENV
+from djdask.worker.split import COMPUTE_RESOURCE
 
+from .credentials import without_credentials, without_database
 from .jobwatch import JobStatus, JobWatch, SubmittedJob, run_command
 from .keys import signature_keys
 from .paths import controller_path
@@ -55,6 +57,9 @@ _OWN_KEYS = frozenset(
         "shared-temp-directory",
         "dashboard-address",
         "export-environment",
+        "database",
+        "database-workers",
+        "pass-environment",
     }
 )
 
@@ -69,10 +74,18 @@ def _load(spec: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
-def _reporting_job(job_class: type, demand: Demand) -> type:
-    """``job_class`` that reports each submission, taken (with its job id) or refused, to ``demand``."""
+def _reporting_job(job_class: type, demand: Demand, environment: dict[str, str] | None = None) -> type:
+    """``job_class`` that reports each submission, taken (with its job id) or refused, to ``demand``;
+    with ``environment``, its commands (the submission too) run with that environment only."""
 
     class ReportingJob(job_class):
+        if environment is not None:
+
+            @staticmethod
+            async def _call(cmd, **kwargs):
+                kwargs.setdefault("env", environment)
+                return await job_class._call(cmd, **kwargs)
+
         async def start(self):
             try:
                 await super().start()
@@ -186,12 +199,16 @@ class BatchKind:
         kwargs = {k.replace("-", "_"): v for k, v in merged.items()}
         kwargs.setdefault("processes", int(kwargs["cores"]))  # one thread per worker process
         extra = list(kwargs.pop("worker_extra_args", []) or [])
-        resources = raw.get("resources")
+        resources = dict(raw.get("resources") or {})
+        if without_database(raw):  # make_compute only: no connection, no credential (djdask.campaign.split)
+            resources[COMPUTE_RESOURCE] = 1
+            kwargs["job_script_prologue"] = [*(kwargs.get("job_script_prologue") or []), f"export {DATABASE_ENV}=none"]
         if resources:
             extra += ["--resources", ",".join(f"{k}={v}" for k, v in resources.items())]
         kwargs["worker_extra_args"] = extra
         if raw.get("export-environment", True):
             self.export_environment(kwargs)
+
         lifetime = self.lifetime(profile, raw, walltime)
         if lifetime is not None:
             prologue = list(kwargs.get("job_script_prologue") or [])
@@ -312,7 +329,10 @@ class BatchKind:
         kwargs = self.settings(profile, raw)
         kwargs.update(secure_scheduler(profile, raw, kwargs.get("scheduler_options")))
         if demand is not None:
-            kwargs["job_cls"] = _reporting_job(_load(self.job_class), demand)
+            environment = None
+            if without_database(raw):  # the jobs get none of this host's credentials
+                environment = without_credentials(dict(os.environ), raw.get("pass-environment") or ())
+            kwargs["job_cls"] = _reporting_job(_load(self.job_class), demand, environment)
         try:
             cluster = _load(self.cluster_class)(**kwargs)
         except OSError as err:  # the scheduler could not listen where the profile says

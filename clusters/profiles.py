@@ -25,6 +25,7 @@ from dask.utils import parse_timedelta
 from djdask.config import namespace as config
 from djdask.errors import ProfileError, ProfileNotFoundError
 
+from .credentials import without_credentials, without_database
 from .keys import check_keys
 from .security import client_security
 
@@ -135,13 +136,13 @@ class LocalKind:
 
     def accepted_keys(self) -> frozenset[str]:
         """The keys a local profile takes (its workers get no ``resources``: LocalCluster gives none)."""
-        return frozenset({"kind", "workers"})
+        return frozenset({"kind", "workers", "database", "database-workers"})
 
     def start(self, profile: str, raw: dict[str, Any], workers: int | None = None, demand: Any = None):
         # lazy: Dask's client (0.4 s), only as a pool starts: listing or checking profiles goes without
         from distributed import Client
 
-        cluster = local_cluster(workers or raw.get("workers"))
+        cluster = local_cluster(workers or raw.get("workers"), without_database=without_database(raw))
         return Client(cluster), cluster
 
 
@@ -247,7 +248,7 @@ def light_upkeep(workers: int) -> dict[str, Any]:
     return {}
 
 
-def local_cluster(workers: int | None = None, *, dashboard_address: str | None = None):
+def local_cluster(workers: int | None = None, *, dashboard_address: str | None = None, without_database: bool = False):
     """Start a LocalCluster of ``workers`` single-threaded worker processes.
 
     Parameters
@@ -256,9 +257,16 @@ def local_cluster(workers: int | None = None, *, dashboard_address: str | None =
         Number of worker processes; default the number of CPU cores.
     dashboard_address : str, optional
         Where the Dask dashboard listens; default ``djdask.campaign.dashboard-address``.
+    without_database : bool
+        Workers that open no connection and run only ``make_compute`` (a ``local`` profile
+        with ``database: none``, to try a split on one machine): they are given no
+        credential, though they share this machine and its files.
     """
     # lazy: Dask's client (0.4 s), only as a pool starts: listing or checking profiles goes without
     from distributed import LocalCluster
+
+    # lazy: the worker's modules (Dask's worker, psutil), only as a pool starts
+    from djdask.worker import COMPUTE_RESOURCE, DATABASE_ENV
 
     if workers is None:
         workers = os.cpu_count() or 1
@@ -276,6 +284,9 @@ def local_cluster(workers: int | None = None, *, dashboard_address: str | None =
         # it started with, so the settings the campaign exports (database, stores) are given
         # to each worker explicitly.
         upkeep = light_upkeep(int(workers))
+        env = worker_environment()
+        if without_database:
+            env = {**without_credentials(env), DATABASE_ENV: "none"}
         with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver", **upkeep}):
             return LocalCluster(
                 n_workers=int(workers),
@@ -286,7 +297,8 @@ def local_cluster(workers: int | None = None, *, dashboard_address: str | None =
                 memory_limit=config.get("campaign.worker-memory"),
                 silence_logs=logging.ERROR,
                 scheduler_kwargs={"dashboard": bool(config.get("campaign.dask-dashboard"))},
-                env=worker_environment(),
+                env=env,
+                resources={COMPUTE_RESOURCE: 1} if without_database else None,
             )
     finally:
         if previous is not None:

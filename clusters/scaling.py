@@ -37,6 +37,7 @@ class Demand:
         self.findings: list[str] = []
         self.fatal: str | None = None
         self.watch: Any = None  # the pool's JobWatch, stopped with the pool
+        self.keep: set[str] = set()  # workers of the scheduler that are not the pool's (its database side)
 
     @property
     def wanted(self) -> int:
@@ -56,3 +57,11 @@ class DemandAdaptive(Adaptive):
 
     async def target(self) -> int:
         return self.demand.wanted
+
+    async def workers_to_close(self, target: int) -> list[str]:
+        """Idle workers to retire toward ``target``, never those in ``demand.keep`` (the
+        database side of a pool without database access, which the campaign started here)."""
+        keep = self.demand.keep
+        if not keep:
+            return await super().workers_to_close(target)
+        return [name for name in await super().workers_to_close(target + len(keep)) if name not in keep]

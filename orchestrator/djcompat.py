@@ -51,6 +51,13 @@ __all__ = [
     "is_tripartite",
     "GroupMaker",
     "jobs_declaration_error",
+    "CHANGED_INPUTS",
+    "TRIPARTITE",
+    "is_splittable",
+    "fetch_hash",
+    "split_insert",
+    "without_database",
+    "offline_instance",
 ]
 
 EXPECTED_POPULATE1_PARAMETERS = ("key", "jobs", "suppress_errors", "return_exception_objects", "make_kwargs")
@@ -119,6 +126,14 @@ def check_compatibility() -> None:
         if not hasattr(owner, name):
             raise _incompatible(f"DataJoint's {owner.__name__}.{name} is gone")
     populate1 = inspect.getsource(AutoPopulate._populate1)
+    if CHANGED_INPUTS not in populate1 or "ignore_iterable_order=False" not in populate1:
+        raise _incompatible(
+            "DataJoint's AutoPopulate._populate1 no longer hashes make_fetch's data as split_insert does"
+        )
+    if not inspect.isgeneratorfunction(AutoPopulate.make) or "self.make_compute(key, *fetched_data)" not in (
+        inspect.getsource(AutoPopulate.make)
+    ):
+        raise _incompatible("DataJoint's AutoPopulate.make no longer drives make_fetch/make_compute/make_insert")
     for step in ("_allow_insert = True", "self._upstream_key = dict(key)", "set_ingesting(", "make(dict(key)"):
         if step not in populate1:  # GroupMaker mirrors these steps of _populate1
             raise _incompatible(f"DataJoint's AutoPopulate._populate1 no longer does `{step}`; GroupMaker mirrors it")
@@ -199,7 +214,15 @@ class MakeResult:
     commit: float = 0.0  # seconds its transaction's commit took
 
 
-def run_make(table: Any, key: dict, *, make_kwargs: dict | None = None, version: str | None = None) -> MakeResult:
+def run_make(
+    table: Any,
+    key: dict,
+    *,
+    make_kwargs: dict | None = None,
+    version: str | None = None,
+    make: Any = None,
+    began: tuple[float, float] | None = None,
+) -> MakeResult:
     """Run ``make(key, **make_kwargs)`` of ``table`` in its own transaction, as
     ``populate()`` does for one key in direct mode.
 
@@ -210,11 +233,20 @@ def run_make(table: Any, key: dict, *, make_kwargs: dict | None = None, version:
         stamps the same on the row's job metadata (``_job_version``) and
         provenance, instead of running ``git rev-parse`` here, in the worker's
         directory, twice per key.
+    make : callable, optional
+        Run in place of the table's ``make`` (on this instance only): a split make's
+        last part (:func:`finish_split`).
+    began : (float, float), optional
+        When the key's make() began (``time.time()``) and the seconds its earlier parts
+        took: the job metadata's start and duration count them, as ``populate()``'s do.
     """
     captured: dict[str, float] = {}
     update_metadata = table._update_job_metadata
 
     def capture(key, start_time, duration, version):  # DataJoint's own figures, kept for the jobs row
+        if began is not None:  # a split make(): from its fetch, its parts' own seconds
+            start_time = datetime.datetime.fromtimestamp(began[0])
+            duration = float(duration) + began[1]
         captured["duration"] = float(duration)
         return update_metadata(key, start_time=start_time, duration=duration, version=version)
 
@@ -230,6 +262,8 @@ def run_make(table: Any, key: dict, *, make_kwargs: dict | None = None, version:
 
     table._update_job_metadata = capture  # on this instance only
     connection.commit_transaction = timed_commit  # likewise
+    if make is not None:
+        table.make = make  # likewise: _populate1 calls self.make
     try:
         with job_version(version):
             result = table._populate1(
@@ -240,6 +274,8 @@ def run_make(table: Any, key: dict, *, make_kwargs: dict | None = None, version:
     finally:
         del table._update_job_metadata
         del connection.commit_transaction
+        if make is not None:
+            del table.make
     if result is True:
         return MakeResult("success", duration=captured.get("duration"), commit=captured.get("commit", 0.0))
     if result is False:
@@ -520,3 +556,83 @@ def jobs_declaration_error(jobs: Any) -> str | None:
     except DataJointError as err:
         return str(err)
     return None
+
+
+# -- a tripartite make() split across the network: fetch and insert here, compute elsewhere --
+#: DataJoint's own message (``_populate1``) when a tripartite make()'s inputs changed between
+#: its fetch and its insert; a split make() raises the same error.
+CHANGED_INPUTS = "Referential integrity failed! The `make_fetch` data has changed"
+
+#: The methods of a make() that can be split (DataJoint's tripartite make).
+TRIPARTITE = ("make_fetch", "make_compute", "make_insert")
+
+
+def is_splittable(cls: type) -> bool:
+    """Whether ``cls`` makes its keys with ``make_fetch``/``make_compute``/``make_insert``
+    driven by DataJoint's own ``make`` (a ``make`` of its own, generator or not, cannot be
+    cut: its parts are not separate calls)."""
+    from datajoint.autopopulate import AutoPopulate  # lazy: DataJoint (1 s; warns unless import_datajoint loads it)
+
+    return (
+        all(callable(getattr(cls, name, None)) for name in TRIPARTITE)
+        and getattr(cls, "make", None) is AutoPopulate.make
+        and not hasattr(cls, "_make_tuples")
+    )
+
+
+def fetch_hash(fetched: Any) -> str:
+    """The hash of a ``make_fetch`` result, as ``_populate1`` takes it."""
+    import deepdiff  # lazy: DataJoint's dependency, as _populate1 imports it
+
+    return deepdiff.DeepHash(fetched, ignore_iterable_order=False)[fetched]
+
+
+def split_insert(table: Any, computed: tuple, expected_hash: str) -> Any:
+    """The make() that finishes a split key inside ``_populate1``'s transaction: ``make_fetch``
+    again, its hash compared with the one taken when the key was fetched for its
+    ``make_compute`` (DataJoint's own error when they differ), then ``make_insert`` with
+    what ``make_compute`` returned elsewhere.  ``_populate1`` opens the transaction first, so
+    the second fetch and the insert are in it, as in DataJoint's tripartite sequence."""
+    from datajoint.errors import DataJointError  # lazy: DataJoint (1 s; warns unless import_datajoint loads it)
+
+    def make(key: dict, **kwargs: Any) -> None:
+        fetched = table.make_fetch(key, **kwargs)
+        if fetch_hash(fetched) != expected_hash:
+            raise DataJointError(CHANGED_INPUTS)
+        table.make_insert(key, *computed)
+
+    return make
+
+
+@contextlib.contextmanager
+def without_database() -> Iterator[dict[tuple[str, str], type]]:
+    """While inside, DataJoint's schemas do not activate: a pipeline module imported here
+    declares its table classes without a connection (``dj.Schema(name)`` and its decorator
+    leave them unbound), as a compute node without database access imports it to run
+    ``make_compute``.  Yields ``{(schema name, table name): class}`` of the classes
+    decorated meanwhile.  What else reaches the database at import (``dj.conn()``, a
+    virtual module) fails, and the caller says so."""
+    from datajoint.schemas import _Schema as Schema  # lazy: DataJoint (1 s; warns unless import_datajoint loads it)
+
+    activate, decorate = Schema.activate, Schema.__call__
+    bound: dict[tuple[str, str], type] = {}
+
+    def offline_activate(self: Any, schema_name: str | None = None, **kwargs: Any) -> None:
+        self.djdask_offline_name = schema_name  # nothing connects
+
+    def offline_decorate(self: Any, cls: type, *, context: dict | None = None) -> type:
+        name = getattr(self, "djdask_offline_name", None)
+        if name:
+            bound[(name, cls.table_name)] = cls
+        return cls  # undecorated: no heading, no connection
+
+    Schema.activate, Schema.__call__ = offline_activate, offline_decorate
+    try:
+        yield bound
+    finally:
+        Schema.activate, Schema.__call__ = activate, decorate
+
+
+def offline_instance(cls: type) -> Any:
+    """An instance of a table class imported :func:`without_database`, for its ``make_compute``."""
+    return cls()

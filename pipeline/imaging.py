@@ -3,9 +3,19 @@
 Arrays are xarray objects stored as Zarr (``<xarray@>``): shifts (time, axis),
 images (y, x), masks (cell, y, x), traces (cell, time).  Fetching one opens it
 lazily; ``.values`` reads it.
+
+Each Computed table's make() is DataJoint's tripartite one: ``make_fetch`` reads
+(the database and the store), ``make_compute`` computes without either, and
+``make_insert`` writes, so that djdask can run ``make_compute`` on compute nodes
+that cannot reach the database (a profile with ``database: none``).  ``make_fetch``
+returns arrays packed as text (:func:`_packed`): DataJoint hashes what it returns,
+to refuse an insert whose inputs changed, with deepdiff, which walks a NumPy array
+element by element (seconds per million) and refuses raw bytes.
 """
 
 from __future__ import annotations
+
+import base64
 
 import numpy as np
 import xarray as xr
@@ -18,10 +28,22 @@ from .schemas import imaging as schema
 __all__ = ["CellStats", "MotionCorrection", "Segmentation", "SegmentationParams", "Traces"]
 
 
-def _corrected_movie(key) -> np.ndarray:
-    movie = (ScanMovie & key).fetch1("movie").values
+def _packed(array: np.ndarray) -> tuple[str, tuple[int, ...], str]:
+    """An array as (base64 text, shape, dtype): what DataJoint's hash of fetched data reads fast."""
+    array = np.ascontiguousarray(array)
+    return base64.b64encode(array.tobytes()).decode("ascii"), tuple(int(n) for n in array.shape), str(array.dtype)
+
+
+def _unpacked(packed: tuple[str, tuple[int, ...], str]) -> np.ndarray:
+    text, shape, dtype = packed
+    return np.frombuffer(base64.b64decode(text), dtype=dtype).reshape(shape).copy()
+
+
+def _movie_and_shifts(key) -> tuple:
+    """The scan's movie, its time coordinates and its motion-correction shifts, packed."""
+    movie = (ScanMovie & key).fetch1("movie")
     shifts = (MotionCorrection & key).fetch1("shifts").values
-    return compute.apply_shifts(movie, shifts)
+    return _packed(movie.values), _packed(movie["time"].values), _packed(shifts)
 
 
 def _image(array: np.ndarray, name: str) -> xr.DataArray:
@@ -38,21 +60,25 @@ class MotionCorrection(dj.Computed):
     mean_image : <xarray@>   # float32 (y, x) mean of the corrected movie
     """
 
-    def make(self, key):
+    def make_fetch(self, key):
         movie = (ScanMovie & key).fetch1("movie")
-        shifts = compute.phase_correlation_shifts(movie.values)
-        corrected = compute.apply_shifts(movie.values, shifts)
+        return _packed(movie.values), _packed(movie["time"].values)
+
+    def make_compute(self, key, movie, time):
+        movie = _unpacked(movie)
+        shifts = compute.phase_correlation_shifts(movie)
+        corrected = compute.apply_shifts(movie, shifts)
+        return shifts, _unpacked(time), corrected.mean(axis=0).astype(np.float32)
+
+    def make_insert(self, key, shifts, time, mean_image):
         self.insert1(
             {
                 **key,
                 "shifts": xr.DataArray(
-                    shifts,
-                    dims=("time", "axis"),
-                    coords={"time": movie["time"].values, "axis": ["y", "x"]},
-                    name="shifts",
+                    shifts, dims=("time", "axis"), coords={"time": time, "axis": ["y", "x"]}, name="shifts"
                 ),
                 "max_shift": int(np.abs(shifts).max()),
-                "mean_image": _image(corrected.mean(axis=0).astype(np.float32), "mean_image"),
+                "mean_image": _image(mean_image, "mean_image"),
             }
         )
 
@@ -92,29 +118,33 @@ class Segmentation(dj.Computed):
         center_col : float32
         """
 
-    def make(self, key):
+    def make_fetch(self, key):
         params = (SegmentationParams & key).fetch1()
-        corrected = _corrected_movie(key)
-        summary, masks = compute.segment_cells(
-            corrected, threshold=float(params["threshold"]), min_pixels=int(params["min_pixels"])
-        )
+        movie, _, shifts = _movie_and_shifts(key)
+        return float(params["threshold"]), int(params["min_pixels"]), movie, shifts
+
+    def make_compute(self, key, threshold, min_pixels, movie, shifts):
+        corrected = compute.apply_shifts(_unpacked(movie), _unpacked(shifts))
+        summary, masks = compute.segment_cells(corrected, threshold=threshold, min_pixels=min_pixels)
         height, width = summary.shape
-        stack = np.array(masks, dtype=bool).reshape(len(masks), height, width)
+        return summary, np.array(masks, dtype=bool).reshape(len(masks), height, width)
+
+    def make_insert(self, key, summary, stack):
         self.insert1(
             {
                 **key,
-                "n_cells": len(masks),
+                "n_cells": len(stack),
                 "summary_image": _image(summary, "summary_image"),
                 "masks": xr.DataArray(
                     stack,
                     dims=("cell", "y", "x"),
-                    coords={"cell": np.arange(1, len(masks) + 1, dtype=np.int16)},
+                    coords={"cell": np.arange(1, len(stack) + 1, dtype=np.int16)},
                     name="masks",
                 ),
             }
         )
         cells = []
-        for cell_id, mask in enumerate(masks, start=1):
+        for cell_id, mask in enumerate(stack, start=1):
             rows, cols = np.nonzero(mask)
             cells.append(
                 {
@@ -145,21 +175,22 @@ class Traces(dj.Computed):
         mean_f : float32     # the trace's mean fluorescence
         """
 
-    def make(self, key):
-        corrected = _corrected_movie(key)
+    def make_fetch(self, key):
         masks = (Segmentation & key).fetch1("masks")
-        time = (ScanMovie & key).fetch1("movie")["time"].values
-        traces = compute.extract_traces(corrected, list(masks.values))
-        cells = masks["cell"].values
+        return (*_movie_and_shifts(key), _packed(masks.values), _packed(masks["cell"].values))
+
+    def make_compute(self, key, movie, time, shifts, masks, cells):
+        corrected = compute.apply_shifts(_unpacked(movie), _unpacked(shifts))
+        traces = compute.extract_traces(corrected, list(_unpacked(masks)))
+        return traces.astype(np.float32), _unpacked(cells), _unpacked(time)
+
+    def make_insert(self, key, traces, cells, time):
         self.insert1(
             {
                 **key,
                 "n_traces": len(cells),
                 "traces": xr.DataArray(
-                    traces.astype(np.float32),
-                    dims=("cell", "time"),
-                    coords={"cell": cells, "time": time},
-                    name="traces",
+                    traces, dims=("cell", "time"), coords={"cell": cells, "time": time}, name="traces"
                 ),
             }
         )
@@ -180,16 +211,26 @@ class CellStats(dj.Computed):
     active_fraction : float64          # cells with at least one event
     """
 
-    def make(self, key):
+    def make_fetch(self, key):
         frame_rate = float((Scan & key).fetch1("frame_rate"))
-        traces = list((Traces & key).fetch1("traces").values)
-        stats = [compute.cell_statistics(t, frame_rate) for t in traces]
+        return frame_rate, _packed((Traces & key).fetch1("traces").values)
+
+    def make_compute(self, key, frame_rate, traces):
+        stats = [compute.cell_statistics(t, frame_rate) for t in _unpacked(traces)]
+        return (
+            len(stats),
+            float(np.mean([s["snr"] for s in stats])) if stats else None,
+            float(np.mean([s["event_rate"] for s in stats])) if stats else None,
+            float(np.mean([s["event_rate"] > 0 for s in stats])) if stats else 0.0,
+        )
+
+    def make_insert(self, key, n_cells, mean_snr, mean_event_rate, active_fraction):
         self.insert1(
             {
                 **key,
-                "n_cells": len(stats),
-                "mean_snr": float(np.mean([s["snr"] for s in stats])) if stats else None,
-                "mean_event_rate": float(np.mean([s["event_rate"] for s in stats])) if stats else None,
-                "active_fraction": float(np.mean([s["event_rate"] > 0 for s in stats])) if stats else 0.0,
+                "n_cells": n_cells,
+                "mean_snr": mean_snr,
+                "mean_event_rate": mean_event_rate,
+                "active_fraction": active_fraction,
             }
         )

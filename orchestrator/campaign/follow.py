@@ -44,7 +44,7 @@ from dask.utils import parse_timedelta
 from djdask.campaign.tables import sweep
 from djdask.config import namespace as config
 from djdask.jobs.leases import lease_timeout, recover_orphans
-from djdask.planning import PipelineGraph, master_name
+from djdask.planning import PipelineGraph, master_name, split_name
 
 if TYPE_CHECKING:
     from djdask.campaign.tables import TableState
@@ -291,7 +291,8 @@ def _schemas(dependencies: Any) -> list[str]:
     """The schemas whose tables DataJoint's dependency graph holds (those the pipeline loaded)."""
     names = set()
     for node in dependencies.nodes:
-        if node.startswith(("`", '"')):
-            q = node[0]
-            names.add(node[1 : node.index(q, 1)])
+        try:
+            names.add(split_name(node)[0])
+        except ValueError:  # an alias node of DataJoint's graph (a renamed foreign key)
+            continue
     return sorted(names)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from djdask.campaign.split import submit_split
 from djdask.worker.executor import run_batch
 
 if TYPE_CHECKING:
@@ -92,7 +93,20 @@ class InFlight:
         if state.started is None:
             state.started = time.monotonic()
         extra = {"resources": state.resources} if state.resources else {}
-        future = state.pool.client.submit(
+        if state.split:
+            future = submit_split(state.pool.client, state, batch.keys, self.make_kwargs, self.version, self.tolerance)
+        else:
+            future = self._submit_batch(state, batch, extra)
+        self.futures[future] = batch
+        future.add_done_callback(self._done.put)
+        state.pool.tasks += 1
+        state.tasks += 1
+        state.keys += len(batch.keys)
+        state.summary.tasks += 1
+        state.summary.largest_batch = max(state.summary.largest_batch, len(batch.keys))
+
+    def _submit_batch(self, state: TableState, batch: Batch, extra: dict[str, Any]) -> Any:
+        return state.pool.client.submit(
             run_batch,
             state.info.full_name,
             batch.keys,
@@ -106,13 +120,6 @@ class InFlight:
             priority=state.info.depth,
             **extra,
         )
-        self.futures[future] = batch
-        future.add_done_callback(self._done.put)
-        state.pool.tasks += 1
-        state.tasks += 1
-        state.keys += len(batch.keys)
-        state.summary.tasks += 1
-        state.summary.largest_batch = max(state.summary.largest_batch, len(batch.keys))
 
     def delay(self, batch: Batch) -> None:
         """Keep a batch until ``batch.ready`` (a retry's backoff)."""

@@ -25,6 +25,7 @@ import dask.config
 from distributed import Client
 
 from djdask.campaign.losses import MEMORY_TOPIC, Losses
+from djdask.campaign.split import close_database_side, database_workers, start_database_side, without_database
 from djdask.clusters import local_cluster, resolve
 from djdask.clusters.scaling import Demand
 from djdask.config import namespace as config
@@ -32,6 +33,7 @@ from djdask.db.outage import OUTAGE_TOPIC
 from djdask.errors import DjdaskError, ProfileError
 from djdask.monitor.links import Links, links_to, login_host, served_at
 from djdask.worker.executor import PLUGIN_NAME
+from djdask.worker.split import DATABASE_RESOURCE
 from djdask.worker.watchdog import TOPIC, WatchdogPlugin
 
 if TYPE_CHECKING:
@@ -64,6 +66,12 @@ class Pool:
     unsent: dict[str, Any] | None = None  # the newest state, to send once that one is answered
     publish_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     busy_at: float = 0.0  # time.monotonic() when its keys last wanted workers
+    database_side: list[Any] = field(default_factory=list)  # nannies on this host (djdask.campaign.split)
+
+    @property
+    def without_database(self) -> bool:
+        """Whether its workers have no database access (its profile says ``database: none``)."""
+        return without_database(self.profile)
 
     def find_links(self) -> Links:
         """The links to its scheduler's web server that answer from where the user sits.
@@ -209,6 +217,8 @@ class Pools:
                     pool.name,
                     redact(str(err)),
                 )
+            if pool.without_database:
+                pool.database_side = start_database_side(pool, database_workers(pool.profile))
             pool.links = pool.find_links()
         for pool in self.pools.values():
             if pool.name != "default":
@@ -219,7 +229,9 @@ class Pools:
         present = {}
         now = time.monotonic()
         for pool in self.pools.values():
-            present[pool.name] = list(pool.client.scheduler_info(n_workers=-1)["workers"].values())
+            everyone = pool.client.scheduler_info(n_workers=-1)["workers"].values()
+            # The database side of a pool without database access is not its workers.
+            present[pool.name] = [w for w in everyone if DATABASE_RESOURCE not in (w.get("resources") or {})]
             if pool.sized_at is not None:
                 pool.worker_seconds += pool.workers * (now - pool.sized_at)
             pool.workers, pool.sized_at = len(present[pool.name]), now
@@ -312,6 +324,7 @@ class Pools:
                 pool.demand.watch.stop()
             if pool.cluster is None:
                 continue
+            close_database_side(pool)
             # Heard no more before the client goes: a worker's event sent to a closed client
             # makes the scheduler log a CRITICAL traceback (a race at every shutdown).
             for topic in (OUTAGE_TOPIC, TOPIC, MEMORY_TOPIC):

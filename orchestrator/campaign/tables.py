@@ -20,6 +20,7 @@ import networkx as nx
 from djdask import djcompat
 from djdask.campaign.batching import BatchSizer
 from djdask.campaign.pools import resources_of
+from djdask.campaign.split import check_splittable
 from djdask.jobs.queue import JobQueue, Owner
 from djdask.jobs.unreserved import UnreservedQueue
 from djdask.planning.reservable import why_unreserved
@@ -81,6 +82,7 @@ class TableState:
     timeout: float | None = None  # seconds one make() may run
     group: tuple[int, float] | None = None  # group commit: most keys and seconds of make() per transaction
     tripartite: bool = False  # its make() runs its own transaction (no group commit)
+    split: bool = False  # its pool has no database access: fetch, compute, insert as three tasks
     children: list[TableState] = field(default_factory=list)
     parents: list[str] = field(default_factory=list)  # class names, within the campaign
     ancestors: list[TableState] = field(default_factory=list)  # within the campaign, all levels
@@ -184,6 +186,9 @@ def table_states(
         state.children = [states[c] for c in graph.dag.successors(name) if c in states]
         state.parents = [states[p].summary.table for p in graph.dag.predecessors(name) if p in states]
         state.pool = pools.route(state.info.class_name, state.resources)
+        if state.pool.without_database:  # make_compute there, fetch and insert on this host's side
+            check_splittable(state.info.class_name, classes[name], state.pool.name, state.pool.profile.name)
+            state.split = True
         state.rows_before, state.rows_estimated = starting_rows(classes[name]())
     return list(states.values())
 

@@ -23,12 +23,13 @@ import networkx as nx
 
 from djdask.errors import InvalidInputError, UnknownTableError
 
-__all__ = ["PipelineGraph", "TableInfo", "build_graph", "master_name", "table_tier"]
+__all__ = ["PipelineGraph", "TableInfo", "build_graph", "master_name", "split_name", "table_tier"]
 
 _NAME = re.compile(r'^(?P<q>[`"])(?P<schema>[^`"]+)(?P=q)\.(?P=q)(?P<table>[^`"]+)(?P=q)$')
 
 
-def _split(full_name: str) -> tuple[str, str]:
+def split_name(full_name: str) -> tuple[str, str]:
+    """``(schema, table)`` of a full table name quoted for either backend (`a`.`b`, "a"."b")."""
     match = _NAME.match(full_name)
     if not match:
         raise ValueError(f"not a full table name: {full_name!r}")
@@ -37,7 +38,7 @@ def _split(full_name: str) -> tuple[str, str]:
 
 def table_tier(full_name: str) -> str:
     """The DataJoint tier encoded in a table name: manual, lookup, imported, computed or part."""
-    _, table = _split(full_name)
+    _, table = split_name(full_name)
     if "__" in table.lstrip("_#"):
         return "part"
     if table.startswith("__"):
@@ -52,7 +53,7 @@ def table_tier(full_name: str) -> str:
 def master_name(full_name: str) -> str:
     """The full name of the master of part table ``full_name``; a table that is no part is its
     own master."""
-    schema, table = _split(full_name)
+    schema, table = split_name(full_name)
     prefix = len(table) - len(table.lstrip("_#"))
     head, sep, _ = table[prefix:].partition("__")
     if not sep:

@@ -8,10 +8,11 @@ import pkgutil
 import types
 from dataclasses import dataclass, field
 
+from djdask import djcompat
 from djdask.db.connect import import_datajoint
 from djdask.errors import NoTablesError, PipelineImportError
 
-__all__ = ["LoadedPipeline", "load_pipeline"]
+__all__ = ["LoadedPipeline", "load_offline", "load_pipeline"]
 
 
 @dataclass
@@ -108,3 +109,28 @@ def load_pipeline(module_name: str) -> LoadedPipeline:
             "Check that you named the pipeline package, not a helper module."
         )
     return loaded
+
+
+def load_offline(module_name: str) -> dict[tuple[str, str], type]:
+    """Import ``module_name`` where no database is (a compute node of a pool with
+    ``database: none``): its schemas are not activated and nothing connects
+    (:func:`djdask.djcompat.without_database`).  Returns its Imported and Computed table
+    classes by ``(schema, table name)``, for their ``make_compute``.
+
+    Raises
+    ------
+    PipelineImportError
+        The module cannot be imported without a database (it connects at import).
+    """
+    dj = import_datajoint()
+    try:
+        with djcompat.without_database() as bound:
+            for _module in _modules(_import(module_name)):
+                pass
+    except PipelineImportError as err:
+        raise PipelineImportError(
+            f"{err} This worker has no database access (its profile says `database: none`): a pipeline "
+            "module it imports must not reach the database at import (declare schemas with "
+            "`dj.Schema(name)`; no `dj.conn()`, queries or virtual modules at module level)."
+        ) from None
+    return {name: cls for name, cls in bound.items() if issubclass(cls, (dj.Imported, dj.Computed))}

@@ -10,6 +10,9 @@ from djdask.lazy import lazy_exports
 
 __all__ = [
     "Beacon",
+    "COMPUTE_RESOURCE",
+    "DATABASE_ENV",
+    "DATABASE_RESOURCE",
     "LIFETIME_ENV",
     "PLUGIN_NAME",
     "PipelinePlugin",
@@ -18,7 +21,10 @@ __all__ = [
     "TOPIC",
     "WatchdogPlugin",
     "beacon_path",
+    "compute_batch",
     "describe_exit",
+    "fetch_batch",
+    "insert_batch",
     "is_isolated",
     "isolate",
     "owned_by_this_thread",
@@ -29,6 +35,12 @@ __all__ = [
 
 _WHERE = {
     "Beacon": "watchdog",
+    "COMPUTE_RESOURCE": "split",
+    "DATABASE_ENV": "executor",
+    "DATABASE_RESOURCE": "split",
+    "compute_batch": "split",
+    "fetch_batch": "split",
+    "insert_batch": "split",
     "LIFETIME_ENV": "executor",
     "PLUGIN_NAME": "executor",
     "PipelinePlugin": "executor",

@@ -44,16 +44,30 @@ from djdask.db.outage import (
     wait_for_database,
 )
 from djdask.logs import setup_logging
-from djdask.planning.loader import load_pipeline
+from djdask.planning.graph import split_name
+from djdask.planning.loader import load_offline, load_pipeline
 from djdask.worker import randomness
 from djdask.worker.watchdog import Beacon
 
-__all__ = ["LIFETIME_ENV", "PLUGIN_NAME", "RUNNING_METRIC", "STAGGER_ENV", "PipelinePlugin", "peak_memory", "run_batch"]
+__all__ = [
+    "DATABASE_ENV",
+    "LIFETIME_ENV",
+    "PLUGIN_NAME",
+    "RUNNING_METRIC",
+    "STAGGER_ENV",
+    "PipelinePlugin",
+    "peak_memory",
+    "run_batch",
+]
 
 LIFETIME_ENV = "DJDASK_WORKER_LIFETIME"
 STAGGER_ENV = "DJDASK_WORKER_LIFETIME_STAGGER"
 
 PLUGIN_NAME = "djdask-pipeline"
+
+#: Set to ``none`` in the jobs of a profile with ``database: none``: the worker opens no
+#: connection and imports the pipeline without one (:func:`djdask.planning.load_offline`).
+DATABASE_ENV = "DJDASK_DATABASE"
 
 #: The worker metric (sent with each heartbeat to the scheduler) naming the key a worker runs.
 RUNNING_METRIC = "djdask-running"
@@ -80,6 +94,8 @@ class PipelinePlugin(WorkerPlugin):
         self.now: dict[str, Any] | None = None  # the key running now, for the campaign page
         self._retiring = False
         self.stopping = False  # the campaign stops: start no more make() (Pools.stop_starting)
+        self.offline = False  # no database here (DJDASK_DATABASE=none): make_compute only
+        self.offline_tables: dict[tuple[str, str], type] = {}
 
     def setup(self, worker: Any) -> None:
         import_datajoint()
@@ -87,6 +103,12 @@ class PipelinePlugin(WorkerPlugin):
         # Before the pipeline is imported, so that its `from random import ...` take
         # the functions that keep other threads off the generators make() seeds.
         randomness.isolate()
+        self.offline = os.environ.get(DATABASE_ENV) == "none"
+        if self.offline:  # a compute node without database access: make_compute only
+            self.offline_tables = load_offline(self.module_name)
+            self.beacon = Beacon.open(worker.nanny, worker.address)
+            worker.metrics[RUNNING_METRIC] = lambda worker: self.now
+            return
         self.tables = load_pipeline(self.module_name).auto_populated()
         connections = self.connections()
         # DataJoint logs a failing make()'s message, which may hold a secret.
@@ -134,6 +156,12 @@ class PipelinePlugin(WorkerPlugin):
         self._retiring = True
         logger.info("Worker %s reached its djdask lifetime; retiring", worker.address)
         worker.loop.add_callback(worker.close_gracefully, restart=False, reason="djdask-lifetime")
+
+    def table_class(self, full_name: str) -> type:
+        """The class of table ``full_name`` (as the campaign names it), here or offline."""
+        if self.offline:
+            return self.offline_tables[split_name(full_name)]
+        return self.tables[full_name]
 
     def connections(self) -> list[Any]:
         """The distinct DataJoint connections of the pipeline's tables."""
@@ -281,15 +309,20 @@ def _run_key(
     version: str | None,
     running: _Running,
     tolerance: float,
+    *,
+    make: Any = None,
+    began: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """One key's make(), run again after a database outage (uncharged: DataJoint's check
-    skips it when its commit had gone through before the connection failed)."""
+    skips it when its commit had gone through before the connection failed).  ``make`` and
+    ``began``: the last part of a split make() and when its first began
+    (:func:`djdask.djcompat.run_make`)."""
     reruns = 0
     store_since: float | None = None  # when the object store first failed this key
     while True:
         running.key(index, key)
         start = time.perf_counter()
-        result = djcompat.run_make(table, key, make_kwargs=make_kwargs, version=version)
+        result = djcompat.run_make(table, key, make_kwargs=make_kwargs, version=version, make=make, began=began)
         status, message, error = result.status, result.error_message, result.error
         if status != "error":
             break
@@ -328,7 +361,10 @@ def _run_key(
         except Exception as err:  # the session is gone: the next key reconnects
             logger.debug("No rollback after %s: %s", key, err)
     # DataJoint's own figure where it stamped one on the row (_job_duration)
-    duration = result.duration if result.duration is not None else time.perf_counter() - start
+    if result.duration is not None:
+        duration = result.duration
+    else:  # a split make()'s earlier parts count too
+        duration = time.perf_counter() - start + (began[1] if began is not None else 0.0)
     outcome = _outcome(key, status, duration, message, result.error_stack)
     outcome["memory"] = peak_memory()  # the worker's peak so far, for the campaign's accounting
     outcome["commit"] = result.commit

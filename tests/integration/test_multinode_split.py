@@ -1,0 +1,130 @@
+"""Compute nodes that cannot reach the database (issue 32), on the two-node SLURM of
+tests/nodes.py: the database is MariaDB listening on this host's loopback only, which no
+node has a route to (the test proves a connection from each node fails).  The reference
+pipeline's tripartite tables go to a profile with ``database: none`` whose workers are jobs
+on node1 and node2; their ``make_fetch`` and insert run on the database side on this host.
+The rows equal DataJoint's own ``populate()``; no worker on a node ever saw the database
+password or the S3 secret (their environments read from /proc while they ran, the job
+scripts the batch system kept, their logs)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.integration.batch_campaigns import queue_empties
+from tests.integration.test_multinode import node_profile
+from tests.integration.test_populate import INSERT_DEMO, assert_same_rows
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.xdist_group("nodes"),
+    pytest.mark.parametrize("server", ["mariadb"], indirect=True),
+]
+
+#: The reference pipeline's tripartite tables, routed to the pool without database access.
+SPLIT = ("MotionCorrection", "Segmentation", "Traces", "CellStats")
+
+#: Stands for the object store's secret in the controller's environment: no node may see it.
+S3_SECRET = "s3-secret-that-stays-on-the-login-node"
+
+CONNECT = (
+    "import sys, pymysql\n"
+    "try:\n"
+    "    pymysql.connect(host=sys.argv[1], port=int(sys.argv[2]), user='x', password='x', connect_timeout=3)\n"
+    "except pymysql.err.OperationalError as err:\n"
+    "    print(err.args[0]); sys.exit(3)\n"
+)
+
+
+class Environments:
+    """Reads the environment of every process in the nodes' namespaces while a campaign runs."""
+
+    def __init__(self, network) -> None:
+        self.network, self.seen, self.scripts = network, {}, {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.5):
+            for node in self.network.nodes:
+                pids = subprocess.run(["ip", "netns", "pids", node.namespace], capture_output=True, text=True)
+                for pid in pids.stdout.split():
+                    try:
+                        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                        environ = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+                    except OSError:  # ended meanwhile
+                        continue
+                    self.seen[(node.name, pid)] = (command, environ)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def workers(self) -> dict:
+        return {k: v for k, v in self.seen.items() if "dask_worker" in v[0] or "distributed.cli" in v[0]}
+
+
+def test_reference_pipeline_split_across_nodes_without_database_access(
+    server, djdask, sql, prefix, slurm_nodes, tmp_path
+):
+    system = slurm_nodes
+    network = system.network
+    port = server.env["DJ_PORT"]
+    for node in network.nodes:
+        for host in ("127.0.0.1", network.login_address):
+            tried = node.run(sys.executable, "-c", CONNECT, host, port, timeout=30)
+            assert tried.returncode == 3, f"{node.name} reached the database at {host}:{port}: {tried}"
+
+    assert djdask.python(INSERT_DEMO).returncode == 0
+    env = djdask.env(**node_profile(tmp_path, system, database="none"), AWS_SECRET_ACCESS_KEY=S3_SECRET)
+    config = Path(env["DASK_CONFIG"]) / "djdask.yaml"
+    config.write_text(
+        config.read_text() + "  campaign:\n    pools: " + json.dumps(dict.fromkeys(SPLIT, "compute")) + "\n"
+    )
+    watch = Environments(network)
+    try:
+        result = djdask(
+            "populate", "djdask.pipeline", "--cluster", "default=local", "--cluster", f"compute=test{system.kind}",
+            "--workers", "2", env=env, timeout=300,
+        )  # fmt: skip
+    finally:
+        watch.stop()
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    workers = watch.workers()
+    assert {node for node, _ in workers} == {n.name for n in network.nodes}, f"workers seen on {set(workers)}"
+    password = server.env["DJ_PASS"]
+    for (node, _pid), (command, environ) in workers.items():
+        assert "DJDASK_DATABASE=none" in environ, (node, command)
+        assert password not in environ and S3_SECRET not in environ, f"a worker on {node} was given a credential"
+        assert not re.search(r"(^|\0)(DJ_|AWS_)", environ), (
+            node,
+            sorted(re.findall(r"(?:^|\0)((?:DJ|AWS)_\w+)", environ)),
+        )
+    script = djdask("clusters", "script", f"test{system.kind}", env=env)
+    assert script.returncode == 0 and "DJDASK_DATABASE=none" in script.stdout, script.stdout + script.stderr
+    assert password not in script.stdout and S3_SECRET not in script.stdout
+    logs = "".join(p.read_text(errors="replace") for p in (tmp_path / f"{system.kind}-logs").glob("*"))
+    assert logs and password not in logs and S3_SECRET not in logs
+
+    other = f"{prefix}seq"
+    theirs = djdask.env(
+        DASK_DJDASK__DEMO__SCHEMA_PREFIX=other, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1"
+    )
+    code = (
+        INSERT_DEMO + "\nimport djdask.pipeline as pipeline\n"
+        "for t in (pipeline.ScanMovie, pipeline.MotionCorrection, pipeline.Segmentation, pipeline.Traces, "
+        "pipeline.CellStats):\n    t.populate()\n"
+    )
+    seq = djdask.python(code, env=theirs)
+    assert seq.returncode == 0, seq.stderr
+    assert_same_rows(sql, prefix, other, "DataJoint's populate()")
+    assert queue_empties(system), f"jobs left in the queue: {system.queue()}"
