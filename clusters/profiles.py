@@ -29,7 +29,16 @@ from .credentials import without_credentials, without_database
 from .keys import check_keys
 from .security import client_security
 
-__all__ = ["KINDS", "Profile", "batch_kind", "light_upkeep", "local_cluster", "profile_names", "resolve"]
+__all__ = [
+    "KINDS",
+    "Profile",
+    "batch_kind",
+    "light_upkeep",
+    "local_cluster",
+    "profile_names",
+    "resolve",
+    "worker_environment",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -259,14 +268,15 @@ def local_cluster(workers: int | None = None, *, dashboard_address: str | None =
         Where the Dask dashboard listens; default ``djdask.campaign.dashboard-address``.
     without_database : bool
         Workers that open no connection and run only ``make_compute`` (a ``local`` profile
-        with ``database: none``, to try a split on one machine): they are given no
-        credential, though they share this machine and its files.
+        with ``database: none``, to try a split on one machine).  They fork from a process
+        that has this machine's credentials and drop them from their environment as they
+        start; for workers that never had them, use a batch profile.
     """
     # lazy: Dask's client (0.4 s), only as a pool starts: listing or checking profiles goes without
     from distributed import LocalCluster
 
     # lazy: the worker's modules (Dask's worker, psutil), only as a pool starts
-    from djdask.worker import COMPUTE_RESOURCE, DATABASE_ENV
+    from djdask.worker import COMPUTE_RESOURCE, DATABASE_ENV, FORGET_ENV
 
     if workers is None:
         workers = os.cpu_count() or 1
@@ -285,8 +295,8 @@ def local_cluster(workers: int | None = None, *, dashboard_address: str | None =
         # to each worker explicitly.
         upkeep = light_upkeep(int(workers))
         env = worker_environment()
-        if without_database:
-            env = {**without_credentials(env), DATABASE_ENV: "none"}
+        if without_database:  # they drop the credentials they inherit as they start (PipelinePlugin)
+            env = {**without_credentials(env), DATABASE_ENV: "none", FORGET_ENV: "1"}
         with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver", **upkeep}):
             return LocalCluster(
                 n_workers=int(workers),

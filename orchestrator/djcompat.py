@@ -57,7 +57,6 @@ __all__ = [
     "fetch_hash",
     "split_insert",
     "without_database",
-    "offline_instance",
 ]
 
 EXPECTED_POPULATE1_PARAMETERS = ("key", "jobs", "suppress_errors", "return_exception_objects", "make_kwargs")
@@ -126,14 +125,9 @@ def check_compatibility() -> None:
         if not hasattr(owner, name):
             raise _incompatible(f"DataJoint's {owner.__name__}.{name} is gone")
     populate1 = inspect.getsource(AutoPopulate._populate1)
-    if CHANGED_INPUTS not in populate1 or "ignore_iterable_order=False" not in populate1:
-        raise _incompatible(
-            "DataJoint's AutoPopulate._populate1 no longer hashes make_fetch's data as split_insert does"
-        )
-    if not inspect.isgeneratorfunction(AutoPopulate.make) or "self.make_compute(key, *fetched_data)" not in (
-        inspect.getsource(AutoPopulate.make)
-    ):
-        raise _incompatible("DataJoint's AutoPopulate.make no longer drives make_fetch/make_compute/make_insert")
+    tripartite = inspect.getsource(AutoPopulate.make)
+    if CHANGED_INPUTS not in populate1 or "self.make_compute(key, *fetched_data)" not in tripartite:
+        raise _incompatible("DataJoint's tripartite make() changed: split_insert mirrors its hash and its steps")
     for step in ("_allow_insert = True", "self._upstream_key = dict(key)", "set_ingesting(", "make(dict(key)"):
         if step not in populate1:  # GroupMaker mirrors these steps of _populate1
             raise _incompatible(f"DataJoint's AutoPopulate._populate1 no longer does `{step}`; GroupMaker mirrors it")
@@ -169,16 +163,8 @@ def check_compatibility() -> None:
             "captures (key, start_time, duration, version)"
         )
     conn_params = set(inspect.signature(Connection.__init__).parameters)
-    missing = {
-        "host",
-        "user",
-        "password",
-        "port",
-        "use_tls",
-        "database_name",
-        "backend",
-        "config_override",
-    } - conn_params
+    expected = ("host", "user", "password", "port", "use_tls", "database_name", "backend", "config_override")
+    missing = set(expected) - conn_params
     if missing:
         raise _incompatible(
             f"DataJoint's Connection() lacks the parameters {sorted(missing)} that clone_connection() passes"
@@ -187,31 +173,18 @@ def check_compatibility() -> None:
 
 @dataclass
 class MakeResult:
-    """What one ``make()`` call through DataJoint's ``_populate1`` came to.
+    """What one ``make()`` call through DataJoint's ``_populate1`` came to."""
 
-    Attributes
-    ----------
-    status : str
-        ``"success"`` when make() committed rows, ``"skipped"`` when the key was
-        already in the table, ``"error"`` when make() raised.
-    error_message, error_stack : str or None
-        For an error, the message and traceback in DataJoint's own format
-        (``ExceptionClass: message``, as ``populate`` writes them).
-    error : BaseException or None
-        The exception itself, for the caller to classify.
-    duration : float or None
-        The duration DataJoint stamped on the row's hidden ``_job_duration``
-        (tables with job metadata), so that the jobs table gets the same figure.
-    commit : float
-        Seconds the transaction's commit took: what group commit would share out.
-    """
-
+    #: ``"success"`` (rows committed), ``"skipped"`` (already in the table) or ``"error"``.
     status: str
+    #: For an error, the message and traceback in DataJoint's own format (``Class: message``).
     error_message: str | None = None
     error_stack: str | None = None
-    error: BaseException | None = None
+    error: BaseException | None = None  # the exception itself, for the caller to classify
+    #: The duration DataJoint stamped on the row's hidden ``_job_duration`` (tables with job
+    #: metadata), so that the jobs table gets the same figure.
     duration: float | None = None
-    commit: float = 0.0  # seconds its transaction's commit took
+    commit: float = 0.0  # seconds its transaction's commit took: what group commit would share out
 
 
 def run_make(
@@ -470,9 +443,8 @@ def _make_function(table: Any) -> Any:
 
 
 def is_tripartite(cls: type) -> bool:
-    """Whether ``cls.make`` is a generator (``make_fetch``/``make_compute``/``make_insert``,
-    or a generator ``make``): DataJoint runs those in a transaction of their own, opened
-    after the computation, so they cannot share a group's transaction."""
+    """Whether ``cls.make`` is a generator (tripartite, or a generator ``make``): DataJoint runs
+    it in a transaction of its own, opened after the computation (no group commit)."""
     make = getattr(cls, "_make_tuples", None) or getattr(cls, "make", None)
     return inspect.isgeneratorfunction(make)
 
@@ -569,8 +541,7 @@ TRIPARTITE = ("make_fetch", "make_compute", "make_insert")
 
 def is_splittable(cls: type) -> bool:
     """Whether ``cls`` makes its keys with ``make_fetch``/``make_compute``/``make_insert``
-    driven by DataJoint's own ``make`` (a ``make`` of its own, generator or not, cannot be
-    cut: its parts are not separate calls)."""
+    driven by DataJoint's own ``make`` (a ``make`` of its own cannot be cut)."""
     from datajoint.autopopulate import AutoPopulate  # lazy: DataJoint (1 s; warns unless import_datajoint loads it)
 
     return (
@@ -582,17 +553,15 @@ def is_splittable(cls: type) -> bool:
 
 def fetch_hash(fetched: Any) -> str:
     """The hash of a ``make_fetch`` result, as ``_populate1`` takes it."""
-    import deepdiff  # lazy: DataJoint's dependency, as _populate1 imports it
+    import deepdiff  # lazy: DataJoint's dependency (0.1 s), as _populate1 imports it
 
     return deepdiff.DeepHash(fetched, ignore_iterable_order=False)[fetched]
 
 
 def split_insert(table: Any, computed: tuple, expected_hash: str) -> Any:
-    """The make() that finishes a split key inside ``_populate1``'s transaction: ``make_fetch``
-    again, its hash compared with the one taken when the key was fetched for its
-    ``make_compute`` (DataJoint's own error when they differ), then ``make_insert`` with
-    what ``make_compute`` returned elsewhere.  ``_populate1`` opens the transaction first, so
-    the second fetch and the insert are in it, as in DataJoint's tripartite sequence."""
+    """The make() that finishes a split key inside ``_populate1``'s transaction, as DataJoint's
+    tripartite sequence does: ``make_fetch`` again, its hash compared with the one taken for
+    ``make_compute`` (DataJoint's own error when they differ), ``make_insert``."""
     from datajoint.errors import DataJointError  # lazy: DataJoint (1 s; warns unless import_datajoint loads it)
 
     def make(key: dict, **kwargs: Any) -> None:
@@ -606,12 +575,9 @@ def split_insert(table: Any, computed: tuple, expected_hash: str) -> Any:
 
 @contextlib.contextmanager
 def without_database() -> Iterator[dict[tuple[str, str], type]]:
-    """While inside, DataJoint's schemas do not activate: a pipeline module imported here
-    declares its table classes without a connection (``dj.Schema(name)`` and its decorator
-    leave them unbound), as a compute node without database access imports it to run
-    ``make_compute``.  Yields ``{(schema name, table name): class}`` of the classes
-    decorated meanwhile.  What else reaches the database at import (``dj.conn()``, a
-    virtual module) fails, and the caller says so."""
+    """While inside, DataJoint's schemas neither activate nor decorate (no connection): a
+    compute node without database access imports its pipeline so.  Yields ``{(schema,
+    table name): class}`` of the classes decorated meanwhile."""
     from datajoint.schemas import _Schema as Schema  # lazy: DataJoint (1 s; warns unless import_datajoint loads it)
 
     activate, decorate = Schema.activate, Schema.__call__
@@ -631,8 +597,3 @@ def without_database() -> Iterator[dict[tuple[str, str], type]]:
         yield bound
     finally:
         Schema.activate, Schema.__call__ = activate, decorate
-
-
-def offline_instance(cls: type) -> Any:
-    """An instance of a table class imported :func:`without_database`, for its ``make_compute``."""
-    return cls()

@@ -33,6 +33,7 @@ from distributed import WorkerPlugin, get_worker
 from tornado.ioloop import PeriodicCallback
 
 from djdask import djcompat
+from djdask.clusters.credentials import without_credentials
 from djdask.db.connect import import_datajoint
 from djdask.db.outage import (
     OUTAGE_TOPIC,
@@ -51,6 +52,7 @@ from djdask.worker.watchdog import Beacon
 
 __all__ = [
     "DATABASE_ENV",
+    "FORGET_ENV",
     "LIFETIME_ENV",
     "PLUGIN_NAME",
     "RUNNING_METRIC",
@@ -68,6 +70,9 @@ PLUGIN_NAME = "djdask-pipeline"
 #: Set to ``none`` in the jobs of a profile with ``database: none``: the worker opens no
 #: connection and imports the pipeline without one (:func:`djdask.planning.load_offline`).
 DATABASE_ENV = "DJDASK_DATABASE"
+#: Set by a ``local`` profile with ``database: none``: its workers, forked from a process with
+#: this machine's credentials, drop them from their environment as they start.
+FORGET_ENV = "DJDASK_FORGET_CREDENTIALS"
 
 #: The worker metric (sent with each heartbeat to the scheduler) naming the key a worker runs.
 RUNNING_METRIC = "djdask-running"
@@ -98,6 +103,9 @@ class PipelinePlugin(WorkerPlugin):
         self.offline_tables: dict[tuple[str, str], type] = {}
 
     def setup(self, worker: Any) -> None:
+        if os.environ.get(FORGET_ENV):  # a local worker without database access: before DataJoint reads them
+            for name in set(os.environ) - set(without_credentials(dict(os.environ))):
+                del os.environ[name]
         import_datajoint()
         setup_logging(worker=True)  # masking from the start: importing the pipeline may log
         # Before the pipeline is imported, so that its `from random import ...` take

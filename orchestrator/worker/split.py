@@ -53,9 +53,9 @@ def _error(key: dict, part: str, error: BaseException, duration: float = 0.0) ->
     return _outcome(key, "error", duration, message, f"In {part}:\n{stack}")
 
 
-def _too_large(table_name: str, key: dict, what: str, size: int, limit: int) -> dict[str, Any]:
+def _too_large(cls: type, key: dict, what: str, size: int, limit: int) -> dict[str, Any]:
     message = (
-        f"{what} of {table_name} for key {key} is {format_bytes(size)}, more than "
+        f"{what} of table {cls.__name__} for key {key} is {format_bytes(size)}, more than "
         f"djdask.campaign.max-transfer ({format_bytes(limit)}): it is not sent across. Make less data "
         "cross (fetch or return less), raise djdask.campaign.max-transfer, or route the table to a pool "
         "with database access (djdask.campaign.pools)."
@@ -94,7 +94,7 @@ def _fetch(
             return {"key": key, "outcome": _error(key, "make_fetch", error, time.perf_counter() - clock)}
     size = sizeof(concrete)
     if size > max_transfer:
-        return {"key": key, "outcome": _too_large(table_name, key, "make_fetch's data", size, max_transfer)}
+        return {"key": key, "outcome": _too_large(type(table), key, "make_fetch's data", size, max_transfer)}
     return {"key": key, "fetched": concrete, "hash": digest, "began": began, "seconds": time.perf_counter() - clock}
 
 
@@ -103,7 +103,7 @@ def compute_batch(table_name: str, fetched: list[dict[str, Any]], max_transfer: 
     either ``{"key", "computed", "seconds"}`` or ``{"key", "outcome"}``."""
     plugin = get_worker().plugins[PLUGIN_NAME]
     cls = plugin.table_class(table_name)
-    instance = djcompat.offline_instance(cls) if plugin.offline else cls()
+    instance = cls()  # offline: an unbound class, whose make_compute needs no connection
     running = _Running(plugin, str(get_worker().get_current_task()), table_name, None)
     results = []
     try:
@@ -128,7 +128,7 @@ def compute_batch(table_name: str, fetched: list[dict[str, Any]], max_transfer: 
                     results.append(
                         {
                             "key": key,
-                            "outcome": _too_large(table_name, key, "make_compute's result", size, max_transfer),
+                            "outcome": _too_large(cls, key, "make_compute's result", size, max_transfer),
                         }
                     )
                     continue

@@ -44,7 +44,7 @@ def where(tmp_path: Path) -> list[list[str]]:
 
 
 def populate(djdask, env, *tables: str, expect: int = 0):
-    args = [a for t in tables for a in ("--table", t)]
+    args = [a for t in tables for a in ("--target", t)]
     result = djdask(
         "populate", "split", *args, "--cluster", "default=local", "--cluster", "compute=nodb", "--workers", "1",
         env=env, timeout=240,
@@ -65,8 +65,7 @@ def test_a_split_table_gives_datajoints_rows_and_its_compute_runs_without_creden
     env = split_env(djdask, tmp_path, {"Result": "compute"}, DJDASK_TEST_MAKE_SECONDS="0.05")
     seeded = djdask.python(SEED.format(n=n), env=env)
     assert seeded.returncode == 0, seeded.stderr
-    result = populate(djdask, env, "Result")
-    assert "database-side" in result.stderr or "database side" in result.stdout + result.stderr, result.stderr
+    populate(djdask, env, "Result")
 
     ran = where(tmp_path)
     assert Counter(int(k) for k, *_ in ran) == Counter(range(n)), "a key's make_compute ran twice or never"
@@ -99,7 +98,7 @@ def test_inputs_changed_between_fetch_and_insert_give_datajoints_error_row(serve
     )
     seeded = djdask.python(SEED.format(n=1), env=env)
     assert seeded.returncode == 0, seeded.stderr
-    run = Said(djdask, env, "populate", "split", "--table", "Result", "--cluster", "default=local",
+    run = Said(djdask, env, "populate", "split", "--target", "Result", "--cluster", "default=local",
                "--cluster", "compute=nodb", "--workers", "1")  # fmt: skip
     try:
         wait_for(lambda: (started / "0.started").exists(), 120, "key 0's make_compute")

@@ -3,7 +3,7 @@
 ``Result`` has DataJoint's tripartite make(): ``make_fetch`` reads its ``Source`` row and,
 beyond its foreign keys, the ``Gain`` row of the day (a table it names in no key);
 ``make_compute`` sleeps ``DJDASK_TEST_MAKE_SECONDS`` and appends ``<key> <hostname> <pid>
-<DJDASK_DATABASE or -> <names of DJ_*/AWS_* variables it sees, or ->`` to the file named by
+<DJDASK_DATABASE or -> <names of the DJ_*/AWS_* variables it sees set, or ->`` to the file named by
 ``DJDASK_TEST_WHERE`` (where it ran, and what it was given); ``make_insert`` writes the row
 and its part.  ``DJDASK_TEST_STARTED`` names a file ``make_compute`` touches as it starts
 (``<key>.started``), for a test that changes the inputs meanwhile.
@@ -69,7 +69,7 @@ class Result(dj.Computed):
         if started:
             Path(started, f"{key['source_id']}.started").touch()
         time.sleep(float(os.environ.get("DJDASK_TEST_MAKE_SECONDS", "0")))
-        given = sorted(n for n in os.environ if n.startswith(("DJ_", "AWS_")))
+        given = sorted(n for n, v in os.environ.items() if n.startswith(("DJ_", "AWS_")) and v)
         line = (
             f"{key['source_id']} {socket.gethostname()} {os.getpid()} {os.environ.get('DJDASK_DATABASE', '-')} "
             f"{','.join(given) or '-'}\n"
