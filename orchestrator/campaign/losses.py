@@ -199,9 +199,10 @@ class Losses:
         else:
             text = f"{type(error).__name__}: {error}"
             died = worker is not None or type(error).__name__ == "KilledWorker"
-        self._held.append(
-            _Held(batch, str(future.key), text, worker, died, time.monotonic() + (self.wait if died else 0.0))
-        )
+        # The task that was killed: the batch's own, or one it waited for (a split make()'s
+        # make_compute, whose worker's beacon then names the key that ran).
+        task = str(getattr(error, "task", None) or future.key)
+        self._held.append(_Held(batch, task, text, worker, died, time.monotonic() + (self.wait if died else 0.0)))
 
     def ready(self, now: float | None = None) -> list[tuple[Batch, Verdict]]:
         """The held batches that can be judged now: their worker's report is in, or the wait is over."""

@@ -9,6 +9,8 @@ Both backends.  (On nodes that cannot reach the database: tests/integration/test
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections import Counter
 from pathlib import Path
 
@@ -137,3 +139,33 @@ def test_a_plain_make_routed_without_database_is_refused_and_a_result_too_large_
     ]
     assert "max-transfer" in message and "Big" in message and "'source_id': 0" in message, message
     assert "2.00 MiB" in message, message
+
+
+@pytest.mark.parametrize("server", ["postgres"], indirect=True)
+def test_a_compute_worker_killed_mid_make_compute_runs_its_key_again(server, djdask, sql, prefix, tmp_path):
+    """Key 2's compute worker is killed (SIGKILL) while its make_compute runs: the key's
+    fetch and compute run again on another worker and the key is made once; every other key
+    is made once too, none is an error, none left reserved."""
+    started = tmp_path / "started"
+    started.mkdir()
+    n = 4
+    env = split_env(
+        djdask, tmp_path, {"Result": "compute"}, DJDASK_TEST_MAKE_SECONDS="2", DJDASK_TEST_STARTED=str(started),
+        DASK_DJDASK__CAMPAIGN__MAX_BATCH_SIZE="1",
+    )  # fmt: skip
+    seeded = djdask.python(SEED.format(n=n), env=env)
+    assert seeded.returncode == 0, seeded.stderr
+    run = Said(djdask, env, "populate", "split", "--target", "Result", "--cluster", "default=local",
+               "--cluster", "compute=nodb", "--workers", "1")  # fmt: skip
+    try:
+        wait_for(lambda: (started / "2.started").exists(), 120, "key 2's make_compute")
+        os.kill(int((started / "2.started").read_text()), signal.SIGKILL)
+        result = run.finish(180)
+    finally:
+        run.finish(5)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The killed make_compute wrote no line (it writes after its sleep): each key's once.
+    assert Counter(int(k) for k, *_ in where(tmp_path)) == Counter(range(n))
+    assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_split', '__result')}") == n
+    jobs = sql.jobs_counts(f"{prefix}_split", "__result")
+    assert not jobs.get("reserved") and not jobs.get("error"), jobs

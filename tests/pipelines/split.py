@@ -6,7 +6,8 @@ beyond its foreign keys, the ``Gain`` row of the day (a table it names in no key
 <DJDASK_DATABASE or -> <names of the DJ_*/AWS_* variables it sees set, or ->`` to the file named by
 ``DJDASK_TEST_WHERE`` (where it ran, and what it was given); ``make_insert`` writes the row
 and its part.  ``DJDASK_TEST_STARTED`` names a file ``make_compute`` touches as it starts
-(``<key>.started``), for a test that changes the inputs meanwhile.
+(``<key>.started``, holding its pid), for a test that changes the inputs or kills the
+worker meanwhile.
 
 ``Plain`` has a plain ``make(key)``, which cannot be split; ``Big``'s ``make_compute``
 returns ``DJDASK_TEST_BIG_MB`` MiB (for ``djdask.campaign.max-transfer``).
@@ -67,7 +68,7 @@ class Result(dj.Computed):
     def make_compute(self, key, reading, gain):
         started = os.environ.get("DJDASK_TEST_STARTED")
         if started:
-            Path(started, f"{key['source_id']}.started").touch()
+            Path(started, f"{key['source_id']}.started").write_text(str(os.getpid()))
         time.sleep(float(os.environ.get("DJDASK_TEST_MAKE_SECONDS", "0")))
         given = sorted(n for n, v in os.environ.items() if n.startswith(("DJ_", "AWS_")) and v)
         line = (
