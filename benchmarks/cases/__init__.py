@@ -11,7 +11,7 @@ One module per case, named for what it measures (:data:`CASES` maps the names
 :mod:`~benchmarks.cases.enqueue` (3), :mod:`~benchmarks.cases.reference` (4),
 :mod:`~benchmarks.cases.memory` (5), :mod:`~benchmarks.cases.group_commit` (6),
 :mod:`~benchmarks.cases.many_workers` (7), :mod:`~benchmarks.cases.many_tables` (8),
-:mod:`~benchmarks.cases.follow` (9).
+:mod:`~benchmarks.cases.follow` (9), :mod:`~benchmarks.cases.split` (10).
 Their set-up is shared: :mod:`~benchmarks.cases.common` (sizes, rows, the
 environment, warm workers, a campaign, :func:`settle`) and
 :mod:`~benchmarks.cases.sides` (the baseline's processes, the ceiling, the turns).
@@ -46,6 +46,7 @@ from benchmarks.cases.many_workers import case_workers
 from benchmarks.cases.memory import case_memory
 from benchmarks.cases.reference import case_reference
 from benchmarks.cases.sides import Racers
+from benchmarks.cases.split import case_split
 from benchmarks.cases.throughput import case_throughput
 
 __all__ = ["CASES", "Racers", "row", "settle", "sizes"]
@@ -59,4 +60,5 @@ CASES: dict[str, Callable[[bool, Path], list[dict]]] = {
     "workers": case_workers,
     "tables": case_tables,
     "follow": case_follow,
+    "split": case_split,
 }

@@ -100,7 +100,8 @@ def _fetch(
 
 def compute_batch(table_name: str, fetched: list[dict[str, Any]], max_transfer: int) -> list[dict[str, Any]]:
     """``make_compute`` of each fetched key, on a compute worker (no connection): per key
-    either ``{"key", "computed", "seconds"}`` or ``{"key", "outcome"}``."""
+    either ``{"key", "computed", "seconds", "hash"}`` (the hash of the data it computed on)
+    or ``{"key", "outcome"}``."""
     plugin = get_worker().plugins[PLUGIN_NAME]
     cls = plugin.table_class(table_name)
     instance = cls()  # offline: an unbound class, whose make_compute needs no connection
@@ -132,7 +133,8 @@ def compute_batch(table_name: str, fetched: list[dict[str, Any]], max_transfer: 
                         }
                     )
                     continue
-                results.append({"key": key, "computed": computed, "seconds": seconds})
+                # The hash of the data it computed on: a fetch run again (its worker lost) may differ.
+                results.append({"key": key, "computed": computed, "seconds": seconds, "hash": item["hash"]})
     finally:
         running.done()
     return results
@@ -160,7 +162,7 @@ def insert_batch(
                 if "outcome" in result:
                     outcomes.append(result["outcome"])
                     continue
-                make = djcompat.split_insert(table, result["computed"], got["hash"])
+                make = djcompat.split_insert(table, result["computed"], result["hash"])
                 began = (got["began"], got["seconds"] + result["seconds"])
                 outcomes.append(
                     _run_key(table, index, key, make_kwargs, version, running, tolerance, make=make, began=began)

@@ -54,6 +54,7 @@ def test_code_map_names_exist():
         "claim",
         "dispatch",
         "execute",
+        "split",
         "complete",
         "stream",
         "lease",
