@@ -24,7 +24,10 @@ from distributed import Client
 
 from djdask.config import namespace as config
 from djdask.errors import ProfileError
+from djdask.worker.executor import DATABASE_ENV
+from djdask.worker.split import COMPUTE_RESOURCE
 
+from .credentials import without_credentials, without_database
 from .jobwatch import JobStatus
 from .scaling import Demand
 
@@ -52,6 +55,8 @@ _OWN = (
     "tolerations",
     "service-account",
     "image-pull-secrets",
+    "database",
+    "database-workers",
 )
 #: What a toleration may say (Kubernetes' core/v1 Toleration).
 _TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
@@ -100,8 +105,12 @@ class KubernetesKind:
         if raw.get("gpus"):
             limits["nvidia.com/gpu"] = str(raw["gpus"])
         command = ["dask-worker", "--nthreads", "1"]
-        if raw.get("resources"):
-            command += ["--resources", ",".join(f"{k}={v}" for k, v in raw["resources"].items())]
+        resources = dict(raw.get("resources") or {})
+        offline = without_database(raw)
+        if offline:  # make_compute only (djdask.campaign.split)
+            resources[COMPUTE_RESOURCE] = 1
+        if resources:
+            command += ["--resources", ",".join(f"{k}={v}" for k, v in resources.items())]
         name = str(raw.get("name") or f"djdask-{profile}")
         if not re.match(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", name) or len(name) > 50:
             raise ProfileError(
@@ -121,9 +130,15 @@ class KubernetesKind:
         spec = copy.deepcopy(spec)  # make_cluster_spec shares one resources dict between pods
         scheduler = spec["spec"]["scheduler"]["spec"]["containers"][0]
         scheduler["resources"] = {"requests": {"cpu": "1", "memory": "2G"}, "limits": {"cpu": "1", "memory": "2G"}}
-        if raw.get("secret"):
-            for container in (scheduler, spec["spec"]["worker"]["spec"]["containers"][0]):
+        worker = spec["spec"]["worker"]["spec"]["containers"][0]
+        if raw.get("secret"):  # workers without database access get none of it
+            for container in (scheduler,) if offline else (scheduler, worker):
                 container["envFrom"] = [{"secretRef": {"name": str(raw["secret"])}}]
+        if offline:
+            given = {e["name"]: e.get("value", "") for e in worker.get("env") or []}
+            kept = without_credentials(given)
+            worker["env"] = [e for e in worker.get("env") or [] if e["name"] in kept]
+            worker["env"].append({"name": DATABASE_ENV, "value": "none"})
         for pod in (spec["spec"]["scheduler"]["spec"], spec["spec"]["worker"]["spec"]):
             pod.update(copy.deepcopy(pod_settings))
         if raw.get("namespace"):

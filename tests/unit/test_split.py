@@ -147,3 +147,31 @@ def test_only_datajoints_tripartite_make_is_split(offline_module):
         said = str(refused.value)
         assert f"Table {name} is routed to pool 'compute' (profile 'nodb')" in said
         assert "make_compute" in said and f"djdask.campaign.pools.{name}" in said and "Nothing was written" in said
+
+
+def test_a_kubernetes_profile_without_database_gives_its_workers_no_secret():
+    """A kubernetes profile with `database: none`: its worker pods get neither the Secret nor
+    a DJ_* setting, they are told DJDASK_DATABASE=none and offer djdask-compute; the
+    scheduler keeps the Secret (the manifest is checked offline: no API server runs here)."""
+    import yaml
+
+    profile = {
+        "kind": "kubernetes",
+        "image": "ghcr.io/mylab/pipeline:1.2",
+        "cores": 2,
+        "memory": "8G",
+        "resources": {"GPU": 1},
+        "secret": "datajoint-credentials",
+        "env": {"DJ_HOST": "db.lab.svc", "OMP_NUM_THREADS": "1"},
+        "database": "none",
+    }
+    with dask.config.set({"djdask.clusters.k8s-nodb": profile}):
+        p = resolve("k8s-nodb")
+        p.validate()
+        spec = yaml.safe_load(p.kind.script("k8s-nodb", p.raw))
+    worker = spec["spec"]["worker"]["spec"]["containers"][0]
+    scheduler = spec["spec"]["scheduler"]["spec"]["containers"][0]
+    assert "envFrom" not in worker and scheduler["envFrom"] == [{"secretRef": {"name": "datajoint-credentials"}}]
+    assert worker["env"] == [{"name": "OMP_NUM_THREADS", "value": "1"}, {"name": "DJDASK_DATABASE", "value": "none"}]
+    args = worker["args"]
+    assert args[args.index("--resources") + 1] == "GPU=1,djdask-compute=1"
