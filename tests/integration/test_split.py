@@ -169,3 +169,37 @@ def test_a_compute_worker_killed_mid_make_compute_runs_its_key_again(server, djd
     assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_split', '__result')}") == n
     jobs = sql.jobs_counts(f"{prefix}_split", "__result")
     assert not jobs.get("reserved") and not jobs.get("error"), jobs
+
+
+@pytest.mark.parametrize("server", ["mariadb"], indirect=True)
+def test_a_database_side_worker_lost_between_fetch_and_insert_loses_no_key(server, djdask, sql, prefix, tmp_path):
+    """The database-side worker that fetched key 1 is killed (SIGKILL) while the key's
+    make_compute runs on a compute worker: the key is still inserted once, with the result
+    make_compute returned, after its insert's own fetch in the transaction (the fetched data
+    is not lost: Dask keeps the copy the compute worker received; without it, Dask would
+    run the fetch again); no key is an error, none left reserved, make_compute ran once each."""
+    started, fetched = tmp_path / "started", tmp_path / "fetched.txt"
+    started.mkdir()
+    n = 3
+    env = split_env(
+        djdask, tmp_path, {"Result": "compute"}, DJDASK_TEST_MAKE_SECONDS="3", DJDASK_TEST_STARTED=str(started),
+        DJDASK_TEST_FETCHED=str(fetched), DASK_DJDASK__CAMPAIGN__MAX_BATCH_SIZE="1",
+    )  # fmt: skip
+    seeded = djdask.python(SEED.format(n=n), env=env)
+    assert seeded.returncode == 0, seeded.stderr
+    run = Said(djdask, env, "populate", "split", "--target", "Result", "--cluster", "default=local",
+               "--cluster", "compute=nodb", "--workers", "1")  # fmt: skip
+    try:
+        wait_for(lambda: (started / "1.started").exists(), 120, "key 1's make_compute")
+        (pid,) = [int(p) for k, p in (line.split() for line in fetched.read_text().splitlines()) if k == "1"]
+        os.kill(pid, signal.SIGKILL)
+        result = run.finish(180)
+    finally:
+        run.finish(5)
+    assert result.returncode == 0, result.stdout + result.stderr
+    fetches = Counter(int(line.split()[0]) for line in fetched.read_text().splitlines())
+    assert fetches == Counter({0: 2, 1: 2, 2: 2}) or fetches[1] == 3, fetches  # for make_compute, in the insert
+    assert Counter(int(k) for k, *_ in where(tmp_path)) == Counter(range(n)), "make_compute ran again"
+    assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_split', '__result')}") == n
+    jobs = sql.jobs_counts(f"{prefix}_split", "__result")
+    assert not jobs.get("reserved") and not jobs.get("error"), jobs

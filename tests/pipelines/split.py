@@ -9,6 +9,9 @@ and its part.  ``DJDASK_TEST_STARTED`` names a file ``make_compute`` touches as 
 (``<key>.started``, holding its pid), for a test that changes the inputs or kills the
 worker meanwhile.
 
+With ``DJDASK_TEST_FETCHED``, each ``make_fetch`` appends ``<key> <pid>`` to that file
+(both fetches of a key: the one for ``make_compute`` and the one in the insert's transaction).
+
 ``Plain`` has a plain ``make(key)``, which cannot be split; ``Big``'s ``make_compute``
 returns ``DJDASK_TEST_BIG_MB`` MiB (for ``djdask.campaign.max-transfer``).
 """
@@ -63,6 +66,10 @@ class Result(dj.Computed):
     def make_fetch(self, key):
         reading = (Source & key).fetch1("reading")
         gain = (Gain & {"day": 1}).fetch1("gain")  # beyond its foreign keys
+        fetched = os.environ.get("DJDASK_TEST_FETCHED")
+        if fetched:
+            with open(fetched, "a") as f:
+                f.write(f"{key['source_id']} {os.getpid()}\n")
         return float(reading), float(gain)
 
     def make_compute(self, key, reading, gain):
