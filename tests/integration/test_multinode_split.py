@@ -14,6 +14,8 @@ import re
 import subprocess
 import sys
 import threading
+import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -127,4 +129,51 @@ def test_reference_pipeline_split_across_nodes_without_database_access(
     seq = djdask.python(code, env=theirs)
     assert seq.returncode == 0, seq.stderr
     assert_same_rows(sql, prefix, other, "DataJoint's populate()")
+    assert queue_empties(system), f"jobs left in the queue: {system.queue()}"
+
+
+def test_a_node_lost_mid_compute_loses_no_key(server, djdask, sql, prefix, slurm_nodes, tmp_path):
+    """The worker job computing key 2 dies with its node (its nanny and worker killed, no exit
+    report): the key's make_compute runs again in another job, uncharged, and every key is
+    made once; none is an error, none left reserved, nothing left queued."""
+    import psutil
+
+    system = slurm_nodes
+    n = 4
+    started = tmp_path / "started"
+    started.mkdir()
+    env = djdask.env(
+        **node_profile(tmp_path, system, database="none"),
+        DJDASK_TEST_MAKE_SECONDS="3",
+        DJDASK_TEST_STARTED=str(started),
+        DJDASK_TEST_WHERE=str(tmp_path / "where.txt"),
+        DASK_DJDASK__CAMPAIGN__MAX_BATCH_SIZE="1",
+    )
+    config = Path(env["DASK_CONFIG"]) / "djdask.yaml"
+    config.write_text(config.read_text() + '  campaign:\n    pools: {"Result": "compute"}\n')
+    seeded = djdask.python(f"import split; split.seed({n})", env=env)
+    assert seeded.returncode == 0, seeded.stderr
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "djdask.cli", "populate", "split", "--target", "Result", "--cluster", "default=local",
+         "--cluster", f"compute=test{system.kind}", "--workers", "1"],
+        env=env, cwd=djdask.cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while not (started / "2.started").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        worker = psutil.Process(int((started / "2.started").read_text()))
+        for process in (worker.parent(), worker):  # the nanny first: no report of the worker's end
+            process.kill()
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out + err
+    made = Counter(int(line.split()[0]) for line in (tmp_path / "where.txt").read_text().splitlines())
+    assert made == Counter(range(n)), made  # the killed make_compute wrote no line
+    assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_split', '__result')}") == n
+    jobs = sql.jobs_counts(f"{prefix}_split", "__result")
+    assert not jobs.get("reserved") and not jobs.get("error"), jobs
     assert queue_empties(system), f"jobs left in the queue: {system.queue()}"
