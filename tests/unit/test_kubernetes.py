@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import time
+
 import dask.config
 import pytest
 import yaml
@@ -240,3 +242,47 @@ def test_a_profile_name_kubernetes_would_refuse_names_the_setting():
     ):
         manifest(PROFILE, name="gpu_pool")
     assert manifest({**PROFILE, "name": "gpu-pool"}, name="gpu_pool")["metadata"]["name"] == "gpu-pool"
+
+
+class _Replicas:
+    """Stands for the Kubernetes API behind KubeCluster.scale (no API server runs here): the
+    replica counts djdask asks for, in order."""
+
+    status = None
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+
+    def scale(self, n: int) -> None:
+        self.asked.append(n)
+
+
+def test_kubernetes_workers_scale_to_none_when_idle_and_back_when_keys_arrive():
+    """The worker replicas follow the campaign's demand (a following campaign's pools set it
+    to none after idle-after): up at once, down to none only once the demand stayed lower for
+    scale-down-after, and up again when keys arrive."""
+    from djdask.clusters import Demand
+    from djdask.clusters.kubernetes import DemandScaler
+
+    demand, replicas = Demand(), _Replicas()
+    scaler = DemandScaler(replicas, demand, maximum=4, interval=0.02, after=0.3)
+    scaler.start()
+    try:
+        demand.workers = 6  # more than max-workers: 4
+        _wait(lambda: replicas.asked == [4])
+        demand.workers = 0  # idle (after idle-after): none, but not at once
+        time.sleep(0.15)
+        assert replicas.asked == [4]
+        _wait(lambda: replicas.asked == [4, 0])
+        demand.workers = 2  # new keys: at once
+        _wait(lambda: replicas.asked == [4, 0, 2])
+    finally:
+        scaler.stopped.set()
+        scaler.join(5)
+
+
+def _wait(predicate, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
