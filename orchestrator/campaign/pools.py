@@ -73,6 +73,18 @@ class Pool:
         """Whether its workers have no database access (its profile says ``database: none``)."""
         return without_database(self.profile)
 
+    @property
+    def database_workers(self) -> int:
+        """The database-side workers of a pool without database access, at most its cap."""
+        count = database_workers(self.profile)
+        return count if self.cap is None else max(1, min(count, self.cap))
+
+    def local_workers(self, workers: int | None) -> int | None:
+        """The workers of a local pool: ``--workers`` for the default pool, else its profile's
+        ``workers``; a named pool's own ``workers`` wins (None: as many as the cores)."""
+        raw = self.profile.raw if self.profile is not None else {}
+        return (workers or raw.get("workers")) if self.name == "default" else (raw.get("workers") or workers)
+
     def find_links(self) -> Links:
         """The links to its scheduler's web server that answer from where the user sits.
 
@@ -194,9 +206,11 @@ class Pools:
             # (Dask's default, 3): the campaign decides which of its keys is to blame
             # (djdask.campaign.losses). Only the schedulers the campaign starts; a given one keeps its own.
             with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-                count = pool.cap if pool.cap is not None else workers  # local pools: capped by the database
+                count = pool.local_workers(workers)
+                if pool.cap is not None and not pool.without_database:  # capped by the database's connections
+                    count = pool.cap
                 if pool.profile is not None:
-                    pool.demand = Demand(cap=pool.cap)
+                    pool.demand = Demand(cap=None if pool.without_database else pool.cap)
                     pool.client, pool.cluster = pool.profile.start(count, pool.demand)
                 elif self.client is not None:
                     pool.client = self.client
@@ -218,7 +232,7 @@ class Pools:
                     redact(str(err)),
                 )
             if pool.without_database:
-                pool.database_side = start_database_side(pool, database_workers(pool.profile))
+                pool.database_side = start_database_side(pool, pool.database_workers)
             pool.links = pool.find_links()
         for pool in self.pools.values():
             if pool.name != "default":

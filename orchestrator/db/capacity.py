@@ -75,16 +75,18 @@ def budget(connection: Any) -> Budget | None:
 def planned_workers(pools: Any, workers: int | None) -> dict[str, int]:
     """The most worker processes each pool of ``pools`` (:class:`djdask.campaign.pools.Pools`) would
     start: ``workers`` (or the cores here) on a local pool, ``max-jobs`` x processes per job
-    on a batch pool, ``max-workers`` on Kubernetes.  Pools of running schedulers are left out."""
+    on a batch pool, ``max-workers`` on Kubernetes, the database side of a pool without
+    database access.  Pools of running schedulers are left out."""
     planned: dict[str, int] = {}
     if getattr(pools, "client", None) is not None:  # a client given to the campaign: its workers are there
         return planned
     for pool in pools:
         profile = pool.profile
         kind = profile.kind if profile is not None else None
-        if kind is None or kind.name == "local":
-            raw = profile.raw if profile is not None else {}
-            planned[pool.name] = int(workers or raw.get("workers") or os.cpu_count() or 1)
+        if pool.without_database:  # its workers hold no connection; its database side does
+            planned[pool.name] = pool.database_workers
+        elif kind is None or kind.name == "local":
+            planned[pool.name] = int(pool.local_workers(workers) or os.cpu_count() or 1)
         elif hasattr(kind, "submit_command"):  # a batch system (dask-jobqueue)
             settings = kind.settings(profile.name, profile.raw)
             jobs = int(profile.raw.get("max-jobs", config.get("cluster-defaults.max-jobs")))
