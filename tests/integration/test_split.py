@@ -61,10 +61,12 @@ def test_a_split_table_gives_datajoints_rows_and_its_compute_runs_without_creden
 ):
     """Result's make_compute runs on the `compute` pool's workers (DJDASK_DATABASE=none, no
     DJ_* or AWS_* variable), its fetch and insert on the database side; every row and part
-    row, `_job_version` included, equals DataJoint's populate() of the same data; the jobs
-    rows are completed once, nothing left reserved."""
+    row, `_job_version` included, equals DataJoint's populate() of the same data; each row's
+    hidden job metadata is its jobs row's (version, duration: the three parts'); every jobs
+    row is a success, none left reserved."""
     n = 12
-    env = split_env(djdask, tmp_path, {"Result": "compute"}, DJDASK_TEST_MAKE_SECONDS="0.05")
+    metadata = {"DJ_JOBS_ADD_JOB_METADATA": "true", "DJ_JOBS_KEEP_COMPLETED": "true"}
+    env = split_env(djdask, tmp_path, {"Result": "compute"}, DJDASK_TEST_MAKE_SECONDS="0.05", **metadata)
     seeded = djdask.python(SEED.format(n=n), env=env)
     assert seeded.returncode == 0, seeded.stderr
     populate(djdask, env, "Result")
@@ -75,7 +77,7 @@ def test_a_split_table_gives_datajoints_rows_and_its_compute_runs_without_creden
     assert {given for *_, given in ran} == {"-"}, f"compute workers were given credentials: {ran}"
 
     other = prefix + "seq"
-    theirs = djdask.env(DASK_DJDASK__DEMO__SCHEMA_PREFIX=other)
+    theirs = djdask.env(DASK_DJDASK__DEMO__SCHEMA_PREFIX=other, **metadata)
     code = SEED.format(n=n) + "\nsplit.Result.populate(display_progress=False)"
     seq = djdask.python(code, env=theirs)
     assert seq.returncode == 0, seq.stderr
@@ -83,8 +85,18 @@ def test_a_split_table_gives_datajoints_rows_and_its_compute_runs_without_creden
     assert mine["__result"] and mine["__result__sample"], mine
     for table in ("__result", "__result__sample"):
         assert mine[table] == their[table], f"{table} differs from DataJoint's populate()"
-    jobs = sql.jobs_counts(f"{prefix}_split", "__result")
-    assert not jobs.get("reserved") and not jobs.get("error"), jobs
+    assert sql.jobs_counts(f"{prefix}_split", "__result") == {"success": n}
+    # The hidden job metadata as _populate1 stamps it: the jobs row's version and duration,
+    # the duration counting the three parts (at least make_compute's 0.05 s).
+    rows = sql.query(
+        f"SELECT t._job_version, t._job_duration, t._job_start_time, j.version, j.duration FROM "
+        f"{sql.table(prefix + '_split', '__result')} t JOIN {sql.table(prefix + '_split', '~~result')} j "
+        "ON t.source_id = j.source_id"
+    )
+    assert len(rows) == n
+    for version, duration, started, job_version, job_duration in rows:
+        assert version == job_version and started is not None, (version, job_version, started)
+        assert abs(float(duration) - float(job_duration)) <= 1e-6 and float(duration) >= 0.05, (duration, job_duration)
 
 
 @pytest.mark.parametrize("server", ["postgres", "mariadb"], indirect=True)
