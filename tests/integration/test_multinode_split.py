@@ -142,15 +142,11 @@ def test_a_node_lost_mid_compute_loses_no_key(server, djdask, sql, prefix, slurm
     n = 4
     started = tmp_path / "started"
     started.mkdir()
-    env = djdask.env(
-        **node_profile(tmp_path, system, database="none"),
-        DJDASK_TEST_MAKE_SECONDS="3",
-        DJDASK_TEST_STARTED=str(started),
-        DJDASK_TEST_WHERE=str(tmp_path / "where.txt"),
+    env = split_on_nodes(
+        djdask, system, tmp_path, {"Result": "compute"}, DJDASK_TEST_MAKE_SECONDS="3",
+        DJDASK_TEST_STARTED=str(started), DJDASK_TEST_WHERE=str(tmp_path / "where.txt"),
         DASK_DJDASK__CAMPAIGN__MAX_BATCH_SIZE="1",
-    )
-    config = Path(env["DASK_CONFIG"]) / "djdask.yaml"
-    config.write_text(config.read_text() + '  campaign:\n    pools: {"Result": "compute"}\n')
+    )  # fmt: skip
     seeded = djdask.python(f"import split; split.seed({n})", env=env)
     assert seeded.returncode == 0, seeded.stderr
     proc = subprocess.Popen(
@@ -176,4 +172,55 @@ def test_a_node_lost_mid_compute_loses_no_key(server, djdask, sql, prefix, slurm
     assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_split', '__result')}") == n
     jobs = sql.jobs_counts(f"{prefix}_split", "__result")
     assert not jobs.get("reserved") and not jobs.get("error"), jobs
+    assert queue_empties(system), f"jobs left in the queue: {system.queue()}"
+
+
+def split_on_nodes(djdask, system, tmp_path: Path, tables: dict[str, str], **extra: str) -> dict[str, str]:
+    """The environment of a campaign over tests/pipelines/split.py whose ``tables`` go to the
+    pools named (``compute``: the nodes' profile, ``database: none``)."""
+    env = djdask.env(**node_profile(tmp_path, system, database="none"), **extra)
+    config = Path(env["DASK_CONFIG"]) / "djdask.yaml"
+    config.write_text(config.read_text() + "  campaign:\n    pools: " + json.dumps(tables) + "\n")
+    return env
+
+
+def test_inputs_changed_on_the_database_side_while_a_node_computes_give_datajoints_error(
+    server, djdask, sql, prefix, slurm_nodes, tmp_path
+):
+    """While key 0's make_compute runs on a node, the row its make_fetch read beyond its
+    foreign keys changes: its insert, back on the database side, gives DataJoint's own error
+    row, once; nothing is inserted, nothing left reserved or queued.  A plain make(key)
+    routed to the nodes is refused first (exit 2), before any job is submitted or row written."""
+    system = slurm_nodes
+    started = tmp_path / "started"
+    started.mkdir()
+    env = split_on_nodes(djdask, system, tmp_path, {"Result": "compute", "Plain": "compute"},
+                         DJDASK_TEST_MAKE_SECONDS="4", DJDASK_TEST_STARTED=str(started))  # fmt: skip
+    seeded = djdask.python("import split; split.seed(1)", env=env)
+    assert seeded.returncode == 0, seeded.stderr
+    command = ["populate", "split", "--cluster", "default=local", "--cluster", f"compute=test{system.kind}",
+               "--workers", "1"]  # fmt: skip
+    refused = djdask(*command, "--target", "Plain", env=env, timeout=120)
+    said = " ".join(refused.stderr.split())
+    assert refused.returncode == 2 and "Table Plain is routed to pool 'compute'" in said, refused.stdout + said
+    assert not system.queue() and "Traceback" not in said
+    assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_split', '__plain')}") == 0
+    assert not sql.jobs_counts(f"{prefix}_split", "__plain")
+
+    proc = subprocess.Popen([sys.executable, "-m", "djdask.cli", *command, "--target", "Result"], env=env,
+                            cwd=djdask.cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while not (started / "0.started").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        sql.query(f"UPDATE {sql.table(prefix + '_split', 'gain')} SET gain = 2.0 WHERE day = 1")
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, out + err  # the campaign ends with an error row
+    errors = sql.query(f"SELECT error_message FROM {sql.table(prefix + '_split', '~~result')} WHERE status = 'error'")
+    assert [e[0] for e in errors] == ["DataJointError: Referential integrity failed! The `make_fetch` data has changed"]
+    assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_split', '__result')}") == 0
     assert queue_empties(system), f"jobs left in the queue: {system.queue()}"

@@ -4,7 +4,8 @@ database side that fetches and inserts for them.  A tripartite table routed ther
 exactly DataJoint's rows; inputs that change between the fetch and the insert give
 DataJoint's own error row; a plain make() routed there is refused before anything is
 written; a result past ``max-transfer`` is an error row naming the table and the key.
-Both backends.  (On nodes that cannot reach the database: tests/integration/test_multinode.py.)"""
+The rows on both backends; the errors and the refusal on PostgreSQL here and on MariaDB on
+the nodes.  (On nodes that cannot reach the database: tests/integration/test_multinode.py.)"""
 
 from __future__ import annotations
 
@@ -99,7 +100,7 @@ def test_a_split_table_gives_datajoints_rows_and_its_compute_runs_without_creden
         assert abs(float(duration) - float(job_duration)) <= 1e-6 and float(duration) >= 0.05, (duration, job_duration)
 
 
-@pytest.mark.parametrize("server", ["postgres", "mariadb"], indirect=True)
+@pytest.mark.parametrize("server", ["postgres"], indirect=True)  # MariaDB: on the nodes (test_multinode_split)
 def test_inputs_changed_between_fetch_and_insert_give_datajoints_error_row(server, djdask, sql, prefix, tmp_path):
     """While key 1's make_compute runs, the row it read beyond its foreign keys (the day's
     gain) changes: its insert finds other inputs and it becomes DataJoint's own error
@@ -127,7 +128,7 @@ def test_inputs_changed_between_fetch_and_insert_give_datajoints_error_row(serve
     assert sql.jobs_counts(f"{prefix}_split", "__result").get("reserved", 0) == 0
 
 
-@pytest.mark.parametrize("server", ["postgres", "mariadb"], indirect=True)
+@pytest.mark.parametrize("server", ["postgres"], indirect=True)  # MariaDB: on the nodes (test_multinode_split)
 def test_a_plain_make_routed_without_database_is_refused_and_a_result_too_large_is_an_error_row(
     server, djdask, sql, prefix, tmp_path
 ):
