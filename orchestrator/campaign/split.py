@@ -153,7 +153,6 @@ def submit_split(
     return client.submit(
         insert_batch,
         name,
-        fetched,
         computed,
         make_kwargs,
         version,

@@ -9,7 +9,8 @@ A table whose keys go to a pool without database access (a profile with
 2. :func:`compute_batch`, on a compute worker, which Dask sends the fetched data to from
    the database side, worker to worker: ``make_compute`` for each key, with no
    connection and no credential;
-3. :func:`insert_batch`, on a database-side worker, which Dask sends the results to:
+3. :func:`insert_batch`, on a database-side worker, which Dask sends the results to (not
+   the fetched data: once the compute worker has it, the database side holds it no more):
    each key through DataJoint's own ``_populate1`` (transaction, "already made" check,
    ``make_fetch`` again with its hash compared, ``make_insert``, commit, job metadata and
    provenance), one outcome per key as :func:`djdask.worker.executor.run_batch` returns.
@@ -73,13 +74,11 @@ def fetch_batch(
     results = []
     with dask.config.set(scheduler="synchronous"), randomness.owned_by_this_thread():
         for key in keys:
-            results.append(_fetch(table, table_name, key, make_kwargs, max_transfer, tolerance))
+            results.append(_fetch(table, key, make_kwargs, max_transfer, tolerance))
     return results
 
 
-def _fetch(
-    table: Any, table_name: str, key: dict, make_kwargs: dict | None, max_transfer: int, tolerance: float
-) -> dict[str, Any]:
+def _fetch(table: Any, key: dict, make_kwargs: dict | None, max_transfer: int, tolerance: float) -> dict[str, Any]:
     began, clock = time.time(), time.perf_counter()
     for attempt in range(2):
         try:
@@ -100,8 +99,8 @@ def _fetch(
 
 def compute_batch(table_name: str, fetched: list[dict[str, Any]], max_transfer: int) -> list[dict[str, Any]]:
     """``make_compute`` of each fetched key, on a compute worker (no connection): per key
-    either ``{"key", "computed", "seconds", "hash"}`` (the hash of the data it computed on)
-    or ``{"key", "outcome"}``."""
+    either ``{"key", "computed", "hash", "began", "seconds"}`` (the hash of the data it
+    computed on, when its fetch began, the seconds of fetch and compute) or ``{"key", "outcome"}``."""
     plugin = get_worker().plugins[PLUGIN_NAME]
     cls = plugin.table_class(table_name)
     instance = cls()  # offline: an unbound class, whose make_compute needs no connection
@@ -133,8 +132,17 @@ def compute_batch(table_name: str, fetched: list[dict[str, Any]], max_transfer: 
                         }
                     )
                     continue
-                # The hash of the data it computed on: a fetch run again (its worker lost) may differ.
-                results.append({"key": key, "computed": computed, "seconds": seconds, "hash": item["hash"]})
+                # With the hash of the data it computed on, and when its fetch began and how long it
+                # took: the insert needs no more of the fetch, which the database side then drops.
+                results.append(
+                    {
+                        "key": key,
+                        "computed": computed,
+                        "hash": item["hash"],
+                        "began": item["began"],
+                        "seconds": item["seconds"] + seconds,
+                    }
+                )
     finally:
         running.done()
     return results
@@ -142,7 +150,6 @@ def compute_batch(table_name: str, fetched: list[dict[str, Any]], max_transfer: 
 
 def insert_batch(
     table_name: str,
-    fetched: list[dict[str, Any]],
     computed: list[dict[str, Any]],
     make_kwargs: dict | None = None,
     version: str | None = None,
@@ -157,13 +164,13 @@ def insert_batch(
     outcomes = []
     try:
         with dask.config.set(scheduler="synchronous"), randomness.owned_by_this_thread():
-            for index, (got, result) in enumerate(zip(fetched, computed, strict=True)):
-                key = got["key"]
+            for index, result in enumerate(computed):
+                key = result["key"]
                 if "outcome" in result:
                     outcomes.append(result["outcome"])
                     continue
                 make = djcompat.split_insert(table, result["computed"], result["hash"])
-                began = (got["began"], got["seconds"] + result["seconds"])
+                began = (result["began"], result["seconds"])
                 outcomes.append(
                     _run_key(table, index, key, make_kwargs, version, running, tolerance, make=make, began=began)
                 )

@@ -188,9 +188,9 @@ def test_a_compute_worker_killed_mid_make_compute_runs_its_key_again(server, djd
 def test_a_database_side_worker_lost_between_fetch_and_insert_loses_no_key(server, djdask, sql, prefix, tmp_path):
     """The database-side worker that fetched key 1 is killed (SIGKILL) while the key's
     make_compute runs on a compute worker: the key is still inserted once, with the result
-    make_compute returned, after its insert's own fetch in the transaction (the fetched data
-    is not lost: Dask keeps the copy the compute worker received; without it, Dask would
-    run the fetch again); no key is an error, none left reserved, make_compute ran once each."""
+    make_compute returned, after its insert's own fetch in the transaction (the insert needs
+    nothing else of the lost worker: the compute worker holds the fetched data it got); no
+    key is an error, none left reserved, make_compute ran once each."""
     started, fetched = tmp_path / "started", tmp_path / "fetched.txt"
     started.mkdir()
     n = 3
