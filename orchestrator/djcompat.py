@@ -125,8 +125,8 @@ def check_compatibility() -> None:
         if not hasattr(owner, name):
             raise _incompatible(f"DataJoint's {owner.__name__}.{name} is gone")
     populate1 = inspect.getsource(AutoPopulate._populate1)
-    tripartite = inspect.getsource(AutoPopulate.make)
-    if CHANGED_INPUTS not in populate1 or "self.make_compute(key, *fetched_data)" not in tripartite:
+    steps = (CHANGED_INPUTS, "ignore_iterable_order=False", "self.make_compute(")  # split_insert mirrors them
+    if not all(s in populate1 + inspect.getsource(AutoPopulate.make) for s in steps):
         raise _incompatible("DataJoint's tripartite make() changed: split_insert mirrors its hash and its steps")
     for step in ("_allow_insert = True", "self._upstream_key = dict(key)", "set_ingesting(", "make(dict(key)"):
         if step not in populate1:  # GroupMaker mirrors these steps of _populate1
@@ -208,7 +208,7 @@ def run_make(
         directory, twice per key.
     make : callable, optional
         Run in place of the table's ``make`` (on this instance only): a split make's
-        last part (:func:`finish_split`).
+        last part (:func:`split_insert`).
     began : (float, float), optional
         When the key's make() began (``time.time()``) and the seconds its earlier parts
         took: the job metadata's start and duration count them, as ``populate()``'s do.
