@@ -4,10 +4,13 @@ Arrays are xarray objects stored as Zarr (``<xarray@>``): shifts (time, axis),
 images (y, x), masks (cell, y, x), traces (cell, time).  Fetching one opens it
 lazily; ``.values`` reads it.
 
-Each Computed table's make() is DataJoint's tripartite one: ``make_fetch`` reads
-(the database and the store), ``make_compute`` computes without either, and
-``make_insert`` writes, so that djdask can run ``make_compute`` on compute nodes
-that cannot reach the database (a profile with ``database: none``).  ``make_fetch``
+Each Computed table is written in DataJoint's three parts: ``make_fetch`` reads (the
+database and the store), ``make_compute`` computes without either, ``make_insert``
+writes.  By default a ``make()`` runs the three in one transaction, as most labs'
+make()s run.  With ``djdask.demo.tripartite`` the tables have no ``make()`` of their
+own: DataJoint's tripartite driver runs the parts (fetching twice, the second time in
+the insert's transaction), and djdask can run ``make_compute`` on compute nodes that
+cannot reach the database (a profile with ``database: none``).  ``make_fetch``
 returns arrays packed as text (:func:`_packed`): DataJoint hashes what it returns,
 to refuse an insert whose inputs changed, with deepdiff, which walks a NumPy array
 element by element (seconds per million) and refuses raw bytes.
@@ -22,10 +25,22 @@ import xarray as xr
 
 from . import compute
 from .acquisition import Scan, ScanMovie
-from .schemas import dj
+from .schemas import TRIPARTITE, dj
 from .schemas import imaging as schema
 
 __all__ = ["CellStats", "MotionCorrection", "Segmentation", "SegmentationParams", "Traces"]
+
+
+def _one_transaction(cls: type) -> type:
+    """Unless ``djdask.demo.tripartite``, give ``cls`` a make() that runs its three parts in
+    one call (one transaction, one fetch)."""
+    if not TRIPARTITE:
+
+        def make(self, key):
+            self.make_insert(key, *self.make_compute(key, *self.make_fetch(key)))
+
+        cls.make = make
+    return cls
 
 
 def _packed(array: np.ndarray) -> tuple[str, tuple[int, ...], str]:
@@ -51,6 +66,7 @@ def _image(array: np.ndarray, name: str) -> xr.DataArray:
 
 
 @schema
+@_one_transaction
 class MotionCorrection(dj.Computed):
     definition = """
     -> ScanMovie
@@ -98,6 +114,7 @@ class SegmentationParams(dj.Lookup):
 
 
 @schema
+@_one_transaction
 class Segmentation(dj.Computed):
     definition = """
     -> MotionCorrection
@@ -159,6 +176,7 @@ class Segmentation(dj.Computed):
 
 
 @schema
+@_one_transaction
 class Traces(dj.Computed):
     definition = """
     -> Segmentation
@@ -201,6 +219,7 @@ class Traces(dj.Computed):
 
 
 @schema
+@_one_transaction
 class CellStats(dj.Computed):
     definition = """
     -> Traces

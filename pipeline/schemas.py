@@ -9,8 +9,10 @@ from djdask.db.connect import import_datajoint
 dj = import_datajoint()
 
 PREFIX: str = str(config.get("demo.schema-prefix"))
+#: The Computed tables' make() is DataJoint's tripartite driver (``djdask.demo.tripartite``).
+TRIPARTITE: bool = bool(config.get("demo.tripartite"))
 
 acquisition = dj.Schema(f"{PREFIX}_acquisition")
 imaging = dj.Schema(f"{PREFIX}_imaging")
 
-__all__ = ["PREFIX", "acquisition", "imaging"]
+__all__ = ["PREFIX", "TRIPARTITE", "acquisition", "imaging"]

@@ -127,7 +127,7 @@ def idle_statements(
         # what the server's counters reported late (PostgreSQL: a worker's session reports its
         # counts 10 s after its last statement, up to a minute under load): idle once they show
         # every insert and two looks in a row after that found nothing.
-        until(lambda: _inserts_counted(sql, schema_prefix) >= tables, 90, "the server's counters")
+        wait_for(lambda: _counts_late(sql, schema_prefix) == 0, 90, "the server's counters", poll=1.0)
         quiet = len(run.when(r"Follow look \d+: "))
         until(lambda: _quiet_looks(run) >= 2 and len(run.when(r"Follow look \d+: ")) >= quiet + 2, 90, "quiet")
         mark, began = statements.mark(), time.time()
@@ -141,17 +141,19 @@ def idle_statements(
     return count, looks
 
 
-def _inserts_counted(sql, schema_prefix: str) -> float:
-    """PostgreSQL: how many of the pipeline's step tables its statistics show an insert in (the
-    counters a following campaign probes, late by up to a minute); MariaDB: infinity (its
-    tables' update times, which the campaign probes there, change at commit)."""
+def _counts_late(sql, schema_prefix: str) -> int:
+    """PostgreSQL: how many of the pipeline's step tables and parts hold rows that its
+    statistics (the counters a following campaign probes, late by up to a minute) do not show
+    yet; MariaDB: none (its tables' update times, which the campaign probes there, change at
+    commit)."""
     if sql.backend != "postgresql":
-        return float("inf")
+        return 0
     pattern = schema_prefix.replace("_", "\\_") + "\\_many\\_%"
-    return sql.scalar(
-        "SELECT COUNT(*) FROM pg_stat_user_tables WHERE n_tup_ins > 0 "
+    unseen = sql.query(
+        "SELECT schemaname, relname FROM pg_stat_user_tables WHERE n_tup_ins = 0 "
         f"AND schemaname LIKE '{pattern}' AND relname LIKE '\\_\\_step%'"
     )
+    return sum(1 for schema, table in unseen if sql.query(f"SELECT 1 FROM {sql.table(schema, table)} LIMIT 1"))
 
 
 def _quiet_looks(run: Said) -> int:
