@@ -189,10 +189,10 @@ def test_a_compute_worker_killed_mid_make_compute_runs_its_key_again(server, djd
 @pytest.mark.parametrize("server", ["mariadb"], indirect=True)
 def test_a_database_side_worker_lost_between_fetch_and_insert_loses_no_key(server, djdask, sql, prefix, tmp_path):
     """The database-side worker that fetched key 1 is killed (SIGKILL) while the key's
-    make_compute runs on a compute worker: the key is still inserted once, with the result
-    make_compute returned, after its insert's own fetch in the transaction (the insert needs
-    nothing else of the lost worker: the compute worker holds the fetched data it got); no
-    key is an error, none left reserved, make_compute ran once each."""
+    make_compute runs on a compute worker: every key is inserted once, after its insert's own
+    fetch in the transaction (the insert needs nothing else of the lost worker: the compute
+    worker holds the fetched data it got; a batch whose insert ran there runs again,
+    uncharged); no key is an error, none left reserved."""
     started, fetched = tmp_path / "started", tmp_path / "fetched.txt"
     started.mkdir()
     n = 3
@@ -216,7 +216,9 @@ def test_a_database_side_worker_lost_between_fetch_and_insert_loses_no_key(serve
     # For make_compute and in the insert's transaction; once more for a key whose fetched data
     # only the killed worker held (its make_compute not yet begun).
     assert set(fetches) == set(range(n)) and all(2 <= c <= 3 for c in fetches.values()), fetches
-    assert Counter(int(k) for k, *_ in where(tmp_path)) == Counter(range(n)), "make_compute ran again"
+    # A key whose insert ran on the killed worker runs again from its fetch, uncharged.
+    computed = Counter(int(k) for k, *_ in where(tmp_path))
+    assert set(computed) == set(range(n)) and max(computed.values()) <= 2, computed
     assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_split', '__result')}") == n
     jobs = sql.jobs_counts(f"{prefix}_split", "__result")
     assert not jobs.get("reserved") and not jobs.get("error"), jobs
