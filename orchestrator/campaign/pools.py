@@ -25,8 +25,8 @@ import dask.config
 from distributed import Client
 
 from djdask.campaign.losses import MEMORY_TOPIC, Losses
-from djdask.campaign.split import close_database_side, database_workers, start_database_side, without_database
-from djdask.clusters import local_cluster, resolve
+from djdask.campaign.split import close_database_side, database_workers, start_database_side
+from djdask.clusters import local_cluster, resolve, without_database
 from djdask.clusters.scaling import Demand
 from djdask.config import namespace as config
 from djdask.db.outage import OUTAGE_TOPIC
@@ -71,7 +71,7 @@ class Pool:
     @property
     def without_database(self) -> bool:
         """Whether its workers have no database access (its profile says ``database: none``)."""
-        return without_database(self.profile)
+        return self.profile is not None and without_database(self.profile.raw)
 
     @property
     def database_workers(self) -> int:

@@ -21,7 +21,6 @@ import dask.config
 from dask.utils import parse_bytes
 
 from djdask import djcompat
-from djdask.clusters import without_database as database_none
 from djdask.clusters import worker_environment
 from djdask.config import namespace as config
 from djdask.errors import DjdaskError
@@ -35,18 +34,12 @@ __all__ = [
     "max_transfer",
     "start_database_side",
     "submit_split",
-    "without_database",
 ]
 
 logger = logging.getLogger(__name__)
 
 #: The names of the database-side workers (``djdask-database-0``, ...).
 DATABASE_SIDE_PREFIX = "djdask-database-"
-
-
-def without_database(profile: Any) -> bool:
-    """Whether a pool's profile says its workers have no database access (``database: none``)."""
-    return profile is not None and database_none(profile.raw)
 
 
 def database_workers(profile: Any) -> int:

@@ -22,9 +22,11 @@ is not sent: the key is an error that names the table, the key and the size.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 import dask
@@ -97,54 +99,61 @@ def _fetch(table: Any, key: dict, make_kwargs: dict | None, max_transfer: int, t
     return {"key": key, "fetched": concrete, "hash": digest, "began": began, "seconds": time.perf_counter() - clock}
 
 
+@contextlib.contextmanager
+def _running(table_name: str) -> Iterator[tuple[Any, _Running]]:
+    """A batch's task on this worker: the pipeline plugin, and what runs now (for the page and
+    the nanny's watchdog); lazy arrays computed in this thread, its random generators its own."""
+    worker = get_worker()
+    plugin = worker.plugins[PLUGIN_NAME]
+    running = _Running(plugin, str(worker.get_current_task()), table_name, None)
+    try:
+        with dask.config.set(scheduler="synchronous"), randomness.owned_by_this_thread():
+            yield plugin, running
+    finally:
+        running.done()
+
+
 def compute_batch(table_name: str, fetched: list[dict[str, Any]], max_transfer: int) -> list[dict[str, Any]]:
     """``make_compute`` of each fetched key, on a compute worker (no connection): per key
     either ``{"key", "computed", "hash", "began", "seconds"}`` (the hash of the data it
     computed on, when its fetch began, the seconds of fetch and compute) or ``{"key", "outcome"}``."""
-    plugin = get_worker().plugins[PLUGIN_NAME]
-    cls = plugin.table_class(table_name)
-    instance = cls()  # offline: an unbound class, whose make_compute needs no connection
-    running = _Running(plugin, str(get_worker().get_current_task()), table_name, None)
     results = []
-    try:
-        with dask.config.set(scheduler="synchronous"), randomness.owned_by_this_thread():
-            for index, item in enumerate(fetched):
-                key = item["key"]
-                if "outcome" in item:
-                    results.append({"key": key, "outcome": item["outcome"]})
-                    continue
-                running.key(index, key)
-                clock = time.perf_counter()
-                try:
-                    computed = instance.make_compute(dict(key), *item["fetched"])
-                except Exception as error:
-                    results.append(
-                        {"key": key, "outcome": _error(key, "make_compute", error, time.perf_counter() - clock)}
-                    )
-                    continue
-                seconds = time.perf_counter() - clock
-                size = sizeof(computed)
-                if size > max_transfer:
-                    results.append(
-                        {
-                            "key": key,
-                            "outcome": _too_large(cls, key, "make_compute's result", size, max_transfer),
-                        }
-                    )
-                    continue
-                # With the hash of the data it computed on, and when its fetch began and how long it
-                # took: the insert needs no more of the fetch, which the database side then drops.
+    with _running(table_name) as (plugin, running):
+        cls = plugin.table_class(table_name)
+        instance = cls()  # offline: an unbound class, whose make_compute needs no connection
+        for index, item in enumerate(fetched):
+            key = item["key"]
+            if "outcome" in item:
+                results.append({"key": key, "outcome": item["outcome"]})
+                continue
+            running.key(index, key)
+            clock = time.perf_counter()
+            try:
+                computed = instance.make_compute(dict(key), *item["fetched"])
+            except Exception as error:
+                results.append({"key": key, "outcome": _error(key, "make_compute", error, time.perf_counter() - clock)})
+                continue
+            seconds = time.perf_counter() - clock
+            size = sizeof(computed)
+            if size > max_transfer:
                 results.append(
                     {
                         "key": key,
-                        "computed": computed,
-                        "hash": item["hash"],
-                        "began": item["began"],
-                        "seconds": item["seconds"] + seconds,
+                        "outcome": _too_large(cls, key, "make_compute's result", size, max_transfer),
                     }
                 )
-    finally:
-        running.done()
+                continue
+            # With the hash of the data it computed on, and when its fetch began and how long it
+            # took: the insert needs no more of the fetch, which the database side then drops.
+            results.append(
+                {
+                    "key": key,
+                    "computed": computed,
+                    "hash": item["hash"],
+                    "began": item["began"],
+                    "seconds": item["seconds"] + seconds,
+                }
+            )
     return results
 
 
@@ -157,25 +166,19 @@ def insert_batch(
 ) -> list[dict[str, Any]]:
     """Finish each key on a database-side worker through DataJoint's ``_populate1``; one
     outcome per key, as :func:`~djdask.worker.executor.run_batch` returns them."""
-    worker = get_worker()
-    plugin = worker.plugins[PLUGIN_NAME]
-    table = plugin.tables[table_name]()
-    running = _Running(plugin, str(worker.get_current_task()), table_name, None)
     outcomes = []
-    try:
-        with dask.config.set(scheduler="synchronous"), randomness.owned_by_this_thread():
-            for index, result in enumerate(computed):
-                key = result["key"]
-                if "outcome" in result:
-                    outcomes.append(result["outcome"])
-                    continue
-                make = djcompat.split_insert(table, result["computed"], result["hash"])
-                began = (result["began"], result["seconds"])
-                outcomes.append(
-                    _run_key(table, index, key, make_kwargs, version, running, tolerance, make=make, began=began)
-                )
-    finally:
-        running.done()
+    with _running(table_name) as (plugin, running):
+        table = plugin.tables[table_name]()
+        for index, result in enumerate(computed):
+            key = result["key"]
+            if "outcome" in result:
+                outcomes.append(result["outcome"])
+                continue
+            make = djcompat.split_insert(table, result["computed"], result["hash"])
+            began = (result["began"], result["seconds"])
+            outcomes.append(
+                _run_key(table, index, key, make_kwargs, version, running, tolerance, make=make, began=began)
+            )
     memory = peak_memory()
     for outcome in outcomes:
         outcome.setdefault("memory", memory)

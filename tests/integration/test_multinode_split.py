@@ -14,15 +14,16 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from tests.integration.batch_campaigns import queue_empties
+from tests.integration.batch_campaigns import Said, queue_empties
+from tests.integration.test_jobs_engine import wait_for
 from tests.integration.test_multinode import node_profile
-from tests.integration.test_populate import INSERT_DEMO, assert_same_rows
+from tests.integration.test_populate import INSERT_DEMO, assert_same_rows, populate_as_datajoint
+from tests.integration.test_split import assert_each_key_inserted_once
 
 pytestmark = [
     pytest.mark.integration,
@@ -74,6 +75,35 @@ class Environments:
         return {k: v for k, v in self.seen.items() if "dask_worker" in v[0] or "distributed.cli" in v[0]}
 
 
+def split_on_nodes(djdask, system, tmp_path: Path, tables: dict[str, str], **extra: str) -> dict[str, str]:
+    """The environment of a campaign over tests/pipelines/split.py whose ``tables`` go to the
+    pools named (``compute``: the nodes' profile, ``database: none``)."""
+    env = djdask.env(**node_profile(tmp_path, system, database="none"), **extra)
+    config = Path(env["DASK_CONFIG"]) / "djdask.yaml"
+    config.write_text(config.read_text() + "  campaign:\n    pools: " + json.dumps(tables) + "\n")
+    return env
+
+
+def campaign_on_nodes(system) -> tuple[str, ...]:
+    """`djdask populate split` with its `compute` pool on the nodes, its default one here."""
+    return (
+        "populate",
+        "split",
+        "--cluster",
+        "default=local",
+        "--cluster",
+        f"compute=test{system.kind}",
+        "--workers",
+        "1",
+    )
+
+
+def until_started(run: Said, marker: Path) -> None:
+    """Wait until a make_compute touches ``marker`` (the campaign still running)."""
+    wait_for(lambda: marker.exists() or run.proc.poll() is not None, 180, f"{marker.name}")
+    assert run.proc.poll() is None, run.stdout + run.stderr
+
+
 def test_reference_pipeline_split_across_nodes_without_database_access(
     server, djdask, sql, prefix, slurm_nodes, tmp_path
 ):
@@ -86,15 +116,10 @@ def test_reference_pipeline_split_across_nodes_without_database_access(
             assert tried.returncode == 3, f"{node.name} reached the database at {host}:{port}: {tried}"
 
     assert djdask.python(INSERT_DEMO).returncode == 0
-    env = djdask.env(
-        **node_profile(tmp_path, system, database="none"),
-        AWS_SECRET_ACCESS_KEY=S3_SECRET,
+    env = split_on_nodes(
+        djdask, system, tmp_path, dict.fromkeys(SPLIT, "compute"), AWS_SECRET_ACCESS_KEY=S3_SECRET,
         DASK_DJDASK__DEMO__TRIPARTITE="true",  # its Computed tables' make() DataJoint's tripartite driver
-    )
-    config = Path(env["DASK_CONFIG"]) / "djdask.yaml"
-    config.write_text(
-        config.read_text() + "  campaign:\n    pools: " + json.dumps(dict.fromkeys(SPLIT, "compute")) + "\n"
-    )
+    )  # fmt: skip
     watch = Environments(network)
     try:
         result = djdask(
@@ -122,16 +147,7 @@ def test_reference_pipeline_split_across_nodes_without_database_access(
     assert logs and password not in logs and S3_SECRET not in logs
 
     other = f"{prefix}seq"
-    theirs = djdask.env(
-        DASK_DJDASK__DEMO__SCHEMA_PREFIX=other, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1"
-    )
-    code = (
-        INSERT_DEMO + "\nimport djdask.pipeline as pipeline\n"
-        "for t in (pipeline.ScanMovie, pipeline.MotionCorrection, pipeline.Segmentation, pipeline.Traces, "
-        "pipeline.CellStats):\n    t.populate()\n"
-    )
-    seq = djdask.python(code, env=theirs)
-    assert seq.returncode == 0, seq.stderr
+    populate_as_datajoint(djdask, other)
     assert_same_rows(sql, prefix, other, "DataJoint's populate()")
     assert queue_empties(system), f"jobs left in the queue: {system.queue()}"
 
@@ -154,41 +170,22 @@ def test_a_node_lost_mid_compute_loses_no_key(server, djdask, sql, prefix, slurm
     )  # fmt: skip
     seeded = djdask.python(f"import split; split.seed({n})", env=env)
     assert seeded.returncode == 0, seeded.stderr
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "djdask.cli", "populate", "split", "--target", "Result", "--cluster", "default=local",
-         "--cluster", f"compute=test{system.kind}", "--workers", "1"],
-        env=env, cwd=djdask.cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    run = Said(djdask, env, *campaign_on_nodes(system), "--target", "Result")
     try:
-        deadline = time.monotonic() + 180
-        while not (started / "2.started").exists():
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.1)
+        until_started(run, started / "2.started")
         worker = psutil.Process(int((started / "2.started").read_text()))
         for process in (worker.parent(), worker):  # the nanny first: no report of the worker's end
             process.kill()
-        out, err = proc.communicate(timeout=240)
+        result = run.finish(240)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, out + err
+        run.finish(5)
+    assert result.returncode == 0, result.stdout + result.stderr
     # The killed make_compute wrote no line; a key whose result the lost job still held (made,
     # not yet sent back) is computed again: every key computed, key 2 once more.
     computed = Counter(int(line.split()[0]) for line in (tmp_path / "where.txt").read_text().splitlines())
     assert set(computed) == set(range(n)) and computed[2] == 1, computed
-    assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_split', '__result')}") == n
-    jobs = sql.jobs_counts(f"{prefix}_split", "__result")
-    assert not jobs.get("reserved") and not jobs.get("error"), jobs
+    assert_each_key_inserted_once(sql, prefix, n)
     assert queue_empties(system), f"jobs left in the queue: {system.queue()}"
-
-
-def split_on_nodes(djdask, system, tmp_path: Path, tables: dict[str, str], **extra: str) -> dict[str, str]:
-    """The environment of a campaign over tests/pipelines/split.py whose ``tables`` go to the
-    pools named (``compute``: the nodes' profile, ``database: none``)."""
-    env = djdask.env(**node_profile(tmp_path, system, database="none"), **extra)
-    config = Path(env["DASK_CONFIG"]) / "djdask.yaml"
-    config.write_text(config.read_text() + "  campaign:\n    pools: " + json.dumps(tables) + "\n")
-    return env
 
 
 def test_inputs_changed_on_the_database_side_while_a_node_computes_give_datajoints_error(
@@ -205,28 +202,21 @@ def test_inputs_changed_on_the_database_side_while_a_node_computes_give_datajoin
                          DJDASK_TEST_MAKE_SECONDS="4", DJDASK_TEST_STARTED=str(started))  # fmt: skip
     seeded = djdask.python("import split; split.seed(1)", env=env)
     assert seeded.returncode == 0, seeded.stderr
-    command = ["populate", "split", "--cluster", "default=local", "--cluster", f"compute=test{system.kind}",
-               "--workers", "1"]  # fmt: skip
-    refused = djdask(*command, "--target", "Plain", env=env, timeout=120)
+    refused = djdask(*campaign_on_nodes(system), "--target", "Plain", env=env, timeout=120)
     said = " ".join(refused.stderr.split())
     assert refused.returncode == 2 and "Table Plain is routed to pool 'compute'" in said, refused.stdout + said
     assert not system.queue() and "Traceback" not in said
     assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_split', '__plain')}") == 0
     assert not sql.jobs_counts(f"{prefix}_split", "__plain")
 
-    proc = subprocess.Popen([sys.executable, "-m", "djdask.cli", *command, "--target", "Result"], env=env,
-                            cwd=djdask.cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    run = Said(djdask, env, *campaign_on_nodes(system), "--target", "Result")
     try:
-        deadline = time.monotonic() + 180
-        while not (started / "0.started").exists():
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.1)
+        until_started(run, started / "0.started")
         sql.query(f"UPDATE {sql.table(prefix + '_split', 'gain')} SET gain = 2.0 WHERE day = 1")
-        out, err = proc.communicate(timeout=180)
+        result = run.finish(180)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 1, out + err  # the campaign ends with an error row
+        run.finish(5)
+    assert result.returncode == 1, result.stdout + result.stderr  # the campaign ends with an error row
     errors = sql.query(f"SELECT error_message FROM {sql.table(prefix + '_split', '~~result')} WHERE status = 'error'")
     assert [e[0] for e in errors] == ["DataJointError: Referential integrity failed! The `make_fetch` data has changed"]
     assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_split', '__result')}") == 0

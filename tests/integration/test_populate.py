@@ -83,6 +83,24 @@ def assert_same_rows(sql, prefix: str, other: str, what: str) -> None:
             assert ours[table] == theirs[table], f"{schema}.{table} differs from {what}"
 
 
+def populate_as_datajoint(djdask, prefix: str) -> None:
+    """The reference pipeline's demo data under schema ``prefix``, made by DataJoint's own
+    populate() of each table in order, in a process of its own, as a user would."""
+    # One BLAS thread, as distributed gives its worker processes (nanny's pre-spawn
+    # environment): OpenBLAS splits a matrix product differently across threads, which
+    # changes float32 sums in their last bits (seen: CellStats 8.7131055 vs 8.7131034).
+    env = djdask.env(
+        DASK_DJDASK__DEMO__SCHEMA_PREFIX=prefix, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1"
+    )
+    code = (
+        INSERT_DEMO + "\nimport djdask.pipeline as pipeline\n"
+        "for t in (pipeline.ScanMovie, pipeline.MotionCorrection, pipeline.Segmentation, pipeline.Traces, pipeline.CellStats):\n"
+        "    t.populate()\n"
+    )
+    seq = djdask.python(code, env=env)
+    assert seq.returncode == 0, seq.stderr
+
+
 def test_populate_matches_datajoint_sequential_populate(djdask, sql, prefix):
     """djdask and DataJoint's own populate() must produce the same keys and values in every table;
     a difference means djdask ran make() with other inputs, skipped keys or wrote twice."""
@@ -91,25 +109,7 @@ def test_populate_matches_datajoint_sequential_populate(djdask, sql, prefix):
     assert result.returncode == 0, result.stdout + result.stderr
 
     other = f"{prefix}seq"
-    # One BLAS thread, as distributed gives its worker processes (nanny's pre-spawn
-    # environment): OpenBLAS splits a matrix product differently across threads, which
-    # changes float32 sums in their last bits (seen: CellStats 8.7131055 vs 8.7131034).
-    env = djdask.env(
-        DASK_DJDASK__DEMO__SCHEMA_PREFIX=other, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1"
-    )
-    code = (
-        INSERT_DEMO + "\nimport djdask.pipeline as pipeline\n"
-        "for t in (pipeline.ScanMovie, pipeline.MotionCorrection, pipeline.Segmentation, pipeline.Traces, pipeline.CellStats):\n"
-        "    t.populate()\n"
-    )
-    import subprocess
-    import sys
-
-    seq = subprocess.run(
-        [sys.executable, "-c", code], env=env, cwd=djdask.cwd, capture_output=True, text=True, timeout=300
-    )
-    assert seq.returncode == 0, seq.stderr
-
+    populate_as_datajoint(djdask, other)
     assert_same_rows(sql, prefix, other, "DataJoint's populate")
     # Parts were filled too: segmentation cells and traces.
     assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_imaging', '__traces__trace')}") > 0

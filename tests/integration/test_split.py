@@ -46,14 +46,22 @@ def where(tmp_path: Path) -> list[list[str]]:
     return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
 
 
+#: `djdask populate split` on the two pools of :func:`split_env`.
+CAMPAIGN = ("populate", "split", "--cluster", "default=local", "--cluster", "compute=nodb", "--workers", "1")
+
+
 def populate(djdask, env, *tables: str, expect: int = 0):
     args = [a for t in tables for a in ("--target", t)]
-    result = djdask(
-        "populate", "split", *args, "--cluster", "default=local", "--cluster", "compute=nodb", "--workers", "1",
-        env=env, timeout=240,
-    )  # fmt: skip
+    result = djdask(*CAMPAIGN, *args, env=env, timeout=240)
     assert result.returncode == expect, result.stdout + result.stderr
     return result
+
+
+def assert_each_key_inserted_once(sql, prefix: str, n: int) -> None:
+    """Result holds its ``n`` rows (one per key: its primary key), none is an error, none reserved."""
+    assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_split', '__result')}") == n
+    jobs = sql.jobs_counts(f"{prefix}_split", "__result")
+    assert not jobs.get("reserved") and not jobs.get("error"), jobs
 
 
 @pytest.mark.parametrize("server", ["postgres", "mariadb"], indirect=True)
@@ -113,8 +121,7 @@ def test_inputs_changed_between_fetch_and_insert_give_datajoints_error_row(serve
     )
     seeded = djdask.python(SEED.format(n=1), env=env)
     assert seeded.returncode == 0, seeded.stderr
-    run = Said(djdask, env, "populate", "split", "--target", "Result", "--cluster", "default=local",
-               "--cluster", "compute=nodb", "--workers", "1")  # fmt: skip
+    run = Said(djdask, env, *CAMPAIGN, "--target", "Result")
     try:
         wait_for(lambda: (started / "0.started").exists(), 120, "key 0's make_compute")
         sql.query(f"UPDATE {sql.table(prefix + '_split', 'gain')} SET gain = 2.0 WHERE day = 1")
@@ -168,8 +175,7 @@ def test_a_compute_worker_killed_mid_make_compute_runs_its_key_again(server, djd
     )  # fmt: skip
     seeded = djdask.python(SEED.format(n=n), env=env)
     assert seeded.returncode == 0, seeded.stderr
-    run = Said(djdask, env, "populate", "split", "--target", "Result", "--cluster", "default=local",
-               "--cluster", "compute=nodb", "--workers", "1")  # fmt: skip
+    run = Said(djdask, env, *CAMPAIGN, "--target", "Result")
     try:
         wait_for(lambda: (started / "2.started").exists(), 120, "key 2's make_compute")
         os.kill(int((started / "2.started").read_text()), signal.SIGKILL)
@@ -181,9 +187,7 @@ def test_a_compute_worker_killed_mid_make_compute_runs_its_key_again(server, djd
     # killed worker still held is computed again: every key computed, key 2 once more.
     computed = Counter(int(k) for k, *_ in where(tmp_path))
     assert set(computed) == set(range(n)) and computed[2] == 1, computed
-    assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_split', '__result')}") == n
-    jobs = sql.jobs_counts(f"{prefix}_split", "__result")
-    assert not jobs.get("reserved") and not jobs.get("error"), jobs
+    assert_each_key_inserted_once(sql, prefix, n)
 
 
 @pytest.mark.parametrize("server", ["mariadb"], indirect=True)
@@ -202,8 +206,7 @@ def test_a_database_side_worker_lost_between_fetch_and_insert_loses_no_key(serve
     )  # fmt: skip
     seeded = djdask.python(SEED.format(n=n), env=env)
     assert seeded.returncode == 0, seeded.stderr
-    run = Said(djdask, env, "populate", "split", "--target", "Result", "--cluster", "default=local",
-               "--cluster", "compute=nodb", "--workers", "1")  # fmt: skip
+    run = Said(djdask, env, *CAMPAIGN, "--target", "Result")
     try:
         wait_for(lambda: (started / "1.started").exists(), 120, "key 1's make_compute")
         (pid,) = [int(p) for k, p in (line.split() for line in fetched.read_text().splitlines()) if k == "1"]
@@ -219,6 +222,4 @@ def test_a_database_side_worker_lost_between_fetch_and_insert_loses_no_key(serve
     # A key whose insert ran on the killed worker runs again from its fetch, uncharged.
     computed = Counter(int(k) for k, *_ in where(tmp_path))
     assert set(computed) == set(range(n)) and max(computed.values()) <= 2, computed
-    assert sql.scalar(f"SELECT COUNT(*) FROM {sql.table(prefix + '_split', '__result')}") == n
-    jobs = sql.jobs_counts(f"{prefix}_split", "__result")
-    assert not jobs.get("reserved") and not jobs.get("error"), jobs
+    assert_each_key_inserted_once(sql, prefix, n)
